@@ -1,0 +1,33 @@
+//! hivegraph's read side: the diesel schema, row types, and the batched loaders that every
+//! GraphQL resolver reads through.
+//!
+//! Each lookup has its own key type (`RegistryKey`, `ServersOfRegistry`, ...). A [`Reader`] answers
+//! any batch of one key type with exactly one SQL statement, so a nested GraphQL query costs a
+//! number of statements bounded by its depth, not by the number of rows it returns.
+
+pub mod enums;
+pub mod loaders;
+pub mod models;
+pub mod pool;
+pub mod reads;
+pub mod schema;
+
+pub use loaders::*;
+pub use pool::{DbConn, DbPool, QueryStats, Reader};
+
+/// Errors of the read side. Messages are for logs; the GraphQL layer masks them.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    /// No connection could be taken from the pool (the database is unreachable or saturated).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A statement failed.
+    #[error("query failed: {0}")]
+    Query(String),
+}
+
+impl From<diesel::result::Error> for ReadError {
+    fn from(e: diesel::result::Error) -> Self {
+        ReadError::Query(e.to_string())
+    }
+}

@@ -1,0 +1,358 @@
+//! Loader keys and their batched implementations on [`Reader`].
+//!
+//! Every `Loader` impl issues exactly one SQL statement per batch:
+//! - by id: `WHERE id = ANY($1)`;
+//! - children pages: `unnest($parents, $cursors, $limits) WITH ORDINALITY` joined `LATERAL` to an
+//!   index-ordered, limited subquery, so that many parents' pages come back together;
+//! - counts: `GROUP BY parent` over `= ANY($1)`;
+//! - latest sample per instance: `DISTINCT ON (instance_id)`.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use async_graphql::dataloader::Loader;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+use crate::models::*;
+use crate::schema::*;
+use crate::{ReadError, Reader};
+
+/// A page request inside a nested list: how many rows, after which cursor.
+///
+/// `limit` is the number of rows to fetch (callers ask for one more than they show, to learn
+/// whether a next page exists). `after` is the sort key of the last row already seen.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChildPage {
+    pub limit: i64,
+    pub after: Option<SortKey>,
+}
+
+/// The position of a row in a child list: its sort value and id (ties broken by id).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct SortKey {
+    pub value: String,
+    pub id: Uuid,
+}
+
+macro_rules! by_id_loader {
+    ($key:ident, $row:ty, $table:ident) => {
+        #[doc = concat!("Loads `", stringify!($row), "` by primary key.")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct $key(pub Uuid);
+
+        impl Loader<$key> for Reader {
+            type Value = $row;
+            type Error = ReadError;
+
+            async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, $row>, ReadError> {
+                let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+                let mut conn = self.conn().await?;
+                let rows: Vec<$row> = $table::table
+                    .filter($table::id.eq_any(ids))
+                    .select(<$row>::as_select())
+                    .load(&mut conn)
+                    .await?;
+                Ok(rows.into_iter().map(|r| ($key(r.id), r)).collect())
+            }
+        }
+    };
+}
+
+by_id_loader!(RegistryKey, RegistryRow, registries);
+by_id_loader!(ServerKey, ServerRow, servers);
+by_id_loader!(InstanceKey, InstanceRow, instances);
+by_id_loader!(ClusterKey, ClusterRow, clusters);
+by_id_loader!(DeploymentKey, DeploymentRow, deployments);
+
+macro_rules! ranked_row {
+    ($name:ident, $row:ty) => {
+        #[derive(QueryableByName)]
+        struct $name {
+            #[diesel(sql_type = BigInt)]
+            ord: i64,
+            #[diesel(embed)]
+            row: $row,
+        }
+    };
+}
+ranked_row!(RankedServer, ServerRow);
+ranked_row!(RankedInstance, InstanceRow);
+ranked_row!(RankedDeployment, DeploymentRow);
+ranked_row!(RankedMetrics, MetricsRow);
+
+/// Splits keys into the three parallel arrays the lateral statements take.
+fn page_arrays<K>(
+    keys: &[K],
+    parts: impl Fn(&K) -> (Uuid, &ChildPage),
+) -> (Vec<Uuid>, Vec<Option<String>>, Vec<Option<Uuid>>, Vec<i64>) {
+    let mut parents = Vec::with_capacity(keys.len());
+    let mut after_values = Vec::with_capacity(keys.len());
+    let mut after_ids = Vec::with_capacity(keys.len());
+    let mut limits = Vec::with_capacity(keys.len());
+    for k in keys {
+        let (parent, page) = parts(k);
+        parents.push(parent);
+        after_values.push(page.after.as_ref().map(|a| a.value.clone()));
+        after_ids.push(page.after.as_ref().map(|a| a.id));
+        limits.push(page.limit.clamp(0, 1001));
+    }
+    (parents, after_values, after_ids, limits)
+}
+
+/// Groups ranked rows back onto the keys that asked for them (ordinality is 1-based).
+fn regroup<K: Clone + Eq + Hash, R>(keys: &[K], rows: impl IntoIterator<Item = (i64, R)>) -> HashMap<K, Vec<R>> {
+    let mut out: HashMap<K, Vec<R>> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+    for (ord, row) in rows {
+        if let Some(k) = keys.get((ord - 1) as usize) {
+            out.entry(k.clone()).or_default().push(row);
+        }
+    }
+    out
+}
+
+macro_rules! child_page_loader {
+    (
+        $(#[$meta:meta])*
+        $key:ident { $parent:ident }, $ranked:ident, $row:ty, $sql:expr
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub struct $key {
+            pub $parent: Uuid,
+            pub page: ChildPage,
+        }
+
+        impl Loader<$key> for Reader {
+            type Value = Vec<$row>;
+            type Error = ReadError;
+
+            async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, Vec<$row>>, ReadError> {
+                let (parents, after_values, after_ids, limits) = page_arrays(keys, |k| (k.$parent, &k.page));
+                let mut conn = self.conn().await?;
+                let rows: Vec<$ranked> = diesel::sql_query($sql)
+                    .bind::<Array<SqlUuid>, _>(parents)
+                    .bind::<Array<Nullable<Text>>, _>(after_values)
+                    .bind::<Array<Nullable<SqlUuid>>, _>(after_ids)
+                    .bind::<Array<Int8>, _>(limits)
+                    .load(&mut conn)
+                    .await?;
+                Ok(regroup(keys, rows.into_iter().map(|r| (r.ord, r.row))))
+            }
+        }
+    };
+}
+
+child_page_loader!(
+    /// A page of a registry's servers, ordered by name.
+    ServersOfRegistry { registry_id }, RankedServer, ServerRow,
+    "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[]) \
+       WITH ORDINALITY AS k(parent, after_value, after_id, lim, ord) \
+     CROSS JOIN LATERAL ( \
+       SELECT * FROM servers x WHERE x.registry_id = k.parent \
+         AND (k.after_value IS NULL OR (x.name, x.id) > (k.after_value, k.after_id)) \
+       ORDER BY x.name, x.id LIMIT k.lim) s \
+     ORDER BY k.ord, s.name, s.id"
+);
+
+child_page_loader!(
+    /// A page of a server's instances, oldest first.
+    InstancesOfServer { server_id }, RankedInstance, InstanceRow,
+    "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[]) \
+       WITH ORDINALITY AS k(parent, after_value, after_id, lim, ord) \
+     CROSS JOIN LATERAL ( \
+       SELECT * FROM instances x WHERE x.server_id = k.parent \
+         AND (k.after_value IS NULL OR (x.created_at, x.id) > (k.after_value::timestamptz, k.after_id)) \
+       ORDER BY x.created_at, x.id LIMIT k.lim) s \
+     ORDER BY k.ord, s.created_at, s.id"
+);
+
+child_page_loader!(
+    /// A page of a cluster's instances, oldest first.
+    InstancesOfCluster { cluster_id }, RankedInstance, InstanceRow,
+    "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[]) \
+       WITH ORDINALITY AS k(parent, after_value, after_id, lim, ord) \
+     CROSS JOIN LATERAL ( \
+       SELECT * FROM instances x WHERE x.cluster_id = k.parent \
+         AND (k.after_value IS NULL OR (x.created_at, x.id) > (k.after_value::timestamptz, k.after_id)) \
+       ORDER BY x.created_at, x.id LIMIT k.lim) s \
+     ORDER BY k.ord, s.created_at, s.id"
+);
+
+child_page_loader!(
+    /// A page of an instance's operations, newest first.
+    DeploymentsOfInstance { instance_id }, RankedDeployment, DeploymentRow,
+    "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[]) \
+       WITH ORDINALITY AS k(parent, after_value, after_id, lim, ord) \
+     CROSS JOIN LATERAL ( \
+       SELECT * FROM deployments x WHERE x.instance_id = k.parent \
+         AND (k.after_value IS NULL OR (x.started_at, x.id) < (k.after_value::timestamptz, k.after_id)) \
+       ORDER BY x.started_at DESC, x.id DESC LIMIT k.lim) s \
+     ORDER BY k.ord, s.started_at DESC, s.id DESC"
+);
+
+/// A page of an instance's monitoring samples, newest first, optionally within a time range.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MetricsOfInstance {
+    pub instance_id: Uuid,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub page: ChildPage,
+}
+
+impl Loader<MetricsOfInstance> for Reader {
+    type Value = Vec<MetricsRow>;
+    type Error = ReadError;
+
+    async fn load(&self, keys: &[MetricsOfInstance]) -> Result<HashMap<MetricsOfInstance, Vec<MetricsRow>>, ReadError> {
+        let (parents, after_values, _, limits) = page_arrays(keys, |k| (k.instance_id, &k.page));
+        let since: Vec<Option<DateTime<Utc>>> = keys.iter().map(|k| k.since).collect();
+        let until: Vec<Option<DateTime<Utc>>> = keys.iter().map(|k| k.until).collect();
+        let mut conn = self.conn().await?;
+        let rows: Vec<RankedMetrics> = diesel::sql_query(
+            "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::timestamptz[], $5::timestamptz[]) \
+               WITH ORDINALITY AS k(parent, after_value, lim, since, until, ord) \
+             CROSS JOIN LATERAL ( \
+               SELECT * FROM monitoring_metrics x WHERE x.instance_id = k.parent \
+                 AND (k.after_value IS NULL OR x.\"timestamp\" < k.after_value::timestamptz) \
+                 AND (k.since IS NULL OR x.\"timestamp\" >= k.since) \
+                 AND (k.until IS NULL OR x.\"timestamp\" < k.until) \
+               ORDER BY x.\"timestamp\" DESC LIMIT k.lim) s \
+             ORDER BY k.ord, s.\"timestamp\" DESC",
+        )
+        .bind::<Array<SqlUuid>, _>(parents)
+        .bind::<Array<Nullable<Text>>, _>(after_values)
+        .bind::<Array<Int8>, _>(limits)
+        .bind::<Array<Nullable<Timestamptz>>, _>(since)
+        .bind::<Array<Nullable<Timestamptz>>, _>(until)
+        .load(&mut conn)
+        .await?;
+        Ok(regroup(keys, rows.into_iter().map(|r| (r.ord, r.row))))
+    }
+}
+
+/// The newest monitoring sample of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LatestMetricsOfInstance(pub Uuid);
+
+impl Loader<LatestMetricsOfInstance> for Reader {
+    type Value = MetricsRow;
+    type Error = ReadError;
+
+    async fn load(&self, keys: &[LatestMetricsOfInstance]) -> Result<HashMap<LatestMetricsOfInstance, MetricsRow>, ReadError> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let mut conn = self.conn().await?;
+        let rows: Vec<MetricsRow> = monitoring_metrics::table
+            .filter(monitoring_metrics::instance_id.eq_any(ids))
+            .distinct_on(monitoring_metrics::instance_id)
+            .order((monitoring_metrics::instance_id, monitoring_metrics::timestamp.desc()))
+            .select(MetricsRow::as_select())
+            .load(&mut conn)
+            .await?;
+        Ok(rows.into_iter().map(|r| (LatestMetricsOfInstance(r.instance_id), r)).collect())
+    }
+}
+
+/// The `deploy` operation that created an instance (the data model's one-to-one link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeployOperationOfInstance(pub Uuid);
+
+impl Loader<DeployOperationOfInstance> for Reader {
+    type Value = DeploymentRow;
+    type Error = ReadError;
+
+    async fn load(
+        &self,
+        keys: &[DeployOperationOfInstance],
+    ) -> Result<HashMap<DeployOperationOfInstance, DeploymentRow>, ReadError> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let mut conn = self.conn().await?;
+        let rows: Vec<DeploymentRow> = deployments::table
+            .filter(deployments::instance_id.eq_any(ids))
+            .filter(deployments::operation.eq(crate::enums::DeploymentOperation::Deploy))
+            .distinct_on(deployments::instance_id)
+            .order((deployments::instance_id, deployments::started_at.desc()))
+            .select(DeploymentRow::as_select())
+            .load(&mut conn)
+            .await?;
+        Ok(rows.into_iter().map(|r| (DeployOperationOfInstance(r.instance_id), r)).collect())
+    }
+}
+
+/// Which child table a count is taken over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CountOf {
+    /// Servers of a registry.
+    ServersOfRegistry(Uuid),
+    /// Instances of a server.
+    InstancesOfServer(Uuid),
+    /// Instances in a cluster.
+    InstancesOfCluster(Uuid),
+    /// Operations of an instance.
+    DeploymentsOfInstance(Uuid),
+    /// Monitoring samples of an instance.
+    MetricsOfInstance(Uuid),
+}
+
+#[derive(QueryableByName)]
+struct ParentCount {
+    #[diesel(sql_type = SqlUuid)]
+    parent: Uuid,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+impl Loader<CountOf> for Reader {
+    type Value = i64;
+    type Error = ReadError;
+
+    async fn load(&self, keys: &[CountOf]) -> Result<HashMap<CountOf, i64>, ReadError> {
+        // One statement per kind of count present in the batch (a batch normally holds one kind).
+        let mut by_kind: HashMap<&'static str, Vec<Uuid>> = HashMap::new();
+        for k in keys {
+            let (sql, id) = count_sql(*k);
+            by_kind.entry(sql).or_default().push(id);
+        }
+        let mut out = HashMap::with_capacity(keys.len());
+        let mut conn = self.conn().await?;
+        for (sql, ids) in by_kind {
+            let rows: Vec<ParentCount> = diesel::sql_query(sql)
+                .bind::<Array<SqlUuid>, _>(ids.clone())
+                .load(&mut conn)
+                .await?;
+            let counts: HashMap<Uuid, i64> = rows.into_iter().map(|r| (r.parent, r.n)).collect();
+            for k in keys.iter().filter(|k| count_sql(**k).0 == sql) {
+                out.insert(*k, counts.get(&count_sql(*k).1).copied().unwrap_or(0));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn count_sql(k: CountOf) -> (&'static str, Uuid) {
+    match k {
+        CountOf::ServersOfRegistry(id) => (
+            "SELECT registry_id AS parent, count(*) AS n FROM servers WHERE registry_id = ANY($1) GROUP BY 1",
+            id,
+        ),
+        CountOf::InstancesOfServer(id) => (
+            "SELECT server_id AS parent, count(*) AS n FROM instances WHERE server_id = ANY($1) GROUP BY 1",
+            id,
+        ),
+        CountOf::InstancesOfCluster(id) => (
+            "SELECT cluster_id AS parent, count(*) AS n FROM instances WHERE cluster_id = ANY($1) GROUP BY 1",
+            id,
+        ),
+        CountOf::DeploymentsOfInstance(id) => (
+            "SELECT instance_id AS parent, count(*) AS n FROM deployments WHERE instance_id = ANY($1) GROUP BY 1",
+            id,
+        ),
+        CountOf::MetricsOfInstance(id) => (
+            "SELECT instance_id AS parent, count(*) AS n FROM monitoring_metrics WHERE instance_id = ANY($1) GROUP BY 1",
+            id,
+        ),
+    }
+}

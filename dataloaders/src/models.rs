@@ -1,0 +1,162 @@
+//! Row types: one struct per table, selected with `Selectable` so that column order can never
+//! drift from `schema.rs`.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde_json::Value as Json;
+use uuid::Uuid;
+
+use crate::enums::*;
+use crate::schema::*;
+
+/// A registry row.
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Identifiable)]
+#[diesel(table_name = registries, check_for_backend(diesel::pg::Pg))]
+pub struct RegistryRow {
+    pub id: Uuid,
+    pub name: String,
+    pub url: String,
+    pub description: Option<String>,
+    pub status: RegistryStatus,
+    pub format: RegistryFormat,
+    pub server_count: i32,
+    pub last_sync_at: Option<DateTime<Utc>>,
+    pub last_sync_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub sync_interval_seconds: i32,
+    pub next_sync_at: Option<DateTime<Utc>>,
+    pub consecutive_failures: i32,
+    pub metadata: Json,
+    pub auth_config: Option<Json>,
+    pub auth_kind: RegistryAuthKind,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A server row.
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Identifiable)]
+#[diesel(table_name = servers, check_for_backend(diesel::pg::Pg))]
+pub struct ServerRow {
+    pub id: Uuid,
+    pub registry_id: Uuid,
+    pub name: String,
+    pub original_name: String,
+    pub description: String,
+    pub version: Option<String>,
+    pub image: Option<String>,
+    pub url: Option<String>,
+    pub transport: Transport,
+    pub tier: ServerTier,
+    pub status: ServerStatus,
+    pub category: Vec<String>,
+    pub capabilities: Vec<String>,
+    pub repository_url: Option<String>,
+    pub network_permissions: Json,
+    pub pull_count: i64,
+    pub stars: i64,
+    pub last_updated: Option<DateTime<Utc>>,
+    pub deployment_requirements: Json,
+    pub removed_upstream_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A cluster row.
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Identifiable)]
+#[diesel(table_name = clusters, check_for_backend(diesel::pg::Pg))]
+pub struct ClusterRow {
+    pub id: Uuid,
+    pub name: String,
+    pub endpoint: String,
+    pub context: Option<String>,
+    pub in_cluster: bool,
+    pub simulated: bool,
+    pub status: ClusterStatus,
+    pub version: Option<String>,
+    pub capabilities: Vec<String>,
+    pub resource_quota: Json,
+    pub access_level: AccessLevel,
+    pub last_checked_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub credentials: Option<Json>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An instance row.
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Identifiable)]
+#[diesel(table_name = instances, check_for_backend(diesel::pg::Pg))]
+pub struct InstanceRow {
+    pub id: Uuid,
+    pub server_id: Uuid,
+    pub cluster_id: Uuid,
+    pub name: String,
+    pub namespace: String,
+    pub status: InstanceStatus,
+    pub phase: InstancePhase,
+    pub replicas_desired: i32,
+    pub replicas_current: i32,
+    pub replicas_ready: i32,
+    pub deployed_at: Option<DateTime<Utc>>,
+    pub configuration: Json,
+    pub resource_usage: Json,
+    pub health_status: HealthStatus,
+    pub health_reason: Option<String>,
+    pub logs: Json,
+    pub events: Json,
+    pub last_warning: Option<Json>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A deployment operation row.
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Identifiable)]
+#[diesel(table_name = deployments, check_for_backend(diesel::pg::Pg))]
+pub struct DeploymentRow {
+    pub id: Uuid,
+    pub instance_id: Uuid,
+    pub server_id: Uuid,
+    pub operation: DeploymentOperation,
+    pub initiated_by: String,
+    pub status: DeploymentStatus,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub parameters: Json,
+    pub steps: Json,
+    pub errors: Json,
+    pub rollback_info: Option<Json>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A monitoring sample row.
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Identifiable)]
+#[diesel(table_name = monitoring_metrics, check_for_backend(diesel::pg::Pg))]
+pub struct MetricsRow {
+    pub id: i64,
+    pub instance_id: Uuid,
+    pub timestamp: DateTime<Utc>,
+    pub cpu_usage: Option<f64>,
+    pub memory_usage: Option<i64>,
+    pub network_io: Json,
+    pub request_count: Option<i64>,
+    pub response_time: Option<f64>,
+    pub error_rate: Option<f64>,
+    pub health_checks: Json,
+}
+
+/// An audit log row.
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Identifiable)]
+#[diesel(table_name = audit_log, check_for_backend(diesel::pg::Pg))]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    pub outcome: String,
+    pub request_id: Option<String>,
+    pub details: Json,
+}

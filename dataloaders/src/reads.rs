@@ -1,0 +1,269 @@
+//! Root-level list queries: filtered, keyset-paginated pages plus their total counts.
+
+use chrono::{DateTime, Utc};
+use diesel::dsl::count_star;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+use crate::enums::*;
+use crate::loaders::SortKey;
+use crate::models::*;
+use crate::schema::*;
+use crate::{ReadError, Reader};
+
+/// Filter of the root `registries` list.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryFilter {
+    pub status: Option<Vec<RegistryStatus>>,
+}
+
+/// Filter of the root `servers` list.
+#[derive(Debug, Clone, Default)]
+pub struct ServerFilter {
+    pub registry_ids: Option<Vec<Uuid>>,
+    pub transport: Option<Vec<Transport>>,
+    pub tier: Option<Vec<ServerTier>>,
+    pub status: Option<Vec<ServerStatus>>,
+    /// Servers carrying all of these categories.
+    pub category: Option<Vec<String>>,
+    /// Servers offering all of these capabilities.
+    pub capabilities: Option<Vec<String>>,
+}
+
+/// Filter of the root `instances` list.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceFilter {
+    pub server_id: Option<Uuid>,
+    pub cluster_id: Option<Uuid>,
+    pub namespace: Option<String>,
+    pub status: Option<Vec<InstanceStatus>>,
+}
+
+/// Filter of the root `deployments` list.
+#[derive(Debug, Clone, Default)]
+pub struct DeploymentFilter {
+    pub instance_id: Option<Uuid>,
+    pub server_id: Option<Uuid>,
+    pub status: Option<Vec<DeploymentStatus>>,
+}
+
+fn parse_ts(v: &str) -> Result<DateTime<Utc>, ReadError> {
+    DateTime::parse_from_rfc3339(v)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|_| ReadError::Query("malformed cursor".into()))
+}
+
+macro_rules! registry_filtered {
+    ($f:expr) => {{
+        let mut q = registries::table.into_boxed();
+        if let Some(s) = &$f.status {
+            q = q.filter(registries::status.eq_any(s.clone()));
+        }
+        q
+    }};
+}
+
+macro_rules! server_filtered {
+    ($f:expr) => {{
+        let mut q = servers::table.into_boxed();
+        if let Some(ids) = &$f.registry_ids {
+            q = q.filter(servers::registry_id.eq_any(ids.clone()));
+        }
+        if let Some(v) = &$f.transport {
+            q = q.filter(servers::transport.eq_any(v.clone()));
+        }
+        if let Some(v) = &$f.tier {
+            q = q.filter(servers::tier.eq_any(v.clone()));
+        }
+        if let Some(v) = &$f.status {
+            q = q.filter(servers::status.eq_any(v.clone()));
+        }
+        if let Some(v) = &$f.category {
+            q = q.filter(servers::category.contains(v.clone()));
+        }
+        if let Some(v) = &$f.capabilities {
+            q = q.filter(servers::capabilities.contains(v.clone()));
+        }
+        q
+    }};
+}
+
+macro_rules! instance_filtered {
+    ($f:expr) => {{
+        let mut q = instances::table.into_boxed();
+        if let Some(id) = $f.server_id {
+            q = q.filter(instances::server_id.eq(id));
+        }
+        if let Some(id) = $f.cluster_id {
+            q = q.filter(instances::cluster_id.eq(id));
+        }
+        if let Some(ns) = &$f.namespace {
+            q = q.filter(instances::namespace.eq(ns.clone()));
+        }
+        if let Some(s) = &$f.status {
+            q = q.filter(instances::status.eq_any(s.clone()));
+        }
+        q
+    }};
+}
+
+macro_rules! deployment_filtered {
+    ($f:expr) => {{
+        let mut q = deployments::table.into_boxed();
+        if let Some(id) = $f.instance_id {
+            q = q.filter(deployments::instance_id.eq(id));
+        }
+        if let Some(id) = $f.server_id {
+            q = q.filter(deployments::server_id.eq(id));
+        }
+        if let Some(s) = &$f.status {
+            q = q.filter(deployments::status.eq_any(s.clone()));
+        }
+        q
+    }};
+}
+
+impl Reader {
+    /// A page of registries ordered by name.
+    pub async fn registries_page(
+        &self,
+        filter: &RegistryFilter,
+        after: Option<&SortKey>,
+        limit: i64,
+    ) -> Result<Vec<RegistryRow>, ReadError> {
+        let mut q = registry_filtered!(filter);
+        if let Some(a) = after {
+            q = q.filter(
+                registries::name
+                    .gt(a.value.clone())
+                    .or(registries::name.eq(a.value.clone()).and(registries::id.gt(a.id))),
+            );
+        }
+        let mut conn = self.conn().await?;
+        Ok(q.order((registries::name, registries::id))
+            .limit(limit)
+            .select(RegistryRow::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+
+    /// How many registries match the filter.
+    pub async fn registries_count(&self, filter: &RegistryFilter) -> Result<i64, ReadError> {
+        let mut conn = self.conn().await?;
+        Ok(registry_filtered!(filter).select(count_star()).first(&mut conn).await?)
+    }
+
+    /// A page of servers ordered by name.
+    pub async fn servers_page(
+        &self,
+        filter: &ServerFilter,
+        after: Option<&SortKey>,
+        limit: i64,
+    ) -> Result<Vec<ServerRow>, ReadError> {
+        let mut q = server_filtered!(filter);
+        if let Some(a) = after {
+            q = q.filter(
+                servers::name
+                    .gt(a.value.clone())
+                    .or(servers::name.eq(a.value.clone()).and(servers::id.gt(a.id))),
+            );
+        }
+        let mut conn = self.conn().await?;
+        Ok(q.order((servers::name, servers::id))
+            .limit(limit)
+            .select(ServerRow::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+
+    /// How many servers match the filter.
+    pub async fn servers_count(&self, filter: &ServerFilter) -> Result<i64, ReadError> {
+        let mut conn = self.conn().await?;
+        Ok(server_filtered!(filter).select(count_star()).first(&mut conn).await?)
+    }
+
+    /// A page of instances, oldest first.
+    pub async fn instances_page(
+        &self,
+        filter: &InstanceFilter,
+        after: Option<&SortKey>,
+        limit: i64,
+    ) -> Result<Vec<InstanceRow>, ReadError> {
+        let mut q = instance_filtered!(filter);
+        if let Some(a) = after {
+            let ts = parse_ts(&a.value)?;
+            q = q.filter(
+                instances::created_at
+                    .gt(ts)
+                    .or(instances::created_at.eq(ts).and(instances::id.gt(a.id))),
+            );
+        }
+        let mut conn = self.conn().await?;
+        Ok(q.order((instances::created_at, instances::id))
+            .limit(limit)
+            .select(InstanceRow::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+
+    /// How many instances match the filter.
+    pub async fn instances_count(&self, filter: &InstanceFilter) -> Result<i64, ReadError> {
+        let mut conn = self.conn().await?;
+        Ok(instance_filtered!(filter).select(count_star()).first(&mut conn).await?)
+    }
+
+    /// A page of deployment operations, newest first.
+    pub async fn deployments_page(
+        &self,
+        filter: &DeploymentFilter,
+        after: Option<&SortKey>,
+        limit: i64,
+    ) -> Result<Vec<DeploymentRow>, ReadError> {
+        let mut q = deployment_filtered!(filter);
+        if let Some(a) = after {
+            let ts = parse_ts(&a.value)?;
+            q = q.filter(
+                deployments::started_at
+                    .lt(ts)
+                    .or(deployments::started_at.eq(ts).and(deployments::id.lt(a.id))),
+            );
+        }
+        let mut conn = self.conn().await?;
+        Ok(q.order((deployments::started_at.desc(), deployments::id.desc()))
+            .limit(limit)
+            .select(DeploymentRow::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+
+    /// How many deployment operations match the filter.
+    pub async fn deployments_count(&self, filter: &DeploymentFilter) -> Result<i64, ReadError> {
+        let mut conn = self.conn().await?;
+        Ok(deployment_filtered!(filter).select(count_star()).first(&mut conn).await?)
+    }
+
+    /// A page of clusters ordered by name.
+    pub async fn clusters_page(&self, after: Option<&SortKey>, limit: i64) -> Result<Vec<ClusterRow>, ReadError> {
+        let mut q = clusters::table.into_boxed();
+        if let Some(a) = after {
+            q = q.filter(
+                clusters::name
+                    .gt(a.value.clone())
+                    .or(clusters::name.eq(a.value.clone()).and(clusters::id.gt(a.id))),
+            );
+        }
+        let mut conn = self.conn().await?;
+        Ok(q.order((clusters::name, clusters::id))
+            .limit(limit)
+            .select(ClusterRow::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+
+    /// How many clusters are registered.
+    pub async fn clusters_count(&self) -> Result<i64, ReadError> {
+        let mut conn = self.conn().await?;
+        Ok(clusters::table.select(count_star()).first(&mut conn).await?)
+    }
+}

@@ -1,0 +1,9 @@
+DROP TABLE IF EXISTS audit_log;
+DROP TABLE IF EXISTS monitoring_metrics_hourly;
+DROP TABLE IF EXISTS monitoring_metrics;
+DROP TABLE IF EXISTS deployment_logs;
+DROP TABLE IF EXISTS deployments;
+DROP TABLE IF EXISTS instances;
+DROP TABLE IF EXISTS clusters;
+DROP TABLE IF EXISTS servers;
+DROP TABLE IF EXISTS registries;

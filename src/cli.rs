@@ -1,0 +1,79 @@
+//! The `hivegraph` command line.
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DatabaseConfig, ServeConfig};
+
+/// hivegraph: a GraphQL gateway for ToolHive registries of MCP servers.
+#[derive(Debug, Parser)]
+#[command(name = "hivegraph", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        serve: ServeConfig,
+    },
+    /// Apply pending database migrations.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Print the GraphQL schema (SDL), identical to schema.graphql.
+    Schema,
+    /// Manage registries.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
+}
+
+/// Registry subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Sync one registry (by name or id), or every registry with --all.
+    Sync {
+        /// Registry name or id.
+        #[arg(required_unless_present = "all")]
+        target: Option<String>,
+        /// Sync every registry.
+        #[arg(long, conflicts_with = "target")]
+        all: bool,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { database, serve } => crate::server::serve(Config { database, serve }).await,
+        Command::Migrate { database } => {
+            let applied = crate::db::run_migrations(&database.database_url).await?;
+            if applied.is_empty() {
+                println!("migrations: up to date");
+            } else {
+                for v in applied {
+                    println!("applied {v}");
+                }
+            }
+            Ok(())
+        }
+        Command::Schema => {
+            print!("{}", crate::graphql::sdl());
+            Ok(())
+        }
+        Command::Registry { command: RegistryCommand::Sync { target, all, database } } => {
+            let _ = (target, all, database);
+            anyhow::bail!("registry sync is not available in this version yet")
+        }
+    }
+}

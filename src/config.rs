@@ -1,0 +1,160 @@
+//! Configuration, parsed once at start-up into typed structs.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// How clients authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// No authentication; allowed only on a loopback listen address.
+    None,
+    /// Bearer JWTs (HS256 shared secret or an OIDC issuer's JWKS).
+    Jwt,
+}
+
+/// Production or development behaviour of the GraphQL endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Introspection, field suggestions and GraphiQL on.
+    Dev,
+    /// Introspection, field suggestions and GraphiQL off.
+    Production,
+}
+
+/// Database settings.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://hivegraph:hivegraph@127.0.0.1:5432/hivegraph")]
+    pub database_url: String,
+    /// Maximum pooled connections.
+    #[arg(long, env = "HIVEGRAPH_DB_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: usize,
+    /// How long a request waits for a pooled connection before failing fast, in milliseconds.
+    #[arg(long, env = "HIVEGRAPH_DB_WAIT_MS", default_value_t = 1000)]
+    pub wait_ms: u64,
+    /// PostgreSQL `statement_timeout` for gateway connections, in milliseconds.
+    #[arg(long, env = "HIVEGRAPH_DB_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
+    pub statement_timeout_ms: u64,
+}
+
+/// Settings of the `serve` command.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "HIVEGRAPH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Authentication mode.
+    #[arg(long, env = "HIVEGRAPH_AUTH", value_enum, default_value = "none")]
+    pub auth: AuthMode,
+    /// Development or production behaviour.
+    #[arg(long, env = "HIVEGRAPH_MODE", value_enum, default_value = "dev")]
+    pub mode: Mode,
+    #[command(flatten)]
+    pub limits: Limits,
+    #[command(flatten)]
+    pub registries: RegistryPolicy,
+}
+
+/// Request limits of the GraphQL endpoint (see shared/docs/hardening.md).
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "HIVEGRAPH_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Deepest accepted selection nesting.
+    #[arg(long, env = "HIVEGRAPH_MAX_DEPTH", default_value_t = 12)]
+    pub max_depth: usize,
+    /// Highest accepted query complexity.
+    #[arg(long, env = "HIVEGRAPH_MAX_COMPLEXITY", default_value_t = 20_000)]
+    pub max_complexity: usize,
+    /// Most aliases accepted in one operation.
+    #[arg(long, env = "HIVEGRAPH_MAX_ALIASES", default_value_t = 15)]
+    pub max_aliases: usize,
+    /// Most root fields accepted in one operation.
+    #[arg(long, env = "HIVEGRAPH_MAX_ROOT_FIELDS", default_value_t = 20)]
+    pub max_root_fields: usize,
+    /// Most operations accepted in one batched (JSON array) request; 1 turns batching off.
+    #[arg(long, env = "HIVEGRAPH_MAX_BATCH", default_value_t = 5)]
+    pub max_batch: usize,
+    /// Per-request timeout, in milliseconds.
+    #[arg(long, env = "HIVEGRAPH_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+}
+
+impl Limits {
+    /// The per-request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 2 * 1024 * 1024,
+            max_depth: 12,
+            max_complexity: 20_000,
+            max_aliases: 15,
+            max_root_fields: 20,
+            max_batch: 5,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Which registry sources are allowed.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RegistryPolicy {
+    /// Allow `file://` registry URLs (local files on the gateway's host).
+    #[arg(long, env = "HIVEGRAPH_ALLOW_FILE_REGISTRIES", default_value_t = false)]
+    pub allow_file_urls: bool,
+}
+
+/// Everything a running gateway needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub serve: ServeConfig,
+}
+
+impl Config {
+    /// A configuration for tests: development mode on loopback with default limits.
+    pub fn for_tests(database_url: &str) -> Self {
+        Config {
+            database: DatabaseConfig {
+                database_url: database_url.to_string(),
+                pool_size: 8,
+                wait_ms: 2000,
+                statement_timeout_ms: 5000,
+            },
+            serve: ServeConfig {
+                listen: "127.0.0.1:0".parse().expect("valid address"),
+                auth: AuthMode::None,
+                mode: Mode::Dev,
+                limits: Limits::default(),
+                registries: RegistryPolicy { allow_file_urls: false },
+            },
+        }
+    }
+
+    /// Refuses configurations that would be unsafe to run.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.serve.auth == AuthMode::None && !self.serve.listen.ip().is_loopback() {
+            return Err(format!(
+                "HIVEGRAPH_AUTH=none is only allowed on a loopback listen address, not {}; \
+                 set HIVEGRAPH_AUTH=jwt or listen on 127.0.0.1",
+                self.serve.listen
+            ));
+        }
+        if self.serve.auth == AuthMode::Jwt {
+            return Err("HIVEGRAPH_AUTH=jwt is not available in this build yet".into());
+        }
+        if self.serve.limits.max_batch == 0 {
+            return Err("HIVEGRAPH_MAX_BATCH must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! Typed errors, mapped to GraphQL `extensions.code` at the boundary.
+//!
+//! Internal failures are logged with their detail and reach clients only as
+//! `INTERNAL_SERVER_ERROR` with a request-independent message.
+//!
+//! `AppError` deliberately does not implement `Display`: async-graphql converts every `Display`
+//! type into an error carrying its text and no code, so leaving it out makes `?` in a resolver go
+//! through our own conversion, which sets the code and masks internal detail.
+
+use async_graphql::ErrorExtensions;
+
+/// An error a resolver can return.
+#[derive(Debug, Clone)]
+pub enum AppError {
+    /// The input is invalid; `field` names the offending input field.
+    BadInput { field: String, message: String },
+    /// The object does not exist (or the caller may not know that it exists).
+    NotFound(&'static str),
+    /// The request carries no valid credentials.
+    Unauthenticated,
+    /// The caller may not do this.
+    Forbidden(String),
+    /// The object is not in a state that allows the operation.
+    Conflict(String),
+    /// A service the gateway depends on (database, cluster, registry) is unavailable.
+    Unavailable(String),
+    /// A bug or an unexpected failure. The detail is logged, never returned.
+    Internal(std::sync::Arc<anyhow::Error>),
+}
+
+impl AppError {
+    /// Shorthand for a `BAD_USER_INPUT` error.
+    pub fn bad_input(field: impl Into<String>, message: impl Into<String>) -> Self {
+        AppError::BadInput { field: field.into(), message: message.into() }
+    }
+
+    /// The message shown to clients.
+    pub fn public_message(&self) -> String {
+        match self {
+            AppError::BadInput { message, .. } => message.clone(),
+            AppError::NotFound(what) => format!("{what} not found"),
+            AppError::Unauthenticated => "authentication required".into(),
+            AppError::Forbidden(m) | AppError::Conflict(m) | AppError::Unavailable(m) => m.clone(),
+            AppError::Internal(_) => "internal error".into(),
+        }
+    }
+
+    /// The `extensions.code` of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::BadInput { .. } => "BAD_USER_INPUT",
+            AppError::NotFound(_) => "NOT_FOUND",
+            AppError::Unauthenticated => "UNAUTHENTICATED",
+            AppError::Forbidden(_) => "FORBIDDEN",
+            AppError::Conflict(_) => "CONFLICT",
+            AppError::Unavailable(_) => "UPSTREAM_UNAVAILABLE",
+            AppError::Internal(_) => "INTERNAL_SERVER_ERROR",
+        }
+    }
+}
+
+impl From<dataloaders::ReadError> for AppError {
+    fn from(e: dataloaders::ReadError) -> Self {
+        match e {
+            dataloaders::ReadError::Unavailable(detail) => {
+                tracing::warn!(%detail, "database unavailable");
+                AppError::Unavailable("the database is unavailable; try again shortly".into())
+            }
+            dataloaders::ReadError::Query(detail) => AppError::Internal(std::sync::Arc::new(anyhow::anyhow!(detail))),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for AppError {
+    fn from(e: diesel::result::Error) -> Self {
+        AppError::Internal(std::sync::Arc::new(e.into()))
+    }
+}
+
+impl From<std::sync::Arc<dataloaders::ReadError>> for AppError {
+    fn from(e: std::sync::Arc<dataloaders::ReadError>) -> Self {
+        AppError::from((*e).clone())
+    }
+}
+
+impl ErrorExtensions for AppError {
+    fn extend(&self) -> async_graphql::Error {
+        if let AppError::Internal(source) = self {
+            tracing::error!(error = ?source, "internal error");
+        }
+        async_graphql::Error::new(self.public_message()).extend_with(|_, ext| {
+            ext.set("code", self.code());
+            if let AppError::BadInput { field, .. } = self {
+                ext.set("field", field.as_str());
+            }
+        })
+    }
+}
+
+impl From<AppError> for async_graphql::Error {
+    fn from(e: AppError) -> Self {
+        e.extend()
+    }
+}
+
+/// Result type of resolvers and services.
+pub type AppResult<T> = Result<T, AppError>;

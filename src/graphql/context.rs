@@ -1,0 +1,42 @@
+//! Per-request context: the reader with its statement counter, the batching loader, and who is
+//! asking.
+
+use std::sync::Arc;
+
+use async_graphql::Context;
+use async_graphql::dataloader::DataLoader;
+use dataloaders::{DbPool, QueryStats, Reader};
+
+/// Data every resolver of one request shares.
+pub struct RequestCtx {
+    /// The read side, counting this request's statements.
+    pub reader: Reader,
+    /// Batches and caches loads for the duration of the request.
+    pub loader: DataLoader<Reader>,
+    /// The request's correlation id (also in logs and the audit trail).
+    pub request_id: String,
+    /// Who is asking.
+    pub actor: String,
+}
+
+impl RequestCtx {
+    /// A context for one request.
+    pub fn new(pool: DbPool, request_id: String, actor: String) -> Self {
+        let reader = Reader::new(pool);
+        let loader = DataLoader::new(reader.clone(), tokio::spawn);
+        RequestCtx { reader, loader, request_id, actor }
+    }
+
+    /// The statement counter of this request.
+    pub fn stats(&self) -> Arc<QueryStats> {
+        self.reader.stats()
+    }
+
+    /// The request context from a resolver's context.
+    ///
+    /// # Panics
+    /// When the request was executed without one, which is a wiring bug.
+    pub fn of<'a>(ctx: &'a Context<'_>) -> &'a RequestCtx {
+        ctx.data_unchecked::<Arc<RequestCtx>>()
+    }
+}

@@ -1,0 +1,44 @@
+//! The GraphQL schema: types, roots, limits and error policy.
+
+pub mod context;
+pub mod limits;
+pub mod mutation;
+pub mod pagination;
+pub mod query;
+pub mod subscription;
+pub mod types;
+
+use async_graphql::Schema;
+
+use crate::config::{Limits, Mode};
+use crate::state::Services;
+
+pub use mutation::MutationRoot;
+pub use query::QueryRoot;
+pub use subscription::SubscriptionRoot;
+
+/// The gateway's schema.
+pub type HivegraphSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// Builds the schema with its limits and policies. `services` is `None` only for printing SDL.
+pub fn build_schema(services: Option<Services>, limits: &Limits, mode: Mode) -> HivegraphSchema {
+    let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .limit_recursive_depth(32)
+        .limit_directives(5)
+        .extension(limits::ErrorPolicy)
+        .extension(limits::OperationLimits { max_aliases: limits.max_aliases, max_root_fields: limits.max_root_fields });
+    if mode == Mode::Production {
+        builder = builder.disable_introspection().disable_suggestions();
+    }
+    if let Some(services) = services {
+        builder = builder.data(services.pool.clone()).data(services);
+    }
+    builder.finish()
+}
+
+/// The SDL, exactly as `schema.graphql` holds it.
+pub fn sdl() -> String {
+    build_schema(None, &Limits::default(), Mode::Dev).sdl()
+}

@@ -1,0 +1,287 @@
+//! Mutation roots.
+
+use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
+use dataloaders::enums::RegistryFormat;
+use serde_json::Value;
+
+use crate::error::{AppError, AppResult};
+use crate::graphql::context::RequestCtx;
+use crate::graphql::types::*;
+use crate::ids::{self, Kind};
+use crate::registries::store::{self, Actor};
+use crate::registries::{self as reg, AuthInput, NewRegistry, RegistryChanges};
+use crate::state::Services;
+
+/// Credentials for a private registry. Give exactly one method: `bearerToken`; `username` and
+/// `password`; or `headerName` and `headerValue`. Write-only: they are encrypted at rest and can
+/// never be read back.
+#[derive(InputObject)]
+pub struct RegistryAuthInput {
+    /// A bearer token, sent as `Authorization: Bearer <token>`.
+    pub bearer_token: Option<String>,
+    /// Basic-auth user name.
+    pub username: Option<String>,
+    /// Basic-auth password.
+    pub password: Option<String>,
+    /// Name of a custom header.
+    pub header_name: Option<String>,
+    /// Value of the custom header.
+    pub header_value: Option<String>,
+}
+
+impl From<RegistryAuthInput> for AuthInput {
+    fn from(i: RegistryAuthInput) -> Self {
+        AuthInput {
+            bearer_token: i.bearer_token,
+            username: i.username,
+            password: i.password,
+            header_name: i.header_name,
+            header_value: i.header_value,
+        }
+    }
+}
+
+/// A new registry.
+#[derive(InputObject)]
+pub struct CreateRegistryInput {
+    /// Display name: 1 to 64 letters, digits and hyphens, unique (case-insensitive).
+    pub name: String,
+    /// Where the registry is fetched from: http or https (file:// only when the gateway allows
+    /// local files). Credentials do not belong in the URL; use `authConfig`.
+    pub url: String,
+    /// Optional description, up to 1024 characters.
+    pub description: Option<String>,
+    /// The document format; AUTO (the default) detects it from the content.
+    pub format: Option<RegistryFormat>,
+    /// How often to refresh, in seconds (60 to 604800; default 3600).
+    pub sync_interval_seconds: Option<i32>,
+    /// Credentials for a private registry.
+    pub auth_config: Option<RegistryAuthInput>,
+    /// Additional registry-specific data: a JSON object up to 64 KiB.
+    pub metadata: Option<Json<Value>>,
+}
+
+/// Changes to a registry; absent fields stay as they are.
+#[derive(InputObject, Default)]
+pub struct UpdateRegistryInput {
+    /// New display name.
+    pub name: Option<String>,
+    /// New source URL. Changing it schedules a sync at once.
+    pub url: Option<String>,
+    /// New description; an empty string removes it.
+    pub description: Option<String>,
+    /// New format.
+    pub format: Option<RegistryFormat>,
+    /// New refresh interval in seconds (60 to 604800).
+    pub sync_interval_seconds: Option<i32>,
+    /// New credentials, replacing any stored ones.
+    pub auth_config: Option<RegistryAuthInput>,
+    /// Remove stored credentials. Cannot be combined with `authConfig`.
+    pub clear_auth_config: Option<bool>,
+    /// New metadata object, replacing the old one.
+    pub metadata: Option<Json<Value>>,
+}
+
+/// What `deleteRegistry` removed.
+#[derive(SimpleObject)]
+pub struct DeleteRegistryPayload {
+    /// Id of the deleted registry.
+    pub deleted_registry_id: ID,
+    /// Number of server definitions removed with it.
+    pub deleted_servers: i64,
+    /// Number of instance records removed with it (only with `force`).
+    pub deleted_instances: i64,
+}
+
+/// Settings for registering a cluster.
+#[derive(InputObject)]
+pub struct RegisterClusterInput {
+    /// Display name: 1 to 64 letters, digits and hyphens.
+    pub name: String,
+    /// A context of the gateway's kubeconfig; absent means its current context.
+    pub context: Option<String>,
+    /// Use the gateway's in-cluster service account instead of a kubeconfig.
+    pub in_cluster: Option<bool>,
+}
+
+/// An environment variable for a deployment.
+#[derive(InputObject)]
+pub struct EnvValueInput {
+    /// Variable name.
+    pub name: String,
+    /// Value. Values of variables the server marks secret are stored in a Kubernetes Secret.
+    pub value: String,
+}
+
+/// What to deploy, where.
+#[derive(InputObject)]
+pub struct DeployServerInput {
+    /// The server to deploy.
+    pub server_id: ID,
+    /// The target cluster.
+    pub cluster_id: ID,
+    /// The target namespace; it must exist.
+    pub namespace: String,
+    /// Kubernetes name of the instance; defaults to the server's name.
+    pub name: Option<String>,
+    /// Replica count (default 1; not negative).
+    pub replicas: Option<i32>,
+    /// Environment variables.
+    pub env: Option<Vec<EnvValueInput>>,
+    /// Extra container arguments.
+    pub args: Option<Vec<String>>,
+    /// Container resources (requests and limits), as in a Kubernetes container spec.
+    pub resources: Option<Json<Value>>,
+}
+
+fn actor(ctx: &Context<'_>) -> Actor {
+    let rc = RequestCtx::of(ctx);
+    Actor { name: rc.actor.clone(), request_id: rc.request_id.clone() }
+}
+
+fn cluster_unavailable(what: &str) -> AppError {
+    AppError::Unavailable(format!("{what} needs the Kubernetes integration, which this gateway version does not provide yet"))
+}
+
+/// The mutation root.
+pub struct MutationRoot;
+
+#[Object]
+impl MutationRoot {
+    /// Registers a registry in status INACTIVE. Invalid input is refused with BAD_USER_INPUT
+    /// naming the field, and nothing is written.
+    async fn create_registry(&self, ctx: &Context<'_>, input: CreateRegistryInput) -> AppResult<Registry> {
+        let services = ctx.data_unchecked::<Services>();
+        reg::validate_name(&input.name)?;
+        let new = NewRegistry {
+            name: input.name,
+            url: reg::validate_url(&input.url, services.config.serve.registries.allow_file_urls)?,
+            description: reg::validate_description(input.description)?,
+            format: input.format.unwrap_or(RegistryFormat::Auto),
+            sync_interval_seconds: reg::validate_interval(input.sync_interval_seconds.unwrap_or(3600))?,
+            metadata: reg::validate_metadata(input.metadata.map(|j| j.0).unwrap_or_else(|| serde_json::json!({})))?,
+            auth: input.auth_config.map(|a| reg::validate_auth(a.into())).transpose()?,
+        };
+        let row = store::create(&services.pool, &services.keys, &actor(ctx), new).await?;
+        Ok(Registry(row))
+    }
+
+    /// Changes a registry's settings. Its status is not set here: it follows the sync state
+    /// machine.
+    async fn update_registry(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The registry's id.")] id: ID,
+        input: UpdateRegistryInput,
+    ) -> AppResult<Registry> {
+        let services = ctx.data_unchecked::<Services>();
+        let id = ids::decode(Kind::Registry, &id, "id")?;
+        if input.clear_auth_config == Some(true) && input.auth_config.is_some() {
+            return Err(AppError::bad_input("clearAuthConfig", "clearAuthConfig cannot be combined with authConfig"));
+        }
+        let changes = RegistryChanges {
+            name: input.name.map(|n| reg::validate_name(&n).map(|_| n)).transpose()?,
+            url: input
+                .url
+                .map(|u| reg::validate_url(&u, services.config.serve.registries.allow_file_urls))
+                .transpose()?,
+            description: input.description.map(|d| reg::validate_description(Some(d))).transpose()?,
+            format: input.format,
+            sync_interval_seconds: input.sync_interval_seconds.map(reg::validate_interval).transpose()?,
+            metadata: input.metadata.map(|m| reg::validate_metadata(m.0)).transpose()?,
+            auth: match (input.auth_config, input.clear_auth_config) {
+                (Some(a), _) => Some(Some(reg::validate_auth(a.into())?)),
+                (None, Some(true)) => Some(None),
+                _ => None,
+            },
+        };
+        let row = store::update(&services.pool, &services.keys, &actor(ctx), id, changes).await?;
+        Ok(Registry(row))
+    }
+
+    /// Deletes a registry and its server definitions. While any instance of its servers is
+    /// PENDING or RUNNING the deletion is refused with CONFLICT, unless `force` is true; with
+    /// `force`, the gateway's instance records of those servers are deleted too (the workloads in
+    /// the clusters are not touched: delete them first with `deleteInstance` to stop them).
+    async fn delete_registry(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The registry's id.")] id: ID,
+        #[graphql(desc = "Delete even while instances are running.", default = false)] force: bool,
+    ) -> AppResult<DeleteRegistryPayload> {
+        let services = ctx.data_unchecked::<Services>();
+        let uuid = ids::decode(Kind::Registry, &id, "id")?;
+        let deleted = store::delete(&services.pool, &actor(ctx), uuid, force).await?;
+        Ok(DeleteRegistryPayload {
+            deleted_registry_id: ids::encode(Kind::Registry, uuid),
+            deleted_servers: deleted.servers,
+            deleted_instances: deleted.instances,
+        })
+    }
+
+    /// Fetches the registry now and stores its servers. Returns at once with the registry in
+    /// SYNCING; follow it with the `registrySync` subscription.
+    async fn sync_registry(&self, ctx: &Context<'_>, #[graphql(desc = "The registry's id.")] id: ID) -> AppResult<Registry> {
+        let services = ctx.data_unchecked::<Services>();
+        let id = ids::decode(Kind::Registry, &id, "id")?;
+        let row = services.sync.trigger(id, &actor(ctx)).await?;
+        Ok(Registry(row))
+    }
+
+    /// Registers a Kubernetes cluster from a kubeconfig context or the in-cluster config, and
+    /// checks it.
+    async fn register_cluster(&self, input: RegisterClusterInput) -> AppResult<Cluster> {
+        let _ = input;
+        Err(cluster_unavailable("registerCluster"))
+    }
+
+    /// Checks a cluster again: status, version, capabilities, quota and access level.
+    async fn refresh_cluster(&self, #[graphql(desc = "The cluster's id.")] id: ID) -> AppResult<Cluster> {
+        let _ = id;
+        Err(cluster_unavailable("refreshCluster"))
+    }
+
+    /// Deploys a server to a cluster. Returns the INITIATED operation at once; follow it with
+    /// `deploymentProgress`.
+    async fn deploy_server(&self, input: DeployServerInput) -> AppResult<Deployment> {
+        let _ = input;
+        Err(cluster_unavailable("deployServer"))
+    }
+
+    /// Cancels an INITIATED or IN_PROGRESS operation; any other state is refused with CONFLICT.
+    async fn cancel_deployment(&self, #[graphql(desc = "The operation's id.")] id: ID) -> AppResult<Deployment> {
+        let _ = id;
+        Err(cluster_unavailable("cancelDeployment"))
+    }
+
+    /// Changes an instance's replica count (not negative).
+    async fn scale_instance(
+        &self,
+        #[graphql(desc = "The instance's id.")] id: ID,
+        #[graphql(desc = "The new replica count.")] replicas: i32,
+    ) -> AppResult<Deployment> {
+        if replicas < 0 {
+            return Err(AppError::bad_input("replicas", "replicas must not be negative"));
+        }
+        let _ = id;
+        Err(cluster_unavailable("scaleInstance"))
+    }
+
+    /// Restarts an instance's pods with a rolling restart.
+    async fn restart_instance(&self, #[graphql(desc = "The instance's id.")] id: ID) -> AppResult<Deployment> {
+        let _ = id;
+        Err(cluster_unavailable("restartInstance"))
+    }
+
+    /// Rolls an instance back to its previous revision.
+    async fn rollback_instance(&self, #[graphql(desc = "The instance's id.")] id: ID) -> AppResult<Deployment> {
+        let _ = id;
+        Err(cluster_unavailable("rollbackInstance"))
+    }
+
+    /// Deletes an instance from its cluster.
+    async fn delete_instance(&self, #[graphql(desc = "The instance's id.")] id: ID) -> AppResult<Deployment> {
+        let _ = id;
+        Err(cluster_unavailable("deleteInstance"))
+    }
+}

@@ -1,0 +1,106 @@
+//! Relay connections: forward pagination with opaque keyset cursors and a lazy `totalCount`.
+
+use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
+use async_graphql::{Context, Object, OutputType};
+use dataloaders::reads::{DeploymentFilter, InstanceFilter, RegistryFilter, ServerFilter};
+use dataloaders::{ChildPage, CountOf, SortKey};
+
+use crate::error::{AppError, AppResult};
+use crate::graphql::context::RequestCtx;
+
+/// The default page size when `first` is absent.
+pub const DEFAULT_PAGE: i32 = 20;
+/// The largest page a client may ask for.
+pub const MAX_PAGE: i32 = 100;
+
+/// A keyset cursor: the sort value and id of the last row seen, serialised and base64-encoded.
+pub type Cursor = OpaqueCursor<SortKey>;
+
+/// A connection with `totalCount`.
+pub type Page<T> = Connection<Cursor, T, TotalCount>;
+
+/// A validated forward page request.
+#[derive(Debug, Clone)]
+pub struct PageArgs {
+    pub first: i64,
+    pub after: Option<SortKey>,
+}
+
+impl PageArgs {
+    /// Validates `first` (1..=100) and decodes `after`.
+    pub fn parse(first: Option<i32>, after: Option<String>) -> AppResult<Self> {
+        let first = first.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&first) {
+            return Err(AppError::bad_input("first", format!("first must be between 1 and {MAX_PAGE}")));
+        }
+        let after = match after {
+            None => None,
+            Some(raw) => Some(
+                Cursor::decode_cursor(&raw)
+                    .map_err(|_| AppError::bad_input("after", "malformed cursor"))?
+                    .0,
+            ),
+        };
+        Ok(PageArgs { first: first as i64, after })
+    }
+
+    /// The number of rows to fetch: one more than shown, to learn whether another page exists.
+    pub fn fetch_limit(&self) -> i64 {
+        self.first + 1
+    }
+
+    /// The page request for a nested (batched) list.
+    pub fn child_page(&self) -> ChildPage {
+        ChildPage { limit: self.fetch_limit(), after: self.after.clone() }
+    }
+}
+
+/// Builds a connection from rows fetched with [`PageArgs::fetch_limit`].
+pub fn build_page<R, T: OutputType>(
+    args: &PageArgs,
+    mut rows: Vec<R>,
+    total: TotalCount,
+    key: impl Fn(&R) -> SortKey,
+    node: impl Fn(R) -> T,
+) -> Page<T> {
+    let has_next = rows.len() as i64 > args.first;
+    rows.truncate(args.first as usize);
+    let mut conn = Connection::with_additional_fields(args.after.is_some(), has_next, total);
+    conn.edges
+        .extend(rows.into_iter().map(|r| Edge::new(OpaqueCursor(key(&r)), node(r))));
+    conn
+}
+
+/// Where a connection's `totalCount` comes from. It is computed only when asked for.
+#[derive(Debug, Clone)]
+pub enum TotalCount {
+    /// Registries matching a filter.
+    Registries(RegistryFilter),
+    /// Servers matching a filter.
+    Servers(ServerFilter),
+    /// Instances matching a filter.
+    Instances(InstanceFilter),
+    /// Deployment operations matching a filter.
+    Deployments(DeploymentFilter),
+    /// Every cluster.
+    Clusters,
+    /// Children of one parent, counted in a batch with their siblings.
+    Children(CountOf),
+}
+
+/// Connection-level fields.
+#[Object]
+impl TotalCount {
+    /// The number of items in the whole list, across all pages.
+    async fn total_count(&self, ctx: &Context<'_>) -> AppResult<i64> {
+        let rc = RequestCtx::of(ctx);
+        Ok(match self {
+            TotalCount::Registries(f) => rc.reader.registries_count(f).await?,
+            TotalCount::Servers(f) => rc.reader.servers_count(f).await?,
+            TotalCount::Instances(f) => rc.reader.instances_count(f).await?,
+            TotalCount::Deployments(f) => rc.reader.deployments_count(f).await?,
+            TotalCount::Clusters => rc.reader.clusters_count().await?,
+            TotalCount::Children(key) => rc.loader.load_one(*key).await?.unwrap_or(0),
+        })
+    }
+}

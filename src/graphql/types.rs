@@ -1,0 +1,689 @@
+//! The entity types of the schema. Each wraps its row; relationships resolve through the
+//! request's batching loader, so resolvers here contain no SQL.
+
+use async_graphql::{Context, ID, Json, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use dataloaders::enums::*;
+use dataloaders::models::*;
+use dataloaders::*;
+use serde_json::Value;
+
+use crate::error::{AppError, AppResult};
+use crate::graphql::context::RequestCtx;
+use crate::graphql::pagination::{Page, PageArgs, TotalCount, build_page};
+use crate::ids::{self, Kind};
+
+fn name_key(name: &str, id: uuid::Uuid) -> SortKey {
+    SortKey { value: name.to_string(), id }
+}
+
+fn time_key(at: DateTime<Utc>, id: uuid::Uuid) -> SortKey {
+    SortKey { value: at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true), id }
+}
+
+/// A ToolHive registry: a source of MCP server definitions that the gateway syncs.
+pub struct Registry(pub RegistryRow);
+
+/// A summary of a registry's authentication settings. Secrets themselves are write-only.
+#[derive(SimpleObject)]
+pub struct RegistryAuthSummary {
+    /// How the gateway authenticates to the registry.
+    pub kind: RegistryAuthKind,
+    /// Whether a secret is stored.
+    pub configured: bool,
+}
+
+#[Object]
+impl Registry {
+    /// Global identifier.
+    pub async fn id(&self) -> ID {
+        ids::encode(Kind::Registry, self.0.id)
+    }
+    /// Display name: 1 to 64 letters, digits and hyphens, unique.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Where the registry is fetched from (http, https, or file when allowed).
+    async fn url(&self) -> &str {
+        &self.0.url
+    }
+    /// Optional description.
+    async fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
+    }
+    /// Lifecycle state.
+    async fn status(&self) -> RegistryStatus {
+        self.0.status
+    }
+    /// The document format, or AUTO to detect it from the content.
+    async fn format(&self) -> RegistryFormat {
+        self.0.format
+    }
+    /// Number of servers stored from the last successful sync.
+    async fn server_count(&self) -> i32 {
+        self.0.server_count
+    }
+    /// When the last successful sync committed.
+    async fn last_sync_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_sync_at
+    }
+    /// When the last sync attempt started, successful or not.
+    async fn last_sync_attempt_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_sync_attempt_at
+    }
+    /// Why the last sync failed, while the registry is in ERROR.
+    async fn last_error(&self) -> Option<&str> {
+        self.0.last_error.as_deref()
+    }
+    /// How often the registry is refreshed, in seconds.
+    async fn sync_interval_seconds(&self) -> i32 {
+        self.0.sync_interval_seconds
+    }
+    /// When the next periodic sync is due.
+    async fn next_sync_at(&self) -> Option<DateTime<Utc>> {
+        self.0.next_sync_at
+    }
+    /// When the registry was created.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// When the registry was last changed.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+    /// Additional registry-specific data.
+    async fn metadata(&self) -> Json<Value> {
+        Json(self.0.metadata.clone())
+    }
+    /// Authentication settings, redacted: the secret itself can never be read back.
+    async fn auth_config(&self) -> RegistryAuthSummary {
+        RegistryAuthSummary { kind: self.0.auth_kind, configured: self.0.auth_config.is_some() }
+    }
+    /// The registry's servers, ordered by name.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn servers(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
+        #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
+    ) -> AppResult<Page<Server>> {
+        let args = PageArgs::parse(first, after)?;
+        let key = ServersOfRegistry { registry_id: self.0.id, page: args.child_page() };
+        let rows = RequestCtx::of(ctx).loader.load_one(key).await?.unwrap_or_default();
+        Ok(build_page(
+            &args,
+            rows,
+            TotalCount::Children(CountOf::ServersOfRegistry(self.0.id)),
+            |r| name_key(&r.name, r.id),
+            Server,
+        ))
+    }
+}
+
+/// An MCP server definition listed by a registry.
+pub struct Server(pub ServerRow);
+
+#[Object]
+impl Server {
+    /// Global identifier. Stable across syncs of the same registry entry.
+    pub async fn id(&self) -> ID {
+        ids::encode(Kind::Server, self.0.id)
+    }
+    /// The registry that lists this server.
+    async fn registry(&self, ctx: &Context<'_>) -> AppResult<Registry> {
+        RequestCtx::of(ctx)
+            .loader
+            .load_one(RegistryKey(self.0.registry_id))
+            .await?
+            .map(Registry)
+            .ok_or(AppError::NotFound("registry"))
+    }
+    /// Id of the registry that lists this server.
+    async fn registry_id(&self) -> ID {
+        ids::encode(Kind::Registry, self.0.registry_id)
+    }
+    /// Name in DNS-label form, unique within the registry.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// The name exactly as the registry spells it (for example `io.github.stacklok/fetch`).
+    async fn original_name(&self) -> &str {
+        &self.0.original_name
+    }
+    /// What the server does.
+    async fn description(&self) -> &str {
+        &self.0.description
+    }
+    /// Semantic version or tag.
+    async fn version(&self) -> Option<&str> {
+        self.0.version.as_deref()
+    }
+    /// Container image reference; absent for remote servers.
+    async fn image(&self) -> Option<&str> {
+        self.0.image.as_deref()
+    }
+    /// Endpoint of a remote server; absent for container servers.
+    async fn url(&self) -> Option<&str> {
+        self.0.url.as_deref()
+    }
+    /// How clients talk to the server.
+    async fn transport(&self) -> Transport {
+        self.0.transport
+    }
+    /// Who maintains the server.
+    async fn tier(&self) -> ServerTier {
+        self.0.tier
+    }
+    /// Whether the server is recommended for use.
+    async fn status(&self) -> ServerStatus {
+        self.0.status
+    }
+    /// Categorisation tags.
+    async fn category(&self) -> &[String] {
+        &self.0.category
+    }
+    /// Names of the tools the server offers.
+    async fn capabilities(&self) -> &[String] {
+        &self.0.capabilities
+    }
+    /// Source code repository.
+    async fn repository_url(&self) -> Option<&str> {
+        self.0.repository_url.as_deref()
+    }
+    /// Network access the server needs (outbound hosts and ports).
+    async fn network_permissions(&self) -> Json<Value> {
+        Json(self.0.network_permissions.clone())
+    }
+    /// Number of image pulls reported by the registry.
+    async fn pull_count(&self) -> i64 {
+        self.0.pull_count
+    }
+    /// Popularity reported by the registry.
+    async fn stars(&self) -> i64 {
+        self.0.stars
+    }
+    /// When the registry last updated this entry.
+    async fn last_updated(&self) -> Option<DateTime<Utc>> {
+        self.0.last_updated
+    }
+    /// What a deployment needs: environment variables (with required and secret flags), args,
+    /// target port, resources.
+    async fn deployment_requirements(&self) -> Json<Value> {
+        Json(self.0.deployment_requirements.clone())
+    }
+    /// When the server vanished from its registry; it is kept while instances of it exist.
+    async fn removed_upstream_at(&self) -> Option<DateTime<Utc>> {
+        self.0.removed_upstream_at
+    }
+    /// Deployed instances of this server.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn instances(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
+        #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
+    ) -> AppResult<Page<Instance>> {
+        let args = PageArgs::parse(first, after)?;
+        let key = InstancesOfServer { server_id: self.0.id, page: args.child_page() };
+        let rows = RequestCtx::of(ctx).loader.load_one(key).await?.unwrap_or_default();
+        Ok(build_page(
+            &args,
+            rows,
+            TotalCount::Children(CountOf::InstancesOfServer(self.0.id)),
+            |r| time_key(r.created_at, r.id),
+            Instance,
+        ))
+    }
+}
+
+/// Desired, current and ready replica counts of an instance.
+#[derive(SimpleObject)]
+pub struct Replicas {
+    /// Replicas asked for.
+    pub desired: i32,
+    /// Replicas that exist.
+    pub current: i32,
+    /// Replicas that pass their readiness checks.
+    pub ready: i32,
+}
+
+/// A Kubernetes event about an instance or one of its pods.
+#[derive(SimpleObject, serde::Deserialize, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceEvent {
+    /// `Normal` or `Warning`.
+    #[serde(default)]
+    pub r#type: String,
+    /// Short machine-readable reason, for example `BackOff`.
+    #[serde(default)]
+    pub reason: String,
+    /// Human-readable description.
+    #[serde(default)]
+    pub message: String,
+    /// How many times the event occurred.
+    #[serde(default)]
+    pub count: i32,
+    /// First occurrence.
+    pub first_seen: Option<DateTime<Utc>>,
+    /// Latest occurrence.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Kind of the object the event is about (Deployment, ReplicaSet, Pod).
+    #[serde(default)]
+    pub object_kind: String,
+    /// Name of the object the event is about.
+    #[serde(default)]
+    pub object_name: String,
+}
+
+/// Log lines read from an instance's pods.
+#[derive(SimpleObject)]
+pub struct InstanceLogs {
+    /// Whether logs could be read.
+    pub available: bool,
+    /// Why logs are not available, when they are not.
+    pub reason: Option<String>,
+    /// The pod the lines come from.
+    pub pod: Option<String>,
+    /// The container the lines come from.
+    pub container: Option<String>,
+    /// The log lines, oldest first.
+    pub lines: Vec<String>,
+}
+
+/// A deployed server running in a Kubernetes cluster.
+pub struct Instance(pub InstanceRow);
+
+#[Object]
+impl Instance {
+    /// Global identifier.
+    pub async fn id(&self) -> ID {
+        ids::encode(Kind::Instance, self.0.id)
+    }
+    /// The server this instance runs.
+    async fn server(&self, ctx: &Context<'_>) -> AppResult<Server> {
+        RequestCtx::of(ctx)
+            .loader
+            .load_one(ServerKey(self.0.server_id))
+            .await?
+            .map(Server)
+            .ok_or(AppError::NotFound("server"))
+    }
+    /// The cluster the instance runs in.
+    async fn cluster(&self, ctx: &Context<'_>) -> AppResult<Cluster> {
+        RequestCtx::of(ctx)
+            .loader
+            .load_one(ClusterKey(self.0.cluster_id))
+            .await?
+            .map(Cluster)
+            .ok_or(AppError::NotFound("cluster"))
+    }
+    /// Kubernetes Deployment name.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Kubernetes namespace.
+    async fn namespace(&self) -> &str {
+        &self.0.namespace
+    }
+    /// Overall state.
+    async fn status(&self) -> InstanceStatus {
+        self.0.status
+    }
+    /// What the instance is doing.
+    async fn phase(&self) -> InstancePhase {
+        self.0.phase
+    }
+    /// Replica counts as Kubernetes reports them.
+    async fn replicas(&self) -> Replicas {
+        Replicas { desired: self.0.replicas_desired, current: self.0.replicas_current, ready: self.0.replicas_ready }
+    }
+    /// When the instance was first deployed.
+    async fn deployed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.deployed_at
+    }
+    /// Deployment parameters (secret values are never included).
+    async fn configuration(&self) -> Json<Value> {
+        Json(self.0.configuration.clone())
+    }
+    /// Latest CPU, memory and storage usage.
+    async fn resource_usage(&self) -> Json<Value> {
+        Json(self.0.resource_usage.clone())
+    }
+    /// Health.
+    async fn health_status(&self) -> HealthStatus {
+        self.0.health_status
+    }
+    /// Why the instance has its health status, in words.
+    async fn health_reason(&self) -> Option<&str> {
+        self.0.health_reason.as_deref()
+    }
+    /// Recent Kubernetes events of the instance and its pods, newest last.
+    async fn events(&self) -> Vec<InstanceEvent> {
+        serde_json::from_value(self.0.events.clone()).unwrap_or_default()
+    }
+    /// The latest Warning event, if any.
+    async fn last_warning(&self) -> Option<InstanceEvent> {
+        self.0.last_warning.clone().and_then(|v| serde_json::from_value(v).ok())
+    }
+    /// Pod logs of the instance.
+    async fn logs(
+        &self,
+        #[graphql(desc = "Lines from the end of the log.")] tail_lines: Option<i32>,
+        #[graphql(desc = "Only lines newer than this many seconds.")] since_seconds: Option<i32>,
+        #[graphql(desc = "Container name, when the pod has several.")] container: Option<String>,
+    ) -> AppResult<InstanceLogs> {
+        if tail_lines.is_some_and(|n| n < 0) {
+            return Err(AppError::bad_input("tailLines", "tailLines must not be negative"));
+        }
+        if since_seconds.is_some_and(|n| n <= 0) {
+            return Err(AppError::bad_input("sinceSeconds", "sinceSeconds must be positive"));
+        }
+        Ok(InstanceLogs {
+            available: false,
+            reason: Some("this gateway has no connection to the instance's cluster".into()),
+            pod: None,
+            container,
+            lines: Vec::new(),
+        })
+    }
+    /// The operation that deployed this instance.
+    async fn deployment(&self, ctx: &Context<'_>) -> AppResult<Option<Deployment>> {
+        Ok(RequestCtx::of(ctx)
+            .loader
+            .load_one(DeployOperationOfInstance(self.0.id))
+            .await?
+            .map(Deployment))
+    }
+    /// Every operation on this instance (deploy, scale, restart, rollback, delete), newest first.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn operations(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
+        #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
+    ) -> AppResult<Page<Deployment>> {
+        let args = PageArgs::parse(first, after)?;
+        let key = DeploymentsOfInstance { instance_id: self.0.id, page: args.child_page() };
+        let rows = RequestCtx::of(ctx).loader.load_one(key).await?.unwrap_or_default();
+        Ok(build_page(
+            &args,
+            rows,
+            TotalCount::Children(CountOf::DeploymentsOfInstance(self.0.id)),
+            |r| time_key(r.started_at, r.id),
+            Deployment,
+        ))
+    }
+    /// The newest monitoring sample.
+    async fn latest_metrics(&self, ctx: &Context<'_>) -> AppResult<Option<MonitoringMetrics>> {
+        Ok(RequestCtx::of(ctx)
+            .loader
+            .load_one(LatestMetricsOfInstance(self.0.id))
+            .await?
+            .map(MonitoringMetrics))
+    }
+    /// Monitoring samples, newest first, optionally within a time range.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn metrics(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only samples at or after this time.")] since: Option<DateTime<Utc>>,
+        #[graphql(desc = "Only samples before this time.")] until: Option<DateTime<Utc>>,
+        #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
+        #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
+    ) -> AppResult<Page<MonitoringMetrics>> {
+        let args = PageArgs::parse(first, after)?;
+        let key = MetricsOfInstance { instance_id: self.0.id, since, until, page: args.child_page() };
+        let rows = RequestCtx::of(ctx).loader.load_one(key).await?.unwrap_or_default();
+        Ok(build_page(
+            &args,
+            rows,
+            TotalCount::Children(CountOf::MetricsOfInstance(self.0.id)),
+            |r| time_key(r.timestamp, uuid::Uuid::nil()),
+            MonitoringMetrics,
+        ))
+    }
+    /// When the record was created.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// When the record last changed.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+/// One step of a deployment operation.
+#[derive(SimpleObject, serde::Deserialize, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentStep {
+    /// What the step does, for example `apply-deployment`.
+    pub name: String,
+    /// `started`, `succeeded`, `failed` or `skipped`.
+    pub status: String,
+    /// When the step reached this status.
+    pub at: DateTime<Utc>,
+    /// Detail, if any.
+    pub message: Option<String>,
+}
+
+/// Why a deployment operation failed.
+#[derive(SimpleObject, serde::Deserialize, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentErrorDetail {
+    /// Machine-readable reason, for example a Kubernetes reason such as `ImagePullBackOff`.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+}
+
+/// A deployment operation: one deploy, scale, restart, rollback or delete of an instance.
+pub struct Deployment(pub DeploymentRow);
+
+#[Object]
+impl Deployment {
+    /// Global identifier.
+    pub async fn id(&self) -> ID {
+        ids::encode(Kind::Deployment, self.0.id)
+    }
+    /// The instance the operation acts on.
+    async fn instance(&self, ctx: &Context<'_>) -> AppResult<Instance> {
+        RequestCtx::of(ctx)
+            .loader
+            .load_one(InstanceKey(self.0.instance_id))
+            .await?
+            .map(Instance)
+            .ok_or(AppError::NotFound("instance"))
+    }
+    /// Id of the instance the operation acts on.
+    async fn instance_id(&self) -> ID {
+        ids::encode(Kind::Instance, self.0.instance_id)
+    }
+    /// The server being deployed.
+    async fn server(&self, ctx: &Context<'_>) -> AppResult<Server> {
+        RequestCtx::of(ctx)
+            .loader
+            .load_one(ServerKey(self.0.server_id))
+            .await?
+            .map(Server)
+            .ok_or(AppError::NotFound("server"))
+    }
+    /// Id of the server being deployed.
+    async fn server_id(&self) -> ID {
+        ids::encode(Kind::Server, self.0.server_id)
+    }
+    /// What the operation does.
+    async fn operation(&self) -> DeploymentOperation {
+        self.0.operation
+    }
+    /// Who started the operation.
+    async fn initiated_by(&self) -> &str {
+        &self.0.initiated_by
+    }
+    /// Where the operation stands.
+    async fn status(&self) -> DeploymentStatus {
+        self.0.status
+    }
+    /// When the operation started.
+    async fn started_at(&self) -> DateTime<Utc> {
+        self.0.started_at
+    }
+    /// When the operation ended; set for every COMPLETED, FAILED or CANCELLED operation.
+    async fn completed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.completed_at
+    }
+    /// The operation's parameters (secret values are never included).
+    async fn parameters(&self) -> Json<Value> {
+        Json(self.0.parameters.clone())
+    }
+    /// Step history, oldest first.
+    async fn steps(&self) -> Vec<DeploymentStep> {
+        serde_json::from_value(self.0.steps.clone()).unwrap_or_default()
+    }
+    /// Error details; never empty for a FAILED operation.
+    async fn errors(&self) -> Vec<DeploymentErrorDetail> {
+        serde_json::from_value(self.0.errors.clone()).unwrap_or_default()
+    }
+    /// What a rollback to the state before this operation needs (the previous revision).
+    async fn rollback_info(&self) -> Option<Json<Value>> {
+        self.0.rollback_info.clone().map(Json)
+    }
+}
+
+/// A target Kubernetes cluster.
+pub struct Cluster(pub ClusterRow);
+
+#[Object]
+impl Cluster {
+    /// Global identifier.
+    pub async fn id(&self) -> ID {
+        ids::encode(Kind::Cluster, self.0.id)
+    }
+    /// Display name.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// URL of the Kubernetes API server.
+    async fn endpoint(&self) -> &str {
+        &self.0.endpoint
+    }
+    /// The kubeconfig context used to reach it, if any.
+    async fn context(&self) -> Option<&str> {
+        self.0.context.as_deref()
+    }
+    /// Whether the gateway reaches the cluster through its in-cluster service account.
+    async fn in_cluster(&self) -> bool {
+        self.0.in_cluster
+    }
+    /// True when this is the bundled Kubernetes API emulator with simulated workloads, not a real
+    /// cluster.
+    async fn simulated(&self) -> bool {
+        self.0.simulated
+    }
+    /// Whether the gateway can reach and use the cluster.
+    async fn status(&self) -> ClusterStatus {
+        self.0.status
+    }
+    /// Kubernetes version reported by the API server.
+    async fn version(&self) -> Option<&str> {
+        self.0.version.as_deref()
+    }
+    /// Supported features (API groups the gateway can use).
+    async fn capabilities(&self) -> &[String] {
+        &self.0.capabilities
+    }
+    /// Available resources.
+    async fn resource_quota(&self) -> Json<Value> {
+        Json(self.0.resource_quota.clone())
+    }
+    /// What the gateway may do, as the cluster's RBAC answers.
+    async fn access_level(&self) -> AccessLevel {
+        self.0.access_level
+    }
+    /// When the cluster was last checked.
+    async fn last_checked_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_checked_at
+    }
+    /// Why the last check failed, if it did.
+    async fn last_error(&self) -> Option<&str> {
+        self.0.last_error.as_deref()
+    }
+    /// Whether credentials are stored for this cluster (they can never be read back).
+    async fn has_stored_credentials(&self) -> bool {
+        self.0.credentials.is_some()
+    }
+    /// Instances running in this cluster.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn instances(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
+        #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
+    ) -> AppResult<Page<Instance>> {
+        let args = PageArgs::parse(first, after)?;
+        let key = InstancesOfCluster { cluster_id: self.0.id, page: args.child_page() };
+        let rows = RequestCtx::of(ctx).loader.load_one(key).await?.unwrap_or_default();
+        Ok(build_page(
+            &args,
+            rows,
+            TotalCount::Children(CountOf::InstancesOfCluster(self.0.id)),
+            |r| time_key(r.created_at, r.id),
+            Instance,
+        ))
+    }
+}
+
+/// One monitoring sample of an instance.
+pub struct MonitoringMetrics(pub MetricsRow);
+
+#[Object]
+impl MonitoringMetrics {
+    /// The instance measured.
+    async fn instance_id(&self) -> ID {
+        ids::encode(Kind::Instance, self.0.instance_id)
+    }
+    /// The instance measured.
+    async fn instance(&self, ctx: &Context<'_>) -> AppResult<Instance> {
+        RequestCtx::of(ctx)
+            .loader
+            .load_one(InstanceKey(self.0.instance_id))
+            .await?
+            .map(Instance)
+            .ok_or(AppError::NotFound("instance"))
+    }
+    /// When the sample was taken.
+    async fn timestamp(&self) -> DateTime<Utc> {
+        self.0.timestamp
+    }
+    /// CPU use as a percentage (0 to 100) of the pods' requests or limits.
+    async fn cpu_usage(&self) -> Option<f64> {
+        self.0.cpu_usage
+    }
+    /// Memory use in bytes.
+    async fn memory_usage(&self) -> Option<f64> {
+        self.0.memory_usage.map(|b| b as f64)
+    }
+    /// Network traffic: ingress and egress bytes.
+    #[graphql(name = "networkIO")]
+    async fn network_io(&self) -> Json<Value> {
+        Json(self.0.network_io.clone())
+    }
+    /// Requests served since the previous sample.
+    async fn request_count(&self) -> Option<i64> {
+        self.0.request_count
+    }
+    /// Average response time in milliseconds.
+    async fn response_time(&self) -> Option<f64> {
+        self.0.response_time
+    }
+    /// Percentage (0 to 100) of requests that failed.
+    async fn error_rate(&self) -> Option<f64> {
+        self.0.error_rate
+    }
+    /// Results of the health checks.
+    async fn health_checks(&self) -> Json<Value> {
+        Json(self.0.health_checks.clone())
+    }
+}
+

@@ -1,0 +1,37 @@
+//! The HTTP surface: GraphQL over HTTP and websockets, GraphiQL, health, metrics and the SDL.
+
+mod csrf;
+mod graphql;
+mod ops;
+
+use axum::Router;
+use axum::routing::get;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::state::AppState;
+
+/// The gateway's router. Tests drive it directly, without a socket.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.services.config.serve.limits.max_body_bytes;
+    let graphql_routes = Router::new()
+        .route("/graphql", get(graphql::get_graphql).post(graphql::post_graphql))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), csrf::guard))
+        .layer(RequestBodyLimitLayer::new(max_body));
+    Router::new()
+        .merge(graphql_routes)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/schema.graphql", get(ops::schema_sdl))
+        .with_state(state)
+}
+
+/// The GraphiQL page. Its assets are served by the gateway itself, so it works offline.
+pub fn graphiql_page(endpoint: &str, subscription_endpoint: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let html = async_graphql::http::GraphiQLSource::build()
+        .endpoint(endpoint)
+        .subscription_endpoint(subscription_endpoint)
+        .finish();
+    axum::response::Html(html).into_response()
+}

@@ -1,0 +1,24 @@
+//! hivegraph: a GraphQL gateway for ToolHive registries of MCP servers.
+//!
+//! The crate is organised by layer: `config` (typed settings), `db` (pool and migrations),
+//! `graphql` (schema, resolvers, policies), `http` (router and endpoints), `registries`
+//! (validation and writes), `sync` (registry fetching), `secrets` (encryption at rest).
+
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod registries;
+pub mod secrets;
+pub mod server;
+pub mod state;
+pub mod sync;
+pub mod telemetry;
+
+pub use http::router;
+pub use state::AppState;

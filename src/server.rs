@@ -1,0 +1,86 @@
+//! Running the gateway: build the services, serve HTTP, shut down gracefully.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, Mode};
+use crate::secrets::Keyring;
+use crate::state::{AppState, Services};
+use crate::sync::SyncService;
+
+/// Loads the key-encryption key: `HIVEGRAPH_SECRET_KEY` (plus optional
+/// `HIVEGRAPH_SECRET_KEY_PREVIOUS`, comma-separated, during a rotation). In dev mode a missing key
+/// gives an ephemeral one, with a warning.
+pub fn load_keyring(mode: Mode) -> anyhow::Result<Keyring> {
+    match std::env::var("HIVEGRAPH_SECRET_KEY") {
+        Ok(k) if !k.trim().is_empty() => {
+            let previous: Vec<SecretString> = std::env::var("HIVEGRAPH_SECRET_KEY_PREVIOUS")
+                .unwrap_or_default()
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| SecretString::from(s.trim().to_string()))
+                .collect();
+            Ok(Keyring::new(&SecretString::from(k), &previous)?)
+        }
+        _ if mode == Mode::Dev => {
+            tracing::warn!(
+                "HIVEGRAPH_SECRET_KEY is not set: using an ephemeral key; registry credentials stored now \
+                 cannot be opened after a restart"
+            );
+            Ok(Keyring::ephemeral())
+        }
+        _ => anyhow::bail!("HIVEGRAPH_SECRET_KEY is required in production mode (base64 of 32 random bytes)"),
+    }
+}
+
+/// Builds the application state for `config`.
+pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
+    let pool = crate::db::pool(&config.database)?;
+    let services = Services {
+        sync: SyncService::new(pool.clone()),
+        pool,
+        config: Arc::new(config),
+        keys: Arc::new(keys),
+    };
+    Ok(AppState::new(services))
+}
+
+/// Serves until SIGINT or SIGTERM, then drains in-flight requests.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    if config.serve.auth == crate::config::AuthMode::None {
+        tracing::warn!(listen = %config.serve.listen, "authentication is off (HIVEGRAPH_AUTH=none): loopback only");
+    }
+    let applied = crate::db::run_migrations(&config.database.database_url).await?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "applied migrations");
+    }
+    let keys = load_keyring(config.serve.mode)?;
+    let listen = config.serve.listen;
+    let state = build_state(config, keys)?;
+    let app = crate::http::router(state);
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "hivegraph listening; GraphiQL at http://{addr}/graphql");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested; draining");
+}

@@ -1,0 +1,40 @@
+//! Shared application state.
+
+use std::sync::Arc;
+
+use dataloaders::DbPool;
+
+use crate::config::Config;
+use crate::graphql::HivegraphSchema;
+use crate::metrics::Metrics;
+use crate::secrets::Keyring;
+use crate::sync::SyncService;
+
+/// Long-lived services that resolvers use (registered as schema data).
+#[derive(Clone)]
+pub struct Services {
+    pub pool: DbPool,
+    pub config: Arc<Config>,
+    pub keys: Arc<Keyring>,
+    pub sync: SyncService,
+}
+
+/// Everything the HTTP layer needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Services,
+    pub schema: HivegraphSchema,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// Builds the state: the schema gets its limits from the configuration.
+    pub fn new(services: Services) -> Self {
+        let schema = crate::graphql::build_schema(
+            Some(services.clone()),
+            &services.config.serve.limits,
+            services.config.serve.mode,
+        );
+        AppState { services, schema, metrics: Arc::new(Metrics::new()) }
+    }
+}
