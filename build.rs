@@ -52,25 +52,43 @@ const HOW_TO_BUILD: &str = "install Node.js and npm, run `npm ci --prefix web --
      with cargo";
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let web = manifest_dir.join("web");
 
     println!("cargo:rerun-if-changed=build.rs");
-    for file in ["package.json", "package-lock.json", "src", HIDDEN_LOCKFILE] {
+    for file in ["package.json", "package-lock.json", "src"] {
         println!("cargo:rerun-if-changed=web/{file}");
     }
     println!("cargo:rerun-if-env-changed=HIVEGRAPH_SKIP_NPM");
+    println!("cargo:rerun-if-env-changed=NPM");
 
     let generated = match prepare(&web, &out_dir) {
         Ok(assets) => generate_available(&web, &out_dir, &assets),
         Err(reason) => Err(reason),
     };
-    let code = generated.unwrap_or_else(|reason| {
-        println!("cargo:warning=GraphiQL assets are not embedded: {reason}");
-        println!("cargo:warning=/graphql will answer 503 to browsers; to fix it: {HOW_TO_BUILD}");
-        generate_unavailable(&reason)
-    });
+    let code = match generated {
+        Ok(code) => {
+            // npm rewrites its hidden lock file on every install: watch it rather than the
+            // whole node_modules tree (a missing path would make cargo rerun this every time).
+            if web.join(HIDDEN_LOCKFILE).is_file() {
+                println!("cargo:rerun-if-changed=web/{HIDDEN_LOCKFILE}");
+            } else {
+                println!("cargo:rerun-if-changed=web/node_modules");
+            }
+            code
+        }
+        Err(reason) => {
+            // Rerun once something appears in web/ (e.g. a manual `npm ci --prefix web`).
+            println!("cargo:rerun-if-changed=web");
+            println!("cargo:warning=GraphiQL assets are not embedded: {reason}");
+            println!(
+                "cargo:warning=/graphql will answer 503 to browsers; to fix it: {HOW_TO_BUILD}"
+            );
+            generate_unavailable(&reason)
+        }
+    };
     write_if_changed(&out_dir.join(GENERATED), code.as_bytes()).expect("write generated file");
 }
 
@@ -88,16 +106,14 @@ fn prepare(web: &Path, out_dir: &Path) -> Result<Vec<Asset>, String> {
     let missing = || ASSETS.iter().any(|(_, src, _)| !web.join(src).is_file());
     let stale = missing() || mtime(&hidden) < mtime(&lock);
 
-    if stale {
-        if let Err(err) = npm_ci(web, out_dir) {
-            if missing() {
-                return Err(err);
-            }
-            println!(
-                "cargo:warning=using the existing web/node_modules, which may not match \
-                 web/package-lock.json: {err}"
-            );
+    if stale && let Err(err) = npm_ci(web, out_dir) {
+        if missing() {
+            return Err(err);
         }
+        println!(
+            "cargo:warning=using the existing web/node_modules, which may not match \
+             web/package-lock.json: {err}"
+        );
     }
     if missing() {
         return Err("npm ci ran but web/node_modules lacks the expected UMD bundles".into());
@@ -105,7 +121,7 @@ fn prepare(web: &Path, out_dir: &Path) -> Result<Vec<Asset>, String> {
 
     let assets_dir = out_dir.join("graphiql-assets");
     fs::create_dir_all(&assets_dir).map_err(|e| format!("create {}: {e}", assets_dir.display()))?;
-    let mut assets = Vec::new();
+    let mut assets: Vec<Asset> = Vec::new();
     for &(name, src, content_type) in ASSETS {
         let src = web.join(src);
         let bytes = fs::read(&src).map_err(|e| format!("read {}: {e}", src.display()))?;
@@ -120,6 +136,18 @@ fn prepare(web: &Path, out_dir: &Path) -> Result<Vec<Asset>, String> {
             path,
         });
     }
+    // Drop copies left over from earlier builds with other contents.
+    if let Ok(entries) = fs::read_dir(&assets_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !assets
+                .iter()
+                .any(|a| name.to_str() == Some(a.file.as_str()))
+            {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
     Ok(assets)
 }
 
@@ -133,33 +161,47 @@ fn npm_ci(web: &Path, out_dir: &Path) -> Result<(), String> {
     // Remember a failure per lock file so an offline machine does not retry on every build.
     let failed_stamp = out_dir.join("npm-ci-failed");
     let lock_hash = format!("{:016x}", fnv1a(&lock));
-    if fs::read_to_string(&failed_stamp).is_ok_and(|s| s == lock_hash) {
-        return Err("a previous `npm ci` for this web/package-lock.json failed; \
-                    run it by hand to retry"
-            .into());
+    if let Some(previous) = fs::read_to_string(&failed_stamp)
+        .ok()
+        .and_then(|s| Some(s.strip_prefix(&lock_hash)?.trim().to_owned()))
+    {
+        return Err(format!(
+            "`npm ci` already failed for this web/package-lock.json (not retried: run it by \
+             hand): {previous}"
+        ));
     }
     let npm = env::var_os("NPM").unwrap_or_else(|| "npm".into());
-    println!("cargo:warning=running `npm ci` in web/ to fetch the GraphiQL assets");
     let result = Command::new(&npm)
         .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
         .current_dir(web)
         .output();
     let outcome = match result {
-        Err(e) => Err(format!("cannot run npm ({e})")),
+        // npm is not installed: cheap to find out again, so nothing is remembered.
+        Err(e) => return Err(format!("cannot run npm ({e})")),
         Ok(out) if out.status.success() => Ok(()),
         Ok(out) => {
+            // npm's first error lines name the cause (code, errno, failing request).
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            Err(format!("`npm ci` failed ({}): {}", out.status, tail.join(" | ")))
+            let tail: Vec<&str> = stderr
+                .lines()
+                .map(|l| l.trim_start_matches("npm error").trim())
+                .filter(|l| !l.is_empty())
+                .take(4)
+                .collect();
+            Err(format!(
+                "`npm ci` failed ({}): {}",
+                out.status,
+                tail.join(" | ")
+            ))
         }
     };
     match &outcome {
         Ok(()) => {
+            println!("cargo:warning=ran `npm ci` in web/ to fetch the GraphiQL assets");
             let _ = fs::remove_file(&failed_stamp);
         }
-        Err(_) => {
-            let _ = fs::write(&failed_stamp, &lock_hash);
+        Err(err) => {
+            let _ = fs::write(&failed_stamp, format!("{lock_hash} {err}"));
         }
     }
     outcome
@@ -169,22 +211,32 @@ fn generate_available(web: &Path, out_dir: &Path, assets: &[Asset]) -> Result<St
     let template_path = web.join(TEMPLATE);
     let mut template = fs::read_to_string(&template_path)
         .map_err(|e| format!("read {}: {e}", template_path.display()))?;
+    template = strip_html_comments(&template);
     for asset in assets {
         let placeholder = format!("{{{{asset:{}}}}}", asset.name);
         let url = format!("/graphiql/assets/{}", asset.file);
         template = template.replace(&placeholder, &url);
     }
     if let Some(pos) = template.find("{{asset:") {
-        let end = template[pos..].find("}}").map_or(template.len(), |e| pos + e + 2);
-        return Err(format!("{TEMPLATE} references an unknown asset {}", &template[pos..end]));
+        let end = template[pos..]
+            .find("}}")
+            .map_or(template.len(), |e| pos + e + 2);
+        return Err(format!(
+            "{TEMPLATE} references an unknown asset {}",
+            &template[pos..end]
+        ));
     }
-    let page = out_dir.join("graphiql-assets").join("index.html");
+    let page = out_dir.join("graphiql-page.html");
     write_if_changed(&page, template.as_bytes())
         .map_err(|e| format!("write {}: {e}", page.display()))?;
 
     let mut code = String::from("// @generated by build.rs: GraphiQL assets embedded from web/.\n");
     code.push_str("pub(super) const UNAVAILABLE: Option<&str> = None;\n");
-    let _ = writeln!(code, "pub(super) const PAGE_TEMPLATE: &str = include_str!({:?});", path_str(&page)?);
+    let _ = writeln!(
+        code,
+        "pub(super) const PAGE_TEMPLATE: &str = include_str!({:?});",
+        path_str(&page)?
+    );
     code.push_str("/// (file name under /graphiql/assets/, logical name, content type, bytes)\n");
     code.push_str("pub(super) static ASSETS: &[(&str, &str, &str, &[u8])] = &[\n");
     for asset in assets {
@@ -252,6 +304,23 @@ fn strip_source_map_comment(mut bytes: Vec<u8>) -> Vec<u8> {
         bytes.truncate(start);
     }
     bytes
+}
+
+/// Removes `<!-- ... -->` comments (and the line breaks right after them) from the template.
+fn strip_html_comments(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(start) = rest.find("<!--") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find("-->") {
+            Some(end) => rest = rest[start + end + 3..].trim_start_matches(['\r', '\n']),
+            None => {
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Writes only when the content differs, so unchanged assets keep their mtime.

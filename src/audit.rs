@@ -21,7 +21,13 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     /// A record with an explicit outcome (`success`, `denied` or `error`).
-    pub fn new(actor: &Actor, action: &'static str, target_type: &'static str, target: Uuid, outcome: &'static str) -> Self {
+    pub fn new(
+        actor: &Actor,
+        action: &'static str,
+        target_type: &'static str,
+        target: Uuid,
+        outcome: &'static str,
+    ) -> Self {
         AuditEntry {
             actor: actor.name.clone(),
             request_id: actor.request_id.clone(),
@@ -34,7 +40,12 @@ impl AuditEntry {
     }
 
     /// A successful change.
-    pub fn success(actor: &Actor, action: &'static str, target_type: &'static str, target: Uuid) -> Self {
+    pub fn success(
+        actor: &Actor,
+        action: &'static str,
+        target_type: &'static str,
+        target: Uuid,
+    ) -> Self {
         Self::new(actor, action, target_type, target, "success")
     }
 
@@ -46,7 +57,10 @@ impl AuditEntry {
 }
 
 /// Writes an audit record.
-pub async fn record(conn: &mut AsyncPgConnection, e: AuditEntry) -> Result<(), diesel::result::Error> {
+pub async fn record(
+    conn: &mut AsyncPgConnection,
+    e: AuditEntry,
+) -> Result<(), diesel::result::Error> {
     diesel::insert_into(audit_log::table)
         .values((
             audit_log::actor.eq(e.actor),

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, DatabaseConfig, ServeConfig};
+use crate::config::{Config, DatabaseConfig, RegistryPolicy, ServeConfig, SyncConfig};
 
 /// hivegraph: a GraphQL gateway for ToolHive registries of MCP servers.
 #[derive(Debug, Parser)]
@@ -47,15 +47,24 @@ pub enum RegistryCommand {
         /// Sync every registry.
         #[arg(long, conflicts_with = "target")]
         all: bool,
+        /// Print the results as JSON on stdout (with elapsed time and peak memory).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         database: DatabaseConfig,
+        #[command(flatten)]
+        sync: SyncConfig,
+        #[command(flatten)]
+        registries: RegistryPolicy,
     },
 }
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { database, serve } => crate::server::serve(Config { database, serve }).await,
+        Command::Serve { database, serve } => {
+            crate::server::serve(Config { database, serve }).await
+        }
         Command::Migrate { database } => {
             let applied = crate::db::run_migrations(&database.database_url).await?;
             if applied.is_empty() {
@@ -71,9 +80,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::graphql::sdl());
             Ok(())
         }
-        Command::Registry { command: RegistryCommand::Sync { target, all, database } } => {
-            let _ = (target, all, database);
-            anyhow::bail!("registry sync is not available in this version yet")
+        Command::Registry {
+            command:
+                RegistryCommand::Sync {
+                    target,
+                    all,
+                    json,
+                    database,
+                    sync,
+                    registries,
+                },
+        } => {
+            crate::sync::cli::run(crate::sync::cli::SyncCommand {
+                target,
+                all,
+                json,
+                database,
+                sync,
+                policy: registries,
+            })
+            .await
         }
     }
 }

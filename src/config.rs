@@ -27,7 +27,11 @@ pub enum Mode {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
     /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://hivegraph:hivegraph@127.0.0.1:5432/hivegraph")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://hivegraph:hivegraph@127.0.0.1:5432/hivegraph"
+    )]
     pub database_url: String,
     /// Maximum pooled connections.
     #[arg(long, env = "HIVEGRAPH_DB_POOL_SIZE", default_value_t = 16)]
@@ -36,7 +40,11 @@ pub struct DatabaseConfig {
     #[arg(long, env = "HIVEGRAPH_DB_WAIT_MS", default_value_t = 1000)]
     pub wait_ms: u64,
     /// PostgreSQL `statement_timeout` for gateway connections, in milliseconds.
-    #[arg(long, env = "HIVEGRAPH_DB_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(
+        long,
+        env = "HIVEGRAPH_DB_STATEMENT_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
     pub statement_timeout_ms: u64,
 }
 
@@ -56,6 +64,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     #[command(flatten)]
     pub registries: RegistryPolicy,
+    #[command(flatten)]
+    pub sync: SyncConfig,
 }
 
 /// Request limits of the GraphQL endpoint (see shared/docs/hardening.md).
@@ -113,6 +123,131 @@ pub struct RegistryPolicy {
     pub allow_file_urls: bool,
 }
 
+/// Registry sync: the upstream HTTP client's limits and the scheduler (see `crate::sync`).
+#[derive(Debug, Clone, Args)]
+pub struct SyncConfig {
+    /// Timeout for connecting to a registry, in milliseconds.
+    #[arg(
+        id = "sync_connect_timeout_ms",
+        long = "sync-connect-timeout-ms",
+        env = "HIVEGRAPH_SYNC_CONNECT_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub connect_timeout_ms: u64,
+    /// Total timeout of one registry request (headers and body), in milliseconds.
+    #[arg(
+        id = "sync_timeout_ms",
+        long = "sync-timeout-ms",
+        env = "HIVEGRAPH_SYNC_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub timeout_ms: u64,
+    /// Largest accepted registry response (one document or one API page), in bytes.
+    #[arg(id = "sync_max_body_bytes", long = "sync-max-body-bytes", env = "HIVEGRAPH_SYNC_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: u64,
+    /// Most redirects followed per request (https to http is never followed).
+    #[arg(
+        id = "sync_max_redirects",
+        long = "sync-max-redirects",
+        env = "HIVEGRAPH_SYNC_MAX_REDIRECTS",
+        default_value_t = 5
+    )]
+    pub max_redirects: usize,
+    /// Retries of a request that timed out, could not connect, or got HTTP 5xx or 429.
+    #[arg(
+        id = "sync_retries",
+        long = "sync-retries",
+        env = "HIVEGRAPH_SYNC_RETRIES",
+        default_value_t = 2
+    )]
+    pub retries: u32,
+    /// First retry delay in milliseconds; doubled per retry, with jitter.
+    #[arg(
+        id = "sync_retry_base_ms",
+        long = "sync-retry-base-ms",
+        env = "HIVEGRAPH_SYNC_RETRY_BASE_MS",
+        default_value_t = 500
+    )]
+    pub retry_base_ms: u64,
+    /// Most pages read from a paginated registry API in one sync.
+    #[arg(
+        id = "sync_max_pages",
+        long = "sync-max-pages",
+        env = "HIVEGRAPH_SYNC_MAX_PAGES",
+        default_value_t = 2_000
+    )]
+    pub max_pages: u32,
+    /// PostgreSQL `statement_timeout` of the sync's own connection, in milliseconds.
+    #[arg(
+        id = "sync_statement_timeout_ms",
+        long = "sync-statement-timeout-ms",
+        env = "HIVEGRAPH_SYNC_STATEMENT_TIMEOUT_MS",
+        default_value_t = 120_000
+    )]
+    pub statement_timeout_ms: u64,
+    /// Run the periodic sync scheduler in `serve`.
+    #[arg(id = "sync_scheduler", long = "sync-scheduler", env = "HIVEGRAPH_SYNC_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub scheduler: bool,
+    /// How often the scheduler looks for due registries, in seconds.
+    #[arg(
+        id = "sync_tick_seconds",
+        long = "sync-tick-seconds",
+        env = "HIVEGRAPH_SYNC_TICK_SECONDS",
+        default_value_t = 15
+    )]
+    pub tick_seconds: u64,
+    /// Most syncs the scheduler runs at once in this process.
+    #[arg(
+        id = "sync_concurrency",
+        long = "sync-concurrency",
+        env = "HIVEGRAPH_SYNC_CONCURRENCY",
+        default_value_t = 2
+    )]
+    pub concurrency: usize,
+    /// First retry delay after a failed sync, in seconds; doubled per consecutive failure and
+    /// capped at the registry's interval.
+    #[arg(
+        id = "sync_error_backoff_seconds",
+        long = "sync-error-backoff-seconds",
+        env = "HIVEGRAPH_SYNC_ERROR_BACKOFF_SECONDS",
+        default_value_t = 30
+    )]
+    pub error_backoff_seconds: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            connect_timeout_ms: 5_000,
+            timeout_ms: 30_000,
+            max_body_bytes: 10 * 1024 * 1024,
+            max_redirects: 5,
+            retries: 2,
+            retry_base_ms: 500,
+            max_pages: 2_000,
+            statement_timeout_ms: 120_000,
+            scheduler: true,
+            tick_seconds: 15,
+            concurrency: 2,
+            error_backoff_seconds: 30,
+        }
+    }
+}
+
+impl SyncConfig {
+    /// Short timeouts for tests, so that a bad upstream fails within about a second.
+    pub fn for_tests() -> Self {
+        SyncConfig {
+            connect_timeout_ms: 1_000,
+            timeout_ms: 2_000,
+            retries: 1,
+            retry_base_ms: 50,
+            tick_seconds: 1,
+            ..SyncConfig::default()
+        }
+    }
+}
+
 /// Everything a running gateway needs to know.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -135,7 +270,10 @@ impl Config {
                 auth: AuthMode::None,
                 mode: Mode::Dev,
                 limits: Limits::default(),
-                registries: RegistryPolicy { allow_file_urls: false },
+                registries: RegistryPolicy {
+                    allow_file_urls: false,
+                },
+                sync: SyncConfig::for_tests(),
             },
         }
     }

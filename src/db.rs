@@ -6,7 +6,9 @@ use dataloaders::DbPool;
 use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 
@@ -33,8 +35,20 @@ pub fn pool(cfg: &DatabaseConfig) -> anyhow::Result<DbPool> {
         }
         .boxed()
     });
-    let manager =
-        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(&cfg.database_url, manager_config);
+    // Check connections on reuse, after detaching the previous request's statement counter so
+    // that the check is not counted against anybody.
+    manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
+        async move {
+            use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+            conn.set_instrumentation(dataloaders::pool::NoInstrumentation);
+            conn.batch_execute("SELECT 1").await
+        }
+        .boxed()
+    }));
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        &cfg.database_url,
+        manager_config,
+    );
     let wait = Duration::from_millis(cfg.wait_ms);
     Ok(Pool::builder(manager)
         .max_size(cfg.pool_size)
@@ -68,7 +82,9 @@ pub async fn migrations_current(pool: &DbPool) -> bool {
         #[diesel(sql_type = diesel::sql_types::Text)]
         version: String,
     }
-    let Ok(mut conn) = pool.get().await else { return false };
+    let Ok(mut conn) = pool.get().await else {
+        return false;
+    };
     let Ok(rows) = diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
         .load::<Version>(&mut conn)
         .await

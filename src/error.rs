@@ -31,7 +31,10 @@ pub enum AppError {
 impl AppError {
     /// Shorthand for a `BAD_USER_INPUT` error.
     pub fn bad_input(field: impl Into<String>, message: impl Into<String>) -> Self {
-        AppError::BadInput { field: field.into(), message: message.into() }
+        AppError::BadInput {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// The message shown to clients.
@@ -66,7 +69,9 @@ impl From<dataloaders::ReadError> for AppError {
                 tracing::warn!(%detail, "database unavailable");
                 AppError::Unavailable("the database is unavailable; try again shortly".into())
             }
-            dataloaders::ReadError::Query(detail) => AppError::Internal(std::sync::Arc::new(anyhow::anyhow!(detail))),
+            dataloaders::ReadError::Query(detail) => {
+                AppError::Internal(std::sync::Arc::new(anyhow::anyhow!(detail)))
+            }
         }
     }
 }

@@ -65,7 +65,11 @@ pub fn decode(kind: Kind, raw: &str, field: &str) -> Result<Uuid, AppError> {
         Some((k, id)) if k == kind => Ok(id),
         Some((k, _)) => Err(AppError::bad_input(
             field,
-            format!("expected the id of a {}, got the id of a {}", kind.as_str(), k.as_str()),
+            format!(
+                "expected the id of a {}, got the id of a {}",
+                kind.as_str(),
+                k.as_str()
+            ),
         )),
         None => Err(AppError::bad_input(field, "malformed id")),
     }

@@ -46,18 +46,41 @@ impl Metrics {
         let mut registry = Registry::with_prefix("hivegraph");
         let requests = Family::<OperationLabels, Counter>::default();
         let latency = Family::<OperationLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
         });
         let rejections = Family::<RejectionLabels, Counter>::default();
-        registry.register("graphql_requests", "GraphQL operations executed", requests.clone());
-        registry.register("graphql_request_duration_seconds", "GraphQL operation latency", latency.clone());
-        registry.register("http_rejections", "Requests rejected before execution", rejections.clone());
-        Metrics { registry: Mutex::new(registry), requests, latency, rejections }
+        registry.register(
+            "graphql_requests",
+            "GraphQL operations executed",
+            requests.clone(),
+        );
+        registry.register(
+            "graphql_request_duration_seconds",
+            "GraphQL operation latency",
+            latency.clone(),
+        );
+        registry.register(
+            "http_rejections",
+            "Requests rejected before execution",
+            rejections.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            requests,
+            latency,
+            rejections,
+        }
     }
 
     /// Counts a rejection.
     pub fn reject(&self, reason: &str) {
-        self.rejections.get_or_create(&RejectionLabels { reason: reason.to_string() }).inc();
+        self.rejections
+            .get_or_create(&RejectionLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Records one executed operation.
@@ -70,7 +93,8 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let registry = self.registry.lock().expect("metrics registry lock");
-        prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

@@ -70,20 +70,29 @@ fn parse_key(b64: &str) -> Result<SecretBox<[u8; 32]>, SecretError> {
 
 impl Keyring {
     /// A keyring from the base64 current key, plus older keys that can still open secrets.
-    pub fn new(current_b64: &SecretString, previous_b64: &[SecretString]) -> Result<Self, SecretError> {
+    pub fn new(
+        current_b64: &SecretString,
+        previous_b64: &[SecretString],
+    ) -> Result<Self, SecretError> {
         let current = parse_key(current_b64.expose_secret())?;
         let mut previous = Vec::new();
         for p in previous_b64 {
             let k = parse_key(p.expose_secret())?;
             previous.push((key_id(k.expose_secret()), k));
         }
-        Ok(Keyring { current: (key_id(current.expose_secret()), current), previous })
+        Ok(Keyring {
+            current: (key_id(current.expose_secret()), current),
+            previous,
+        })
     }
 
     /// A random key for development; secrets sealed with it do not survive a restart.
     pub fn ephemeral() -> Self {
         let key: [u8; 32] = XChaCha20Poly1305::generate_key(&mut OsRng).into();
-        Keyring { current: (key_id(&key), SecretBox::new(Box::new(key))), previous: Vec::new() }
+        Keyring {
+            current: (key_id(&key), SecretBox::new(Box::new(key))),
+            previous: Vec::new(),
+        }
     }
 
     /// The id of the key new secrets are sealed with.
@@ -95,7 +104,10 @@ impl Keyring {
         if self.current.0 == kid {
             return Some(&self.current.1);
         }
-        self.previous.iter().find(|(id, _)| id == kid).map(|(_, k)| k)
+        self.previous
+            .iter()
+            .find(|(id, _)| id == kid)
+            .map(|(_, k)| k)
     }
 
     /// Seals `plaintext` for `binding`.
@@ -106,15 +118,32 @@ impl Keyring {
         let kek = XChaCha20Poly1305::new(self.current.1.expose_secret().into());
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let wrapped = kek
-            .encrypt(&nonce, Payload { msg: dek.as_slice(), aad: &aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: dek.as_slice(),
+                    aad: &aad,
+                },
+            )
             .expect("encryption with a valid key cannot fail");
-        Sealed { v: 1, kid: self.current.0.clone(), dek: B64.encode([nonce.as_slice(), &wrapped].concat()), ct }
+        Sealed {
+            v: 1,
+            kid: self.current.0.clone(),
+            dek: B64.encode([nonce.as_slice(), &wrapped].concat()),
+            ct,
+        }
     }
 
     /// Opens a sealed value bound to `binding`.
-    pub fn open(&self, sealed: &Sealed, binding: Binding<'_>) -> Result<SecretBox<Vec<u8>>, SecretError> {
+    pub fn open(
+        &self,
+        sealed: &Sealed,
+        binding: Binding<'_>,
+    ) -> Result<SecretBox<Vec<u8>>, SecretError> {
         let aad = binding.aad();
-        let kek_bytes = self.key(&sealed.kid).ok_or_else(|| SecretError::UnknownKey(sealed.kid.clone()))?;
+        let kek_bytes = self
+            .key(&sealed.kid)
+            .ok_or_else(|| SecretError::UnknownKey(sealed.kid.clone()))?;
         let kek = XChaCha20Poly1305::new(kek_bytes.expose_secret().into());
         let wrapped = B64.decode(&sealed.dek).map_err(|_| SecretError::Corrupt)?;
         if wrapped.len() < 24 {
@@ -122,7 +151,13 @@ impl Keyring {
         }
         let (nonce, body) = wrapped.split_at(24);
         let dek = kek
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad: &aad })
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: body,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| SecretError::Corrupt)?;
         let dek = SecretBox::new(Box::new(dek));
         let ct = B64.decode(&sealed.ct).map_err(|_| SecretError::Corrupt)?;
@@ -130,9 +165,16 @@ impl Keyring {
             return Err(SecretError::Corrupt);
         }
         let (nonce, body) = ct.split_at(24);
-        let cipher = XChaCha20Poly1305::new_from_slice(dek.expose_secret()).map_err(|_| SecretError::Corrupt)?;
+        let cipher = XChaCha20Poly1305::new_from_slice(dek.expose_secret())
+            .map_err(|_| SecretError::Corrupt)?;
         let plain = cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad: &aad })
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: body,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| SecretError::Corrupt)?;
         Ok(SecretBox::new(Box::new(plain)))
     }
@@ -151,7 +193,13 @@ fn encrypt(dek: &chacha20poly1305::Key, plaintext: &[u8], aad: &[u8]) -> String 
     let cipher = XChaCha20Poly1305::new(dek);
     let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
     let ct = cipher
-        .encrypt(&nonce, Payload { msg: plaintext, aad })
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .expect("encryption with a valid key cannot fail");
     B64.encode([nonce.as_slice(), &ct].concat())
 }
@@ -161,7 +209,11 @@ mod tests {
     use super::*;
 
     fn binding(row: uuid::Uuid) -> Binding<'static> {
-        Binding { table: "registries", row, column: "auth_config" }
+        Binding {
+            table: "registries",
+            row,
+            column: "auth_config",
+        }
     }
 
     #[test]
@@ -171,11 +223,23 @@ mod tests {
         let sealed = ring.seal(b"CANARY-secret", binding(row));
         let text = serde_json::to_string(&sealed).unwrap();
         assert!(!text.contains("CANARY"));
-        assert_eq!(ring.open(&sealed, binding(row)).unwrap().expose_secret().as_slice(), b"CANARY-secret");
+        assert_eq!(
+            ring.open(&sealed, binding(row))
+                .unwrap()
+                .expose_secret()
+                .as_slice(),
+            b"CANARY-secret"
+        );
         // Moved to another row, it no longer opens.
-        assert!(matches!(ring.open(&sealed, binding(uuid::Uuid::new_v4())), Err(SecretError::Corrupt)));
+        assert!(matches!(
+            ring.open(&sealed, binding(uuid::Uuid::new_v4())),
+            Err(SecretError::Corrupt)
+        ));
         // A different key cannot open it either.
-        assert!(matches!(Keyring::ephemeral().open(&sealed, binding(row)), Err(SecretError::UnknownKey(_))));
+        assert!(matches!(
+            Keyring::ephemeral().open(&sealed, binding(row)),
+            Err(SecretError::UnknownKey(_))
+        ));
     }
 
     #[test]
@@ -183,12 +247,21 @@ mod tests {
         let old = SecretString::from(B64.encode([7u8; 32]));
         let new = SecretString::from(B64.encode([9u8; 32]));
         let row = uuid::Uuid::new_v4();
-        let sealed = Keyring::new(&old, &[]).unwrap().seal(b"token", binding(row));
+        let sealed = Keyring::new(&old, &[])
+            .unwrap()
+            .seal(b"token", binding(row));
         let rotated_ring = Keyring::new(&new, std::slice::from_ref(&old)).unwrap();
         let rewrapped = rotated_ring.rewrap(&sealed, binding(row)).unwrap();
         assert_eq!(rewrapped.kid, rotated_ring.current_key_id());
         let only_new = Keyring::new(&new, &[]).unwrap();
-        assert_eq!(only_new.open(&rewrapped, binding(row)).unwrap().expose_secret().as_slice(), b"token");
+        assert_eq!(
+            only_new
+                .open(&rewrapped, binding(row))
+                .unwrap()
+                .expose_secret()
+                .as_slice(),
+            b"token"
+        );
         assert!(Keyring::new(&SecretString::from("short".to_string()), &[]).is_err());
     }
 }

@@ -31,18 +31,28 @@ pub fn load_keyring(mode: Mode) -> anyhow::Result<Keyring> {
             );
             Ok(Keyring::ephemeral())
         }
-        _ => anyhow::bail!("HIVEGRAPH_SECRET_KEY is required in production mode (base64 of 32 random bytes)"),
+        _ => anyhow::bail!(
+            "HIVEGRAPH_SECRET_KEY is required in production mode (base64 of 32 random bytes)"
+        ),
     }
 }
 
 /// Builds the application state for `config`.
 pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
     let pool = crate::db::pool(&config.database)?;
+    let keys = Arc::new(keys);
+    let sync = SyncService::new(
+        pool.clone(),
+        keys.clone(),
+        &config.database.database_url,
+        config.serve.sync.clone(),
+        &config.serve.registries,
+    )?;
     let services = Services {
-        sync: SyncService::new(pool.clone()),
+        sync,
         pool,
         config: Arc::new(config),
-        keys: Arc::new(keys),
+        keys,
     };
     Ok(AppState::new(services))
 }
@@ -59,12 +69,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let keys = load_keyring(config.serve.mode)?;
     let listen = config.serve.listen;
+    let run_scheduler = config.serve.sync.scheduler;
     let state = build_state(config, keys)?;
+    let sync = state.services.sync.clone();
     let app = crate::http::router(state);
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    // The registry sync scheduler: periodic syncs, retries with backoff, crash recovery.
+    let scheduler = run_scheduler.then(|| sync.spawn_scheduler());
     tracing::info!(%addr, "hivegraph listening; GraphiQL at http://{addr}/graphql");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    // Interrupted syncs end in ERROR and are due again at once.
+    sync.shutdown(std::time::Duration::from_secs(10)).await;
+    if let Some(s) = scheduler {
+        let _ = s.await;
+    }
     tracing::info!("shut down");
     Ok(())
 }
@@ -75,7 +96,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

@@ -35,6 +35,10 @@ impl AppState {
             &services.config.serve.limits,
             services.config.serve.mode,
         );
-        AppState { services, schema, metrics: Arc::new(Metrics::new()) }
+        AppState {
+            services,
+            schema,
+            metrics: Arc::new(Metrics::new()),
+        }
     }
 }

@@ -86,7 +86,11 @@ impl RegistryStatus {
         use RegistryStatus::*;
         matches!(
             (self, next),
-            (Inactive, Syncing) | (Active, Syncing) | (Error, Syncing) | (Syncing, Active) | (Syncing, Error)
+            (Inactive, Syncing)
+                | (Active, Syncing)
+                | (Error, Syncing)
+                | (Syncing, Active)
+                | (Syncing, Error)
         )
     }
 }

@@ -104,7 +104,10 @@ fn page_arrays<K>(
 }
 
 /// Groups ranked rows back onto the keys that asked for them (ordinality is 1-based).
-fn regroup<K: Clone + Eq + Hash, R>(keys: &[K], rows: impl IntoIterator<Item = (i64, R)>) -> HashMap<K, Vec<R>> {
+fn regroup<K: Clone + Eq + Hash, R>(
+    keys: &[K],
+    rows: impl IntoIterator<Item = (i64, R)>,
+) -> HashMap<K, Vec<R>> {
     let mut out: HashMap<K, Vec<R>> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
     for (ord, row) in rows {
         if let Some(k) = keys.get((ord - 1) as usize) {
@@ -207,7 +210,10 @@ impl Loader<MetricsOfInstance> for Reader {
     type Value = Vec<MetricsRow>;
     type Error = ReadError;
 
-    async fn load(&self, keys: &[MetricsOfInstance]) -> Result<HashMap<MetricsOfInstance, Vec<MetricsRow>>, ReadError> {
+    async fn load(
+        &self,
+        keys: &[MetricsOfInstance],
+    ) -> Result<HashMap<MetricsOfInstance, Vec<MetricsRow>>, ReadError> {
         let (parents, after_values, _, limits) = page_arrays(keys, |k| (k.instance_id, &k.page));
         let since: Vec<Option<DateTime<Utc>>> = keys.iter().map(|k| k.since).collect();
         let until: Vec<Option<DateTime<Utc>>> = keys.iter().map(|k| k.until).collect();
@@ -242,17 +248,26 @@ impl Loader<LatestMetricsOfInstance> for Reader {
     type Value = MetricsRow;
     type Error = ReadError;
 
-    async fn load(&self, keys: &[LatestMetricsOfInstance]) -> Result<HashMap<LatestMetricsOfInstance, MetricsRow>, ReadError> {
+    async fn load(
+        &self,
+        keys: &[LatestMetricsOfInstance],
+    ) -> Result<HashMap<LatestMetricsOfInstance, MetricsRow>, ReadError> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
         let mut conn = self.conn().await?;
         let rows: Vec<MetricsRow> = monitoring_metrics::table
             .filter(monitoring_metrics::instance_id.eq_any(ids))
             .distinct_on(monitoring_metrics::instance_id)
-            .order((monitoring_metrics::instance_id, monitoring_metrics::timestamp.desc()))
+            .order((
+                monitoring_metrics::instance_id,
+                monitoring_metrics::timestamp.desc(),
+            ))
             .select(MetricsRow::as_select())
             .load(&mut conn)
             .await?;
-        Ok(rows.into_iter().map(|r| (LatestMetricsOfInstance(r.instance_id), r)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (LatestMetricsOfInstance(r.instance_id), r))
+            .collect())
     }
 }
 
@@ -278,7 +293,10 @@ impl Loader<DeployOperationOfInstance> for Reader {
             .select(DeploymentRow::as_select())
             .load(&mut conn)
             .await?;
-        Ok(rows.into_iter().map(|r| (DeployOperationOfInstance(r.instance_id), r)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (DeployOperationOfInstance(r.instance_id), r))
+            .collect())
     }
 }
 

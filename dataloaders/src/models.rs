@@ -31,6 +31,10 @@ pub struct RegistryRow {
     pub auth_kind: RegistryAuthKind,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What the last sync attempt did (counts, skipped entries); written by the sync.
+    pub last_sync_report: Option<Json>,
+    /// Upstream sync state (detected format, incremental watermark); written by the sync.
+    pub sync_state: Json,
 }
 
 /// A server row.
@@ -59,6 +63,8 @@ pub struct ServerRow {
     pub removed_upstream_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Hash of the normalised upstream entry, so that a sync skips unchanged servers.
+    pub sync_hash: Option<String>,
 }
 
 /// A cluster row.

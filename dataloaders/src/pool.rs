@@ -48,7 +48,10 @@ pub struct Reader {
 impl Reader {
     /// A reader with a fresh statement counter.
     pub fn new(pool: DbPool) -> Self {
-        Self { pool, stats: Arc::default() }
+        Self {
+            pool,
+            stats: Arc::default(),
+        }
     }
 
     /// The statement counter of this reader.
@@ -71,4 +74,11 @@ impl Reader {
         conn.set_instrumentation(CountStatements(self.stats.clone()));
         Ok(conn)
     }
+}
+
+/// Instrumentation that records nothing: connections carry it while idle in the pool.
+pub struct NoInstrumentation;
+
+impl Instrumentation for NoInstrumentation {
+    fn on_connection_event(&mut self, _event: InstrumentationEvent<'_>) {}
 }

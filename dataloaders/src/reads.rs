@@ -135,9 +135,9 @@ impl Reader {
         let mut q = registry_filtered!(filter);
         if let Some(a) = after {
             q = q.filter(
-                registries::name
-                    .gt(a.value.clone())
-                    .or(registries::name.eq(a.value.clone()).and(registries::id.gt(a.id))),
+                registries::name.gt(a.value.clone()).or(registries::name
+                    .eq(a.value.clone())
+                    .and(registries::id.gt(a.id))),
             );
         }
         let mut conn = self.conn().await?;
@@ -151,7 +151,10 @@ impl Reader {
     /// How many registries match the filter.
     pub async fn registries_count(&self, filter: &RegistryFilter) -> Result<i64, ReadError> {
         let mut conn = self.conn().await?;
-        Ok(registry_filtered!(filter).select(count_star()).first(&mut conn).await?)
+        Ok(registry_filtered!(filter)
+            .select(count_star())
+            .first(&mut conn)
+            .await?)
     }
 
     /// A page of servers ordered by name.
@@ -180,7 +183,10 @@ impl Reader {
     /// How many servers match the filter.
     pub async fn servers_count(&self, filter: &ServerFilter) -> Result<i64, ReadError> {
         let mut conn = self.conn().await?;
-        Ok(server_filtered!(filter).select(count_star()).first(&mut conn).await?)
+        Ok(server_filtered!(filter)
+            .select(count_star())
+            .first(&mut conn)
+            .await?)
     }
 
     /// A page of instances, oldest first.
@@ -210,7 +216,10 @@ impl Reader {
     /// How many instances match the filter.
     pub async fn instances_count(&self, filter: &InstanceFilter) -> Result<i64, ReadError> {
         let mut conn = self.conn().await?;
-        Ok(instance_filtered!(filter).select(count_star()).first(&mut conn).await?)
+        Ok(instance_filtered!(filter)
+            .select(count_star())
+            .first(&mut conn)
+            .await?)
     }
 
     /// A page of deployment operations, newest first.
@@ -230,27 +239,36 @@ impl Reader {
             );
         }
         let mut conn = self.conn().await?;
-        Ok(q.order((deployments::started_at.desc(), deployments::id.desc()))
-            .limit(limit)
-            .select(DeploymentRow::as_select())
-            .load(&mut conn)
-            .await?)
+        Ok(
+            q.order((deployments::started_at.desc(), deployments::id.desc()))
+                .limit(limit)
+                .select(DeploymentRow::as_select())
+                .load(&mut conn)
+                .await?,
+        )
     }
 
     /// How many deployment operations match the filter.
     pub async fn deployments_count(&self, filter: &DeploymentFilter) -> Result<i64, ReadError> {
         let mut conn = self.conn().await?;
-        Ok(deployment_filtered!(filter).select(count_star()).first(&mut conn).await?)
+        Ok(deployment_filtered!(filter)
+            .select(count_star())
+            .first(&mut conn)
+            .await?)
     }
 
     /// A page of clusters ordered by name.
-    pub async fn clusters_page(&self, after: Option<&SortKey>, limit: i64) -> Result<Vec<ClusterRow>, ReadError> {
+    pub async fn clusters_page(
+        &self,
+        after: Option<&SortKey>,
+        limit: i64,
+    ) -> Result<Vec<ClusterRow>, ReadError> {
         let mut q = clusters::table.into_boxed();
         if let Some(a) = after {
             q = q.filter(
-                clusters::name
-                    .gt(a.value.clone())
-                    .or(clusters::name.eq(a.value.clone()).and(clusters::id.gt(a.id))),
+                clusters::name.gt(a.value.clone()).or(clusters::name
+                    .eq(a.value.clone())
+                    .and(clusters::id.gt(a.id))),
             );
         }
         let mut conn = self.conn().await?;
@@ -264,6 +282,9 @@ impl Reader {
     /// How many clusters are registered.
     pub async fn clusters_count(&self) -> Result<i64, ReadError> {
         let mut conn = self.conn().await?;
-        Ok(clusters::table.select(count_star()).first(&mut conn).await?)
+        Ok(clusters::table
+            .select(count_star())
+            .first(&mut conn)
+            .await?)
     }
 }

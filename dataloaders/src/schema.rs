@@ -22,6 +22,8 @@ diesel::table! {
         auth_kind -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        last_sync_report -> Nullable<Jsonb>,
+        sync_state -> Jsonb,
     }
 }
 
@@ -49,6 +51,7 @@ diesel::table! {
         removed_upstream_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        sync_hash -> Nullable<Text>,
     }
 }
 

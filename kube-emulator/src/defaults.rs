@@ -15,7 +15,11 @@ fn set_default(obj: &mut Value, key: &str, v: Value) {
 }
 
 pub fn namespace(mut ns: Value) -> Value {
-    let name = ns.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = ns
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     ns["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
     set_default(&mut ns, "spec", json!({}));
     ns["spec"]["finalizers"] = json!(["kubernetes"]);
@@ -49,7 +53,7 @@ pub fn service(mut svc: Value) -> Value {
         set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
         set_default(spec, "internalTrafficPolicy", json!("Cluster"));
     }
-    if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
+    if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
         for p in ports {
             set_default(p, "protocol", json!("TCP"));
             let port = p["port"].clone();
@@ -78,14 +82,14 @@ pub fn pod_spec(spec: &mut Value) {
     set_default(spec, "securityContext", json!({}));
     set_default(spec, "schedulerName", json!("default-scheduler"));
     for key in ["containers", "initContainers"] {
-        if let Some(cs) = spec[key].as_array_mut() {
+        if let Some(cs) = spec.get_mut(key).and_then(Value::as_array_mut) {
             for c in cs {
                 let img = c["image"].as_str().unwrap_or_default().to_string();
                 set_default(c, "imagePullPolicy", json!(image_pull_policy(&img)));
                 set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 set_default(c, "terminationMessagePolicy", json!("File"));
                 set_default(c, "resources", json!({}));
-                if let Some(ps) = c["ports"].as_array_mut() {
+                if let Some(ps) = c.get_mut("ports").and_then(Value::as_array_mut) {
                     for p in ps {
                         set_default(p, "protocol", json!("TCP"));
                     }
@@ -102,7 +106,11 @@ pub fn pod(mut pod: Value) -> Value {
     set_default(&mut pod["spec"], "serviceAccount", json!("default"));
     set_default(&mut pod["spec"], "enableServiceLinks", json!(true));
     set_default(&mut pod["spec"], "priority", json!(0));
-    set_default(&mut pod["spec"], "preemptionPolicy", json!("PreemptLowerPriority"));
+    set_default(
+        &mut pod["spec"],
+        "preemptionPolicy",
+        json!("PreemptLowerPriority"),
+    );
     set_default(
         &mut pod["spec"],
         "tolerations",
@@ -120,8 +128,10 @@ pub fn pod(mut pod: Value) -> Value {
 fn qos_class(spec: &Value) -> &'static str {
     let cs = spec["containers"].as_array().cloned().unwrap_or_default();
     let any_res = cs.iter().any(|c| {
-        c.pointer("/resources/requests").is_some_and(|r| r.as_object().is_some_and(|m| !m.is_empty()))
-            || c.pointer("/resources/limits").is_some_and(|r| r.as_object().is_some_and(|m| !m.is_empty()))
+        c.pointer("/resources/requests")
+            .is_some_and(|r| r.as_object().is_some_and(|m| !m.is_empty()))
+            || c.pointer("/resources/limits")
+                .is_some_and(|r| r.as_object().is_some_and(|m| !m.is_empty()))
     });
     if !any_res {
         return "BestEffort";
@@ -130,10 +140,16 @@ fn qos_class(spec: &Value) -> &'static str {
         let l = c.pointer("/resources/limits");
         let r = c.pointer("/resources/requests");
         ["cpu", "memory"].iter().all(|k| {
-            l.and_then(|l| l.get(*k)).is_some() && r.and_then(|r| r.get(*k)).is_none_or(|v| Some(v) == l.and_then(|l| l.get(*k)))
+            l.and_then(|l| l.get(*k)).is_some()
+                && r.and_then(|r| r.get(*k))
+                    .is_none_or(|v| Some(v) == l.and_then(|l| l.get(*k)))
         })
     });
-    if guaranteed { "Guaranteed" } else { "Burstable" }
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
 }
 
 pub fn deployment(mut d: Value) -> Value {
@@ -146,8 +162,16 @@ pub fn deployment(mut d: Value) -> Value {
     set_default(&mut spec["strategy"], "type", json!("RollingUpdate"));
     if spec["strategy"]["type"] == json!("RollingUpdate") {
         set_default(&mut spec["strategy"], "rollingUpdate", json!({}));
-        set_default(&mut spec["strategy"]["rollingUpdate"], "maxSurge", json!("25%"));
-        set_default(&mut spec["strategy"]["rollingUpdate"], "maxUnavailable", json!("25%"));
+        set_default(
+            &mut spec["strategy"]["rollingUpdate"],
+            "maxSurge",
+            json!("25%"),
+        );
+        set_default(
+            &mut spec["strategy"]["rollingUpdate"],
+            "maxUnavailable",
+            json!("25%"),
+        );
     }
     set_default(spec, "template", json!({}));
     set_default(&mut spec["template"], "metadata", json!({}));
@@ -187,14 +211,22 @@ pub fn apply(storage: &str, obj: Value) -> Value {
 fn containers_invalid(spec: &Value, prefix: &str, causes: &mut Vec<(String, String)>) {
     match spec.get("containers").and_then(Value::as_array) {
         None => causes.push((format!("{prefix}.containers"), "Required value".into())),
-        Some(cs) if cs.is_empty() => causes.push((format!("{prefix}.containers"), "Required value".into())),
+        Some(cs) if cs.is_empty() => {
+            causes.push((format!("{prefix}.containers"), "Required value".into()))
+        }
         Some(cs) => {
             for (i, c) in cs.iter().enumerate() {
                 if c["name"].as_str().is_none_or(str::is_empty) {
-                    causes.push((format!("{prefix}.containers[{i}].name"), "Required value".into()));
+                    causes.push((
+                        format!("{prefix}.containers[{i}].name"),
+                        "Required value".into(),
+                    ));
                 }
                 if c["image"].as_str().is_none_or(str::is_empty) {
-                    causes.push((format!("{prefix}.containers[{i}].image"), "Required value".into()));
+                    causes.push((
+                        format!("{prefix}.containers[{i}].image"),
+                        "Required value".into(),
+                    ));
                 }
             }
         }
@@ -211,7 +243,10 @@ fn go_map(labels: Option<&Value>) -> String {
 
 /// 422 validation for the kinds the gateway writes.
 pub fn validate(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let mut causes: Vec<(String, String)> = Vec::new();
     match def.storage {
         "deployments" | "replicasets" => {
@@ -219,14 +254,23 @@ pub fn validate(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
             if let Some(r) = spec["replicas"].as_i64()
                 && r < 0
             {
-                causes.push(("spec.replicas".into(), format!("Invalid value: {r}: must be greater than or equal to 0")));
+                causes.push((
+                    "spec.replicas".into(),
+                    format!("Invalid value: {r}: must be greater than or equal to 0"),
+                ));
             }
             match spec.get("selector") {
-                None | Some(Value::Null) => causes.push(("spec.selector".into(), "Required value".into())),
+                None | Some(Value::Null) => {
+                    causes.push(("spec.selector".into(), "Required value".into()))
+                }
                 Some(sel) => {
                     let s = LabelSelector::from_object(sel);
                     if s.is_empty() {
-                        causes.push(("spec.selector".into(), "Invalid value: \"null\": empty selector is invalid for deployment".into()));
+                        causes.push((
+                            "spec.selector".into(),
+                            "Invalid value: \"null\": empty selector is invalid for deployment"
+                                .into(),
+                        ));
                     } else if !s.matches_labels(spec.pointer("/template/metadata/labels")) {
                         causes.push((
                             "spec.template.metadata.labels".into(),
@@ -246,7 +290,12 @@ pub fn validate(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
                 for (i, p) in ports.iter().enumerate() {
                     let port = p["port"].as_i64().unwrap_or(0);
                     if !(1..=65535).contains(&port) {
-                        causes.push((format!("spec.ports[{i}].port"), format!("Invalid value: {port}: must be between 1 and 65535, inclusive")));
+                        causes.push((
+                            format!("spec.ports[{i}].port"),
+                            format!(
+                                "Invalid value: {port}: must be between 1 and 65535, inclusive"
+                            ),
+                        ));
                     }
                 }
             }
@@ -254,7 +303,11 @@ pub fn validate(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
         "configmaps" | "secrets" => {
             if let Some(m) = obj.get("data").and_then(Value::as_object) {
                 for k in m.keys() {
-                    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+                    if k.is_empty()
+                        || !k
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    {
                         causes.push((format!("data[{k}]"), format!("Invalid value: {k:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.'")));
                     }
                 }
@@ -262,5 +315,9 @@ pub fn validate(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
         }
         _ => {}
     }
-    if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(def, name, &causes)) }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(def, name, &causes))
+    }
 }

@@ -68,16 +68,27 @@ fn storage_hash(r: &ResourceDef) -> String {
 
 fn sub_entry(r: &ResourceDef, sub: &str) -> Value {
     match sub {
-        "status" => json!({"name": format!("{}/status", r.plural), "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}),
-        "scale" => json!({"name": format!("{}/scale", r.plural), "singularName": r.singular, "namespaced": r.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}),
-        "log" => json!({"name": format!("{}/log", r.plural), "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get"]}),
-        "proxy" => json!({"name": format!("{}/proxy", r.plural), "singularName": r.singular, "namespaced": r.namespaced, "kind": format!("{}ProxyOptions", r.kind), "verbs": ["create", "delete", "get", "patch", "update"]}),
+        "status" => {
+            json!({"name": format!("{}/status", r.plural), "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]})
+        }
+        "scale" => {
+            json!({"name": format!("{}/scale", r.plural), "singularName": r.singular, "namespaced": r.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]})
+        }
+        "log" => {
+            json!({"name": format!("{}/log", r.plural), "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get"]})
+        }
+        "proxy" => {
+            json!({"name": format!("{}/proxy", r.plural), "singularName": r.singular, "namespaced": r.namespaced, "kind": format!("{}ProxyOptions", r.kind), "verbs": ["create", "delete", "get", "patch", "update"]})
+        }
         _ => json!({}),
     }
 }
 
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let defs: Vec<&ResourceDef> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    let defs: Vec<&ResourceDef> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
     if defs.is_empty() {
         return None;
     }
@@ -104,16 +115,29 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             res.push(sub_entry(r, s));
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": res}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": res}),
+    )
 }
 
 /// `/openapi/v3`: the index of group-version documents.
 pub fn openapi_v3_root() -> Value {
     let mut paths = serde_json::Map::new();
     for (g, v) in resources::group_versions() {
-        let key = if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") };
-        paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash=0")}));
+        let key = if g.is_empty() {
+            format!("api/{v}")
+        } else {
+            format!("apis/{g}/{v}")
+        };
+        paths.insert(
+            key.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash=0")}),
+        );
     }
     json!({"paths": paths})
 }
@@ -121,11 +145,18 @@ pub fn openapi_v3_root() -> Value {
 /// A minimal OpenAPI v3 document for one group-version: enough for kubectl to learn that
 /// PATCH supports `fieldValidation` (so it delegates validation to the server).
 pub fn openapi_v3_gv(group: &str, version: &str) -> Option<Value> {
-    let defs: Vec<&ResourceDef> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    let defs: Vec<&ResourceDef> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
     if defs.is_empty() {
         return None;
     }
-    let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+    let prefix = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
     let mut paths = serde_json::Map::new();
     for r in defs {
         let gvk = json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
@@ -134,9 +165,7 @@ pub fn openapi_v3_gv(group: &str, version: &str) -> Option<Value> {
             {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
             {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}}
         ]);
-        let op = |action: &str| {
-            json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk[0], "parameters": params, "responses": {"200": {"description": "OK"}}})
-        };
+        let op = |action: &str| json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk[0], "parameters": params, "responses": {"200": {"description": "OK"}}});
         let item_path = if r.namespaced {
             format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
         } else {

@@ -81,7 +81,12 @@ impl Default for Config {
             token: Some(format!("emulator-{}", uuid::Uuid::new_v4().simple())),
             user: "emulator-user".into(),
             speed: 1.0,
-            namespaces: vec!["default".into(), "kube-system".into(), "kube-public".into(), "kube-node-lease".into()],
+            namespaces: vec![
+                "default".into(),
+                "kube-system".into(),
+                "kube-public".into(),
+                "kube-node-lease".into(),
+            ],
             policy: AccessPolicy::Admin,
             history_limit: 100_000,
             bookmark_interval: Duration::from_secs(60),
@@ -105,7 +110,10 @@ pub struct Shared {
 
 impl Shared {
     pub fn policy(&self) -> AccessPolicy {
-        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -195,7 +203,9 @@ impl Emulator {
         let (outage, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             store,
-            clock: Clock { speed: config.speed },
+            clock: Clock {
+                speed: config.speed,
+            },
             policy: RwLock::new(config.policy.clone()),
             reject_auth: AtomicBool::new(false),
             logs: kubelet::Logs::default(),
@@ -214,10 +224,18 @@ impl Emulator {
             (None, None)
         };
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(server::serve(shared.clone(), listener, tls_config)));
+        tasks.push(tokio::spawn(server::serve(
+            shared.clone(),
+            listener,
+            tls_config,
+        )));
         tasks.extend(controllers::spawn(shared.clone()));
         tasks.push(tokio::spawn(kubelet::run(shared.clone())));
-        Ok(Emulator { shared, ca_pem, tasks })
+        Ok(Emulator {
+            shared,
+            ca_pem,
+            tasks,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -226,7 +244,11 @@ impl Emulator {
 
     /// `https://127.0.0.1:PORT` (or http).
     pub fn url(&self) -> String {
-        let scheme = if self.shared.config.tls { "https" } else { "http" };
+        let scheme = if self.shared.config.tls {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.addr())
     }
 
@@ -286,7 +308,11 @@ fn bootstrap(shared: &Shared) {
     let store = &shared.store;
     let ns_def = resources::by_storage("namespaces");
     for ns in &shared.config.namespaces {
-        let _ = store.create(ns_def, "", defaults::namespace(json!({"metadata": {"name": ns}})));
+        let _ = store.create(
+            ns_def,
+            "",
+            defaults::namespace(json!({"metadata": {"name": ns}})),
+        );
     }
     let node = kubelet::node_object(&shared.config.node_name);
     let _ = store.create(resources::by_storage("nodes"), "", node);

@@ -41,10 +41,13 @@ fn pointer_parent<'a>(doc: &'a mut Value, toks: &[String]) -> Result<&'a mut Val
     let mut cur = doc;
     for t in toks {
         cur = match cur {
-            Value::Object(m) => m.get_mut(t).ok_or_else(|| format!("missing path element {t}"))?,
+            Value::Object(m) => m
+                .get_mut(t)
+                .ok_or_else(|| format!("missing path element {t}"))?,
             Value::Array(a) => {
                 let i: usize = t.parse().map_err(|_| format!("invalid index {t}"))?;
-                a.get_mut(i).ok_or_else(|| format!("index {i} out of range"))?
+                a.get_mut(i)
+                    .ok_or_else(|| format!("index {i} out of range"))?
             }
             _ => return Err(format!("cannot traverse into {t}")),
         };
@@ -134,7 +137,11 @@ pub fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
 /// The strategic-merge-patch merge key for a list field, given the path of its parent.
 pub fn merge_key(path: &[String], field: &str) -> Option<&'static str> {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "imagePullSecrets"
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "imagePullSecrets"
         | "env" => Some("name"),
         "ports" => {
             if path
@@ -163,7 +170,9 @@ fn is_set_list(path: &[String], field: &str) -> bool {
 
 fn key_eq(a: &Value, b: &Value, key: &str) -> bool {
     match (a.get(key), b.get(key)) {
-        (Some(x), Some(y)) => x == y || (x.to_string().trim_matches('"') == y.to_string().trim_matches('"')),
+        (Some(x), Some(y)) => {
+            x == y || (x.to_string().trim_matches('"') == y.to_string().trim_matches('"'))
+        }
         _ => false,
     }
 }
@@ -201,18 +210,18 @@ fn smp(target: &mut Value, patch: &Value, path: &mut Vec<String>) {
             continue;
         }
         if k == "$retainKeys" {
-            retain = v
-                .as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect());
+            retain = v.as_array().map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            });
             continue;
         }
         if k.starts_with("$setElementOrder/") {
             continue;
         }
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(Value::Array(list)), Some(del)) =
-                (target.get_mut(field), v.as_array())
-            {
+            if let (Some(Value::Array(list)), Some(del)) = (target.get_mut(field), v.as_array()) {
                 list.retain(|x| !del.contains(x));
             }
             continue;
@@ -357,7 +366,13 @@ pub fn field_set(obj: &Value, include_status: bool) -> BTreeSet<FieldPath> {
     out
 }
 
-fn walk(v: &Value, p: &mut FieldPath, out: &mut BTreeSet<FieldPath>, names: &[String], field: &str) {
+fn walk(
+    v: &Value,
+    p: &mut FieldPath,
+    out: &mut BTreeSet<FieldPath>,
+    names: &[String],
+    field: &str,
+) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             let mut names = names.to_vec();
@@ -545,7 +560,10 @@ pub type Managers = BTreeMap<(String, String, String), BTreeSet<FieldPath>>;
 
 pub fn read_managers(obj: &Value) -> Managers {
     let mut out = Managers::new();
-    if let Some(list) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) {
+    if let Some(list) = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    {
         for e in list {
             let m = e["manager"].as_str().unwrap_or_default().to_string();
             let op = e["operation"].as_str().unwrap_or("Update").to_string();
@@ -556,7 +574,12 @@ pub fn read_managers(obj: &Value) -> Managers {
     out
 }
 
-pub fn write_managers(obj: &mut Value, managers: &Managers, api_version: &str, times: &BTreeMap<String, String>) {
+pub fn write_managers(
+    obj: &mut Value,
+    managers: &Managers,
+    api_version: &str,
+    times: &BTreeMap<String, String>,
+) {
     let now = crate::store::now_ts();
     let list: Vec<Value> = managers
         .iter()
@@ -587,7 +610,10 @@ pub fn write_managers(obj: &mut Value, managers: &Managers, api_version: &str, t
 
 pub fn manager_times(obj: &Value) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    if let Some(list) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) {
+    if let Some(list) = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    {
         for e in list {
             if let (Some(m), Some(t)) = (e["manager"].as_str(), e["time"].as_str()) {
                 out.insert(m.to_string(), t.to_string());
@@ -598,7 +624,13 @@ pub fn manager_times(obj: &Value) -> BTreeMap<String, String> {
 }
 
 /// Record an Update-operation write: the manager takes the fields whose value changed.
-pub fn track_update(old: Option<&Value>, new: &mut Value, manager: &str, subresource: &str, api_version: &str) {
+pub fn track_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    subresource: &str,
+    api_version: &str,
+) {
     let mut managers = old.map(read_managers).unwrap_or_default();
     let mut times = old.map(manager_times).unwrap_or_default();
     let include_status = subresource == "status";
@@ -621,7 +653,11 @@ pub fn track_update(old: Option<&Value>, new: &mut Value, manager: &str, subreso
             set.retain(|p| !changed.contains(p));
         }
     }
-    let key = (manager.to_string(), "Update".to_string(), subresource.to_string());
+    let key = (
+        manager.to_string(),
+        "Update".to_string(),
+        subresource.to_string(),
+    );
     managers.entry(key).or_default().extend(changed);
     times.insert(manager.to_string(), crate::store::now_ts());
     write_managers(new, &managers, api_version, &times);

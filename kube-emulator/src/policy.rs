@@ -16,7 +16,12 @@ pub struct PolicyRule {
 impl PolicyRule {
     pub fn new(verbs: &[&str], groups: &[&str], resources: &[&str], namespaces: &[&str]) -> Self {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect();
-        PolicyRule { verbs: s(verbs), api_groups: s(groups), resources: s(resources), namespaces: s(namespaces) }
+        PolicyRule {
+            verbs: s(verbs),
+            api_groups: s(groups),
+            resources: s(resources),
+            namespaces: s(namespaces),
+        }
     }
 
     fn applies_in(&self, ns: Option<&str>) -> bool {
@@ -48,7 +53,16 @@ pub enum AccessPolicy {
 }
 
 const READ: &[&str] = &["get", "list", "watch"];
-const WRITE: &[&str] = &["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"];
+const WRITE: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+];
 
 impl AccessPolicy {
     pub fn rules(&self) -> Vec<PolicyRule> {
@@ -58,11 +72,31 @@ impl AccessPolicy {
             AccessPolicy::DeployOnly(nss) => {
                 let ns: Vec<&str> = nss.iter().map(String::as_str).collect();
                 vec![
-                    PolicyRule::new(WRITE, &["apps"], &["deployments", "deployments/scale", "deployments/status"], &ns),
-                    PolicyRule::new(WRITE, &[""], &["services", "configmaps", "secrets", "services/proxy"], &ns),
+                    PolicyRule::new(
+                        WRITE,
+                        &["apps"],
+                        &["deployments", "deployments/scale", "deployments/status"],
+                        &ns,
+                    ),
+                    PolicyRule::new(
+                        WRITE,
+                        &[""],
+                        &["services", "configmaps", "secrets", "services/proxy"],
+                        &ns,
+                    ),
                     PolicyRule::new(WRITE, &["networking.k8s.io"], &["networkpolicies"], &ns),
-                    PolicyRule::new(&["create", "patch", "update"], &["", "events.k8s.io"], &["events"], &ns),
-                    PolicyRule::new(READ, &["", "events.k8s.io"], &["events", "pods", "pods/log", "pods/status"], &ns),
+                    PolicyRule::new(
+                        &["create", "patch", "update"],
+                        &["", "events.k8s.io"],
+                        &["events"],
+                        &ns,
+                    ),
+                    PolicyRule::new(
+                        READ,
+                        &["", "events.k8s.io"],
+                        &["events", "pods", "pods/log", "pods/status"],
+                        &ns,
+                    ),
                     PolicyRule::new(READ, &["apps"], &["replicasets"], &ns),
                     PolicyRule::new(READ, &["metrics.k8s.io"], &["pods"], &ns),
                     PolicyRule::new(&["get"], &[""], &["namespaces"], &ns),
@@ -75,12 +109,17 @@ impl AccessPolicy {
     /// Self-review endpoints are always allowed (system:basic-user).
     pub fn allows(&self, verb: &str, group: &str, resource: &str, ns: Option<&str>) -> bool {
         if group == "authorization.k8s.io"
-            && matches!(resource, "selfsubjectaccessreviews" | "selfsubjectrulesreviews")
+            && matches!(
+                resource,
+                "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
+            )
             && verb == "create"
         {
             return true;
         }
-        self.rules().iter().any(|r| r.allows(verb, group, resource, ns))
+        self.rules()
+            .iter()
+            .any(|r| r.allows(verb, group, resource, ns))
     }
 
     /// `SelfSubjectRulesReview.status` for a namespace.
@@ -92,12 +131,16 @@ impl AccessPolicy {
         })];
         for r in self.rules() {
             if r.applies_in(Some(ns)) {
-                rules.push(json!({"verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources}));
+                rules.push(
+                    json!({"verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources}),
+                );
             }
         }
         let non_resource = match self {
             AccessPolicy::Admin => json!([{"verbs": ["*"], "nonResourceURLs": ["*"]}]),
-            _ => json!([{"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version", "/version/"]}]),
+            _ => {
+                json!([{"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version", "/version/"]}])
+            }
         };
         json!({"resourceRules": rules, "nonResourceRules": non_resource, "incomplete": false})
     }

@@ -33,7 +33,9 @@ const ALL_VERBS: &[&str] = &[
     "update",
     "watch",
 ];
-const NS_VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+const NS_VERBS: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 const READ_VERBS: &[&str] = &["get", "list"];
 const CREATE_ONLY: &[&str] = &["create"];
 

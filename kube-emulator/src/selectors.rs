@@ -84,9 +84,15 @@ impl LabelSelector {
                 let (k, v) = (p[..i].trim(), p[i + 1..].trim());
                 Req::Eq(k.into(), v.into())
             } else if let Some((k, rest)) = split_set_op(p, " notin ") {
-                Req::NotIn(k, parse_set(rest).ok_or_else(|| label_err(s, "invalid set"))?)
+                Req::NotIn(
+                    k,
+                    parse_set(&rest).ok_or_else(|| label_err(s, "invalid set"))?,
+                )
             } else if let Some((k, rest)) = split_set_op(p, " in ") {
-                Req::In(k, parse_set(rest).ok_or_else(|| label_err(s, "invalid set"))?)
+                Req::In(
+                    k,
+                    parse_set(&rest).ok_or_else(|| label_err(s, "invalid set"))?,
+                )
             } else {
                 if !valid_key(p) {
                     return Err(label_err(s, "invalid label key"));
@@ -119,7 +125,10 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
             for (k, v) in m {
-                reqs.push(Req::Eq(k.clone(), v.as_str().unwrap_or_default().to_string()));
+                reqs.push(Req::Eq(
+                    k.clone(),
+                    v.as_str().unwrap_or_default().to_string(),
+                ));
             }
         }
         if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
@@ -127,7 +136,11 @@ impl LabelSelector {
                 let key = e["key"].as_str().unwrap_or_default().to_string();
                 let values: Vec<String> = e["values"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 match e["operator"].as_str().unwrap_or_default() {
                     "In" => reqs.push(Req::In(key, values)),
@@ -164,7 +177,10 @@ impl LabelSelector {
 
 fn split_set_op(p: &str, op: &str) -> Option<(String, String)> {
     let i = p.find(op)?;
-    Some((p[..i].trim().to_string(), p[i + op.len()..].trim().to_string()))
+    Some((
+        p[..i].trim().to_string(),
+        p[i + op.len()..].trim().to_string(),
+    ))
 }
 
 fn parse_set(s: &str) -> Option<Vec<String>> {
@@ -202,7 +218,9 @@ impl FieldSelector {
             };
             let k = k.trim();
             if k != "metadata.name" && k != "metadata.namespace" && !def.field_labels.contains(&k) {
-                return Err(ApiError::bad_request(format!("field label not supported: {k}")));
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {k}"
+                )));
             }
             out.push((k.to_string(), neg, v.trim().to_string()));
         }

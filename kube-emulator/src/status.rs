@@ -13,7 +13,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn status(code: u16, reason: &str, message: impl Into<String>, details: Option<Value>) -> Self {
+    pub fn status(
+        code: u16,
+        reason: &str,
+        message: impl Into<String>,
+        details: Option<Value>,
+    ) -> Self {
         let mut body = json!({
             "kind": "Status",
             "apiVersion": "v1",
@@ -29,7 +34,11 @@ impl ApiError {
         if reason.is_empty() {
             body.as_object_mut().unwrap().remove("reason");
         }
-        ApiError { code, body, plain: None }
+        ApiError {
+            code,
+            body,
+            plain: None,
+        }
     }
 
     pub fn page_not_found() -> Self {
@@ -92,7 +101,12 @@ impl ApiError {
         Self::status(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{}\": {}", def.qualified(), name, msg),
+            format!(
+                "Operation cannot be fulfilled on {} \"{}\": {}",
+                def.qualified(),
+                name,
+                msg
+            ),
             Some(Self::details(def, name)),
         )
     }
@@ -101,9 +115,19 @@ impl ApiError {
     pub fn invalid(def: &ResourceDef, name: &str, causes: &[(String, String)]) -> Self {
         let msgs: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
         let message = if msgs.len() == 1 {
-            format!("{} \"{}\" is invalid: {}", def.qualified_kind(), name, msgs[0])
+            format!(
+                "{} \"{}\" is invalid: {}",
+                def.qualified_kind(),
+                name,
+                msgs[0]
+            )
         } else {
-            format!("{} \"{}\" is invalid: [{}]", def.qualified_kind(), name, msgs.join(", "))
+            format!(
+                "{} \"{}\" is invalid: [{}]",
+                def.qualified_kind(),
+                name,
+                msgs.join(", ")
+            )
         };
         let causes: Vec<Value> = causes
             .iter()
@@ -124,13 +148,20 @@ impl ApiError {
         Self::status(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {ct}"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {ct}"
+            ),
             None,
         )
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::status(405, "MethodNotAllowed", "the server does not allow this method on the requested resource", None)
+        Self::status(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+            None,
+        )
     }
 
     pub fn gone(message: impl Into<String>) -> Self {
@@ -141,7 +172,13 @@ impl ApiError {
         Self::status(401, "Unauthorized", "Unauthorized", None)
     }
 
-    pub fn forbidden(user: &str, verb: &str, def: &ResourceDef, ns: Option<&str>, name: Option<&str>) -> Self {
+    pub fn forbidden(
+        user: &str,
+        verb: &str,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        name: Option<&str>,
+    ) -> Self {
         let mut msg = format!("{} ", def.qualified());
         if let Some(n) = name {
             msg.push_str(&format!("\"{n}\" "));

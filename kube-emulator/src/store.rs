@@ -17,7 +17,9 @@ pub fn now_micro() -> String {
 }
 
 pub fn parse_ts(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&chrono::Utc))
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.with_timezone(&chrono::Utc))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +90,9 @@ fn rand_suffix(n: usize) -> String {
     use rand::Rng;
     const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..n).map(|_| ALPHA[rng.random_range(0..ALPHA.len())] as char).collect()
+    (0..n)
+        .map(|_| ALPHA[rng.random_range(0..ALPHA.len())] as char)
+        .collect()
 }
 
 pub fn generate_name(prefix: &str) -> String {
@@ -205,7 +209,9 @@ impl Store {
         let storage = def.storage;
         let primary = resources::by_storage(storage);
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the body of the request must be an object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be an object",
+            ));
         }
         let meta = obj
             .as_object_mut()
@@ -216,7 +222,11 @@ impl Store {
             *meta = json!({});
         }
         let meta = meta.as_object_mut().unwrap();
-        let mut name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let mut name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if name.is_empty() {
             if let Some(g) = meta.get("generateName").and_then(Value::as_str) {
                 name = generate_name(g);
@@ -224,7 +234,10 @@ impl Store {
                 return Err(ApiError::invalid(
                     def,
                     "",
-                    &[("metadata.name".into(), "Required value: name or generateName is required".into())],
+                    &[(
+                        "metadata.name".into(),
+                        "Required value: name or generateName is required".into(),
+                    )],
                 ));
             }
         }
@@ -234,7 +247,9 @@ impl Store {
                 &name,
                 &[(
                     "metadata.name".into(),
-                    format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"),
+                    format!(
+                        "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+                    ),
                 )],
             ));
         }
@@ -267,8 +282,13 @@ impl Store {
         o.insert("apiVersion".into(), json!(primary.api_version()));
         o.insert("kind".into(), json!(primary.kind));
 
+        prune_nulls(&mut obj);
         let mut g = self.lock();
-        let key_ns = if def.namespaced { ns.to_string() } else { String::new() };
+        let key_ns = if def.namespaced {
+            ns.to_string()
+        } else {
+            String::new()
+        };
         if def.namespaced
             && !g
                 .objects
@@ -301,10 +321,20 @@ impl Store {
         }
         let rv = Self::next_rv(&mut g);
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        g.objects.entry(storage).or_default().insert(key, obj.clone());
+        g.objects
+            .entry(storage)
+            .or_default()
+            .insert(key, obj.clone());
         self.record(
             &mut g,
-            Change { rv, storage, namespace: key_ns, etype: EventType::Added, object: obj.clone(), old: None },
+            Change {
+                rv,
+                storage,
+                namespace: key_ns,
+                etype: EventType::Added,
+                object: obj.clone(),
+                old: None,
+            },
         );
         Ok(obj)
     }
@@ -323,7 +353,11 @@ impl Store {
         let storage = def.storage;
         let primary = resources::by_storage(storage);
         let mut g = self.lock();
-        let key_ns = if def.namespaced { ns.to_string() } else { String::new() };
+        let key_ns = if def.namespaced {
+            ns.to_string()
+        } else {
+            String::new()
+        };
         let key = (key_ns.clone(), name.to_string());
         let Some(old) = g.objects.get(storage).and_then(|m| m.get(&key)).cloned() else {
             return Err(ApiError::not_found(def, name));
@@ -333,7 +367,9 @@ impl Store {
             return Err(ApiError::conflict(def, name));
         }
         if !new.is_object() {
-            return Err(ApiError::bad_request("the body of the request must be an object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be an object",
+            ));
         }
         let new_name = meta_str(&new, "name");
         if !new_name.is_empty() && new_name != name {
@@ -348,7 +384,15 @@ impl Store {
                 new["metadata"] = json!({});
             }
             let nm = new["metadata"].as_object_mut().unwrap();
-            for k in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            for k in [
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
                 match om.get(k) {
                     Some(v) => {
                         nm.insert(k.into(), v.clone());
@@ -359,6 +403,7 @@ impl Store {
                 }
             }
         }
+        prune_nulls(&mut new);
         let o = new.as_object_mut().unwrap();
         o.insert("apiVersion".into(), json!(primary.api_version()));
         o.insert("kind".into(), json!(primary.kind));
@@ -398,9 +443,16 @@ impl Store {
                         }
                         v
                     };
-                    let gen_old = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
-                    let gen = if strip(&old) != strip(&new) { gen_old + 1 } else { gen_old };
-                    new["metadata"]["generation"] = json!(gen);
+                    let gen_old = old
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1);
+                    let new_gen = if strip(&old) != strip(&new) {
+                        gen_old + 1
+                    } else {
+                        gen_old
+                    };
+                    new["metadata"]["generation"] = json!(new_gen);
                 }
                 // an object being deleted may not gain finalizers? (allowed in real k8s); keep simple
             }
@@ -418,12 +470,23 @@ impl Store {
             .and_then(Value::as_array)
             .is_none_or(|a| a.is_empty());
         let graceful_pod = storage == "pods"
-            && new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0;
+            && new
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                > 0;
         if deleting && finalizers_empty && !graceful_pod && storage != "namespaces" {
             g.objects.get_mut(storage).unwrap().remove(&key);
             self.record(
                 &mut g,
-                Change { rv, storage, namespace: key_ns, etype: EventType::Deleted, object: new.clone(), old: Some(old) },
+                Change {
+                    rv,
+                    storage,
+                    namespace: key_ns,
+                    etype: EventType::Deleted,
+                    object: new.clone(),
+                    old: Some(old),
+                },
             );
             self.gc_locked(&mut g);
             return Ok(new);
@@ -431,7 +494,14 @@ impl Store {
         g.objects.get_mut(storage).unwrap().insert(key, new.clone());
         self.record(
             &mut g,
-            Change { rv, storage, namespace: key_ns, etype: EventType::Modified, object: new.clone(), old: Some(old) },
+            Change {
+                rv,
+                storage,
+                namespace: key_ns,
+                etype: EventType::Modified,
+                object: new.clone(),
+                old: Some(old),
+            },
         );
         if deleting {
             self.gc_locked(&mut g);
@@ -465,7 +535,11 @@ impl Store {
     ) -> Result<DeleteOutcome, ApiError> {
         let storage = def.storage;
         let mut g = self.lock();
-        let key_ns = if def.namespaced { ns.to_string() } else { String::new() };
+        let key_ns = if def.namespaced {
+            ns.to_string()
+        } else {
+            String::new()
+        };
         let key = (key_ns.clone(), name.to_string());
         let Some(old) = g.objects.get(storage).and_then(|m| m.get(&key)).cloned() else {
             return Err(ApiError::not_found(def, name));
@@ -500,11 +574,13 @@ impl Store {
             .get("propagationPolicy")
             .and_then(Value::as_str)
             .map(String::from)
-            .or_else(|| match opts.get("orphanDependents").and_then(Value::as_bool) {
-                Some(true) => Some("Orphan".into()),
-                Some(false) => Some("Background".into()),
-                None => None,
-            })
+            .or_else(
+                || match opts.get("orphanDependents").and_then(Value::as_bool) {
+                    Some(true) => Some("Orphan".into()),
+                    Some(false) => Some("Background".into()),
+                    None => None,
+                },
+            )
             .unwrap_or_else(|| {
                 // replicasets/deployments default to background; all default background in apps/v1
                 "Background".into()
@@ -544,10 +620,15 @@ impl Store {
         }
         let grace = opts.get("gracePeriodSeconds").and_then(Value::as_i64);
         let pod_graceful = storage == "pods"
-            && old.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
+            && old
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty())
             && !already_deleting
             && grace.unwrap_or_else(|| {
-                old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30)
+                old.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(30)
             }) > 0;
         if !finalizers.is_empty() || pod_graceful {
             if already_deleting && finalizers.is_empty() && storage == "pods" && grace == Some(0) {
@@ -557,7 +638,9 @@ impl Store {
                 if !already_deleting {
                     let g_secs = if pod_graceful {
                         grace.unwrap_or_else(|| {
-                            old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30)
+                            old.pointer("/spec/terminationGracePeriodSeconds")
+                                .and_then(Value::as_i64)
+                                .unwrap_or(30)
                         })
                     } else {
                         0
@@ -578,7 +661,14 @@ impl Store {
                 g.objects.get_mut(storage).unwrap().insert(key, new.clone());
                 self.record(
                     &mut g,
-                    Change { rv, storage, namespace: key_ns, etype: EventType::Modified, object: new.clone(), old: Some(old) },
+                    Change {
+                        rv,
+                        storage,
+                        namespace: key_ns,
+                        etype: EventType::Modified,
+                        object: new.clone(),
+                        old: Some(old),
+                    },
                 );
                 self.gc_locked(&mut g);
                 return Ok(DeleteOutcome::Pending(new));
@@ -634,10 +724,20 @@ impl Store {
             if new != old {
                 let rv = Self::next_rv(&mut g);
                 new["metadata"]["resourceVersion"] = json!(rv.to_string());
-                g.objects.get_mut("pods").unwrap().insert(key.clone(), new.clone());
+                g.objects
+                    .get_mut("pods")
+                    .unwrap()
+                    .insert(key.clone(), new.clone());
                 self.record(
                     &mut g,
-                    Change { rv, storage: "pods", namespace: key.0, etype: EventType::Modified, object: new, old: Some(old) },
+                    Change {
+                        rv,
+                        storage: "pods",
+                        namespace: key.0,
+                        etype: EventType::Modified,
+                        object: new,
+                        old: Some(old),
+                    },
                 );
             }
         }
@@ -653,7 +753,10 @@ impl Store {
             for (storage, m) in g.objects.iter() {
                 for (k, v) in m {
                     let deleting = v.pointer("/metadata/deletionTimestamp").is_some();
-                    uids.insert(meta_str(v, "uid").to_string(), (storage, k.clone(), deleting));
+                    uids.insert(
+                        meta_str(v, "uid").to_string(),
+                        (storage, k.clone(), deleting),
+                    );
                 }
             }
             // collect actions
@@ -663,7 +766,9 @@ impl Store {
             let mut dependents: HashMap<String, usize> = HashMap::new();
             for (storage, m) in g.objects.iter() {
                 for (k, v) in m {
-                    let owners = v.pointer("/metadata/ownerReferences").and_then(Value::as_array);
+                    let owners = v
+                        .pointer("/metadata/ownerReferences")
+                        .and_then(Value::as_array);
                     let Some(owners) = owners else { continue };
                     if owners.is_empty() {
                         continue;
@@ -676,9 +781,14 @@ impl Store {
                                 all_gone = false;
                                 *dependents.entry(uid.to_string()).or_default() += 1;
                                 let owner = &g.objects[os][ok];
-                                let fins = owner.pointer("/metadata/finalizers").and_then(Value::as_array);
+                                let fins = owner
+                                    .pointer("/metadata/finalizers")
+                                    .and_then(Value::as_array);
                                 let has = |f: &str| fins.is_some_and(|a| a.iter().any(|x| x == f));
-                                if *deleting && has("foregroundDeletion") && v.pointer("/metadata/deletionTimestamp").is_none() {
+                                if *deleting
+                                    && has("foregroundDeletion")
+                                    && v.pointer("/metadata/deletionTimestamp").is_none()
+                                {
                                     to_delete.push((storage, k.clone()));
                                 }
                                 if *deleting && has("orphan") {
@@ -748,11 +858,17 @@ impl Store {
                     .pointer("/metadata/finalizers")
                     .and_then(Value::as_array)
                     .is_none_or(|a| a.is_empty());
-                let scheduled = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+                let scheduled = obj
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| !s.is_empty());
                 let in_terminating_ns = terminating_ns.contains(&key.0);
                 if storage == "pods" && scheduled && !in_terminating_ns {
                     if obj.pointer("/metadata/deletionTimestamp").is_none() {
-                        let grace = obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+                        let grace = obj
+                            .pointer("/spec/terminationGracePeriodSeconds")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(30);
                         self.mark_deleting(g, storage, &key, grace);
                         changed = true;
                     }
@@ -769,7 +885,10 @@ impl Store {
                     continue;
                 };
                 let mut new = obj.clone();
-                if let Some(a) = new.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
+                if let Some(a) = new
+                    .pointer_mut("/metadata/ownerReferences")
+                    .and_then(Value::as_array_mut)
+                {
                     a.retain(|o| o["uid"] != json!(uid));
                 }
                 self.put_locked(g, storage, &key, new, obj);
@@ -780,7 +899,10 @@ impl Store {
                     continue;
                 };
                 let mut new = obj.clone();
-                if let Some(a) = new.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
+                if let Some(a) = new
+                    .pointer_mut("/metadata/finalizers")
+                    .and_then(Value::as_array_mut)
+                {
                     a.retain(|f| f != fin);
                 }
                 let empty = new
@@ -807,18 +929,36 @@ impl Store {
         };
         let mut new = obj.clone();
         let ts = chrono::Utc::now() + chrono::Duration::seconds(grace);
-        new["metadata"]["deletionTimestamp"] = json!(ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        new["metadata"]["deletionTimestamp"] =
+            json!(ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
         self.put_locked(g, storage, key, new, obj);
     }
 
-    fn put_locked(&self, g: &mut Inner, storage: &'static str, key: &Key, mut new: Value, old: Value) {
+    fn put_locked(
+        &self,
+        g: &mut Inner,
+        storage: &'static str,
+        key: &Key,
+        mut new: Value,
+        old: Value,
+    ) {
         let rv = Self::next_rv(g);
         new["metadata"]["resourceVersion"] = json!(rv.to_string());
-        g.objects.get_mut(storage).unwrap().insert(key.clone(), new.clone());
+        g.objects
+            .get_mut(storage)
+            .unwrap()
+            .insert(key.clone(), new.clone());
         self.record(
             g,
-            Change { rv, storage, namespace: key.0.clone(), etype: EventType::Modified, object: new, old: Some(old) },
+            Change {
+                rv,
+                storage,
+                namespace: key.0.clone(),
+                etype: EventType::Modified,
+                object: new,
+                old: Some(old),
+            },
         );
     }
 
@@ -864,7 +1004,10 @@ impl Store {
             });
             return;
         }
-        let ts_hex = format!("{:x}", chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+        let ts_hex = format!(
+            "{:x}",
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        );
         let mut involved = json!({
             "kind": obj["kind"],
             "namespace": meta_str(obj, "namespace"),
@@ -898,6 +1041,20 @@ impl Store {
             ev["source"].as_object_mut().unwrap().remove("host");
         }
         let _ = self.create(resources::by_storage("events"), ns, ev);
+    }
+}
+
+/// Drop null-valued fields recursively (the apiserver's Go structs omit them).
+pub fn prune_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            for x in m.values_mut() {
+                prune_nulls(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(prune_nulls),
+        _ => {}
     }
 }
 

@@ -18,7 +18,11 @@ pub fn human_duration(secs: i64) -> String {
     let minutes = secs / 60;
     if minutes < 10 {
         let s = secs % 60;
-        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
     }
     if minutes < 180 {
         return format!("{minutes}m");
@@ -26,21 +30,33 @@ pub fn human_duration(secs: i64) -> String {
     let hours = minutes / 60;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
     }
     if hours < 24 * 8 {
         let h = hours % 24;
-        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{h}h", hours / 24) };
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
     }
     if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
     }
     if hours < 24 * 365 * 8 {
         let d = (hours / 24) % 365;
-        return if d == 0 { format!("{}y", hours / 24 / 365) } else { format!("{}y{d}d", hours / 24 / 365) };
+        return if d == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{d}d", hours / 24 / 365)
+        };
     }
     format!("{}y", hours / 24 / 365)
 }
@@ -62,10 +78,19 @@ pub fn pod_status_reason(pod: &Value) -> String {
         .unwrap_or("Pending")
         .to_string();
     let mut initializing = false;
-    let inits = st["initContainerStatuses"].as_array().cloned().unwrap_or_default();
-    let n_init = pod.pointer("/spec/initContainers").and_then(Value::as_array).map_or(0, Vec::len);
+    let inits = st["initContainerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let n_init = pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     for (i, c) in inits.iter().enumerate() {
-        if c.pointer("/state/terminated/exitCode").and_then(Value::as_i64) == Some(0) {
+        if c.pointer("/state/terminated/exitCode")
+            .and_then(Value::as_i64)
+            == Some(0)
+        {
             continue;
         }
         if let Some(t) = c.pointer("/state/terminated") {
@@ -73,7 +98,11 @@ pub fn pod_status_reason(pod: &Value) -> String {
                 Some(r) if !r.is_empty() => format!("Init:{r}"),
                 _ => format!("Init:ExitCode:{}", t["exitCode"].as_i64().unwrap_or(0)),
             };
-        } else if let Some(r) = c.pointer("/state/waiting/reason").and_then(Value::as_str).filter(|r| !r.is_empty() && *r != "PodInitializing") {
+        } else if let Some(r) = c
+            .pointer("/state/waiting/reason")
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty() && *r != "PodInitializing")
+        {
             reason = format!("Init:{r}");
         } else {
             reason = format!("Init:{i}/{n_init}");
@@ -83,9 +112,16 @@ pub fn pod_status_reason(pod: &Value) -> String {
     }
     if !initializing {
         let mut has_running = false;
-        let cs = st["containerStatuses"].as_array().cloned().unwrap_or_default();
+        let cs = st["containerStatuses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         for c in cs.iter().rev() {
-            if let Some(r) = c.pointer("/state/waiting/reason").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+            if let Some(r) = c
+                .pointer("/state/waiting/reason")
+                .and_then(Value::as_str)
+                .filter(|r| !r.is_empty())
+            {
                 reason = r.to_string();
             } else if let Some(t) = c.pointer("/state/terminated") {
                 reason = match t["reason"].as_str() {
@@ -101,9 +137,14 @@ pub fn pod_status_reason(pod: &Value) -> String {
         }
         if reason == "Completed" && has_running {
             let ready = st["conditions"].as_array().is_some_and(|a| {
-                a.iter().any(|c| c["type"] == json!("Ready") && c["status"] == json!("True"))
+                a.iter()
+                    .any(|c| c["type"] == json!("Ready") && c["status"] == json!("True"))
             });
-            reason = if ready { "Running".into() } else { "NotReady".into() };
+            reason = if ready {
+                "Running".into()
+            } else {
+                "NotReady".into()
+            };
         }
     }
     if pod.pointer("/metadata/deletionTimestamp").is_some() {
@@ -121,65 +162,183 @@ fn col(name: &str, ty: &str, format: &str, desc: &str, priority: i64) -> Value {
 }
 
 fn name_col() -> Value {
-    col("Name", "string", "name", "Name must be unique within a namespace.", 0)
+    col(
+        "Name",
+        "string",
+        "name",
+        "Name must be unique within a namespace.",
+        0,
+    )
 }
 
 fn age_col() -> Value {
-    col("Age", "string", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0)
+    col(
+        "Age",
+        "string",
+        "",
+        "CreationTimestamp is a timestamp representing the server time when this object was created.",
+        0,
+    )
 }
 
 fn columns(def: &ResourceDef) -> Vec<Value> {
     match (def.group, def.plural) {
         ("", "pods") => vec![
             name_col(),
-            col("Ready", "string", "", "The aggregate readiness state of this pod for accepting traffic.", 0),
-            col("Status", "string", "", "The aggregate status of the containers in this pod.", 0),
-            col("Restarts", "string", "", "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.", 0),
+            col(
+                "Ready",
+                "string",
+                "",
+                "The aggregate readiness state of this pod for accepting traffic.",
+                0,
+            ),
+            col(
+                "Status",
+                "string",
+                "",
+                "The aggregate status of the containers in this pod.",
+                0,
+            ),
+            col(
+                "Restarts",
+                "string",
+                "",
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+                0,
+            ),
             age_col(),
             col("IP", "string", "", "IP address allocated to the pod.", 1),
-            col("Node", "string", "", "Name of the node this pod is assigned to.", 1),
-            col("Nominated Node", "string", "", "Name of the node where the pod is nominated.", 1),
+            col(
+                "Node",
+                "string",
+                "",
+                "Name of the node this pod is assigned to.",
+                1,
+            ),
+            col(
+                "Nominated Node",
+                "string",
+                "",
+                "Name of the node where the pod is nominated.",
+                1,
+            ),
             col("Readiness Gates", "string", "", "Readiness gates.", 1),
         ],
         ("apps", "deployments") => vec![
             name_col(),
-            col("Ready", "string", "", "Number of the pod with ready state", 0),
-            col("Up-to-date", "string", "", "Total number of non-terminated pods targeted by this deployment that have the desired template spec.", 0),
-            col("Available", "string", "", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.", 0),
+            col(
+                "Ready",
+                "string",
+                "",
+                "Number of the pod with ready state",
+                0,
+            ),
+            col(
+                "Up-to-date",
+                "string",
+                "",
+                "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+                0,
+            ),
+            col(
+                "Available",
+                "string",
+                "",
+                "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+                0,
+            ),
             age_col(),
-            col("Containers", "string", "", "Names of each container in the template.", 1),
-            col("Images", "string", "", "Images referenced by each container in the template.", 1),
+            col(
+                "Containers",
+                "string",
+                "",
+                "Names of each container in the template.",
+                1,
+            ),
+            col(
+                "Images",
+                "string",
+                "",
+                "Images referenced by each container in the template.",
+                1,
+            ),
             col("Selector", "string", "", "Label selector for pods.", 1),
         ],
         ("apps", "replicasets") => vec![
             name_col(),
             col("Desired", "integer", "", "Number of desired pods.", 0),
             col("Current", "integer", "", "Number of actual replicas.", 0),
-            col("Ready", "integer", "", "The number of ready replicas for this replica set.", 0),
+            col(
+                "Ready",
+                "integer",
+                "",
+                "The number of ready replicas for this replica set.",
+                0,
+            ),
             age_col(),
-            col("Containers", "string", "", "Names of each container in the template.", 1),
-            col("Images", "string", "", "Images referenced by each container in the template.", 1),
+            col(
+                "Containers",
+                "string",
+                "",
+                "Names of each container in the template.",
+                1,
+            ),
+            col(
+                "Images",
+                "string",
+                "",
+                "Images referenced by each container in the template.",
+                1,
+            ),
             col("Selector", "string", "", "Label selector for pods.", 1),
         ],
         ("", "services") => vec![
             name_col(),
             col("Type", "string", "", "The type of the service.", 0),
-            col("Cluster-IP", "string", "", "The cluster IP of the service.", 0),
-            col("External-IP", "string", "", "The external IP of the service.", 0),
+            col(
+                "Cluster-IP",
+                "string",
+                "",
+                "The cluster IP of the service.",
+                0,
+            ),
+            col(
+                "External-IP",
+                "string",
+                "",
+                "The external IP of the service.",
+                0,
+            ),
             col("Port(s)", "string", "", "The ports of the service.", 0),
             age_col(),
             col("Selector", "string", "", "The selector of the service.", 1),
         ],
-        ("", "namespaces") => vec![name_col(), col("Status", "string", "", "The status of the namespace", 0), age_col()],
+        ("", "namespaces") => vec![
+            name_col(),
+            col("Status", "string", "", "The status of the namespace", 0),
+            age_col(),
+        ],
         ("", "nodes") => vec![
             name_col(),
             col("Status", "string", "", "The status of the node", 0),
             col("Roles", "string", "", "The roles of the node", 0),
             age_col(),
-            col("Version", "string", "", "Kubelet Version reported by the node.", 0),
+            col(
+                "Version",
+                "string",
+                "",
+                "Kubelet Version reported by the node.",
+                0,
+            ),
         ],
         (_, "events") => vec![
-            col("Last Seen", "string", "", "Time when last event occurred", 0),
+            col(
+                "Last Seen",
+                "string",
+                "",
+                "Time when last event occurred",
+                0,
+            ),
             col("Type", "string", "", "Type of event", 0),
             col("Reason", "string", "", "Reason of event", 0),
             col("Object", "string", "", "The object this event is about", 0),
@@ -193,10 +352,20 @@ fn cells(def: &ResourceDef, o: &Value) -> Vec<Value> {
     let name = meta_str(o, "name").to_string();
     let created = age(meta_str(o, "creationTimestamp"));
     let containers = |tmpl: &Value| -> (String, String) {
-        let cs = tmpl.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+        let cs = tmpl
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         (
-            cs.iter().map(|c| c["name"].as_str().unwrap_or_default()).collect::<Vec<_>>().join(","),
-            cs.iter().map(|c| c["image"].as_str().unwrap_or_default()).collect::<Vec<_>>().join(","),
+            cs.iter()
+                .map(|c| c["name"].as_str().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(","),
+            cs.iter()
+                .map(|c| c["image"].as_str().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(","),
         )
     };
     let selector = |s: &Value| -> String {
@@ -206,26 +375,49 @@ fn cells(def: &ResourceDef, o: &Value) -> Vec<Value> {
                 parts.push(format!("{k}={}", v.as_str().unwrap_or_default()));
             }
         }
-        if parts.is_empty() { "<none>".into() } else { parts.join(",") }
+        if parts.is_empty() {
+            "<none>".into()
+        } else {
+            parts.join(",")
+        }
     };
     let i = |v: &Value| v.as_i64().unwrap_or(0);
     match (def.group, def.plural) {
         ("", "pods") => {
-            let cs = o.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
-            let total = o.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
+            let cs = o
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let total = o
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
             let ready = cs.iter().filter(|c| c["ready"] == json!(true)).count();
             let restarts: i64 = cs.iter().map(|c| i(&c["restartCount"])).sum();
             let last_restart = cs
                 .iter()
-                .filter_map(|c| c.pointer("/lastState/terminated/finishedAt").and_then(Value::as_str))
+                .filter_map(|c| {
+                    c.pointer("/lastState/terminated/finishedAt")
+                        .and_then(Value::as_str)
+                })
                 .filter_map(parse_ts)
                 .max();
             let restarts_s = match last_restart {
-                Some(t) if restarts > 0 => format!("{restarts} ({} ago)", human_duration((chrono::Utc::now() - t).num_seconds())),
+                Some(t) if restarts > 0 => format!(
+                    "{restarts} ({} ago)",
+                    human_duration((chrono::Utc::now() - t).num_seconds())
+                ),
                 _ => restarts.to_string(),
             };
-            let ip = o.pointer("/status/podIP").and_then(Value::as_str).unwrap_or("<none>");
-            let node = o.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("<none>");
+            let ip = o
+                .pointer("/status/podIP")
+                .and_then(Value::as_str)
+                .unwrap_or("<none>");
+            let node = o
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("<none>");
             vec![
                 json!(name),
                 json!(format!("{ready}/{total}")),
@@ -242,7 +434,11 @@ fn cells(def: &ResourceDef, o: &Value) -> Vec<Value> {
             let (c, im) = containers(&o["spec"]["template"]);
             vec![
                 json!(name),
-                json!(format!("{}/{}", i(&o["status"]["readyReplicas"]), i(&o["spec"]["replicas"]))),
+                json!(format!(
+                    "{}/{}",
+                    i(&o["status"]["readyReplicas"]),
+                    i(&o["spec"]["replicas"])
+                )),
                 json!(i(&o["status"]["updatedReplicas"])),
                 json!(i(&o["status"]["availableReplicas"])),
                 json!(created),
@@ -270,29 +466,60 @@ fn cells(def: &ResourceDef, o: &Value) -> Vec<Value> {
                 .and_then(Value::as_array)
                 .map(|ps| {
                     ps.iter()
-                        .map(|p| format!("{}/{}", i(&p["port"]), p["protocol"].as_str().unwrap_or("TCP")))
+                        .map(|p| {
+                            format!(
+                                "{}/{}",
+                                i(&p["port"]),
+                                p["protocol"].as_str().unwrap_or("TCP")
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
             let sel: Vec<String> = o
                 .pointer("/spec/selector")
                 .and_then(Value::as_object)
-                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect()
+                })
                 .unwrap_or_default();
             vec![
                 json!(name),
                 json!(o["spec"]["type"].as_str().unwrap_or("ClusterIP")),
                 json!(o["spec"]["clusterIP"].as_str().unwrap_or("<none>")),
                 json!("<none>"),
-                json!(if ports.is_empty() { "<none>".to_string() } else { ports.join(",") }),
+                json!(if ports.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    ports.join(",")
+                }),
                 json!(created),
-                json!(if sel.is_empty() { "<none>".to_string() } else { sel.join(",") }),
+                json!(if sel.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    sel.join(",")
+                }),
             ]
         }
-        ("", "namespaces") => vec![json!(name), json!(o["status"]["phase"].as_str().unwrap_or("Active")), json!(created)],
-        ("", "nodes") => vec![json!(name), json!("Ready"), json!("agent"), json!(created), json!("kwok-v0.7.0")],
+        ("", "namespaces") => vec![
+            json!(name),
+            json!(o["status"]["phase"].as_str().unwrap_or("Active")),
+            json!(created),
+        ],
+        ("", "nodes") => vec![
+            json!(name),
+            json!("Ready"),
+            json!("agent"),
+            json!(created),
+            json!("kwok-v0.7.0"),
+        ],
         (_, "events") => {
-            let last = o["lastTimestamp"].as_str().or_else(|| o["eventTime"].as_str()).unwrap_or_default();
+            let last = o["lastTimestamp"]
+                .as_str()
+                .or_else(|| o["eventTime"].as_str())
+                .unwrap_or_default();
             let inv = &o["involvedObject"];
             let objname = format!(
                 "{}/{}",
@@ -320,7 +547,13 @@ fn partial_metadata(o: &Value) -> Value {
 }
 
 /// Render objects (stored shape) as a meta.k8s.io/v1 Table.
-pub fn table(def: &ResourceDef, items: &[Value], list_meta: Value, include_object: &str, external: impl Fn(&Value) -> Value) -> Value {
+pub fn table(
+    def: &ResourceDef,
+    items: &[Value],
+    list_meta: Value,
+    include_object: &str,
+    external: impl Fn(&Value) -> Value,
+) -> Value {
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {

@@ -8,9 +8,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 pub fn server_config() -> anyhow::Result<(rustls::ServerConfig, String)> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "kube-emulator-ca");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-emulator-ca");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
@@ -22,14 +28,17 @@ pub fn server_config() -> anyhow::Result<(rustls::ServerConfig, String)> {
         "kubernetes".to_string(),
         "kubernetes.default.svc".to_string(),
     ])?;
-    leaf.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
     leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let leaf_key = KeyPair::generate()?;
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
 
     let chain = vec![CertificateDer::from(leaf_cert.der().to_vec())];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-    let mut cfg = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key)?;
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok((cfg, ca_cert.pem()))
 }
@@ -37,10 +46,15 @@ pub fn server_config() -> anyhow::Result<(rustls::ServerConfig, String)> {
 /// A kubeconfig with one cluster/user/context named `kube-emulator`.
 pub fn kubeconfig_yaml(url: &str, ca_pem: Option<&str>, token: Option<&str>) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut s = String::from("apiVersion: v1\nkind: Config\nclusters:\n- name: kube-emulator\n  cluster:\n");
+    let mut s = String::from(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-emulator\n  cluster:\n",
+    );
     s.push_str(&format!("    server: {url}\n"));
     if let Some(ca) = ca_pem {
-        s.push_str(&format!("    certificate-authority-data: {}\n", b64.encode(ca)));
+        s.push_str(&format!(
+            "    certificate-authority-data: {}\n",
+            b64.encode(ca)
+        ));
     }
     s.push_str("users:\n- name: kube-emulator\n  user:\n");
     match token {

@@ -24,7 +24,12 @@ impl RequestCtx {
     pub fn new(pool: DbPool, request_id: String, actor: String) -> Self {
         let reader = Reader::new(pool);
         let loader = DataLoader::new(reader.clone(), tokio::spawn);
-        RequestCtx { reader, loader, request_id, actor }
+        RequestCtx {
+            reader,
+            loader,
+            request_id,
+            actor,
+        }
     }
 
     /// The statement counter of this request.

@@ -18,7 +18,10 @@ pub struct OperationLimits {
 
 impl ExtensionFactory for OperationLimits {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(OperationLimitsExt { max_aliases: self.max_aliases, max_root_fields: self.max_root_fields })
+        Arc::new(OperationLimitsExt {
+            max_aliases: self.max_aliases,
+            max_root_fields: self.max_root_fields,
+        })
     }
 }
 
@@ -36,7 +39,11 @@ fn too_complex(message: String) -> ServerError {
 }
 
 /// Counts aliases in a selection set, following fragment spreads once each per path.
-fn count_aliases(doc: &ExecutableDocument, set: &SelectionSet, visiting: &mut HashSet<String>) -> usize {
+fn count_aliases(
+    doc: &ExecutableDocument,
+    set: &SelectionSet,
+    visiting: &mut HashSet<String>,
+) -> usize {
     let mut n = 0;
     for sel in &set.items {
         match &sel.node {
@@ -46,7 +53,9 @@ fn count_aliases(doc: &ExecutableDocument, set: &SelectionSet, visiting: &mut Ha
                 }
                 n += count_aliases(doc, &f.node.selection_set.node, visiting);
             }
-            Selection::InlineFragment(fr) => n += count_aliases(doc, &fr.node.selection_set.node, visiting),
+            Selection::InlineFragment(fr) => {
+                n += count_aliases(doc, &fr.node.selection_set.node, visiting)
+            }
             Selection::FragmentSpread(sp) => {
                 let name = sp.node.fragment_name.node.to_string();
                 if visiting.insert(name.clone()) {
@@ -62,12 +71,18 @@ fn count_aliases(doc: &ExecutableDocument, set: &SelectionSet, visiting: &mut Ha
 }
 
 /// Counts the fields selected at the root of an operation.
-fn count_root_fields(doc: &ExecutableDocument, set: &SelectionSet, visiting: &mut HashSet<String>) -> usize {
+fn count_root_fields(
+    doc: &ExecutableDocument,
+    set: &SelectionSet,
+    visiting: &mut HashSet<String>,
+) -> usize {
     let mut n = 0;
     for sel in &set.items {
         match &sel.node {
             Selection::Field(_) => n += 1,
-            Selection::InlineFragment(fr) => n += count_root_fields(doc, &fr.node.selection_set.node, visiting),
+            Selection::InlineFragment(fr) => {
+                n += count_root_fields(doc, &fr.node.selection_set.node, visiting)
+            }
             Selection::FragmentSpread(sp) => {
                 let name = sp.node.fragment_name.node.to_string();
                 if visiting.insert(name.clone()) {
@@ -124,11 +139,15 @@ impl ExtensionFactory for ErrorPolicy {
 }
 
 fn has_code(e: &ServerError) -> bool {
-    e.extensions.as_ref().is_some_and(|x| x.get("code").is_some())
+    e.extensions
+        .as_ref()
+        .is_some_and(|x| x.get("code").is_some())
 }
 
 fn set_code(e: &mut ServerError, code: &str) {
-    e.extensions.get_or_insert_with(Default::default).set("code", code);
+    e.extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code);
 }
 
 #[async_trait::async_trait]
@@ -175,13 +194,21 @@ impl Extension for ErrorPolicy {
         })
     }
 
-    async fn execute(&self, ctx: &ExtensionContext<'_>, operation_name: Option<&str>, next: NextExecute<'_>) -> Response {
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
         let mut resp = next.run(ctx, operation_name).await;
         for e in &mut resp.errors {
             if !has_code(e) {
                 // Input coercion errors from async-graphql name the argument; they are the
                 // client's fault and safe to show.
-                if e.message.starts_with("Invalid value for argument") || e.message.starts_with("Failed to parse") {
+                if e.message.starts_with("Invalid value for argument")
+                    || e.message.starts_with("Failed to parse")
+                    || e.message.starts_with("Expected input type")
+                {
                     set_code(e, "BAD_USER_INPUT");
                 } else {
                     tracing::error!(message = %e.message, path = ?e.path, "unmapped resolver error (masked)");
@@ -194,5 +221,81 @@ impl Extension for ErrorPolicy {
             return resp;
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
+
+    use super::*;
+    use crate::error::AppError;
+
+    struct Toy;
+
+    #[Object]
+    impl Toy {
+        /// Fails like a library error bubbled up with `?`: its text holds internal detail.
+        async fn leaky(&self) -> async_graphql::Result<i32> {
+            Err(
+                std::io::Error::other("connection to 10.0.0.5:5432 refused; password=hunter2")
+                    .into(),
+            )
+        }
+        /// Fails with a typed, client-facing error.
+        async fn typed(&self) -> async_graphql::Result<i32> {
+            Err(AppError::Conflict("busy".into()).into())
+        }
+        /// Succeeds.
+        async fn fine(&self) -> i32 {
+            1
+        }
+    }
+
+    fn toy() -> Schema<Toy, EmptyMutation, EmptySubscription> {
+        Schema::build(Toy, EmptyMutation, EmptySubscription)
+            .extension(ErrorPolicy)
+            .extension(OperationLimits {
+                max_aliases: 2,
+                max_root_fields: 3,
+            })
+            .finish()
+    }
+
+    #[tokio::test]
+    async fn library_errors_are_masked_and_typed_errors_keep_their_code() {
+        let resp = toy().execute("{ leaky typed fine }").await;
+        let json = serde_json::to_value(&resp).unwrap();
+        let text = json.to_string();
+        assert!(
+            !text.contains("hunter2") && !text.contains("10.0.0.5"),
+            "{text}"
+        );
+        let codes: Vec<&str> = json["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["extensions"]["code"].as_str().unwrap())
+            .collect();
+        assert!(codes.contains(&"INTERNAL_SERVER_ERROR"));
+        assert!(codes.contains(&"CONFLICT"));
+        assert_eq!(json["data"]["fine"], 1);
+    }
+
+    #[tokio::test]
+    async fn limits_apply_per_operation() {
+        let resp = toy().execute("{ a: fine b: fine c: fine }").await;
+        assert_eq!(
+            resp.errors[0]
+                .extensions
+                .as_ref()
+                .unwrap()
+                .get("code")
+                .unwrap()
+                .to_string(),
+            "\"QUERY_TOO_COMPLEX\""
+        );
+        let resp = toy().execute("{ a: fine b: fine }").await;
+        assert!(resp.errors.is_empty());
     }
 }

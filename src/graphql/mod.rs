@@ -28,7 +28,10 @@ pub fn build_schema(services: Option<Services>, limits: &Limits, mode: Mode) -> 
         .limit_recursive_depth(32)
         .limit_directives(5)
         .extension(limits::ErrorPolicy)
-        .extension(limits::OperationLimits { max_aliases: limits.max_aliases, max_root_fields: limits.max_root_fields });
+        .extension(limits::OperationLimits {
+            max_aliases: limits.max_aliases,
+            max_root_fields: limits.max_root_fields,
+        });
     if mode == Mode::Production {
         builder = builder.disable_introspection().disable_suggestions();
     }

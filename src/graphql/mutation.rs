@@ -136,21 +136,31 @@ pub struct DeployServerInput {
 
 fn actor(ctx: &Context<'_>) -> Actor {
     let rc = RequestCtx::of(ctx);
-    Actor { name: rc.actor.clone(), request_id: rc.request_id.clone() }
+    Actor {
+        name: rc.actor.clone(),
+        request_id: rc.request_id.clone(),
+    }
 }
 
 fn cluster_unavailable(what: &str) -> AppError {
-    AppError::Unavailable(format!("{what} needs the Kubernetes integration, which this gateway version does not provide yet"))
+    AppError::Unavailable(format!(
+        "{what} needs the Kubernetes integration, which this gateway version does not provide yet"
+    ))
 }
 
 /// The mutation root.
 pub struct MutationRoot;
 
+/// The mutation root: registry management, sync, clusters and deployments.
 #[Object]
 impl MutationRoot {
     /// Registers a registry in status INACTIVE. Invalid input is refused with BAD_USER_INPUT
     /// naming the field, and nothing is written.
-    async fn create_registry(&self, ctx: &Context<'_>, input: CreateRegistryInput) -> AppResult<Registry> {
+    async fn create_registry(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateRegistryInput,
+    ) -> AppResult<Registry> {
         let services = ctx.data_unchecked::<Services>();
         reg::validate_name(&input.name)?;
         let new = NewRegistry {
@@ -158,9 +168,19 @@ impl MutationRoot {
             url: reg::validate_url(&input.url, services.config.serve.registries.allow_file_urls)?,
             description: reg::validate_description(input.description)?,
             format: input.format.unwrap_or(RegistryFormat::Auto),
-            sync_interval_seconds: reg::validate_interval(input.sync_interval_seconds.unwrap_or(3600))?,
-            metadata: reg::validate_metadata(input.metadata.map(|j| j.0).unwrap_or_else(|| serde_json::json!({})))?,
-            auth: input.auth_config.map(|a| reg::validate_auth(a.into())).transpose()?,
+            sync_interval_seconds: reg::validate_interval(
+                input.sync_interval_seconds.unwrap_or(3600),
+            )?,
+            metadata: reg::validate_metadata(
+                input
+                    .metadata
+                    .map(|j| j.0)
+                    .unwrap_or_else(|| serde_json::json!({})),
+            )?,
+            auth: input
+                .auth_config
+                .map(|a| reg::validate_auth(a.into()))
+                .transpose()?,
         };
         let row = store::create(&services.pool, &services.keys, &actor(ctx), new).await?;
         Ok(Registry(row))
@@ -177,18 +197,33 @@ impl MutationRoot {
         let services = ctx.data_unchecked::<Services>();
         let id = ids::decode(Kind::Registry, &id, "id")?;
         if input.clear_auth_config == Some(true) && input.auth_config.is_some() {
-            return Err(AppError::bad_input("clearAuthConfig", "clearAuthConfig cannot be combined with authConfig"));
+            return Err(AppError::bad_input(
+                "clearAuthConfig",
+                "clearAuthConfig cannot be combined with authConfig",
+            ));
         }
         let changes = RegistryChanges {
-            name: input.name.map(|n| reg::validate_name(&n).map(|_| n)).transpose()?,
+            name: input
+                .name
+                .map(|n| reg::validate_name(&n).map(|_| n))
+                .transpose()?,
             url: input
                 .url
                 .map(|u| reg::validate_url(&u, services.config.serve.registries.allow_file_urls))
                 .transpose()?,
-            description: input.description.map(|d| reg::validate_description(Some(d))).transpose()?,
+            description: input
+                .description
+                .map(|d| reg::validate_description(Some(d)))
+                .transpose()?,
             format: input.format,
-            sync_interval_seconds: input.sync_interval_seconds.map(reg::validate_interval).transpose()?,
-            metadata: input.metadata.map(|m| reg::validate_metadata(m.0)).transpose()?,
+            sync_interval_seconds: input
+                .sync_interval_seconds
+                .map(reg::validate_interval)
+                .transpose()?,
+            metadata: input
+                .metadata
+                .map(|m| reg::validate_metadata(m.0))
+                .transpose()?,
             auth: match (input.auth_config, input.clear_auth_config) {
                 (Some(a), _) => Some(Some(reg::validate_auth(a.into())?)),
                 (None, Some(true)) => Some(None),
@@ -207,11 +242,14 @@ impl MutationRoot {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The registry's id.")] id: ID,
-        #[graphql(desc = "Delete even while instances are running.", default = false)] force: bool,
+        #[graphql(desc = "Delete even while instances are running (default false).")] force: Option<
+            bool,
+        >,
     ) -> AppResult<DeleteRegistryPayload> {
         let services = ctx.data_unchecked::<Services>();
         let uuid = ids::decode(Kind::Registry, &id, "id")?;
-        let deleted = store::delete(&services.pool, &actor(ctx), uuid, force).await?;
+        let deleted =
+            store::delete(&services.pool, &actor(ctx), uuid, force.unwrap_or(false)).await?;
         Ok(DeleteRegistryPayload {
             deleted_registry_id: ids::encode(Kind::Registry, uuid),
             deleted_servers: deleted.servers,
@@ -221,7 +259,11 @@ impl MutationRoot {
 
     /// Fetches the registry now and stores its servers. Returns at once with the registry in
     /// SYNCING; follow it with the `registrySync` subscription.
-    async fn sync_registry(&self, ctx: &Context<'_>, #[graphql(desc = "The registry's id.")] id: ID) -> AppResult<Registry> {
+    async fn sync_registry(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The registry's id.")] id: ID,
+    ) -> AppResult<Registry> {
         let services = ctx.data_unchecked::<Services>();
         let id = ids::decode(Kind::Registry, &id, "id")?;
         let row = services.sync.trigger(id, &actor(ctx)).await?;
@@ -236,7 +278,10 @@ impl MutationRoot {
     }
 
     /// Checks a cluster again: status, version, capabilities, quota and access level.
-    async fn refresh_cluster(&self, #[graphql(desc = "The cluster's id.")] id: ID) -> AppResult<Cluster> {
+    async fn refresh_cluster(
+        &self,
+        #[graphql(desc = "The cluster's id.")] id: ID,
+    ) -> AppResult<Cluster> {
         let _ = id;
         Err(cluster_unavailable("refreshCluster"))
     }
@@ -249,7 +294,10 @@ impl MutationRoot {
     }
 
     /// Cancels an INITIATED or IN_PROGRESS operation; any other state is refused with CONFLICT.
-    async fn cancel_deployment(&self, #[graphql(desc = "The operation's id.")] id: ID) -> AppResult<Deployment> {
+    async fn cancel_deployment(
+        &self,
+        #[graphql(desc = "The operation's id.")] id: ID,
+    ) -> AppResult<Deployment> {
         let _ = id;
         Err(cluster_unavailable("cancelDeployment"))
     }
@@ -261,26 +309,38 @@ impl MutationRoot {
         #[graphql(desc = "The new replica count.")] replicas: i32,
     ) -> AppResult<Deployment> {
         if replicas < 0 {
-            return Err(AppError::bad_input("replicas", "replicas must not be negative"));
+            return Err(AppError::bad_input(
+                "replicas",
+                "replicas must not be negative",
+            ));
         }
         let _ = id;
         Err(cluster_unavailable("scaleInstance"))
     }
 
     /// Restarts an instance's pods with a rolling restart.
-    async fn restart_instance(&self, #[graphql(desc = "The instance's id.")] id: ID) -> AppResult<Deployment> {
+    async fn restart_instance(
+        &self,
+        #[graphql(desc = "The instance's id.")] id: ID,
+    ) -> AppResult<Deployment> {
         let _ = id;
         Err(cluster_unavailable("restartInstance"))
     }
 
     /// Rolls an instance back to its previous revision.
-    async fn rollback_instance(&self, #[graphql(desc = "The instance's id.")] id: ID) -> AppResult<Deployment> {
+    async fn rollback_instance(
+        &self,
+        #[graphql(desc = "The instance's id.")] id: ID,
+    ) -> AppResult<Deployment> {
         let _ = id;
         Err(cluster_unavailable("rollbackInstance"))
     }
 
     /// Deletes an instance from its cluster.
-    async fn delete_instance(&self, #[graphql(desc = "The instance's id.")] id: ID) -> AppResult<Deployment> {
+    async fn delete_instance(
+        &self,
+        #[graphql(desc = "The instance's id.")] id: ID,
+    ) -> AppResult<Deployment> {
         let _ = id;
         Err(cluster_unavailable("deleteInstance"))
     }

@@ -31,7 +31,10 @@ impl PageArgs {
     pub fn parse(first: Option<i32>, after: Option<String>) -> AppResult<Self> {
         let first = first.unwrap_or(DEFAULT_PAGE);
         if !(1..=MAX_PAGE).contains(&first) {
-            return Err(AppError::bad_input("first", format!("first must be between 1 and {MAX_PAGE}")));
+            return Err(AppError::bad_input(
+                "first",
+                format!("first must be between 1 and {MAX_PAGE}"),
+            ));
         }
         let after = match after {
             None => None,
@@ -41,7 +44,10 @@ impl PageArgs {
                     .0,
             ),
         };
-        Ok(PageArgs { first: first as i64, after })
+        Ok(PageArgs {
+            first: first as i64,
+            after,
+        })
     }
 
     /// The number of rows to fetch: one more than shown, to learn whether another page exists.
@@ -51,7 +57,10 @@ impl PageArgs {
 
     /// The page request for a nested (batched) list.
     pub fn child_page(&self) -> ChildPage {
-        ChildPage { limit: self.fetch_limit(), after: self.after.clone() }
+        ChildPage {
+            limit: self.fetch_limit(),
+            after: self.after.clone(),
+        }
     }
 }
 
@@ -66,8 +75,10 @@ pub fn build_page<R, T: OutputType>(
     let has_next = rows.len() as i64 > args.first;
     rows.truncate(args.first as usize);
     let mut conn = Connection::with_additional_fields(args.after.is_some(), has_next, total);
-    conn.edges
-        .extend(rows.into_iter().map(|r| Edge::new(OpaqueCursor(key(&r)), node(r))));
+    conn.edges.extend(
+        rows.into_iter()
+            .map(|r| Edge::new(OpaqueCursor(key(&r)), node(r))),
+    );
     conn
 }
 

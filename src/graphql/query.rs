@@ -73,6 +73,7 @@ pub struct DeploymentFilterInput {
 /// The query root.
 pub struct QueryRoot;
 
+/// The query root: registries, servers, instances, deployments and clusters.
 #[Object]
 impl QueryRoot {
     /// Registries, ordered by name.
@@ -80,20 +81,44 @@ impl QueryRoot {
     async fn registries(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Conditions the registries must meet.")] filter: Option<RegistryFilterInput>,
+        #[graphql(desc = "Conditions the registries must meet.")] filter: Option<
+            RegistryFilterInput,
+        >,
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Registry>> {
         let args = PageArgs::parse(first, after)?;
-        let filter = RegistryFilter { status: filter.unwrap_or_default().status };
-        let rows = RequestCtx::of(ctx).reader.registries_page(&filter, args.after.as_ref(), args.fetch_limit()).await?;
-        Ok(build_page(&args, rows, TotalCount::Registries(filter), |r| SortKey { value: r.name.clone(), id: r.id }, Registry))
+        let filter = RegistryFilter {
+            status: filter.unwrap_or_default().status,
+        };
+        let rows = RequestCtx::of(ctx)
+            .reader
+            .registries_page(&filter, args.after.as_ref(), args.fetch_limit())
+            .await?;
+        Ok(build_page(
+            &args,
+            rows,
+            TotalCount::Registries(filter),
+            |r| SortKey {
+                value: r.name.clone(),
+                id: r.id,
+            },
+            Registry,
+        ))
     }
 
     /// One registry by id.
-    async fn registry(&self, ctx: &Context<'_>, #[graphql(desc = "The registry's id.")] id: ID) -> AppResult<Option<Registry>> {
+    async fn registry(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The registry's id.")] id: ID,
+    ) -> AppResult<Option<Registry>> {
         let id = ids::decode(Kind::Registry, &id, "id")?;
-        Ok(RequestCtx::of(ctx).loader.load_one(RegistryKey(id)).await?.map(Registry))
+        Ok(RequestCtx::of(ctx)
+            .loader
+            .load_one(RegistryKey(id))
+            .await?
+            .map(Registry))
     }
 
     /// Servers of every registry, ordered by name.
@@ -109,7 +134,11 @@ impl QueryRoot {
         let f = filter.unwrap_or_default();
         let registry_ids = f
             .registry_ids
-            .map(|ids| ids.iter().map(|id| ids::decode(Kind::Registry, id, "filter.registryIds")).collect::<AppResult<Vec<_>>>())
+            .map(|ids| {
+                ids.iter()
+                    .map(|id| ids::decode(Kind::Registry, id, "filter.registryIds"))
+                    .collect::<AppResult<Vec<_>>>()
+            })
             .transpose()?;
         let filter = ServerFilter {
             registry_ids,
@@ -119,14 +148,34 @@ impl QueryRoot {
             category: f.category,
             capabilities: f.capabilities,
         };
-        let rows = RequestCtx::of(ctx).reader.servers_page(&filter, args.after.as_ref(), args.fetch_limit()).await?;
-        Ok(build_page(&args, rows, TotalCount::Servers(filter), |r| SortKey { value: r.name.clone(), id: r.id }, Server))
+        let rows = RequestCtx::of(ctx)
+            .reader
+            .servers_page(&filter, args.after.as_ref(), args.fetch_limit())
+            .await?;
+        Ok(build_page(
+            &args,
+            rows,
+            TotalCount::Servers(filter),
+            |r| SortKey {
+                value: r.name.clone(),
+                id: r.id,
+            },
+            Server,
+        ))
     }
 
     /// One server by id.
-    async fn server(&self, ctx: &Context<'_>, #[graphql(desc = "The server's id.")] id: ID) -> AppResult<Option<Server>> {
+    async fn server(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The server's id.")] id: ID,
+    ) -> AppResult<Option<Server>> {
         let id = ids::decode(Kind::Server, &id, "id")?;
-        Ok(RequestCtx::of(ctx).loader.load_one(ServerKey(id)).await?.map(Server))
+        Ok(RequestCtx::of(ctx)
+            .loader
+            .load_one(ServerKey(id))
+            .await?
+            .map(Server))
     }
 
     /// Deployed instances, oldest first.
@@ -134,32 +183,56 @@ impl QueryRoot {
     async fn instances(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Conditions the instances must meet.")] filter: Option<InstanceFilterInput>,
+        #[graphql(desc = "Conditions the instances must meet.")] filter: Option<
+            InstanceFilterInput,
+        >,
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Instance>> {
         let args = PageArgs::parse(first, after)?;
         let f = filter.unwrap_or_default();
         let filter = InstanceFilter {
-            server_id: f.server_id.map(|id| ids::decode(Kind::Server, &id, "filter.serverId")).transpose()?,
-            cluster_id: f.cluster_id.map(|id| ids::decode(Kind::Cluster, &id, "filter.clusterId")).transpose()?,
+            server_id: f
+                .server_id
+                .map(|id| ids::decode(Kind::Server, &id, "filter.serverId"))
+                .transpose()?,
+            cluster_id: f
+                .cluster_id
+                .map(|id| ids::decode(Kind::Cluster, &id, "filter.clusterId"))
+                .transpose()?,
             namespace: f.namespace,
             status: f.status,
         };
-        let rows = RequestCtx::of(ctx).reader.instances_page(&filter, args.after.as_ref(), args.fetch_limit()).await?;
+        let rows = RequestCtx::of(ctx)
+            .reader
+            .instances_page(&filter, args.after.as_ref(), args.fetch_limit())
+            .await?;
         Ok(build_page(
             &args,
             rows,
             TotalCount::Instances(filter),
-            |r| SortKey { value: r.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true), id: r.id },
+            |r| SortKey {
+                value: r
+                    .created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                id: r.id,
+            },
             Instance,
         ))
     }
 
     /// One instance by id.
-    async fn instance(&self, ctx: &Context<'_>, #[graphql(desc = "The instance's id.")] id: ID) -> AppResult<Option<Instance>> {
+    async fn instance(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The instance's id.")] id: ID,
+    ) -> AppResult<Option<Instance>> {
         let id = ids::decode(Kind::Instance, &id, "id")?;
-        Ok(RequestCtx::of(ctx).loader.load_one(InstanceKey(id)).await?.map(Instance))
+        Ok(RequestCtx::of(ctx)
+            .loader
+            .load_one(InstanceKey(id))
+            .await?
+            .map(Instance))
     }
 
     /// Deployment operations, newest first.
@@ -167,31 +240,55 @@ impl QueryRoot {
     async fn deployments(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Conditions the operations must meet.")] filter: Option<DeploymentFilterInput>,
+        #[graphql(desc = "Conditions the operations must meet.")] filter: Option<
+            DeploymentFilterInput,
+        >,
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Deployment>> {
         let args = PageArgs::parse(first, after)?;
         let f = filter.unwrap_or_default();
         let filter = DeploymentFilter {
-            instance_id: f.instance_id.map(|id| ids::decode(Kind::Instance, &id, "filter.instanceId")).transpose()?,
-            server_id: f.server_id.map(|id| ids::decode(Kind::Server, &id, "filter.serverId")).transpose()?,
+            instance_id: f
+                .instance_id
+                .map(|id| ids::decode(Kind::Instance, &id, "filter.instanceId"))
+                .transpose()?,
+            server_id: f
+                .server_id
+                .map(|id| ids::decode(Kind::Server, &id, "filter.serverId"))
+                .transpose()?,
             status: f.status,
         };
-        let rows = RequestCtx::of(ctx).reader.deployments_page(&filter, args.after.as_ref(), args.fetch_limit()).await?;
+        let rows = RequestCtx::of(ctx)
+            .reader
+            .deployments_page(&filter, args.after.as_ref(), args.fetch_limit())
+            .await?;
         Ok(build_page(
             &args,
             rows,
             TotalCount::Deployments(filter),
-            |r| SortKey { value: r.started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true), id: r.id },
+            |r| SortKey {
+                value: r
+                    .started_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                id: r.id,
+            },
             Deployment,
         ))
     }
 
     /// One deployment operation by id.
-    async fn deployment(&self, ctx: &Context<'_>, #[graphql(desc = "The operation's id.")] id: ID) -> AppResult<Option<Deployment>> {
+    async fn deployment(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The operation's id.")] id: ID,
+    ) -> AppResult<Option<Deployment>> {
         let id = ids::decode(Kind::Deployment, &id, "id")?;
-        Ok(RequestCtx::of(ctx).loader.load_one(DeploymentKey(id)).await?.map(Deployment))
+        Ok(RequestCtx::of(ctx)
+            .loader
+            .load_one(DeploymentKey(id))
+            .await?
+            .map(Deployment))
     }
 
     /// Registered clusters, ordered by name.
@@ -203,28 +300,67 @@ impl QueryRoot {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Cluster>> {
         let args = PageArgs::parse(first, after)?;
-        let rows = RequestCtx::of(ctx).reader.clusters_page(args.after.as_ref(), args.fetch_limit()).await?;
-        Ok(build_page(&args, rows, TotalCount::Clusters, |r| SortKey { value: r.name.clone(), id: r.id }, Cluster))
+        let rows = RequestCtx::of(ctx)
+            .reader
+            .clusters_page(args.after.as_ref(), args.fetch_limit())
+            .await?;
+        Ok(build_page(
+            &args,
+            rows,
+            TotalCount::Clusters,
+            |r| SortKey {
+                value: r.name.clone(),
+                id: r.id,
+            },
+            Cluster,
+        ))
     }
 
     /// One cluster by id.
-    async fn cluster(&self, ctx: &Context<'_>, #[graphql(desc = "The cluster's id.")] id: ID) -> AppResult<Option<Cluster>> {
+    async fn cluster(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The cluster's id.")] id: ID,
+    ) -> AppResult<Option<Cluster>> {
         let id = ids::decode(Kind::Cluster, &id, "id")?;
-        Ok(RequestCtx::of(ctx).loader.load_one(ClusterKey(id)).await?.map(Cluster))
+        Ok(RequestCtx::of(ctx)
+            .loader
+            .load_one(ClusterKey(id))
+            .await?
+            .map(Cluster))
     }
 
     /// Any object by its global id.
-    async fn node(&self, ctx: &Context<'_>, #[graphql(desc = "A global id.")] id: ID) -> AppResult<Option<Node>> {
+    async fn node(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "A global id.")] id: ID,
+    ) -> AppResult<Option<Node>> {
         let Some((kind, id)) = ids::decode_any(&id) else {
             return Err(AppError::bad_input("id", "malformed id"));
         };
         let loader = &RequestCtx::of(ctx).loader;
         Ok(match kind {
-            Kind::Registry => loader.load_one(RegistryKey(id)).await?.map(|r| Node::Registry(Registry(r))),
-            Kind::Server => loader.load_one(ServerKey(id)).await?.map(|r| Node::Server(Server(r))),
-            Kind::Instance => loader.load_one(InstanceKey(id)).await?.map(|r| Node::Instance(Instance(r))),
-            Kind::Deployment => loader.load_one(DeploymentKey(id)).await?.map(|r| Node::Deployment(Deployment(r))),
-            Kind::Cluster => loader.load_one(ClusterKey(id)).await?.map(|r| Node::Cluster(Cluster(r))),
+            Kind::Registry => loader
+                .load_one(RegistryKey(id))
+                .await?
+                .map(|r| Node::Registry(Registry(r))),
+            Kind::Server => loader
+                .load_one(ServerKey(id))
+                .await?
+                .map(|r| Node::Server(Server(r))),
+            Kind::Instance => loader
+                .load_one(InstanceKey(id))
+                .await?
+                .map(|r| Node::Instance(Instance(r))),
+            Kind::Deployment => loader
+                .load_one(DeploymentKey(id))
+                .await?
+                .map(|r| Node::Deployment(Deployment(r))),
+            Kind::Cluster => loader
+                .load_one(ClusterKey(id))
+                .await?
+                .map(|r| Node::Cluster(Cluster(r))),
         })
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_graphql::{Context, ID, Subscription};
 use dataloaders::models::*;
-use dataloaders::{DbPool, DeploymentKey, InstanceKey, LatestMetricsOfInstance, Reader, RegistryKey};
+use dataloaders::{
+    DbPool, DeploymentKey, InstanceKey, LatestMetricsOfInstance, Reader, RegistryKey,
+};
 use futures_util::Stream;
 
 use crate::error::{AppError, AppResult};
@@ -77,12 +79,16 @@ where
     Reader: async_graphql::dataloader::Loader<K, Value = V, Error = dataloaders::ReadError>,
     V: Send + Sync + Clone + 'static,
 {
-    load_once(pool, key).await?.map(|_| ()).ok_or(AppError::NotFound(what))
+    load_once(pool, key)
+        .await?
+        .map(|_| ())
+        .ok_or(AppError::NotFound(what))
 }
 
 /// The subscription root.
 pub struct SubscriptionRoot;
 
+/// The subscription root: live instance status, events, metrics, deployment progress and registry sync.
 #[Subscription]
 impl SubscriptionRoot {
     /// The instance's status, phase, replicas and health: the current state first, then every
@@ -95,7 +101,13 @@ impl SubscriptionRoot {
         let pool = ctx.data_unchecked::<DbPool>().clone();
         let id = ids::decode(Kind::Instance, &instance_id, "instanceId")?;
         require(&pool, InstanceKey(id), "instance").await?;
-        Ok(watch_row(pool, InstanceKey(id), |r: &InstanceRow| r.updated_at.to_rfc3339(), |_| false, Instance))
+        Ok(watch_row(
+            pool,
+            InstanceKey(id),
+            |r: &InstanceRow| r.updated_at.to_rfc3339(),
+            |_| false,
+            Instance,
+        ))
     }
 
     /// Kubernetes events of the instance and its pods: the recent events first, then each new one.
@@ -108,13 +120,20 @@ impl SubscriptionRoot {
         let pool = ctx.data_unchecked::<DbPool>().clone();
         let id = ids::decode(Kind::Instance, &instance_id, "instanceId")?;
         require(&pool, InstanceKey(id), "instance").await?;
-        let rows = watch_row(pool, InstanceKey(id), |r: &InstanceRow| r.events.to_string(), |_| false, |r| r);
+        let rows = watch_row(
+            pool,
+            InstanceKey(id),
+            |r: &InstanceRow| r.events.to_string(),
+            |_| false,
+            |r| r,
+        );
         let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         Ok(rows.flat_map(move |row| {
             let fresh: Vec<async_graphql::Result<InstanceEvent>> = match row {
                 Err(e) => vec![Err(e)],
                 Ok(row) => {
-                    let events: Vec<serde_json::Value> = serde_json::from_value(row.events).unwrap_or_default();
+                    let events: Vec<serde_json::Value> =
+                        serde_json::from_value(row.events).unwrap_or_default();
                     events
                         .into_iter()
                         .filter(|e| seen.insert(e.to_string()))
@@ -174,6 +193,12 @@ impl SubscriptionRoot {
         let pool = ctx.data_unchecked::<DbPool>().clone();
         let id = ids::decode(Kind::Registry, &registry_id, "registryId")?;
         require(&pool, RegistryKey(id), "registry").await?;
-        Ok(watch_row(pool, RegistryKey(id), |r: &RegistryRow| r.updated_at.to_rfc3339(), |_| false, Registry))
+        Ok(watch_row(
+            pool,
+            RegistryKey(id),
+            |r: &RegistryRow| r.updated_at.to_rfc3339(),
+            |_| false,
+            Registry,
+        ))
     }
 }

@@ -14,11 +14,17 @@ use crate::graphql::pagination::{Page, PageArgs, TotalCount, build_page};
 use crate::ids::{self, Kind};
 
 fn name_key(name: &str, id: uuid::Uuid) -> SortKey {
-    SortKey { value: name.to_string(), id }
+    SortKey {
+        value: name.to_string(),
+        id,
+    }
 }
 
 fn time_key(at: DateTime<Utc>, id: uuid::Uuid) -> SortKey {
-    SortKey { value: at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true), id }
+    SortKey {
+        value: at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        id,
+    }
 }
 
 /// A ToolHive registry: a source of MCP server definitions that the gateway syncs.
@@ -33,6 +39,7 @@ pub struct RegistryAuthSummary {
     pub configured: bool,
 }
 
+/// A ToolHive registry: a source of MCP server definitions that the gateway syncs.
 #[Object]
 impl Registry {
     /// Global identifier.
@@ -95,9 +102,20 @@ impl Registry {
     async fn metadata(&self) -> Json<Value> {
         Json(self.0.metadata.clone())
     }
+    /// What the last sync attempt did: mode, format, counts, and the malformed entries it skipped
+    /// with their reasons. Absent before the first sync.
+    async fn last_sync_report(&self) -> Option<crate::sync::SyncReport> {
+        self.0
+            .last_sync_report
+            .as_ref()
+            .and_then(crate::sync::SyncReport::from_json)
+    }
     /// Authentication settings, redacted: the secret itself can never be read back.
     async fn auth_config(&self) -> RegistryAuthSummary {
-        RegistryAuthSummary { kind: self.0.auth_kind, configured: self.0.auth_config.is_some() }
+        RegistryAuthSummary {
+            kind: self.0.auth_kind,
+            configured: self.0.auth_config.is_some(),
+        }
     }
     /// The registry's servers, ordered by name.
     #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
@@ -108,8 +126,15 @@ impl Registry {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Server>> {
         let args = PageArgs::parse(first, after)?;
-        let key = ServersOfRegistry { registry_id: self.0.id, page: args.child_page() };
-        let rows = RequestCtx::of(ctx).loader.load_one(key).await?.unwrap_or_default();
+        let key = ServersOfRegistry {
+            registry_id: self.0.id,
+            page: args.child_page(),
+        };
+        let rows = RequestCtx::of(ctx)
+            .loader
+            .load_one(key)
+            .await?
+            .unwrap_or_default();
         Ok(build_page(
             &args,
             rows,
@@ -123,6 +148,7 @@ impl Registry {
 /// An MCP server definition listed by a registry.
 pub struct Server(pub ServerRow);
 
+/// An MCP server definition listed by a registry.
 #[Object]
 impl Server {
     /// Global identifier. Stable across syncs of the same registry entry.
@@ -158,7 +184,9 @@ impl Server {
     async fn version(&self) -> Option<&str> {
         self.0.version.as_deref()
     }
-    /// Container image reference; absent for remote servers.
+    /// Container image reference; absent for remote servers. For npm, PyPI and NuGet packages it
+    /// is a ToolHive protocol scheme (`npx://`, `uvx://`, `dnx://`) whose image is built at deploy
+    /// time (see `deploymentRequirements.package`).
     async fn image(&self) -> Option<&str> {
         self.0.image.as_deref()
     }
@@ -224,8 +252,15 @@ impl Server {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Instance>> {
         let args = PageArgs::parse(first, after)?;
-        let key = InstancesOfServer { server_id: self.0.id, page: args.child_page() };
-        let rows = RequestCtx::of(ctx).loader.load_one(key).await?.unwrap_or_default();
+        let key = InstancesOfServer {
+            server_id: self.0.id,
+            page: args.child_page(),
+        };
+        let rows = RequestCtx::of(ctx)
+            .loader
+            .load_one(key)
+            .await?
+            .unwrap_or_default();
         Ok(build_page(
             &args,
             rows,
@@ -293,6 +328,7 @@ pub struct InstanceLogs {
 /// A deployed server running in a Kubernetes cluster.
 pub struct Instance(pub InstanceRow);
 
+/// A deployed server running in a Kubernetes cluster.
 #[Object]
 impl Instance {
     /// Global identifier.
@@ -335,7 +371,11 @@ impl Instance {
     }
     /// Replica counts as Kubernetes reports them.
     async fn replicas(&self) -> Replicas {
-        Replicas { desired: self.0.replicas_desired, current: self.0.replicas_current, ready: self.0.replicas_ready }
+        Replicas {
+            desired: self.0.replicas_desired,
+            current: self.0.replicas_current,
+            ready: self.0.replicas_ready,
+        }
     }
     /// When the instance was first deployed.
     async fn deployed_at(&self) -> Option<DateTime<Utc>> {
@@ -363,7 +403,10 @@ impl Instance {
     }
     /// The latest Warning event, if any.
     async fn last_warning(&self) -> Option<InstanceEvent> {
-        self.0.last_warning.clone().and_then(|v| serde_json::from_value(v).ok())
+        self.0
+            .last_warning
+            .clone()
+            .and_then(|v| serde_json::from_value(v).ok())
     }
     /// Pod logs of the instance.
     async fn logs(
@@ -373,10 +416,16 @@ impl Instance {
         #[graphql(desc = "Container name, when the pod has several.")] container: Option<String>,
     ) -> AppResult<InstanceLogs> {
         if tail_lines.is_some_and(|n| n < 0) {
-            return Err(AppError::bad_input("tailLines", "tailLines must not be negative"));
+            return Err(AppError::bad_input(
+                "tailLines",
+                "tailLines must not be negative",
+            ));
         }
         if since_seconds.is_some_and(|n| n <= 0) {
-            return Err(AppError::bad_input("sinceSeconds", "sinceSeconds must be positive"));
+            return Err(AppError::bad_input(
+                "sinceSeconds",
+                "sinceSeconds must be positive",
+            ));
         }
         Ok(InstanceLogs {
             available: false,
@@ -403,8 +452,15 @@ impl Instance {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Deployment>> {
         let args = PageArgs::parse(first, after)?;
-        let key = DeploymentsOfInstance { instance_id: self.0.id, page: args.child_page() };
-        let rows = RequestCtx::of(ctx).loader.load_one(key).await?.unwrap_or_default();
+        let key = DeploymentsOfInstance {
+            instance_id: self.0.id,
+            page: args.child_page(),
+        };
+        let rows = RequestCtx::of(ctx)
+            .loader
+            .load_one(key)
+            .await?
+            .unwrap_or_default();
         Ok(build_page(
             &args,
             rows,
@@ -432,8 +488,17 @@ impl Instance {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<MonitoringMetrics>> {
         let args = PageArgs::parse(first, after)?;
-        let key = MetricsOfInstance { instance_id: self.0.id, since, until, page: args.child_page() };
-        let rows = RequestCtx::of(ctx).loader.load_one(key).await?.unwrap_or_default();
+        let key = MetricsOfInstance {
+            instance_id: self.0.id,
+            since,
+            until,
+            page: args.child_page(),
+        };
+        let rows = RequestCtx::of(ctx)
+            .loader
+            .load_one(key)
+            .await?
+            .unwrap_or_default();
         Ok(build_page(
             &args,
             rows,
@@ -481,6 +546,7 @@ pub struct DeploymentErrorDetail {
 /// A deployment operation: one deploy, scale, restart, rollback or delete of an instance.
 pub struct Deployment(pub DeploymentRow);
 
+/// A deployment operation: one deploy, scale, restart, rollback or delete of an instance.
 #[Object]
 impl Deployment {
     /// Global identifier.
@@ -554,6 +620,7 @@ impl Deployment {
 /// A target Kubernetes cluster.
 pub struct Cluster(pub ClusterRow);
 
+/// A target Kubernetes cluster.
 #[Object]
 impl Cluster {
     /// Global identifier.
@@ -622,8 +689,15 @@ impl Cluster {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Instance>> {
         let args = PageArgs::parse(first, after)?;
-        let key = InstancesOfCluster { cluster_id: self.0.id, page: args.child_page() };
-        let rows = RequestCtx::of(ctx).loader.load_one(key).await?.unwrap_or_default();
+        let key = InstancesOfCluster {
+            cluster_id: self.0.id,
+            page: args.child_page(),
+        };
+        let rows = RequestCtx::of(ctx)
+            .loader
+            .load_one(key)
+            .await?
+            .unwrap_or_default();
         Ok(build_page(
             &args,
             rows,
@@ -637,6 +711,7 @@ impl Cluster {
 /// One monitoring sample of an instance.
 pub struct MonitoringMetrics(pub MetricsRow);
 
+/// One monitoring sample of an instance.
 #[Object]
 impl MonitoringMetrics {
     /// The instance measured.
@@ -686,4 +761,3 @@ impl MonitoringMetrics {
         Json(self.0.health_checks.clone())
     }
 }
-

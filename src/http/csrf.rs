@@ -12,21 +12,37 @@ use crate::state::AppState;
 
 /// Headers whose presence proves the request passed a CORS preflight (browsers cannot add them to
 /// simple requests).
-pub const PREFLIGHT_HEADERS: &[&str] = &["x-hivegraph-csrf", "apollo-require-preflight", "x-apollo-operation-name"];
+pub const PREFLIGHT_HEADERS: &[&str] = &[
+    "x-hivegraph-csrf",
+    "apollo-require-preflight",
+    "x-apollo-operation-name",
+];
 
 /// Content types a GraphQL POST may use.
-const ALLOWED_TYPES: &[&str] = &["application/json", "application/graphql-response+json", "application/graphql"];
+const ALLOWED_TYPES: &[&str] = &[
+    "application/json",
+    "application/graphql-response+json",
+    "application/graphql",
+];
 
 fn has_preflight_header(req: &Request) -> bool {
-    PREFLIGHT_HEADERS
-        .iter()
-        .any(|h| req.headers().get(*h).is_some_and(|v| !v.as_bytes().is_empty()))
+    PREFLIGHT_HEADERS.iter().any(|h| {
+        req.headers()
+            .get(*h)
+            .is_some_and(|v| !v.as_bytes().is_empty())
+    })
 }
 
 /// The media type of a request, lower-cased, without parameters.
 fn media_type(req: &Request) -> Option<String> {
     let raw = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+    Some(
+        raw.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 /// Middleware refusing CSRF-prone POSTs with 415 (or 400 when the content type is missing).
@@ -52,6 +68,12 @@ pub fn refuse(status: StatusCode, message: &str) -> Response {
 
 /// A GraphQL-shaped error response with an explicit code.
 pub fn refuse_with_code(status: StatusCode, message: &str, code: &str) -> Response {
-    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
-    (status, [(header::CONTENT_TYPE, "application/json")], Body::from(body.to_string())).into_response()
+    let body =
+        serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(body.to_string()),
+    )
+        .into_response()
 }

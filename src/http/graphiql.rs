@@ -17,13 +17,13 @@ mod embedded {
 }
 
 /// Path prefix under which [`router`] serves the assets.
-pub const ASSETS_PREFIX: &str = "/graphiql/assets/";
+const ASSETS_PREFIX: &str = "/graphiql/assets/";
 
 /// Content-Security-Policy of the page: scripts, styles, fonts and fetch/WebSocket connections
 /// only from the gateway's own origin (`'self'` also covers `ws:`/`wss:` to the same host).
 /// GraphiQL's fonts and icons are `data:` URLs inside its stylesheet; `'unsafe-inline'` for
 /// styles is needed by the dialogs' scroll lock, which injects a `<style>` element.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; \
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; \
      script-src 'self'; \
      style-src 'self' 'unsafe-inline'; \
      font-src 'self' data:; \
@@ -38,7 +38,7 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// Routes serving the embedded assets at `/graphiql/assets/{file}`.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new().route("/graphiql/assets/{file}", get(asset))
+    Router::new().route(&format!("{ASSETS_PREFIX}{{file}}"), get(asset))
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
@@ -133,7 +133,10 @@ fn render<'a>(template: &str, value: impl Fn(&str) -> Option<&'a str>) -> String
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        match after.find("}}").and_then(|end| Some((end, value(&after[..end])?))) {
+        match after
+            .find("}}")
+            .and_then(|end| Some((end, value(&after[..end])?)))
+        {
             Some((end, v)) => {
                 escape_html(v, &mut out);
                 rest = &after[end + 2..];
@@ -180,7 +183,7 @@ mod tests {
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
-    fn header<'r>(response: &'r Response, name: header::HeaderName) -> &'r str {
+    fn header(response: &Response, name: header::HeaderName) -> &str {
         response
             .headers()
             .get(name)
@@ -274,13 +277,15 @@ mod tests {
             eprintln!("GraphiQL assets not embedded: asset checks skipped");
             return;
         }
+        const JS: &str = "text/javascript; charset=utf-8";
+        const CSS: &str = "text/css; charset=utf-8";
         for (logical, content_type, marker) in [
-            ("graphiql.min.js", "text/javascript; charset=utf-8", "GraphiQL"),
-            ("react.production.min.js", "text/javascript; charset=utf-8", "react"),
-            ("react-dom.production.min.js", "text/javascript; charset=utf-8", "react-dom"),
-            ("init.js", "text/javascript; charset=utf-8", "createFetcher"),
-            ("graphiql.min.css", "text/css; charset=utf-8", ".graphiql-container"),
-            ("page.css", "text/css; charset=utf-8", "#graphiql"),
+            ("graphiql.min.js", JS, "GraphiQL"),
+            ("react.production.min.js", JS, "react"),
+            ("react-dom.production.min.js", JS, "react-dom"),
+            ("init.js", JS, "createFetcher"),
+            ("graphiql.min.css", CSS, ".graphiql-container"),
+            ("page.css", CSS, "#graphiql"),
         ] {
             let response = get(&asset_url(logical)).await;
             assert_eq!(response.status(), StatusCode::OK, "{logical}");

@@ -5,7 +5,10 @@ use std::time::Instant;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, BatchResponse, Data};
-use async_graphql_axum::{GraphQLBatchRequest, rejection::GraphQLRejection, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{
+    GraphQLBatchRequest, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket,
+    rejection::GraphQLRejection,
+};
 use axum::extract::{FromRequest, FromRequestParts, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -27,13 +30,22 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-fn operation_kind(query: &str, operation_name: Option<&str>) -> Option<OperationType> {
+/// The type and name of the operation a request selects.
+fn operation_of(
+    query: &str,
+    operation_name: Option<&str>,
+) -> Option<(OperationType, Option<String>)> {
     let doc = async_graphql::parser::parse_query(query).ok()?;
     let mut ops = doc.operations.iter();
-    match operation_name {
-        Some(name) => ops.find(|(n, _)| n.map(|n| n.as_str()) == Some(name)).map(|(_, op)| op.node.ty),
-        None => ops.next().map(|(_, op)| op.node.ty),
-    }
+    let (name, op) = match operation_name {
+        Some(wanted) => ops.find(|(n, _)| n.map(|n| n.as_str()) == Some(wanted))?,
+        None => ops.next()?,
+    };
+    Some((op.node.ty, name.map(|n| n.to_string())))
+}
+
+fn operation_kind(query: &str, operation_name: Option<&str>) -> Option<OperationType> {
+    operation_of(query, operation_name).map(|(ty, _)| ty)
 }
 
 fn kind_label(kind: Option<OperationType>) -> &'static str {
@@ -56,7 +68,10 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
         state.metrics.reject("batch_too_large");
         return refuse(
             StatusCode::BAD_REQUEST,
-            &format!("a batch may hold 1 to {} operations; this one holds {n}", limits.max_batch),
+            &format!(
+                "a batch may hold 1 to {} operations; this one holds {n}",
+                limits.max_batch
+            ),
         );
     }
     let request_id = request_id(headers);
@@ -64,15 +79,21 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
         .get(DEBUG_HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|p| p.trim() == "sql"));
-    let rc = RequestCtx::new(state.services.pool.clone(), request_id.clone(), "local".into());
+    let rc = RequestCtx::new(
+        state.services.pool.clone(),
+        request_id.clone(),
+        "local".into(),
+    );
     let stats = rc.stats();
     let labels: Vec<(String, &'static str)> = batch
         .iter()
         .map(|r| {
-            (
-                r.operation_name.clone().unwrap_or_else(|| "anonymous".into()),
-                kind_label(operation_kind(&r.query, r.operation_name.as_deref())),
-            )
+            let op = operation_of(&r.query, r.operation_name.as_deref());
+            let name = op
+                .as_ref()
+                .and_then(|(_, n)| n.clone())
+                .unwrap_or_else(|| "anonymous".into());
+            (name, kind_label(op.map(|(ty, _)| ty)))
         })
         .collect();
     let batch = batch.data(std::sync::Arc::new(rc));
@@ -89,13 +110,21 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
         Err(_) => {
             state.metrics.reject("timeout");
             for (operation, kind) in labels {
-                state
-                    .metrics
-                    .observe(OperationLabels { operation, kind: kind.into(), outcome: "timeout".into() }, elapsed);
+                state.metrics.observe(
+                    OperationLabels {
+                        operation,
+                        kind: kind.into(),
+                        outcome: "timeout".into(),
+                    },
+                    elapsed,
+                );
             }
             return refuse_with_code(
                 StatusCode::GATEWAY_TIMEOUT,
-                &format!("the request did not finish within {} ms", limits.request_timeout_ms),
+                &format!(
+                    "the request did not finish within {} ms",
+                    limits.request_timeout_ms
+                ),
                 "TIMEOUT",
             );
         }
@@ -106,7 +135,14 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
     };
     for ((operation, kind), ok) in labels.into_iter().zip(outcomes) {
         let outcome = if ok { "ok" } else { "error" };
-        state.metrics.observe(OperationLabels { operation, kind: kind.into(), outcome: outcome.into() }, elapsed);
+        state.metrics.observe(
+            OperationLabels {
+                operation,
+                kind: kind.into(),
+                outcome: outcome.into(),
+            },
+            elapsed,
+        );
     }
     if debug_sql {
         let count = async_graphql::Value::from(stats.statements());
@@ -137,9 +173,15 @@ pub async fn post_graphql(State(state): State<AppState>, req: Request) -> Respon
             let text = rejection.0.to_string();
             if text.contains("length limit") || text.contains("too large") {
                 state.metrics.reject("body_too_large");
-                return refuse(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large");
+                return refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the request body is too large",
+                );
             }
-            return refuse(StatusCode::BAD_REQUEST, "the request body is not a valid GraphQL request");
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "the request body is not a valid GraphQL request",
+            );
         }
     };
     execute(&state, &headers, batch).await
@@ -156,7 +198,10 @@ pub async fn get_graphql(State(state): State<AppState>, req: Request) -> Respons
     if is_upgrade {
         return websocket(state, req).await;
     }
-    let has_query = req.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("query=")));
+    let has_query = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p.starts_with("query=")));
     let wants_html = req
         .headers()
         .get(header::ACCEPT)
@@ -166,12 +211,20 @@ pub async fn get_graphql(State(state): State<AppState>, req: Request) -> Respons
         if wants_html && state.services.config.serve.mode == crate::config::Mode::Dev {
             return graphiql_page();
         }
-        return refuse(StatusCode::BAD_REQUEST, "GET /graphql needs a ?query= parameter");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "GET /graphql needs a ?query= parameter",
+        );
     }
     let headers = req.headers().clone();
     let batch = match GraphQLBatchRequest::<GraphQLRejection>::from_request(req, &()).await {
         Ok(b) => b.into_inner(),
-        Err(_) => return refuse(StatusCode::BAD_REQUEST, "the query string is not a valid GraphQL request"),
+        Err(_) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "the query string is not a valid GraphQL request",
+            );
+        }
     };
     for r in batch.iter() {
         if operation_kind(&r.query, r.operation_name.as_deref()) != Some(OperationType::Query) {
@@ -194,7 +247,9 @@ async fn websocket(state: AppState, req: Request) -> Response {
     let (mut parts, _body) = req.into_parts();
     let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &()).await {
         Ok(p) => p,
-        Err(_) => return (StatusCode::BAD_REQUEST, "unsupported websocket subprotocol").into_response(),
+        Err(_) => {
+            return (StatusCode::BAD_REQUEST, "unsupported websocket subprotocol").into_response();
+        }
     };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,

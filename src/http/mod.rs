@@ -1,6 +1,7 @@
 //! The HTTP surface: GraphQL over HTTP and websockets, GraphiQL, health, metrics and the SDL.
 
 mod csrf;
+mod graphiql;
 mod graphql;
 mod ops;
 
@@ -14,11 +15,18 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let max_body = state.services.config.serve.limits.max_body_bytes;
     let graphql_routes = Router::new()
-        .route("/graphql", get(graphql::get_graphql).post(graphql::post_graphql))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), csrf::guard))
+        .route(
+            "/graphql",
+            get(graphql::get_graphql).post(graphql::post_graphql),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            csrf::guard,
+        ))
         .layer(RequestBodyLimitLayer::new(max_body));
     Router::new()
         .merge(graphql_routes)
+        .merge(graphiql::router())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -28,10 +36,5 @@ pub fn router(state: AppState) -> Router {
 
 /// The GraphiQL page. Its assets are served by the gateway itself, so it works offline.
 pub fn graphiql_page(endpoint: &str, subscription_endpoint: &str) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let html = async_graphql::http::GraphiQLSource::build()
-        .endpoint(endpoint)
-        .subscription_endpoint(subscription_endpoint)
-        .finish();
-    axum::response::Html(html).into_response()
+    graphiql::page(endpoint, subscription_endpoint)
 }

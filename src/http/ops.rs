@@ -19,7 +19,9 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let check = async move {
         use diesel_async::SimpleAsyncConnection;
         let mut conn = pool.get().await.map_err(|_| "database unreachable")?;
-        conn.batch_execute("SELECT 1").await.map_err(|_| "database unreachable")?;
+        conn.batch_execute("SELECT 1")
+            .await
+            .map_err(|_| "database unreachable")?;
         drop(conn);
         if !crate::db::migrations_current(&pool).await {
             return Err("migrations not applied");
@@ -28,20 +30,32 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     match tokio::time::timeout(Duration::from_secs(2), check).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n".to_string()),
-        Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: database check timed out\n".to_string()),
+        Ok(Err(why)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: database check timed out\n".to_string(),
+        ),
     }
 }
 
 /// Prometheus metrics.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }
 
 /// The SDL.
 pub async fn schema_sdl(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], state.schema.sdl())
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        state.schema.sdl(),
+    )
 }

@@ -23,7 +23,10 @@ pub enum RegistryAuth {
     /// `Authorization: Bearer <token>`.
     Bearer(SecretString),
     /// HTTP basic authentication.
-    Basic { username: String, password: SecretString },
+    Basic {
+        username: String,
+        password: SecretString,
+    },
     /// A custom header.
     Header { name: String, value: SecretString },
 }
@@ -60,13 +63,17 @@ impl RegistryAuth {
     /// Serialises for sealing. The returned buffer holds the secret: seal it at once.
     pub fn to_plaintext(&self) -> secrecy::SecretBox<Vec<u8>> {
         let stored = match self {
-            RegistryAuth::Bearer(t) => StoredAuth::Bearer { token: t.expose_secret().to_string() },
-            RegistryAuth::Basic { username, password } => {
-                StoredAuth::Basic { username: username.clone(), password: password.expose_secret().to_string() }
-            }
-            RegistryAuth::Header { name, value } => {
-                StoredAuth::Header { name: name.clone(), value: value.expose_secret().to_string() }
-            }
+            RegistryAuth::Bearer(t) => StoredAuth::Bearer {
+                token: t.expose_secret().to_string(),
+            },
+            RegistryAuth::Basic { username, password } => StoredAuth::Basic {
+                username: username.clone(),
+                password: password.expose_secret().to_string(),
+            },
+            RegistryAuth::Header { name, value } => StoredAuth::Header {
+                name: name.clone(),
+                value: value.expose_secret().to_string(),
+            },
         };
         secrecy::SecretBox::new(Box::new(serde_json::to_vec(&stored).expect("serialisable")))
     }
@@ -75,8 +82,14 @@ impl RegistryAuth {
     pub fn from_plaintext(bytes: &[u8]) -> Option<Self> {
         Some(match serde_json::from_slice::<StoredAuth>(bytes).ok()? {
             StoredAuth::Bearer { token } => RegistryAuth::Bearer(token.into()),
-            StoredAuth::Basic { username, password } => RegistryAuth::Basic { username, password: password.into() },
-            StoredAuth::Header { name, value } => RegistryAuth::Header { name, value: value.into() },
+            StoredAuth::Basic { username, password } => RegistryAuth::Basic {
+                username,
+                password: password.into(),
+            },
+            StoredAuth::Header { name, value } => RegistryAuth::Header {
+                name,
+                value: value.into(),
+            },
         })
     }
 }
@@ -93,7 +106,13 @@ pub struct AuthInput {
 
 /// Headers a custom auth header may not replace.
 const RESERVED_HEADERS: &[&str] = &[
-    "host", "content-length", "content-type", "transfer-encoding", "connection", "accept-encoding", "cookie",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "accept-encoding",
+    "cookie",
 ];
 
 /// Checks that exactly one authentication method is given, completely.
@@ -114,42 +133,76 @@ pub fn validate_auth(input: AuthInput) -> AppResult<RegistryAuth> {
     if bearer {
         let token = input.bearer_token.unwrap_or_default();
         if !no_control(&token) || token.len() > 8192 {
-            return Err(AppError::bad_input("authConfig.bearerToken", "the token contains control characters or is too long"));
+            return Err(AppError::bad_input(
+                "authConfig.bearerToken",
+                "the token contains control characters or is too long",
+            ));
         }
         return Ok(RegistryAuth::Bearer(token.into()));
     }
     if basic {
         let (Some(username), Some(password)) = (input.username, input.password) else {
-            return Err(AppError::bad_input(field, "basic authentication needs both username and password"));
+            return Err(AppError::bad_input(
+                field,
+                "basic authentication needs both username and password",
+            ));
         };
         if username.is_empty() || username.contains(':') || !no_control(&username) {
-            return Err(AppError::bad_input("authConfig.username", "the username must be non-empty and contain no ':' or control characters"));
+            return Err(AppError::bad_input(
+                "authConfig.username",
+                "the username must be non-empty and contain no ':' or control characters",
+            ));
         }
         if !no_control(&password) {
-            return Err(AppError::bad_input("authConfig.password", "the password contains control characters"));
+            return Err(AppError::bad_input(
+                "authConfig.password",
+                "the password contains control characters",
+            ));
         }
-        return Ok(RegistryAuth::Basic { username, password: password.into() });
+        return Ok(RegistryAuth::Basic {
+            username,
+            password: password.into(),
+        });
     }
     let (Some(name), Some(value)) = (input.header_name, input.header_value) else {
-        return Err(AppError::bad_input(field, "a custom header needs both headerName and headerValue"));
+        return Err(AppError::bad_input(
+            field,
+            "a custom header needs both headerName and headerValue",
+        ));
     };
     let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if name.is_empty() || !name.chars().all(token_char) || RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(AppError::bad_input("authConfig.headerName", "not a valid or allowed HTTP header name"));
+    if name.is_empty()
+        || !name.chars().all(token_char)
+        || RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+    {
+        return Err(AppError::bad_input(
+            "authConfig.headerName",
+            "not a valid or allowed HTTP header name",
+        ));
     }
     if value.is_empty() || !no_control(&value) {
-        return Err(AppError::bad_input("authConfig.headerValue", "the header value must be non-empty with no control characters"));
+        return Err(AppError::bad_input(
+            "authConfig.headerValue",
+            "the header value must be non-empty with no control characters",
+        ));
     }
-    Ok(RegistryAuth::Header { name, value: value.into() })
+    Ok(RegistryAuth::Header {
+        name,
+        value: value.into(),
+    })
 }
 
 /// Checks a registry name: 1 to 64 letters, digits and hyphens.
 pub fn validate_name(name: &str) -> AppResult<()> {
-    let ok = (1..=64).contains(&name.chars().count()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let ok = (1..=64).contains(&name.chars().count())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     if ok {
         Ok(())
     } else {
-        Err(AppError::bad_input("name", "the name must be 1 to 64 characters: letters, digits and hyphens"))
+        Err(AppError::bad_input(
+            "name",
+            "the name must be 1 to 64 characters: letters, digits and hyphens",
+        ))
     }
 }
 
@@ -158,16 +211,23 @@ pub fn validate_name(name: &str) -> AppResult<()> {
 pub fn validate_url(raw: &str, allow_file: bool) -> AppResult<String> {
     let field = "url";
     if raw.chars().count() > MAX_URL_CHARS {
-        return Err(AppError::bad_input(field, format!("the URL is longer than {MAX_URL_CHARS} characters")));
+        return Err(AppError::bad_input(
+            field,
+            format!("the URL is longer than {MAX_URL_CHARS} characters"),
+        ));
     }
-    let url = url::Url::parse(raw.trim()).map_err(|e| AppError::bad_input(field, format!("not a valid URL: {e}")))?;
+    let url = url::Url::parse(raw.trim())
+        .map_err(|e| AppError::bad_input(field, format!("not a valid URL: {e}")))?;
     match url.scheme() {
         "http" | "https" => {
             if url.host_str().is_none_or(str::is_empty) {
                 return Err(AppError::bad_input(field, "the URL needs a host"));
             }
             if !url.username().is_empty() || url.password().is_some() {
-                return Err(AppError::bad_input(field, "the URL must not contain credentials; put them in authConfig"));
+                return Err(AppError::bad_input(
+                    field,
+                    "the URL must not contain credentials; put them in authConfig",
+                ));
             }
         }
         "file" if allow_file => {
@@ -181,7 +241,12 @@ pub fn validate_url(raw: &str, allow_file: bool) -> AppResult<String> {
                 "file:// registries are disabled on this gateway (set HIVEGRAPH_ALLOW_FILE_REGISTRIES=true to allow them)",
             ));
         }
-        other => return Err(AppError::bad_input(field, format!("unsupported scheme {other:?}: use http or https"))),
+        other => {
+            return Err(AppError::bad_input(
+                field,
+                format!("unsupported scheme {other:?}: use http or https"),
+            ));
+        }
     }
     Ok(url.to_string())
 }
@@ -204,17 +269,30 @@ pub fn validate_interval(seconds: i32) -> AppResult<i32> {
     if (lo..=hi).contains(&seconds) {
         Ok(seconds)
     } else {
-        Err(AppError::bad_input("syncIntervalSeconds", format!("the sync interval must be between {lo} and {hi} seconds")))
+        Err(AppError::bad_input(
+            "syncIntervalSeconds",
+            format!("the sync interval must be between {lo} and {hi} seconds"),
+        ))
     }
 }
 
 /// Checks metadata: a JSON object of bounded size.
 pub fn validate_metadata(v: Value) -> AppResult<Value> {
     if !v.is_object() {
-        return Err(AppError::bad_input("metadata", "metadata must be a JSON object"));
+        return Err(AppError::bad_input(
+            "metadata",
+            "metadata must be a JSON object",
+        ));
     }
-    if serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(usize::MAX) > MAX_METADATA_BYTES {
-        return Err(AppError::bad_input("metadata", "metadata is larger than 64 KiB"));
+    if serde_json::to_vec(&v)
+        .map(|b| b.len())
+        .unwrap_or(usize::MAX)
+        > MAX_METADATA_BYTES
+    {
+        return Err(AppError::bad_input(
+            "metadata",
+            "metadata is larger than 64 KiB",
+        ));
     }
     Ok(v)
 }
@@ -252,7 +330,14 @@ mod tests {
     fn names() {
         assert!(validate_name("toolhive-main").is_ok());
         assert!(validate_name(&"a".repeat(64)).is_ok());
-        for bad in ["", "has space", "dots.not.ok", "under_score", &"a".repeat(65), "ünïcode"] {
+        for bad in [
+            "",
+            "has space",
+            "dots.not.ok",
+            "under_score",
+            &"a".repeat(65),
+            "ünïcode",
+        ] {
             let e = validate_name(bad).unwrap_err();
             assert_eq!(e.code(), "BAD_USER_INPUT", "{bad}");
         }
@@ -263,22 +348,47 @@ mod tests {
         assert!(validate_url("https://example.com/registry.json", false).is_ok());
         assert!(validate_url("http://127.0.0.1:8080/x", false).is_ok());
         assert!(validate_url("file:///tmp/registry.json", true).is_ok());
-        for bad in ["ftp://example.com/x", "file:///tmp/x.json", "not a url", "https://user:pw@example.com/", "javascript:alert(1)"] {
+        for bad in [
+            "ftp://example.com/x",
+            "file:///tmp/x.json",
+            "not a url",
+            "https://user:pw@example.com/",
+            "javascript:alert(1)",
+        ] {
             assert!(validate_url(bad, false).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn auth_needs_exactly_one_complete_method() {
-        let bearer = AuthInput { bearer_token: Some("t".into()), ..Default::default() };
+        let bearer = AuthInput {
+            bearer_token: Some("t".into()),
+            ..Default::default()
+        };
         assert!(matches!(validate_auth(bearer), Ok(RegistryAuth::Bearer(_))));
-        let two = AuthInput { bearer_token: Some("t".into()), username: Some("u".into()), password: Some("p".into()), ..Default::default() };
+        let two = AuthInput {
+            bearer_token: Some("t".into()),
+            username: Some("u".into()),
+            password: Some("p".into()),
+            ..Default::default()
+        };
         assert!(validate_auth(two).is_err());
-        let half = AuthInput { username: Some("u".into()), ..Default::default() };
+        let half = AuthInput {
+            username: Some("u".into()),
+            ..Default::default()
+        };
         assert!(validate_auth(half).is_err());
-        let host = AuthInput { header_name: Some("Host".into()), header_value: Some("x".into()), ..Default::default() };
+        let host = AuthInput {
+            header_name: Some("Host".into()),
+            header_value: Some("x".into()),
+            ..Default::default()
+        };
         assert!(validate_auth(host).is_err());
-        let ok = AuthInput { header_name: Some("X-Api-Key".into()), header_value: Some("v".into()), ..Default::default() };
+        let ok = AuthInput {
+            header_name: Some("X-Api-Key".into()),
+            header_value: Some("v".into()),
+            ..Default::default()
+        };
         let auth = validate_auth(ok).unwrap();
         assert_eq!(format!("{auth:?}"), "Header(<redacted>)");
         let round = RegistryAuth::from_plaintext(auth.to_plaintext().expose_secret()).unwrap();

@@ -34,7 +34,11 @@ fn seal(keys: &Keyring, id: Uuid, auth: &RegistryAuth) -> serde_json::Value {
     use secrecy::ExposeSecret;
     let sealed = keys.seal(
         auth.to_plaintext().expose_secret(),
-        Binding { table: "registries", row: id, column: "auth_config" },
+        Binding {
+            table: "registries",
+            row: id,
+            column: "auth_config",
+        },
     );
     serde_json::to_value(sealed).expect("serialisable")
 }
@@ -42,12 +46,27 @@ fn seal(keys: &Keyring, id: Uuid, auth: &RegistryAuth) -> serde_json::Value {
 /// Opens a registry's stored credentials.
 pub fn open_auth(keys: &Keyring, row: &RegistryRow) -> AppResult<Option<RegistryAuth>> {
     use secrecy::ExposeSecret;
-    let Some(raw) = &row.auth_config else { return Ok(None) };
-    let sealed: crate::secrets::Sealed = serde_json::from_value(raw.clone())
-        .map_err(|_| AppError::Internal(std::sync::Arc::new(anyhow::anyhow!("registry {}: malformed sealed auth_config", row.id))))?;
+    let Some(raw) = &row.auth_config else {
+        return Ok(None);
+    };
+    let sealed: crate::secrets::Sealed = serde_json::from_value(raw.clone()).map_err(|_| {
+        AppError::Internal(std::sync::Arc::new(anyhow::anyhow!(
+            "registry {}: malformed sealed auth_config",
+            row.id
+        )))
+    })?;
     let plain = keys
-        .open(&sealed, Binding { table: "registries", row: row.id, column: "auth_config" })
-        .map_err(|e| AppError::Unavailable(format!("the registry's credentials cannot be opened: {e}")))?;
+        .open(
+            &sealed,
+            Binding {
+                table: "registries",
+                row: row.id,
+                column: "auth_config",
+            },
+        )
+        .map_err(|e| {
+            AppError::Unavailable(format!("the registry's credentials cannot be opened: {e}"))
+        })?;
     Ok(RegistryAuth::from_plaintext(plain.expose_secret()))
 }
 
@@ -62,9 +81,17 @@ fn map_unique(e: DieselError) -> AppError {
     }
 }
 
-async fn name_taken(conn: &mut AsyncPgConnection, name: &str, except: Option<Uuid>) -> Result<bool, DieselError> {
+async fn name_taken(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    except: Option<Uuid>,
+) -> Result<bool, DieselError> {
     let mut q = registries::table
-        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("lower(name) = lower(").bind::<diesel::sql_types::Text, _>(name.to_string()).sql(")"))
+        .filter(
+            diesel::dsl::sql::<diesel::sql_types::Bool>("lower(name) = lower(")
+                .bind::<diesel::sql_types::Text, _>(name.to_string())
+                .sql(")"),
+        )
         .select(registries::id)
         .into_boxed();
     if let Some(id) = except {
@@ -80,7 +107,12 @@ async fn take_conn(pool: &DbPool) -> AppResult<dataloaders::DbConn> {
 }
 
 /// Creates a registry in status INACTIVE.
-pub async fn create(pool: &DbPool, keys: &Keyring, actor: &Actor, new: NewRegistry) -> AppResult<RegistryRow> {
+pub async fn create(
+    pool: &DbPool,
+    keys: &Keyring,
+    actor: &Actor,
+    new: NewRegistry,
+) -> AppResult<RegistryRow> {
     let mut pooled = take_conn(pool).await?;
     let conn: &mut AsyncPgConnection = &mut pooled;
     let actor = actor.clone();
@@ -148,17 +180,31 @@ pub async fn update(
             if let Some(name) = &changes.name
                 && name_taken(conn, name, Some(id)).await?
             {
-                return Err(AppError::bad_input("name", "a registry with this name already exists"));
+                return Err(AppError::bad_input(
+                    "name",
+                    "a registry with this name already exists",
+                ));
             }
             let mut changed = Vec::new();
-            let name = changes.name.clone().inspect(|_| changed.push("name")).unwrap_or(current.name.clone());
-            let url = changes.url.clone().inspect(|_| changed.push("url")).unwrap_or(current.url.clone());
+            let name = changes
+                .name
+                .clone()
+                .inspect(|_| changed.push("name"))
+                .unwrap_or(current.name.clone());
+            let url = changes
+                .url
+                .clone()
+                .inspect(|_| changed.push("url"))
+                .unwrap_or(current.url.clone());
             let description = changes
                 .description
                 .clone()
                 .inspect(|_| changed.push("description"))
                 .unwrap_or(current.description.clone());
-            let format = changes.format.inspect(|_| changed.push("format")).unwrap_or(current.format);
+            let format = changes
+                .format
+                .inspect(|_| changed.push("format"))
+                .unwrap_or(current.format);
             let interval = changes
                 .sync_interval_seconds
                 .inspect(|_| changed.push("syncIntervalSeconds"))
@@ -183,7 +229,10 @@ pub async fn update(
             let next_sync_at = if changes.url.is_some() || changes.format.is_some() {
                 Some(Utc::now())
             } else if changes.sync_interval_seconds.is_some() {
-                Some(current.last_sync_at.unwrap_or_else(Utc::now) + chrono::Duration::seconds(interval as i64))
+                Some(
+                    current.last_sync_at.unwrap_or_else(Utc::now)
+                        + chrono::Duration::seconds(interval as i64),
+                )
             } else {
                 current.next_sync_at
             };
@@ -289,18 +338,34 @@ pub async fn transition(
     to: RegistryStatus,
     last_error: Option<String>,
 ) -> AppResult<RegistryRow> {
-    let from: Vec<RegistryStatus> = RegistryStatus::ALL.iter().copied().filter(|s| s.can_transition_to(to)).collect();
-    let updated: Option<RegistryRow> = diesel::update(registries::table.find(id).filter(registries::status.eq_any(from)))
-        .set((registries::status.eq(to), registries::last_error.eq(last_error), registries::updated_at.eq(Utc::now())))
-        .returning(RegistryRow::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?;
+    let from: Vec<RegistryStatus> = RegistryStatus::ALL
+        .iter()
+        .copied()
+        .filter(|s| s.can_transition_to(to))
+        .collect();
+    let updated: Option<RegistryRow> = diesel::update(
+        registries::table
+            .find(id)
+            .filter(registries::status.eq_any(from)),
+    )
+    .set((
+        registries::status.eq(to),
+        registries::last_error.eq(last_error),
+        registries::updated_at.eq(Utc::now()),
+    ))
+    .returning(RegistryRow::as_returning())
+    .get_result(conn)
+    .await
+    .optional()?;
     match updated {
         Some(row) => Ok(row),
         None => {
-            let exists: Option<RegistryStatus> =
-                registries::table.find(id).select(registries::status).first(conn).await.optional()?;
+            let exists: Option<RegistryStatus> = registries::table
+                .find(id)
+                .select(registries::status)
+                .first(conn)
+                .await
+                .optional()?;
             match exists {
                 None => Err(AppError::NotFound("registry")),
                 Some(current) => Err(AppError::Conflict(format!(

@@ -71,21 +71,31 @@ impl TestDb {
         let mut admin = AsyncPgConnection::establish(&admin_url())
             .await
             .expect("connect to PostgreSQL (is it running? see scripts/test)");
-        admin.batch_execute("SELECT pg_advisory_lock(4851)").await.unwrap();
+        admin
+            .batch_execute("SELECT pg_advisory_lock(4851)")
+            .await
+            .unwrap();
         let exists = exists_db(&mut admin, &template).await;
         if !exists {
             admin
                 .batch_execute(&format!("CREATE DATABASE \"{template}\""))
                 .await
                 .expect("create template database");
-            hivegraph::db::run_migrations(&url_for(&template)).await.expect("migrate template");
+            hivegraph::db::run_migrations(&url_for(&template))
+                .await
+                .expect("migrate template");
         }
-        admin.batch_execute("SELECT pg_advisory_unlock(4851)").await.unwrap();
+        admin
+            .batch_execute("SELECT pg_advisory_unlock(4851)")
+            .await
+            .unwrap();
         let name = format!("hg_test_{}", uuid::Uuid::new_v4().simple());
         let mut attempts = 0;
         loop {
             match admin
-                .batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""))
+                .batch_execute(&format!(
+                    "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+                ))
                 .await
             {
                 Ok(()) => break,
@@ -97,12 +107,17 @@ impl TestDb {
                 Err(e) => panic!("clone template: {e}"),
             }
         }
-        TestDb { url: url_for(&name), name }
+        TestDb {
+            url: url_for(&name),
+            name,
+        }
     }
 
     /// A direct connection for arranging and inspecting data.
     pub async fn conn(&self) -> AsyncPgConnection {
-        AsyncPgConnection::establish(&self.url).await.expect("connect to test database")
+        AsyncPgConnection::establish(&self.url)
+            .await
+            .expect("connect to test database")
     }
 
     /// Runs SQL and returns the first column of the first row as text (or None).
@@ -124,7 +139,11 @@ impl TestDb {
 
     /// Counts rows of a table.
     pub async fn count(&self, table: &str) -> i64 {
-        self.scalar(&format!("SELECT count(*) FROM {table}")).await.unwrap().parse().unwrap()
+        self.scalar(&format!("SELECT count(*) FROM {table}"))
+            .await
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 }
 
@@ -173,6 +192,13 @@ impl TestApp {
 
     /// A gateway whose configuration `tweak` may change first.
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let db = TestDb::new().await;
         let mut config = Config::for_tests(&db.url);
         tweak(&mut config);
@@ -183,20 +209,36 @@ impl TestApp {
 
     /// Sends a raw request.
     pub async fn send(&self, req: Request<Body>) -> Reply {
-        let resp = self.router.clone().oneshot(req).await.expect("router answers");
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("router answers");
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        Reply { status, headers, text: String::from_utf8_lossy(&bytes).into_owned() }
+        Reply {
+            status,
+            headers,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
     }
 
     /// POSTs a GraphQL operation as JSON and returns the response body.
     pub async fn graphql(&self, query: &str, variables: Value) -> Value {
-        self.graphql_with_headers(query, variables, &[]).await.json()
+        self.graphql_with_headers(query, variables, &[])
+            .await
+            .json()
     }
 
     /// POSTs a GraphQL operation with extra headers.
-    pub async fn graphql_with_headers(&self, query: &str, variables: Value, headers: &[(&str, &str)]) -> Reply {
+    pub async fn graphql_with_headers(
+        &self,
+        query: &str,
+        variables: Value,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = Request::post("/graphql").header("content-type", "application/json");
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -207,18 +249,23 @@ impl TestApp {
 
     /// GETs a path.
     pub async fn get(&self, path: &str) -> Reply {
-        self.send(Request::get(path).body(Body::empty()).unwrap()).await
+        self.send(Request::get(path).body(Body::empty()).unwrap())
+            .await
     }
 }
 
 /// The `extensions.code` of the first error, if any.
 pub fn error_code(resp: &Value) -> Option<String> {
-    resp["errors"][0]["extensions"]["code"].as_str().map(str::to_string)
+    resp["errors"][0]["extensions"]["code"]
+        .as_str()
+        .map(str::to_string)
 }
 
 /// The `extensions.field` of the first error, if any.
 pub fn error_field(resp: &Value) -> Option<String> {
-    resp["errors"][0]["extensions"]["field"].as_str().map(str::to_string)
+    resp["errors"][0]["extensions"]["field"]
+        .as_str()
+        .map(str::to_string)
 }
 
 /// Panics with the response when it carries errors.

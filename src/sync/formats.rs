@@ -1,0 +1,466 @@
+//! Registry document formats: detection from the content, and reading documents and API pages
+//! into [`Entry`] values.
+//!
+//! - Legacy ToolHive `registry.json`: `{servers: {name: server}, remote_servers: {...}, groups?}`.
+//! - ToolHive upstream: `{data: {servers: [server.json]}}`; a bare JSON array of server.json
+//!   entries is read the same way.
+//! - MCP Registry API and ToolHive Registry Server API pages: `{servers: [{server, _meta}],
+//!   metadata: {nextCursor, count}}` (also the 2025 `/v0` shapes: bare server.json items and
+//!   `next_cursor`).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use dataloaders::enums::RegistryFormat;
+use serde_json::Value;
+
+use super::normalize::{self, Entry, OfficialMeta};
+
+/// Why a document could not be read at all (the sync fails; earlier data stays).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentError(pub String);
+
+/// Whether the body is an HTML page rather than JSON.
+pub fn looks_like_html(body: &[u8], content_type: Option<&str>) -> bool {
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF)
+        .map(|i| &body[i..])
+        .unwrap_or_default();
+    content_type.is_some_and(|c| c.to_ascii_lowercase().contains("text/html"))
+        || start.first() == Some(&b'<')
+}
+
+/// Parses a response body as JSON, with messages that say what went wrong.
+pub fn parse_json(body: &[u8], content_type: Option<&str>) -> Result<Value, DocumentError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(DocumentError(
+            "the registry returned an empty response".into(),
+        ));
+    }
+    if looks_like_html(body, content_type) {
+        return Err(DocumentError(
+            "the registry returned an HTML page instead of a JSON registry document (check the URL)".into(),
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| DocumentError(format!("the registry's response is not valid JSON: {e}")))
+}
+
+/// The format a parsed document is in, if it is one the gateway reads.
+pub fn detect(doc: &Value) -> Option<RegistryFormat> {
+    match doc {
+        Value::Array(_) => Some(RegistryFormat::ToolhiveUpstream),
+        Value::Object(o) => {
+            if o.get("data")
+                .and_then(|d| d.get("servers"))
+                .is_some_and(Value::is_array)
+            {
+                return Some(RegistryFormat::ToolhiveUpstream);
+            }
+            match o.get("servers") {
+                Some(Value::Array(_)) => Some(RegistryFormat::McpRegistry),
+                Some(Value::Object(_)) => Some(RegistryFormat::Toolhive),
+                _ if o.get("remote_servers").is_some_and(Value::is_object) => {
+                    Some(RegistryFormat::Toolhive)
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// A human name of a format, for messages.
+pub fn format_name(f: RegistryFormat) -> &'static str {
+    match f {
+        RegistryFormat::Auto => "auto-detected",
+        RegistryFormat::Toolhive => "legacy ToolHive registry.json",
+        RegistryFormat::ToolhiveUpstream => "ToolHive upstream registry",
+        RegistryFormat::McpRegistry => "MCP Registry API",
+        RegistryFormat::ToolhiveRegistryServer => "ToolHive Registry Server API",
+    }
+}
+
+fn unrecognised() -> DocumentError {
+    DocumentError(
+        "the document is not a registry format the gateway reads: expected a ToolHive registry.json \
+         (`servers`/`remote_servers`), a ToolHive upstream registry (`data.servers`), or an MCP Registry \
+         API server list"
+            .into(),
+    )
+}
+
+/// Reads a whole registry document (legacy or upstream format) into entries, marking duplicate
+/// names as skipped.
+pub fn read_document(doc: Value, format: RegistryFormat) -> Result<Vec<Entry>, DocumentError> {
+    let mut entries = match format {
+        RegistryFormat::Toolhive => read_legacy(doc)?,
+        RegistryFormat::ToolhiveUpstream => read_upstream(doc)?,
+        _ => return Err(unrecognised()),
+    };
+    mark_duplicates(&mut entries);
+    Ok(entries)
+}
+
+fn read_legacy(doc: Value) -> Result<Vec<Entry>, DocumentError> {
+    let Value::Object(mut top) = doc else {
+        return Err(unrecognised());
+    };
+    let mut entries = Vec::new();
+    let take_map = |v: Option<Value>,
+                    remote: bool,
+                    what: &str,
+                    out: &mut Vec<Entry>|
+     -> Result<(), DocumentError> {
+        match v {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::Object(map)) => {
+                out.extend(
+                    map.into_iter()
+                        .map(|(k, v)| normalize::legacy_entry(&k, v, remote)),
+                );
+                Ok(())
+            }
+            Some(_) => Err(DocumentError(format!(
+                "`{what}` must be an object mapping names to servers"
+            ))),
+        }
+    };
+    take_map(top.remove("servers"), false, "servers", &mut entries)?;
+    take_map(
+        top.remove("remote_servers"),
+        true,
+        "remote_servers",
+        &mut entries,
+    )?;
+    // Groups are legacy: their members are listed like top-level servers when not already there.
+    if let Some(Value::Array(groups)) = top.remove("groups") {
+        let mut group_entries = Vec::new();
+        for g in groups {
+            let Value::Object(mut g) = g else { continue };
+            take_map(
+                g.remove("servers"),
+                false,
+                "groups[].servers",
+                &mut group_entries,
+            )?;
+            take_map(
+                g.remove("remote_servers"),
+                true,
+                "groups[].remote_servers",
+                &mut group_entries,
+            )?;
+        }
+        let known: HashSet<String> = entries
+            .iter()
+            .filter_map(entry_name)
+            .map(str::to_string)
+            .collect();
+        let mut seen = HashSet::new();
+        for e in group_entries {
+            let name = entry_name(&e).unwrap_or("").to_string();
+            if !known.contains(&name) && seen.insert(name) {
+                entries.push(e);
+            }
+        }
+    }
+    Ok(entries)
+}
+
+fn read_upstream(doc: Value) -> Result<Vec<Entry>, DocumentError> {
+    let list = match doc {
+        Value::Array(items) => items,
+        Value::Object(mut o) => match o
+            .remove("data")
+            .and_then(|mut d| d.get_mut("servers").map(Value::take))
+        {
+            Some(Value::Array(items)) => items,
+            _ => return Err(unrecognised()),
+        },
+        _ => return Err(unrecognised()),
+    };
+    Ok(list
+        .into_iter()
+        .map(|v| normalize::server_json_entry(v, None))
+        .collect())
+}
+
+fn entry_name(e: &Entry) -> Option<&str> {
+    match e {
+        Entry::Server { server, .. } => Some(&server.original_name),
+        Entry::Deleted { original_name } => Some(original_name),
+        Entry::Skipped { name, .. } => Some(name),
+    }
+}
+
+fn mark_duplicates(entries: &mut [Entry]) {
+    let mut seen = HashSet::new();
+    for e in entries.iter_mut() {
+        let Some(name) = entry_name(e).map(str::to_string) else {
+            continue;
+        };
+        if matches!(e, Entry::Skipped { .. }) {
+            continue;
+        }
+        if !seen.insert(name.clone()) {
+            *e = Entry::Skipped {
+                name,
+                reason: "duplicate entry: the name appears more than once".into(),
+            };
+        }
+    }
+}
+
+/// One page of a registry API.
+pub struct ApiPage {
+    /// The entries, each with the official metadata the API gave it.
+    pub items: Vec<(Value, Option<OfficialMeta>)>,
+    /// The cursor of the next page, if any.
+    pub next_cursor: Option<String>,
+}
+
+/// Reads one API page.
+pub fn read_api_page(doc: Value) -> Result<ApiPage, DocumentError> {
+    let Value::Object(mut o) = doc else {
+        return Err(DocumentError(
+            "the API response is not a server list (expected an object with `servers`)".into(),
+        ));
+    };
+    let Some(Value::Array(servers)) = o.remove("servers") else {
+        return Err(DocumentError(
+            "the API response is not a server list (no `servers` array)".into(),
+        ));
+    };
+    let next_cursor = o
+        .get("metadata")
+        .and_then(|m| m.get("nextCursor").or_else(|| m.get("next_cursor")))
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string);
+    let items = servers
+        .into_iter()
+        .map(|item| match item {
+            Value::Object(mut wrapped) if wrapped.contains_key("server") => {
+                let meta = OfficialMeta::from_meta(wrapped.get("_meta"));
+                (wrapped.remove("server").unwrap_or(Value::Null), meta)
+            }
+            // The 2025 `/v0` shape: server.json items with the official metadata inside `_meta`.
+            other => {
+                let meta = OfficialMeta::from_meta(other.get("_meta"));
+                (other, meta)
+            }
+        })
+        .collect();
+    Ok(ApiPage { items, next_cursor })
+}
+
+/// Collects API entries across pages and keeps one per server name: the latest version.
+#[derive(Default)]
+pub struct ApiCollector {
+    by_name: HashMap<String, Vec<(Value, Option<OfficialMeta>)>>,
+    order: Vec<String>,
+    unnamed: Vec<Entry>,
+    /// The newest `updatedAt` seen, for the next incremental sync.
+    pub watermark: Option<DateTime<Utc>>,
+    /// Entries received (all versions, deleted ones included).
+    pub received: usize,
+}
+
+impl ApiCollector {
+    /// Adds one page's items.
+    pub fn add(&mut self, items: Vec<(Value, Option<OfficialMeta>)>) {
+        for (server, meta) in items {
+            self.received += 1;
+            if let Some(t) = meta.as_ref().and_then(|m| m.updated_at) {
+                self.watermark = Some(self.watermark.map_or(t, |w| w.max(t)));
+            }
+            match server
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+            {
+                Some(name) => {
+                    let list = self.by_name.entry(name.clone()).or_default();
+                    if list.is_empty() {
+                        self.order.push(name);
+                    }
+                    list.push((server, meta));
+                }
+                None => self.unnamed.push(Entry::Skipped {
+                    name: "(unnamed entry)".into(),
+                    reason: "the entry has no name".into(),
+                }),
+            }
+        }
+    }
+
+    /// One entry per name: the version marked latest, else the newest one; a name whose every
+    /// version is deleted becomes [`Entry::Deleted`].
+    pub fn finish(mut self) -> Vec<Entry> {
+        let mut out = std::mem::take(&mut self.unnamed);
+        for name in self.order {
+            let mut versions = self.by_name.remove(&name).unwrap_or_default();
+            let live: Vec<usize> = (0..versions.len())
+                .filter(|&i| !versions[i].1.as_ref().is_some_and(OfficialMeta::is_deleted))
+                .collect();
+            if live.is_empty() {
+                out.push(Entry::Deleted {
+                    original_name: name,
+                });
+                continue;
+            }
+            let pick = live
+                .iter()
+                .copied()
+                .find(|&i| versions[i].1.as_ref().and_then(|m| m.is_latest) == Some(true))
+                .unwrap_or_else(|| {
+                    *live
+                        .iter()
+                        .max_by_key(|&&i| {
+                            let m = versions[i].1.as_ref();
+                            let version = versions[i]
+                                .0
+                                .get("version")
+                                .and_then(Value::as_str)
+                                .and_then(|v| {
+                                    semver::Version::parse(v.trim_start_matches('v')).ok()
+                                });
+                            (m.and_then(|m| m.published_at), version)
+                        })
+                        .expect("live is not empty")
+                });
+            let (server, meta) = versions.swap_remove(pick);
+            out.push(normalize::server_json_entry(server, meta.as_ref()));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn detection() {
+        assert_eq!(
+            detect(&json!({"servers": {}, "version": "1.0.0"})),
+            Some(RegistryFormat::Toolhive)
+        );
+        assert_eq!(
+            detect(&json!({"remote_servers": {}})),
+            Some(RegistryFormat::Toolhive)
+        );
+        assert_eq!(
+            detect(&json!({"data": {"servers": []}})),
+            Some(RegistryFormat::ToolhiveUpstream)
+        );
+        assert_eq!(detect(&json!([])), Some(RegistryFormat::ToolhiveUpstream));
+        assert_eq!(
+            detect(&json!({"servers": [], "metadata": {}})),
+            Some(RegistryFormat::McpRegistry)
+        );
+        assert_eq!(detect(&json!({"hello": 1})), None);
+        assert_eq!(detect(&json!("x")), None);
+    }
+
+    #[test]
+    fn html_garbage_and_empty_bodies() {
+        let html = parse_json(b"  <!DOCTYPE html><html></html>", None).unwrap_err();
+        assert!(html.0.contains("HTML page"), "{}", html.0);
+        assert!(
+            parse_json(b"{}", Some("text/html; charset=utf-8"))
+                .unwrap_err()
+                .0
+                .contains("HTML")
+        );
+        let garbage = parse_json(b"{\"servers\": [oops", Some("application/json")).unwrap_err();
+        assert!(garbage.0.contains("not valid JSON"), "{}", garbage.0);
+        assert!(parse_json(b" \n", None).unwrap_err().0.contains("empty"));
+    }
+
+    #[test]
+    fn legacy_document_with_groups_and_duplicates() {
+        let doc = json!({
+            "servers": {"a": {"description": "d", "image": "x/a:1"}, "bad": {"image": "x/b:1"}},
+            "remote_servers": {"a": {"description": "d", "url": "https://a.example"}},
+            "groups": [{"name": "g", "servers": {"g1": {"description": "d", "image": "x/g:1"},
+                                                  "a": {"description": "d", "image": "x/a:2"}}}]
+        });
+        let entries = read_document(doc, RegistryFormat::Toolhive).unwrap();
+        let servers: Vec<_> = entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Server { server, .. } => Some(server.original_name.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(servers, vec!["a", "g1"]);
+        let skipped: Vec<_> = entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Skipped { name, reason } => Some((name.as_str(), reason.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(
+            skipped
+                .iter()
+                .any(|(n, r)| *n == "a" && r.contains("duplicate"))
+        );
+        assert!(skipped.iter().any(|(n, _)| *n == "bad"));
+    }
+
+    #[test]
+    fn api_pages_keep_the_latest_version() {
+        let page = json!({
+            "servers": [
+                {"server": {"name": "a.b/x", "description": "d", "version": "1.0.0",
+                            "remotes": [{"type": "sse", "url": "https://x.example/1"}]},
+                 "_meta": {"io.modelcontextprotocol.registry/official": {"status": "active", "isLatest": false,
+                            "updatedAt": "2025-01-01T00:00:00Z"}}},
+                {"server": {"name": "a.b/x", "description": "d", "version": "2.0.0",
+                            "remotes": [{"type": "sse", "url": "https://x.example/2"}]},
+                 "_meta": {"io.modelcontextprotocol.registry/official": {"status": "active", "isLatest": true,
+                            "updatedAt": "2025-02-01T00:00:00Z"}}},
+                {"server": {"name": "a.b/gone", "description": "d", "version": "1.0.0"},
+                 "_meta": {"io.modelcontextprotocol.registry/official": {"status": "deleted",
+                            "updatedAt": "2025-03-01T00:00:00Z"}}}
+            ],
+            "metadata": {"nextCursor": "abc", "count": 3}
+        });
+        let p = read_api_page(page).unwrap();
+        assert_eq!(p.next_cursor.as_deref(), Some("abc"));
+        let mut c = ApiCollector::default();
+        c.add(p.items);
+        assert_eq!(c.received, 3);
+        assert_eq!(c.watermark, Some("2025-03-01T00:00:00Z".parse().unwrap()));
+        let entries = c.finish();
+        assert_eq!(entries.len(), 2);
+        match &entries[0] {
+            Entry::Server { server, latest } => {
+                assert!(*latest);
+                assert_eq!(server.version.as_deref(), Some("2.0.0"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            entries[1],
+            Entry::Deleted {
+                original_name: "a.b/gone".into()
+            }
+        );
+        // The 2025 v0 shape: bare items and snake_case cursor.
+        let old = read_api_page(
+            json!({"servers": [{"name": "a.b/y"}], "metadata": {"next_cursor": "n"}}),
+        )
+        .unwrap();
+        assert_eq!(old.next_cursor.as_deref(), Some("n"));
+        assert_eq!(old.items.len(), 1);
+        assert!(read_api_page(json!({"servers": {}})).is_err());
+    }
+}
