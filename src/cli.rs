@@ -20,7 +20,7 @@ pub enum Command {
         #[command(flatten)]
         database: DatabaseConfig,
         #[command(flatten)]
-        serve: ServeConfig,
+        serve: Box<ServeConfig>,
     },
     /// Apply pending database migrations.
     Migrate {
@@ -63,7 +63,7 @@ pub enum RegistryCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { database, serve } => {
-            crate::server::serve(Config { database, serve }).await
+            crate::server::serve(Config { database, serve: *serve }).await
         }
         Command::Migrate { database } => {
             let applied = crate::db::run_migrations(&database.database_url).await?;

@@ -61,11 +61,48 @@ pub struct ServeConfig {
     #[arg(long, env = "HIVEGRAPH_MODE", value_enum, default_value = "dev")]
     pub mode: Mode,
     #[command(flatten)]
+    pub jwt: JwtConfig,
+    #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]
     pub registries: RegistryPolicy,
     #[command(flatten)]
     pub sync: SyncConfig,
+    #[command(flatten)]
+    pub k8s: K8sConfig,
+}
+
+/// Bearer-token validation, with `HIVEGRAPH_AUTH=jwt`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct JwtConfig {
+    /// HS256 shared secret (at least 32 bytes).
+    #[arg(long, env = "HIVEGRAPH_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// OIDC issuer; its JWKS is found through discovery.
+    #[arg(long, env = "HIVEGRAPH_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// Expected `iss` claim; checked when set.
+    #[arg(long, env = "HIVEGRAPH_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Expected `aud` claim; checked when set.
+    #[arg(long, env = "HIVEGRAPH_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Token claim holding the roles (`viewer`, `deployer`, `admin`).
+    #[arg(long, env = "HIVEGRAPH_ROLES_CLAIM", default_value = "roles")]
+    pub roles_claim: String,
+}
+
+impl JwtConfig {
+    /// The validator settings.
+    pub fn settings(&self) -> crate::auth::JwtSettings {
+        crate::auth::JwtSettings {
+            hs256_secret: self.jwt_secret.clone().map(Into::into),
+            oidc_issuer: self.oidc_issuer.clone(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            roles_claim: self.roles_claim.clone(),
+        }
+    }
 }
 
 /// Request limits of the GraphQL endpoint (see shared/docs/hardening.md).
@@ -248,6 +285,104 @@ impl SyncConfig {
     }
 }
 
+/// Kubernetes: how clusters are reached and how deployments are driven (see `crate::k8s`).
+#[derive(Debug, Clone, Args)]
+pub struct K8sConfig {
+    /// The gateway's kubeconfig; `registerCluster` names one of its contexts. Absent: kube's
+    /// defaults (`~/.kube/config`).
+    #[arg(id = "k8s_kubeconfig", long = "kubeconfig", env = "KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Oldest Kubernetes version (`major.minor`) a cluster may run; older clusters are refused at
+    /// registration. 1.24 is the oldest release whose APIs the gateway uses unchanged
+    /// (apps/v1, networking.k8s.io/v1, authorization.k8s.io/v1, events.k8s.io/v1).
+    #[arg(
+        id = "k8s_min_version",
+        long = "k8s-min-version",
+        env = "HIVEGRAPH_K8S_MIN_VERSION",
+        default_value = "1.24"
+    )]
+    pub min_version: String,
+    /// How often registered clusters are checked again, in seconds.
+    #[arg(
+        id = "k8s_check_seconds",
+        long = "k8s-check-seconds",
+        env = "HIVEGRAPH_K8S_CHECK_SECONDS",
+        default_value_t = 30
+    )]
+    pub check_seconds: u64,
+    /// Timeout of one Kubernetes API request (watches excepted), in milliseconds.
+    #[arg(
+        id = "k8s_timeout_ms",
+        long = "k8s-timeout-ms",
+        env = "HIVEGRAPH_K8S_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub timeout_ms: u64,
+    /// How long a gateway process holds the lease of an operation it drives, in seconds; another
+    /// process takes the operation over when the lease expires.
+    #[arg(
+        id = "k8s_lease_seconds",
+        long = "k8s-lease-seconds",
+        env = "HIVEGRAPH_K8S_LEASE_SECONDS",
+        default_value_t = 30
+    )]
+    pub lease_seconds: u64,
+    /// `progressDeadlineSeconds` of the Deployments the gateway creates.
+    #[arg(
+        id = "k8s_progress_deadline_seconds",
+        long = "k8s-progress-deadline-seconds",
+        env = "HIVEGRAPH_K8S_PROGRESS_DEADLINE_SECONDS",
+        default_value_t = 600
+    )]
+    pub progress_deadline_seconds: i32,
+    /// Longest an operation may stay IN_PROGRESS before it is failed, in seconds.
+    #[arg(
+        id = "k8s_operation_timeout_seconds",
+        long = "k8s-operation-timeout-seconds",
+        env = "HIVEGRAPH_K8S_OPERATION_TIMEOUT_SECONDS",
+        default_value_t = 1800
+    )]
+    pub operation_timeout_seconds: u64,
+    /// How often a driver looks at its operation's rollout, in milliseconds (watch events wake it
+    /// earlier).
+    #[arg(
+        id = "k8s_poll_ms",
+        long = "k8s-poll-ms",
+        env = "HIVEGRAPH_K8S_POLL_MS",
+        default_value_t = 2_000
+    )]
+    pub poll_ms: u64,
+}
+
+impl Default for K8sConfig {
+    fn default() -> Self {
+        K8sConfig {
+            kubeconfig: None,
+            min_version: "1.24".into(),
+            check_seconds: 30,
+            timeout_ms: 5_000,
+            lease_seconds: 30,
+            progress_deadline_seconds: 600,
+            operation_timeout_seconds: 1800,
+            poll_ms: 2_000,
+        }
+    }
+}
+
+impl K8sConfig {
+    /// Short intervals for tests. The kubeconfig is set by each test (the emulator's).
+    pub fn for_tests() -> Self {
+        K8sConfig {
+            check_seconds: 1,
+            timeout_ms: 2_000,
+            lease_seconds: 3,
+            operation_timeout_seconds: 120,
+            poll_ms: 300,
+            ..K8sConfig::default()
+        }
+    }
+}
+
 /// Everything a running gateway needs to know.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -269,11 +404,13 @@ impl Config {
                 listen: "127.0.0.1:0".parse().expect("valid address"),
                 auth: AuthMode::None,
                 mode: Mode::Dev,
+                jwt: JwtConfig { roles_claim: "roles".into(), ..JwtConfig::default() },
                 limits: Limits::default(),
                 registries: RegistryPolicy {
                     allow_file_urls: false,
                 },
                 sync: SyncConfig::for_tests(),
+                k8s: K8sConfig::for_tests(),
             },
         }
     }
@@ -287,8 +424,8 @@ impl Config {
                 self.serve.listen
             ));
         }
-        if self.serve.auth == AuthMode::Jwt {
-            return Err("HIVEGRAPH_AUTH=jwt is not available in this build yet".into());
+        if self.serve.auth == AuthMode::Jwt && self.serve.jwt.jwt_secret.is_none() && self.serve.jwt.oidc_issuer.is_none() {
+            return Err("HIVEGRAPH_AUTH=jwt needs HIVEGRAPH_JWT_SECRET or HIVEGRAPH_OIDC_ISSUER".into());
         }
         if self.serve.limits.max_batch == 0 {
             return Err("HIVEGRAPH_MAX_BATCH must be at least 1".into());

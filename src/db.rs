@@ -92,12 +92,11 @@ pub async fn migrations_current(pool: &DbPool) -> bool {
         return false;
     };
     let applied: std::collections::HashSet<String> = rows.into_iter().map(|v| v.version).collect();
-    let expected = diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+    diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
         .map(|all| {
             all.iter()
                 .map(|m| m.name().version().to_string())
                 .all(|v| applied.contains(&v))
         })
-        .unwrap_or(false);
-    expected
+        .unwrap_or(false)
 }

@@ -5,6 +5,7 @@
 //! (validation and writes), `sync` (registry fetching), `secrets` (encryption at rest).
 
 pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -12,7 +13,9 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod ids;
+pub mod k8s;
 pub mod metrics;
+pub mod pubsub;
 pub mod registries;
 pub mod secrets;
 pub mod server;

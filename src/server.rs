@@ -48,7 +48,17 @@ pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
         config.serve.sync.clone(),
         &config.serve.registries,
     )?;
+    let auth = match config.serve.auth {
+        crate::config::AuthMode::None => crate::auth::Authenticator::Off,
+        crate::config::AuthMode::Jwt => crate::auth::Authenticator::jwt(config.serve.jwt.settings())?,
+    };
+    let k8s = crate::k8s::ClusterManager::new(pool.clone(), config.serve.k8s.clone())?;
+    let pubsub = crate::pubsub::PubSub::new(pool.clone(), config.database.database_url.clone());
+    pubsub.start();
     let services = Services {
+        pubsub,
+        k8s,
+        auth,
         sync,
         pool,
         config: Arc::new(config),
@@ -72,6 +82,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let run_scheduler = config.serve.sync.scheduler;
     let state = build_state(config, keys)?;
     let sync = state.services.sync.clone();
+    let k8s = state.services.k8s.clone();
+    // Cluster checks, watchers, and pick-up of operations left by a previous process.
+    k8s.start_background();
     let app = crate::http::router(state);
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -83,6 +96,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await?;
     // Interrupted syncs end in ERROR and are due again at once.
     sync.shutdown(std::time::Duration::from_secs(10)).await;
+    // Drivers give their leases back so that another gateway process takes over at once.
+    k8s.shutdown().await;
     if let Some(s) = scheduler {
         let _ = s.await;
     }

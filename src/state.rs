@@ -17,6 +17,12 @@ pub struct Services {
     pub config: Arc<Config>,
     pub keys: Arc<Keyring>,
     pub sync: SyncService,
+    /// Clusters, deployments and instance watchers.
+    pub k8s: crate::k8s::ClusterManager,
+    /// Validates callers' credentials.
+    pub auth: crate::auth::Authenticator,
+    /// Live change fan-out (one database listener per process).
+    pub pubsub: crate::pubsub::PubSub,
 }
 
 /// Everything the HTTP layer needs.

@@ -53,6 +53,7 @@ async fn csrf_simple_requests_are_refused_and_run_nothing() {
         .insert("x-request-id", "csrf-ok".parse().unwrap());
     let ok = app.send(req).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    assert!(!ok.text.contains("errors"), "{}", ok.text);
     assert_eq!(app.db.count("registries").await, 1);
 }
 

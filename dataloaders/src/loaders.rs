@@ -84,11 +84,11 @@ ranked_row!(RankedInstance, InstanceRow);
 ranked_row!(RankedDeployment, DeploymentRow);
 ranked_row!(RankedMetrics, MetricsRow);
 
-/// Splits keys into the three parallel arrays the lateral statements take.
-fn page_arrays<K>(
-    keys: &[K],
-    parts: impl Fn(&K) -> (Uuid, &ChildPage),
-) -> (Vec<Uuid>, Vec<Option<String>>, Vec<Option<Uuid>>, Vec<i64>) {
+/// Parent ids, cursor values, cursor ids and limits, as parallel arrays.
+type PageArrays = (Vec<Uuid>, Vec<Option<String>>, Vec<Option<Uuid>>, Vec<i64>);
+
+/// Splits keys into the parallel arrays the lateral statements take.
+fn page_arrays<K>(keys: &[K], parts: impl Fn(&K) -> (Uuid, &ChildPage)) -> PageArrays {
     let mut parents = Vec::with_capacity(keys.len());
     let mut after_values = Vec::with_capacity(keys.len());
     let mut after_ids = Vec::with_capacity(keys.len());

@@ -545,18 +545,17 @@ fn reconcile_deployments(shared: &Shared, state: &mut State) {
                 let all_spec: i64 =
                     new_spec + old.iter().map(|r| i(&r["spec"]["replicas"])).sum::<i64>();
                 // scale up new
-                let target_new = if new_spec > replicas {
-                    replicas
-                } else if old.iter().all(|r| i(&r["spec"]["replicas"]) == 0) {
-                    replicas
-                } else {
-                    let room = replicas + max_surge - all_spec;
-                    if room > 0 {
-                        (new_spec + room).min(replicas)
+                let target_new =
+                    if new_spec > replicas || old.iter().all(|r| i(&r["spec"]["replicas"]) == 0) {
+                        replicas
                     } else {
-                        new_spec
-                    }
-                };
+                        let room = replicas + max_surge - all_spec;
+                        if room > 0 {
+                            (new_spec + room).min(replicas)
+                        } else {
+                            new_spec
+                        }
+                    };
                 scale_rs(shared, d, &new_rs, target_new, max_surge);
                 // scale down old
                 let all_spec =

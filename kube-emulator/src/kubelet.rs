@@ -1017,7 +1017,7 @@ pub fn usage(pod: &Value, container: &str, shared: &Shared) -> Option<(u64, u64)
     let uid = meta_str(pod, "uid");
     let s = seed(&format!("{uid}/{container}"));
     let base_cpu = 2_000_000.0 + s * 18_000_000.0; // 2m..20m
-    let wave = 1.0 + 0.3 * (elapsed_sim / 30.0 + s * 6.28).sin();
+    let wave = 1.0 + 0.3 * (elapsed_sim / 30.0 + s * std::f64::consts::TAU).sin();
     let reqs = shared.logs.requests(uid) as f64;
     let cpu = (base_cpu * wave + reqs * 50_000.0) as u64;
     let base_mem = 24.0 * 1024.0 * 1024.0 + s * 40.0 * 1024.0 * 1024.0;

@@ -108,10 +108,10 @@ impl LabelSelector {
                         return Err(label_err(s, "invalid label value"));
                     }
                 }
-                Req::In(k, vs) | Req::NotIn(k, vs) => {
-                    if !valid_key(k) || !vs.iter().all(|v| valid_value(v)) {
-                        return Err(label_err(s, "invalid label key or value"));
-                    }
+                Req::In(k, vs) | Req::NotIn(k, vs)
+                    if !valid_key(k) || !vs.iter().all(|v| valid_value(v)) =>
+                {
+                    return Err(label_err(s, "invalid label key or value"));
                 }
                 _ => {}
             }

@@ -179,6 +179,10 @@ impl Req {
         self.q("dryRun") == Some("All")
     }
     fn json_body(&self) -> Result<Value, ApiError> {
+        let ct = self.content_type();
+        if ct.contains("protobuf") || ct.contains("cbor") {
+            return Err(ApiError::unsupported_media_type(&ct));
+        }
         if self.body.is_empty() {
             return Err(ApiError::bad_request("the body of the request was empty"));
         }
@@ -715,10 +719,7 @@ fn watch(
                 && ls.matches(o)
                 && fs.matches(o)
         };
-        let mut last = match start_rv {
-            Some(rv) => rv,
-            None => 0,
-        };
+        let mut last = start_rv.unwrap_or_default();
         if send_initial {
             let (mut items, cur) = store.list(def.storage, ns.as_deref());
             items.sort_by_key(obj_key);
@@ -736,6 +737,7 @@ fn watch(
             }
         }
         let mut next_bookmark = tokio::time::Instant::now() + bookmark_every;
+        let mut sent_final = false;
         loop {
             match store.changes_since(last) {
                 Err(oldest) => {
@@ -753,7 +755,7 @@ fn watch(
                             continue;
                         }
                         let now_m = matches(&c.object);
-                        let was_m = c.old.as_ref().is_some_and(|o| matches(o));
+                        let was_m = c.old.as_ref().is_some_and(&matches);
                         let etype = match c.etype {
                             EventType::Added if now_m => "ADDED",
                             EventType::Deleted if was_m || now_m => "DELETED",
@@ -769,27 +771,26 @@ fn watch(
                     last = last.max(cur);
                 }
             }
+            let now = tokio::time::Instant::now();
             let near_deadline = deadline
                 .checked_sub(Duration::from_secs(2))
-                .unwrap_or(deadline);
-            let bm_at = if bookmarks {
-                next_bookmark.min(near_deadline.max(tokio::time::Instant::now()))
+                .unwrap_or(deadline)
+                .max(now);
+            let final_due = !sent_final && near_deadline < next_bookmark;
+            let bm_at = if final_due {
+                near_deadline
             } else {
-                deadline
+                next_bookmark
             };
             tokio::select! {
                 r = rv_rx.changed() => { if r.is_err() { return; } }
                 _ = tokio::time::sleep_until(deadline) => { return; }
                 _ = tokio::time::sleep_until(bm_at), if bookmarks => {
                     if tx.send(Ok(bookmark(last, false))).await.is_err() { return; }
-                    next_bookmark = tokio::time::Instant::now() + bookmark_every;
-                    if bm_at >= near_deadline {
-                        // one bookmark just before the deadline is enough
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(deadline) => { return; }
-                            r = rv_rx.changed() => { if r.is_err() { return; } }
-                        }
+                    if final_due {
+                        sent_final = true;
                     }
+                    next_bookmark = tokio::time::Instant::now() + bookmark_every;
                 }
                 _ = tx.closed() => { return; }
             }
@@ -1296,17 +1297,30 @@ fn scale(
             )],
         ));
     }
-    let mut obj = cur.clone();
-    obj["spec"]["replicas"] = json!(replicas);
-    patch::track_update(
-        Some(&cur),
-        &mut obj,
-        &r.field_manager(),
-        "scale",
-        &def.api_version(),
-    );
-    let out = shared.store.replace(def, ns, name, obj, None)?;
-    Ok(json_resp(200, &scale_of(&out)))
+    let explicit_rv = r.method == Method::PUT && !sent_rv.is_empty();
+    let mut cur = cur;
+    for _attempt in 0..10 {
+        let mut obj = cur.clone();
+        obj["spec"]["replicas"] = json!(replicas);
+        patch::track_update(
+            Some(&cur),
+            &mut obj,
+            &r.field_manager(),
+            "scale",
+            &def.api_version(),
+        );
+        match shared.store.replace(def, ns, name, obj, None) {
+            Ok(out) => return Ok(json_resp(200, &scale_of(&out))),
+            Err(e) if e.code == 409 && !explicit_rv => {
+                cur = shared
+                    .store
+                    .get(def.storage, ns, name)
+                    .ok_or_else(|| ApiError::not_found(def, name))?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(def, name))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1314,7 +1328,12 @@ fn scale(
 // ------------------------------------------------------------------------------------------
 
 fn access_review(shared: &Arc<Shared>, def: &ResourceDef, r: &Req) -> Result<Resp, ApiError> {
-    let mut body = r.json_body()?;
+    let mut body = if r.content_type() == "application/vnd.kubernetes.protobuf" {
+        decode_review_protobuf(&r.body, def.kind)
+            .ok_or_else(|| ApiError::bad_request("unable to decode protobuf body"))?
+    } else {
+        r.json_body()?
+    };
     check_kind(def, &body)?;
     let policy = shared.policy();
     let status = if def.storage == "selfsubjectaccessreviews" {
@@ -1359,4 +1378,104 @@ fn access_review(shared: &Arc<Shared>, def: &ResourceDef, r: &Req) -> Result<Res
     }
     body["metadata"]["creationTimestamp"] = Value::Null;
     Ok(json_resp(201, &body))
+}
+
+// ------------------------------------------------------------------------------------------
+// minimal protobuf decoding (kubectl sends access reviews as application/vnd.kubernetes.protobuf)
+// ------------------------------------------------------------------------------------------
+
+fn pb_varint(b: &[u8], i: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = *b.get(*i)?;
+        *i += 1;
+        v |= ((byte & 0x7f) as u64) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+}
+
+/// Length-delimited fields of a protobuf message: (field number, bytes).
+fn pb_fields(b: &[u8]) -> Option<Vec<(u64, &[u8])>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let key = pb_varint(b, &mut i)?;
+        match key & 7 {
+            0 => {
+                pb_varint(b, &mut i)?;
+            }
+            1 => i += 8,
+            5 => i += 4,
+            2 => {
+                let len = pb_varint(b, &mut i)? as usize;
+                out.push((key >> 3, b.get(i..i + len)?));
+                i += len;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+fn pb_strings(b: &[u8], names: &[(u64, &str)]) -> Value {
+    let mut m = serde_json::Map::new();
+    for (f, bytes) in pb_fields(b).unwrap_or_default() {
+        if let Some((_, n)) = names.iter().find(|(k, _)| *k == f) {
+            m.insert(n.to_string(), json!(String::from_utf8_lossy(bytes)));
+        }
+    }
+    Value::Object(m)
+}
+
+/// Decode a protobuf SelfSubjectAccessReview / SelfSubjectRulesReview into its JSON form.
+pub fn decode_review_protobuf(body: &[u8], kind: &str) -> Option<Value> {
+    let env = body.strip_prefix(b"k8s\x00")?;
+    let raw = pb_fields(env)?.into_iter().find(|(f, _)| *f == 2)?.1;
+    let spec_bytes = pb_fields(raw)?
+        .into_iter()
+        .find(|(f, _)| *f == 2)
+        .map(|x| x.1)
+        .unwrap_or_default();
+    let mut spec = serde_json::Map::new();
+    for (f, bytes) in pb_fields(spec_bytes)? {
+        match (kind, f) {
+            ("SelfSubjectAccessReview", 1) => {
+                spec.insert(
+                    "resourceAttributes".into(),
+                    pb_strings(
+                        bytes,
+                        &[
+                            (1, "namespace"),
+                            (2, "verb"),
+                            (3, "group"),
+                            (4, "version"),
+                            (5, "resource"),
+                            (6, "subresource"),
+                            (7, "name"),
+                        ],
+                    ),
+                );
+            }
+            ("SelfSubjectAccessReview", 2) => {
+                spec.insert(
+                    "nonResourceAttributes".into(),
+                    pb_strings(bytes, &[(1, "path"), (2, "verb")]),
+                );
+            }
+            ("SelfSubjectRulesReview", 1) => {
+                spec.insert("namespace".into(), json!(String::from_utf8_lossy(bytes)));
+            }
+            _ => {}
+        }
+    }
+    Some(
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": kind, "metadata": {}, "spec": spec}),
+    )
 }

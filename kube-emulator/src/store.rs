@@ -593,15 +593,13 @@ impl Store {
             .unwrap_or_default();
         let already_deleting = old.pointer("/metadata/deletionTimestamp").is_some();
         match propagation.as_str() {
-            "Foreground" if !already_deleting => {
-                if !finalizers.contains(&json!("foregroundDeletion")) {
-                    finalizers.push(json!("foregroundDeletion"));
-                }
+            "Foreground"
+                if !already_deleting && !finalizers.contains(&json!("foregroundDeletion")) =>
+            {
+                finalizers.push(json!("foregroundDeletion"));
             }
-            "Orphan" if !already_deleting => {
-                if !finalizers.contains(&json!("orphan")) {
-                    finalizers.push(json!("orphan"));
-                }
+            "Orphan" if !already_deleting && !finalizers.contains(&json!("orphan")) => {
+                finalizers.push(json!("orphan"));
             }
             _ => {}
         }
@@ -776,8 +774,8 @@ impl Store {
                     let mut all_gone = true;
                     for o in owners {
                         let uid = o["uid"].as_str().unwrap_or_default();
-                        match uids.get(uid) {
-                            Some((os, ok, deleting)) => {
+                        if let Some((os, ok, deleting)) = uids.get(uid) {
+                            {
                                 all_gone = false;
                                 *dependents.entry(uid.to_string()).or_default() += 1;
                                 let owner = &g.objects[os][ok];
@@ -795,7 +793,6 @@ impl Store {
                                     to_strip_owner.push((storage, k.clone(), uid.to_string()));
                                 }
                             }
-                            None => {}
                         }
                     }
                     if all_gone && v.pointer("/metadata/deletionTimestamp").is_none() {

@@ -21,62 +21,62 @@ async fn target() -> Target {
     Target::emulator(SPEED).await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crud_status_codes() {
     scenarios::crud_status_codes(&target().await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_side_apply() {
     scenarios::server_side_apply(&target().await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_lifecycle_and_gc() {
     scenarios::deployment_lifecycle_and_gc(&target().await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watcher_reflector() {
     scenarios::watcher_reflector(&target().await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paging_and_selectors() {
     scenarios::paging_and_selectors(&target().await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_logs() {
     scenarios::pod_logs(&target().await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_pull_failure() {
     scenarios::image_pull_failure(&target().await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loop() {
     scenarios::crash_loop(&target().await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_healthy() {
     scenarios::kubectl_healthy(&target().await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_progress_deadline() {
     scenarios::kubectl_progress_deadline(&target().await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_crash_loop() {
     scenarios::kubectl_crash_loop(&target().await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_discovery() {
     scenarios::kubectl_discovery(&target().await).await;
 }
@@ -105,7 +105,7 @@ async fn raw(
     client.request::<Value>(req).await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_too_old_resource_version_is_in_stream_410() {
     let t = target().await;
     let emu = t.emulator.as_ref().unwrap();
@@ -146,7 +146,7 @@ async fn watch_too_old_resource_version_is_in_stream_410() {
     assert!(matches!(err, kube::Error::Api(s) if s.code == 410));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookmarks_and_timeout_close() {
     let emu = Emulator::builder()
         .speed(SPEED)
@@ -177,7 +177,7 @@ async fn bookmarks_and_timeout_close() {
     assert!(bookmarks >= 2, "{events:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watcher_relists_after_410() {
     let t = target().await;
     let emu = t.emulator.as_ref().unwrap();
@@ -195,11 +195,10 @@ async fn watcher_relists_after_410() {
             }
         }
     });
-    let mut inits = 0;
     let next_init = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<
         Result<watcher::Event<ConfigMap>, String>,
     >| loop {
-        match tokio::time::timeout(Duration::from_secs(15), rx.recv())
+        match tokio::time::timeout(Duration::from_secs(20), rx.recv())
             .await
             .expect("watcher event")
             .unwrap()
@@ -209,21 +208,27 @@ async fn watcher_relists_after_410() {
         }
     };
     next_init(&mut rx).await;
-    inits += 1;
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "before"}})).unwrap();
-    cms.create(&PostParams::default(), &cm).await.unwrap();
-    // drop history; when the watch re-connects (timeoutSeconds=1) it gets an in-stream 410
+    // take the server away, change state behind the watcher's back and drop the history:
+    // the re-watch from its last resourceVersion gets an in-stream 410 and it must relist
+    emu.set_outage(true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let def = kube_emulator::resources::find("", "v1", "configmaps").unwrap();
+    emu.store()
+        .create(
+            def,
+            "default",
+            json!({"metadata": {"name": "behind-the-back"}}),
+        )
+        .unwrap();
     emu.compact();
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "after"}})).unwrap();
-    cms.create(&PostParams::default(), &cm).await.unwrap();
-    emu.compact();
+    emu.set_outage(false);
     next_init(&mut rx).await;
-    inits += 1;
-    assert_eq!(inits, 2, "the watcher relisted after 410");
+    let got = cms.get("behind-the-back").await.unwrap();
+    assert!(got.metadata.resource_version.is_some());
     w.abort();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_and_revoked_credentials() {
     let t = target().await;
     let emu = t.emulator.as_ref().unwrap();
@@ -268,7 +273,7 @@ async fn outage_and_revoked_credentials() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_policy_reviews_and_enforcement() {
     let emu = Emulator::builder()
         .speed(SPEED)
@@ -352,7 +357,7 @@ async fn access_policy_reviews_and_enforcement() {
     assert!(deps.delete("ok", &Default::default()).await.is_err());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_proxy_and_discovery() {
     let t = target().await;
     let c = &t.client;
@@ -491,7 +496,7 @@ async fn metrics_proxy_and_discovery() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unschedulable_and_readiness_failure() {
     let t = target().await;
     let deps: Api<Deployment> = Api::namespaced(t.client.clone(), "default");

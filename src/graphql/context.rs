@@ -7,6 +7,9 @@ use async_graphql::Context;
 use async_graphql::dataloader::DataLoader;
 use dataloaders::{DbPool, QueryStats, Reader};
 
+use crate::auth::{Principal, Role};
+use crate::error::AppError;
+
 /// Data every resolver of one request shares.
 pub struct RequestCtx {
     /// The read side, counting this request's statements.
@@ -15,21 +18,30 @@ pub struct RequestCtx {
     pub loader: DataLoader<Reader>,
     /// The request's correlation id (also in logs and the audit trail).
     pub request_id: String,
-    /// Who is asking.
+    /// Who is asking (the principal's subject, for audit records).
     pub actor: String,
+    /// Who is asking, with their roles.
+    pub principal: Principal,
 }
 
 impl RequestCtx {
     /// A context for one request.
-    pub fn new(pool: DbPool, request_id: String, actor: String) -> Self {
+    pub fn new(pool: DbPool, request_id: String, principal: Principal) -> Self {
         let reader = Reader::new(pool);
         let loader = DataLoader::new(reader.clone(), tokio::spawn);
-        RequestCtx {
-            reader,
-            loader,
-            request_id,
-            actor,
+        RequestCtx { reader, loader, request_id, actor: principal.subject.clone(), principal }
+    }
+
+    /// Refuses callers without `role`: UNAUTHENTICATED without credentials, FORBIDDEN otherwise.
+    pub fn require(&self, role: Role) -> Result<(), AppError> {
+        if !self.principal.authenticated {
+            return Err(AppError::Unauthenticated);
         }
+        if !self.principal.has(role) {
+            let name = format!("{role:?}").to_lowercase();
+            return Err(AppError::Forbidden(format!("this needs the {name} role")));
+        }
+        Ok(())
     }
 
     /// The statement counter of this request.

@@ -142,12 +142,6 @@ fn actor(ctx: &Context<'_>) -> Actor {
     }
 }
 
-fn cluster_unavailable(what: &str) -> AppError {
-    AppError::Unavailable(format!(
-        "{what} needs the Kubernetes integration, which this gateway version does not provide yet"
-    ))
-}
-
 /// The mutation root.
 pub struct MutationRoot;
 
@@ -271,40 +265,88 @@ impl MutationRoot {
     }
 
     /// Registers a Kubernetes cluster from a kubeconfig context or the in-cluster config, and
-    /// checks it.
-    async fn register_cluster(&self, input: RegisterClusterInput) -> AppResult<Cluster> {
-        let _ = input;
-        Err(cluster_unavailable("registerCluster"))
+    /// checks it: status, version, capabilities, resource quota and access level (from the
+    /// cluster's own RBAC answers). Clusters older than `HIVEGRAPH_K8S_MIN_VERSION` (default 1.24)
+    /// are refused with BAD_USER_INPUT. An unreachable cluster is registered as DISCONNECTED and
+    /// checked again periodically.
+    async fn register_cluster(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterClusterInput,
+    ) -> AppResult<Cluster> {
+        let services = ctx.data_unchecked::<Services>();
+        let row = services
+            .k8s
+            .register(
+                &actor(ctx),
+                crate::k8s::ClusterInput {
+                    name: input.name,
+                    context: input.context,
+                    in_cluster: input.in_cluster.unwrap_or(false),
+                },
+            )
+            .await?;
+        Ok(Cluster(row))
     }
 
     /// Checks a cluster again: status, version, capabilities, quota and access level.
     async fn refresh_cluster(
         &self,
+        ctx: &Context<'_>,
         #[graphql(desc = "The cluster's id.")] id: ID,
     ) -> AppResult<Cluster> {
-        let _ = id;
-        Err(cluster_unavailable("refreshCluster"))
+        let services = ctx.data_unchecked::<Services>();
+        let id = ids::decode(Kind::Cluster, &id, "id")?;
+        Ok(Cluster(services.k8s.refresh(id).await?))
     }
 
-    /// Deploys a server to a cluster. Returns the INITIATED operation at once; follow it with
-    /// `deploymentProgress`.
-    async fn deploy_server(&self, input: DeployServerInput) -> AppResult<Deployment> {
-        let _ = input;
-        Err(cluster_unavailable("deployServer"))
+    /// Deploys a server to a cluster. Everything is validated before the cluster is changed
+    /// (server, cluster, namespace, DEPLOY access, name, required env vars, replicas). Returns
+    /// the INITIATED operation at once; follow it with `deploymentProgress`. Values of env vars
+    /// the server marks secret go into a Kubernetes Secret, never into the Deployment or the
+    /// database.
+    async fn deploy_server(
+        &self,
+        ctx: &Context<'_>,
+        input: DeployServerInput,
+    ) -> AppResult<Deployment> {
+        let services = ctx.data_unchecked::<Services>();
+        let deploy = crate::k8s::DeployInput {
+            server_id: ids::decode(Kind::Server, &input.server_id, "serverId")?,
+            cluster_id: ids::decode(Kind::Cluster, &input.cluster_id, "clusterId")?,
+            namespace: input.namespace,
+            name: input.name,
+            replicas: input.replicas,
+            env: input
+                .env
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| (e.name, e.value))
+                .collect(),
+            args: input.args.unwrap_or_default(),
+            resources: input.resources.map(|j| j.0),
+        };
+        Ok(Deployment(services.k8s.deploy(&actor(ctx), deploy).await?))
     }
 
-    /// Cancels an INITIATED or IN_PROGRESS operation; any other state is refused with CONFLICT.
+    /// Cancels an INITIATED or IN_PROGRESS operation and stops its rollout (the Deployment is
+    /// paused and, for a deploy or scale, set back to its previous replica count); any other
+    /// state is refused with CONFLICT.
     async fn cancel_deployment(
         &self,
+        ctx: &Context<'_>,
         #[graphql(desc = "The operation's id.")] id: ID,
     ) -> AppResult<Deployment> {
-        let _ = id;
-        Err(cluster_unavailable("cancelDeployment"))
+        let services = ctx.data_unchecked::<Services>();
+        let id = ids::decode(Kind::Deployment, &id, "id")?;
+        Ok(Deployment(services.k8s.cancel(&actor(ctx), id).await?))
     }
 
-    /// Changes an instance's replica count (not negative).
+    /// Changes an instance's replica count (0 to 100). Recorded as a SCALE operation; refused
+    /// with CONFLICT while another operation runs or when the instance is terminated.
     async fn scale_instance(
         &self,
+        ctx: &Context<'_>,
         #[graphql(desc = "The instance's id.")] id: ID,
         #[graphql(desc = "The new replica count.")] replicas: i32,
     ) -> AppResult<Deployment> {
@@ -314,34 +356,47 @@ impl MutationRoot {
                 "replicas must not be negative",
             ));
         }
-        let _ = id;
-        Err(cluster_unavailable("scaleInstance"))
+        let services = ctx.data_unchecked::<Services>();
+        let id = ids::decode(Kind::Instance, &id, "id")?;
+        Ok(Deployment(
+            services.k8s.scale(&actor(ctx), id, replicas).await?,
+        ))
     }
 
-    /// Restarts an instance's pods with a rolling restart.
+    /// Restarts an instance's pods with a rolling restart (the pod template's `restartedAt`
+    /// annotation, as `kubectl rollout restart`). Recorded as a RESTART operation.
     async fn restart_instance(
         &self,
+        ctx: &Context<'_>,
         #[graphql(desc = "The instance's id.")] id: ID,
     ) -> AppResult<Deployment> {
-        let _ = id;
-        Err(cluster_unavailable("restartInstance"))
+        let services = ctx.data_unchecked::<Services>();
+        let id = ids::decode(Kind::Instance, &id, "id")?;
+        Ok(Deployment(services.k8s.restart(&actor(ctx), id).await?))
     }
 
-    /// Rolls an instance back to its previous revision.
+    /// Rolls an instance back to its previous revision (as `kubectl rollout undo`); CONFLICT
+    /// when there is none. Recorded as a ROLLBACK operation whose `rollbackInfo` names both
+    /// revisions.
     async fn rollback_instance(
         &self,
+        ctx: &Context<'_>,
         #[graphql(desc = "The instance's id.")] id: ID,
     ) -> AppResult<Deployment> {
-        let _ = id;
-        Err(cluster_unavailable("rollbackInstance"))
+        let services = ctx.data_unchecked::<Services>();
+        let id = ids::decode(Kind::Instance, &id, "id")?;
+        Ok(Deployment(services.k8s.rollback(&actor(ctx), id).await?))
     }
 
-    /// Deletes an instance from its cluster.
+    /// Deletes an instance from its cluster (Deployment, Service, NetworkPolicy, Secret); the
+    /// instance ends TERMINATED. Recorded as a DELETE operation.
     async fn delete_instance(
         &self,
+        ctx: &Context<'_>,
         #[graphql(desc = "The instance's id.")] id: ID,
     ) -> AppResult<Deployment> {
-        let _ = id;
-        Err(cluster_unavailable("deleteInstance"))
+        let services = ctx.data_unchecked::<Services>();
+        let id = ids::decode(Kind::Instance, &id, "id")?;
+        Ok(Deployment(services.k8s.delete(&actor(ctx), id).await?))
     }
 }

@@ -73,6 +73,25 @@ pub struct DeploymentFilterInput {
 /// The query root.
 pub struct QueryRoot;
 
+/// The caller, as the gateway sees them.
+#[derive(async_graphql::SimpleObject)]
+pub struct Viewer {
+    /// The token subject (`local` when authentication is off, `anonymous` without credentials).
+    pub subject: String,
+    /// Whether valid credentials were presented (always true when authentication is off).
+    pub authenticated: bool,
+    /// Roles from the token.
+    pub roles: Vec<crate::auth::Role>,
+    /// May read registries and servers.
+    pub can_read: bool,
+    /// May deploy and manage instances (in granted namespaces).
+    pub can_deploy: bool,
+    /// May manage registries, clusters and grants.
+    pub can_administer: bool,
+    /// When the credentials expire.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// The query root: registries, servers, instances, deployments and clusters.
 #[Object]
 impl QueryRoot {
@@ -328,6 +347,20 @@ impl QueryRoot {
             .load_one(ClusterKey(id))
             .await?
             .map(Cluster))
+    }
+
+    /// Who the caller is and what they may do.
+    async fn viewer(&self, ctx: &Context<'_>) -> Viewer {
+        let p = &RequestCtx::of(ctx).principal;
+        Viewer {
+            subject: p.subject.clone(),
+            authenticated: p.authenticated,
+            roles: p.roles.iter().copied().collect(),
+            can_read: p.authenticated && p.has(crate::auth::Role::Viewer),
+            can_deploy: p.authenticated && p.has(crate::auth::Role::Deployer),
+            can_administer: p.authenticated && p.has(crate::auth::Role::Admin),
+            expires_at: p.expires_at,
+        }
     }
 
     /// Any object by its global id.

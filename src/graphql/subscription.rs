@@ -1,91 +1,79 @@
-//! Subscription roots. Each stream starts with the current state, then pushes every change.
+//! Subscription roots. Each stream first sends the current state, then every change.
 //!
-//! Changes are found by watching the rows' `updated_at` (or new rows) at a short interval; the
-//! database is the single source of truth, so a change made by any gateway process reaches every
-//! subscriber.
+//! Changes come from the process-wide [`PubSub`] hub (PostgreSQL `LISTEN/NOTIFY`), which loads a
+//! changed row once per process and shares it with every subscriber of that row. A subscriber
+//! that falls behind skips to the newest state (it reloads it once), so a slow client never makes
+//! the gateway buffer without bound.
 
-use std::time::Duration;
+use std::collections::HashSet;
 
 use async_graphql::{Context, ID, Subscription};
-use dataloaders::models::*;
-use dataloaders::{
-    DbPool, DeploymentKey, InstanceKey, LatestMetricsOfInstance, Reader, RegistryKey,
-};
 use futures_util::Stream;
+use tokio::sync::broadcast::error::RecvError;
 
-use crate::error::{AppError, AppResult};
+use crate::error::AppError;
+use crate::graphql::context::RequestCtx;
 use crate::graphql::types::*;
 use crate::ids::{self, Kind};
+use crate::pubsub::{PubSub, Snapshot, Topic, load};
+use crate::state::Services;
 
-/// How often subscriptions look for changes.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
-
-async fn load_once<K, V>(pool: &DbPool, key: K) -> AppResult<Option<V>>
-where
-    K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
-    Reader: async_graphql::dataloader::Loader<K, Value = V, Error = dataloaders::ReadError>,
-    V: Send + Sync + Clone + 'static,
-{
-    use async_graphql::dataloader::Loader;
-    let reader = Reader::new(pool.clone());
-    let mut map = reader.load(std::slice::from_ref(&key)).await?;
-    Ok(map.remove(&key))
-}
-
-/// Emits `value` whenever `version` of the loaded row changes; ends when the row is gone or
-/// `done` says so (after emitting that final state).
-fn watch_row<K, V, T>(
-    pool: DbPool,
-    key: K,
-    version: fn(&V) -> String,
-    done: fn(&V) -> bool,
-    wrap: fn(V) -> T,
-) -> impl Stream<Item = async_graphql::Result<T>>
-where
-    K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
-    Reader: async_graphql::dataloader::Loader<K, Value = V, Error = dataloaders::ReadError>,
-    V: Send + Sync + Clone + 'static,
-    T: Send + 'static,
-{
+/// The current state of `topic`, then each new state; ends when the row is gone.
+fn follow(
+    hub: PubSub,
+    pool: dataloaders::DbPool,
+    topic: Topic,
+) -> impl Stream<Item = Result<Snapshot, AppError>> {
     async_stream::stream! {
-        let mut last: Option<String> = None;
+        // Subscribe before reading, so that no change between the two is missed.
+        let mut rx = hub.subscribe(topic);
+        match load(&pool, topic).await {
+            Ok(Snapshot::Gone) => return,
+            Ok(s) => yield Ok(s),
+            Err(e) => { yield Err(AppError::from(e)); return; }
+        }
         loop {
-            match load_once(&pool, key.clone()).await {
-                Ok(Some(row)) => {
-                    let v = version(&row);
-                    let finished = done(&row);
-                    if last.as_deref() != Some(v.as_str()) {
-                        last = Some(v);
-                        yield Ok(wrap(row));
-                    }
-                    if finished {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    yield Err(e.into());
-                    tokio::time::sleep(POLL_INTERVAL * 4).await;
-                }
+            let next = match rx.recv().await {
+                Ok(s) => s,
+                Err(RecvError::Lagged(_)) => match load(&pool, topic).await {
+                    Ok(s) => s,
+                    Err(e) => { yield Err(AppError::from(e)); continue; }
+                },
+                Err(RecvError::Closed) => return,
+            };
+            if matches!(next, Snapshot::Gone) {
+                return;
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
+            yield Ok(next);
         }
     }
 }
 
-async fn require<K, V>(pool: &DbPool, key: K, what: &'static str) -> AppResult<()>
-where
-    K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
-    Reader: async_graphql::dataloader::Loader<K, Value = V, Error = dataloaders::ReadError>,
-    V: Send + Sync + Clone + 'static,
-{
-    load_once(pool, key)
-        .await?
-        .map(|_| ())
-        .ok_or(AppError::NotFound(what))
+fn hub(ctx: &Context<'_>) -> (PubSub, dataloaders::DbPool) {
+    let services = ctx.data_unchecked::<Services>();
+    (services.pubsub.clone(), services.pool.clone())
 }
 
-/// The subscription root.
+async fn require_exists(
+    ctx: &Context<'_>,
+    topic: Topic,
+    what: &'static str,
+) -> Result<(), AppError> {
+    let (_, pool) = hub(ctx);
+    match load(&pool, topic).await? {
+        Snapshot::Gone => Err(AppError::NotFound(what)),
+        _ => Ok(()),
+    }
+}
+
+fn authenticated(ctx: &Context<'_>) -> Result<(), AppError> {
+    match ctx.data_opt::<std::sync::Arc<RequestCtx>>() {
+        Some(rc) if !rc.principal.authenticated => Err(AppError::Unauthenticated),
+        _ => Ok(()),
+    }
+}
+
+/// The subscription root: live instance status, events, metrics, deployment progress and registry sync.
 pub struct SubscriptionRoot;
 
 /// The subscription root: live instance status, events, metrics, deployment progress and registry sync.
@@ -97,17 +85,24 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The instance's id.")] instance_id: ID,
-    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Instance>>> {
-        let pool = ctx.data_unchecked::<DbPool>().clone();
+    ) -> async_graphql::Result<impl Stream<Item = Result<Instance, AppError>>> {
+        use futures_util::StreamExt;
+        authenticated(ctx)?;
         let id = ids::decode(Kind::Instance, &instance_id, "instanceId")?;
-        require(&pool, InstanceKey(id), "instance").await?;
-        Ok(watch_row(
-            pool,
-            InstanceKey(id),
-            |r: &InstanceRow| r.updated_at.to_rfc3339(),
-            |_| false,
-            Instance,
-        ))
+        require_exists(ctx, Topic::Instance(id), "instance").await?;
+        let (hub, pool) = hub(ctx);
+        let mut last = None;
+        Ok(follow(hub, pool, Topic::Instance(id)).filter_map(move |s| {
+            let out = match s {
+                Ok(Snapshot::Instance(row)) if last != Some(row.updated_at) => {
+                    last = Some(row.updated_at);
+                    Some(Ok(Instance((*row).clone())))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            };
+            futures_util::future::ready(out)
+        }))
     }
 
     /// Kubernetes events of the instance and its pods: the recent events first, then each new one.
@@ -115,32 +110,27 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The instance's id.")] instance_id: ID,
-    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<InstanceEvent>>> {
+    ) -> async_graphql::Result<impl Stream<Item = Result<InstanceEvent, AppError>>> {
         use futures_util::StreamExt;
-        let pool = ctx.data_unchecked::<DbPool>().clone();
+        authenticated(ctx)?;
         let id = ids::decode(Kind::Instance, &instance_id, "instanceId")?;
-        require(&pool, InstanceKey(id), "instance").await?;
-        let rows = watch_row(
-            pool,
-            InstanceKey(id),
-            |r: &InstanceRow| r.events.to_string(),
-            |_| false,
-            |r| r,
-        );
-        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
-        Ok(rows.flat_map(move |row| {
-            let fresh: Vec<async_graphql::Result<InstanceEvent>> = match row {
+        require_exists(ctx, Topic::Instance(id), "instance").await?;
+        let (hub, pool) = hub(ctx);
+        let mut seen: HashSet<String> = HashSet::new();
+        Ok(follow(hub, pool, Topic::Instance(id)).flat_map(move |s| {
+            let fresh: Vec<Result<InstanceEvent, AppError>> = match s {
                 Err(e) => vec![Err(e)],
-                Ok(row) => {
+                Ok(Snapshot::Instance(row)) => {
                     let events: Vec<serde_json::Value> =
-                        serde_json::from_value(row.events).unwrap_or_default();
+                        serde_json::from_value(row.events.clone()).unwrap_or_default();
                     events
                         .into_iter()
-                        .filter(|e| seen.insert(e.to_string()))
+                        .filter(|e| seen.insert(event_identity(e)))
                         .filter_map(|e| serde_json::from_value::<InstanceEvent>(e).ok())
                         .map(Ok)
                         .collect()
                 }
+                Ok(_) => Vec::new(),
             };
             futures_util::stream::iter(fresh)
         }))
@@ -151,17 +141,24 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The instance's id.")] instance_id: ID,
-    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<MonitoringMetrics>>> {
-        let pool = ctx.data_unchecked::<DbPool>().clone();
+    ) -> async_graphql::Result<impl Stream<Item = Result<MonitoringMetrics, AppError>>> {
+        use futures_util::StreamExt;
+        authenticated(ctx)?;
         let id = ids::decode(Kind::Instance, &instance_id, "instanceId")?;
-        require(&pool, InstanceKey(id), "instance").await?;
-        Ok(watch_row(
-            pool,
-            LatestMetricsOfInstance(id),
-            |r: &MetricsRow| r.id.to_string(),
-            |_| false,
-            MonitoringMetrics,
-        ))
+        require_exists(ctx, Topic::Instance(id), "instance").await?;
+        let (hub, pool) = hub(ctx);
+        let mut last = None;
+        Ok(metrics_stream(hub, pool, id).filter_map(move |s| {
+            let out = match s {
+                Ok(Snapshot::Metrics(row)) if last != Some(row.id) => {
+                    last = Some(row.id);
+                    Some(Ok(MonitoringMetrics((*row).clone())))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            };
+            futures_util::future::ready(out)
+        }))
     }
 
     /// Progress of a deployment operation: the current state first, then each step; completes
@@ -170,17 +167,33 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The operation's id.")] deployment_id: ID,
-    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Deployment>>> {
-        let pool = ctx.data_unchecked::<DbPool>().clone();
+    ) -> async_graphql::Result<impl Stream<Item = Result<Deployment, AppError>>> {
+        authenticated(ctx)?;
         let id = ids::decode(Kind::Deployment, &deployment_id, "deploymentId")?;
-        require(&pool, DeploymentKey(id), "deployment").await?;
-        Ok(watch_row(
-            pool,
-            DeploymentKey(id),
-            |r: &DeploymentRow| r.updated_at.to_rfc3339(),
-            |r| r.status.is_terminal(),
-            Deployment,
-        ))
+        require_exists(ctx, Topic::Deployment(id), "deployment").await?;
+        let (hub, pool) = hub(ctx);
+        let source = follow(hub, pool, Topic::Deployment(id));
+        Ok(async_stream::stream! {
+            let mut last = None;
+            futures_util::pin_mut!(source);
+            while let Some(s) = futures_util::StreamExt::next(&mut source).await {
+                match s {
+                    Ok(Snapshot::Deployment(row)) => {
+                        if last == Some(row.updated_at) {
+                            continue;
+                        }
+                        last = Some(row.updated_at);
+                        let done = row.status.is_terminal();
+                        yield Ok(Deployment((*row).clone()));
+                        if done {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => yield Err(e),
+                }
+            }
+        })
     }
 
     /// Sync progress of a registry: the current state first, then every change of status,
@@ -189,16 +202,59 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The registry's id.")] registry_id: ID,
-    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Registry>>> {
-        let pool = ctx.data_unchecked::<DbPool>().clone();
+    ) -> async_graphql::Result<impl Stream<Item = Result<Registry, AppError>>> {
+        use futures_util::StreamExt;
+        authenticated(ctx)?;
         let id = ids::decode(Kind::Registry, &registry_id, "registryId")?;
-        require(&pool, RegistryKey(id), "registry").await?;
-        Ok(watch_row(
-            pool,
-            RegistryKey(id),
-            |r: &RegistryRow| r.updated_at.to_rfc3339(),
-            |_| false,
-            Registry,
-        ))
+        require_exists(ctx, Topic::Registry(id), "registry").await?;
+        let (hub, pool) = hub(ctx);
+        let mut last = None;
+        Ok(follow(hub, pool, Topic::Registry(id)).filter_map(move |s| {
+            let out = match s {
+                Ok(Snapshot::Registry(row)) if last != Some(row.updated_at) => {
+                    last = Some(row.updated_at);
+                    Some(Ok(Registry((*row).clone())))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            };
+            futures_util::future::ready(out)
+        }))
     }
+}
+
+/// Metrics have no row until the first sample: follow the topic without requiring one.
+fn metrics_stream(
+    hub: PubSub,
+    pool: dataloaders::DbPool,
+    instance: uuid::Uuid,
+) -> impl Stream<Item = Result<Snapshot, AppError>> {
+    let topic = Topic::Metrics(instance);
+    async_stream::stream! {
+        let mut rx = hub.subscribe(topic);
+        match load(&pool, topic).await {
+            Ok(Snapshot::Gone) => {}
+            Ok(s) => yield Ok(s),
+            Err(e) => yield Err(AppError::from(e)),
+        }
+        loop {
+            match rx.recv().await {
+                Ok(s) => yield Ok(s),
+                Err(RecvError::Lagged(_)) => match load(&pool, topic).await {
+                    Ok(s) => yield Ok(s),
+                    Err(e) => yield Err(AppError::from(e)),
+                },
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// What makes two event records the same event (a repeated event keeps its identity while its
+/// count grows, and is sent again then).
+fn event_identity(e: &serde_json::Value) -> String {
+    format!(
+        "{}|{}|{}|{}|{}",
+        e["objectKind"], e["objectName"], e["reason"], e["count"], e["lastSeen"]
+    )
 }

@@ -408,9 +408,11 @@ impl Instance {
             .clone()
             .and_then(|v| serde_json::from_value(v).ok())
     }
-    /// Pod logs of the instance.
+    /// Pod logs of the instance (its newest ready pod), read through the Kubernetes API and
+    /// cached for 2 minutes.
     async fn logs(
         &self,
+        ctx: &Context<'_>,
         #[graphql(desc = "Lines from the end of the log.")] tail_lines: Option<i32>,
         #[graphql(desc = "Only lines newer than this many seconds.")] since_seconds: Option<i32>,
         #[graphql(desc = "Container name, when the pod has several.")] container: Option<String>,
@@ -427,12 +429,30 @@ impl Instance {
                 "sinceSeconds must be positive",
             ));
         }
+        let Some(services) = ctx.data_opt::<crate::state::Services>() else {
+            return Ok(InstanceLogs {
+                available: false,
+                reason: Some("this gateway has no connection to the instance's cluster".into()),
+                pod: None,
+                container,
+                lines: Vec::new(),
+            });
+        };
+        let cluster = RequestCtx::of(ctx)
+            .loader
+            .load_one(ClusterKey(self.0.cluster_id))
+            .await?
+            .ok_or(AppError::NotFound("cluster"))?;
+        let l = services
+            .k8s
+            .logs(&self.0, &cluster, tail_lines, since_seconds, container)
+            .await;
         Ok(InstanceLogs {
-            available: false,
-            reason: Some("this gateway has no connection to the instance's cluster".into()),
-            pod: None,
-            container,
-            lines: Vec::new(),
+            available: l.available,
+            reason: l.reason,
+            pod: l.pod,
+            container: l.container,
+            lines: l.lines,
         })
     }
     /// The operation that deployed this instance.
@@ -543,6 +563,17 @@ pub struct DeploymentErrorDetail {
     pub at: DateTime<Utc>,
 }
 
+/// One line of a deployment operation's step log.
+#[derive(SimpleObject, Clone)]
+pub struct DeploymentLogLine {
+    /// When the line was written.
+    pub at: DateTime<Utc>,
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// What happened.
+    pub message: String,
+}
+
 /// A deployment operation: one deploy, scale, restart, rollback or delete of an instance.
 pub struct Deployment(pub DeploymentRow);
 
@@ -614,6 +645,29 @@ impl Deployment {
     /// What a rollback to the state before this operation needs (the previous revision).
     async fn rollback_info(&self) -> Option<Json<Value>> {
         self.0.rollback_info.clone().map(Json)
+    }
+    /// The operation's step log (kept 30 days), oldest first.
+    async fn logs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Most lines to return, 1 to 1000 (default 200).")] first: Option<i32>,
+    ) -> AppResult<Vec<DeploymentLogLine>> {
+        let n = first.unwrap_or(200);
+        if !(1..=1000).contains(&n) {
+            return Err(AppError::bad_input("first", "first must be between 1 and 1000"));
+        }
+        let services = ctx.data_unchecked::<crate::state::Services>();
+        Ok(
+            crate::k8s::store::logs_of(&services.pool, self.0.id, i64::from(n))
+                .await?
+                .into_iter()
+                .map(|l| DeploymentLogLine {
+                    at: l.logged_at,
+                    level: l.level,
+                    message: l.message,
+                })
+                .collect(),
+        )
     }
 }
 

@@ -79,11 +79,23 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
         .get(DEBUG_HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|p| p.trim() == "sql"));
-    let rc = RequestCtx::new(
-        state.services.pool.clone(),
-        request_id.clone(),
-        "local".into(),
-    );
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = match state.services.auth.authenticate(authorization).await {
+        Ok(p) => p,
+        Err(e) => {
+            state.metrics.reject("unauthenticated");
+            let mut resp =
+                refuse_with_code(StatusCode::UNAUTHORIZED, &e.to_string(), "UNAUTHENTICATED");
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            return resp;
+        }
+    };
+    let rc = RequestCtx::new(state.services.pool.clone(), request_id.clone(), principal);
     let stats = rc.stats();
     let labels: Vec<(String, &'static str)> = batch
         .iter()
@@ -257,16 +269,27 @@ async fn websocket(state: AppState, req: Request) -> Response {
     };
     let schema = state.schema.clone();
     let pool = state.services.pool.clone();
+    let auth = state.services.auth.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
             GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |_payload| async move {
+                .on_connection_init(move |payload| async move {
+                    // The token travels in connection_init: `authorization` (or `Authorization`)
+                    // holding "Bearer <token>", or `token` holding the bare token.
+                    let header = ["authorization", "Authorization"]
+                        .iter()
+                        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()).map(str::to_string))
+                        .or_else(|| payload.get("token").and_then(|v| v.as_str()).map(|t| format!("Bearer {t}")));
+                    let principal = auth
+                        .authenticate(header.as_deref())
+                        .await
+                        .map_err(|e| async_graphql::Error::new(e.to_string()))?;
                     let mut data = Data::default();
                     data.insert(std::sync::Arc::new(RequestCtx::new(
                         pool,
                         uuid::Uuid::new_v4().to_string(),
-                        "local".into(),
+                        principal,
                     )));
                     Ok(data)
                 })

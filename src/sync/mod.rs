@@ -135,6 +135,16 @@ impl SyncService {
         actor: Option<&Actor>,
         progress: Arc<dyn SyncProgress>,
     ) -> AppResult<(RegistryRow, JoinHandle<SyncOutcome>)> {
+        self.start_inner(id, actor, progress, false).await
+    }
+
+    async fn start_inner(
+        &self,
+        id: Uuid,
+        actor: Option<&Actor>,
+        progress: Arc<dyn SyncProgress>,
+        require_due: bool,
+    ) -> AppResult<(RegistryRow, JoinHandle<SyncOutcome>)> {
         let inner = self.inner.clone();
         if *inner.shutdown.borrow() {
             return Err(AppError::Unavailable(
@@ -168,7 +178,7 @@ impl SyncService {
             });
         }
         // On error the connection drops, which releases the lock.
-        let row = store::begin(&mut conn, id, actor).await?;
+        let row = store::begin(&mut conn, id, actor, require_due).await?;
         inner.in_flight.fetch_add(1, Ordering::AcqRel);
         tracing::info!(registry = %id, name = %row.name, "sync started");
         let started_row = row.clone();

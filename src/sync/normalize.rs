@@ -296,7 +296,7 @@ fn map_status(raw: Option<&str>) -> Result<ServerStatus, String> {
 fn count(raw: Option<f64>, what: &str) -> Result<i64, String> {
     match raw {
         None => Ok(0),
-        Some(n) if n.is_finite() && n >= 0.0 && n < 9.0e18 => Ok(n as i64),
+        Some(n) if (0.0..9.0e18).contains(&n) => Ok(n as i64),
         Some(n) => Err(format!("{what} must be a non-negative number, not {n}")),
     }
 }

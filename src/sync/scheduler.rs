@@ -99,7 +99,7 @@ impl SyncService {
             .await?
         };
         for Due { id } in due {
-            match self.start(id, None, Arc::new(NoProgress)).await {
+            match self.start_inner(id, None, Arc::new(NoProgress), true).await {
                 Ok((_, handle)) => {
                     tick.started.push(id);
                     handles.push(handle);

@@ -112,22 +112,29 @@ impl SyncState {
 
 /// Moves a registry into SYNCING (the caller holds its sync lock). A registry found in SYNCING is
 /// an abandoned sync (its lock was free) and passes through ERROR first, as the state machine
-/// requires.
+/// requires. With `require_due` (the scheduler), a registry that is no longer due, because
+/// another process synced it since the scheduler looked, is refused with CONFLICT.
 pub async fn begin(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     actor: Option<&Actor>,
+    require_due: bool,
 ) -> AppResult<RegistryRow> {
     let actor = actor.cloned();
     conn.transaction::<_, AppError, _>(async move |conn| {
-        let status: RegistryStatus = registries::table
+        let (status, next): (RegistryStatus, Option<DateTime<Utc>>) = registries::table
             .find(id)
-            .select(registries::status)
+            .select((registries::status, registries::next_sync_at))
             .for_update()
             .first(conn)
             .await
             .optional()?
             .ok_or(AppError::NotFound("registry"))?;
+        if require_due
+            && (status == RegistryStatus::Syncing || next.is_some_and(|n| n > Utc::now()))
+        {
+            return Err(AppError::Conflict("the registry is no longer due".into()));
+        }
         if status == RegistryStatus::Syncing {
             transition(conn, id, RegistryStatus::Error, Some(ABANDONED.into())).await?;
         }
@@ -190,6 +197,9 @@ async fn totals(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Totals, diesel
     })
 }
 
+/// (id, original name, name, sync hash, removed upstream at) of a stored server.
+type ExistingRow = (Uuid, String, String, Option<String>, Option<DateTime<Utc>>);
+
 struct Existing {
     id: Uuid,
     name: String,
@@ -239,18 +249,17 @@ pub async fn commit(
                     )
                 })?;
 
-            let rows: Vec<(Uuid, String, String, Option<String>, Option<DateTime<Utc>>)> =
-                servers::table
-                    .filter(servers::registry_id.eq(id))
-                    .select((
-                        servers::id,
-                        servers::original_name,
-                        servers::name,
-                        servers::sync_hash,
-                        servers::removed_upstream_at,
-                    ))
-                    .load(conn)
-                    .await?;
+            let rows: Vec<ExistingRow> = servers::table
+                .filter(servers::registry_id.eq(id))
+                .select((
+                    servers::id,
+                    servers::original_name,
+                    servers::name,
+                    servers::sync_hash,
+                    servers::removed_upstream_at,
+                ))
+                .load(conn)
+                .await?;
             let existing: HashMap<String, Existing> = rows
                 .into_iter()
                 .map(|(sid, orig, name, hash, removed)| {

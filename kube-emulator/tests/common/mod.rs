@@ -11,8 +11,8 @@ use kube::{Client, Config};
 use kube_emulator::Emulator;
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
+use tokio::process::Command;
 
 pub struct Target {
     pub client: Client,
@@ -84,11 +84,12 @@ impl Target {
         name
     }
 
-    pub fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+    pub async fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new("kubectl")
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .output()
+            .await
             .expect("run kubectl");
         (
             out.status.success(),
@@ -97,8 +98,8 @@ impl Target {
         )
     }
 
-    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
-        use std::io::Write;
+    pub async fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+        use tokio::io::AsyncWriteExt;
         let mut child = Command::new("kubectl")
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
@@ -107,13 +108,10 @@ impl Target {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("run kubectl");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).await.unwrap();
+        drop(input);
+        let out = child.wait_with_output().await.unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),

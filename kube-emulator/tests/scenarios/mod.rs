@@ -667,13 +667,15 @@ pub async fn kubectl_healthy(t: &Target) {
     let n = ns.as_str();
     let d = deployment("web", 2, "ready", 600);
     let out = ok(
-        t.kubectl_stdin(&["apply", "-n", n, "-f", "-"], &yaml_of(&d)),
+        t.kubectl_stdin(&["apply", "-n", n, "-f", "-"], &yaml_of(&d))
+            .await,
         "apply (create)",
     );
     assert!(out.contains("deployment.apps/web created"), "{out}");
     let timeout = format!("--timeout={}s", t.budget(60.0).as_secs());
     let out = ok(
-        t.kubectl(&["rollout", "status", "-n", n, "deployment/web", &timeout]),
+        t.kubectl(&["rollout", "status", "-n", n, "deployment/web", &timeout])
+            .await,
         "rollout status",
     );
     assert!(
@@ -681,7 +683,7 @@ pub async fn kubectl_healthy(t: &Target) {
         "{out}"
     );
     let out = ok(
-        t.kubectl(&["get", "-n", n, "deployments"]),
+        t.kubectl(&["get", "-n", n, "deployments"]).await,
         "get deployments",
     );
     let line = out
@@ -691,7 +693,7 @@ pub async fn kubectl_healthy(t: &Target) {
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&cols[1..4], &["2/2", "2", "2"], "{out}");
     let out = ok(
-        t.kubectl(&["get", "-n", n, "pods", "-l", "app=web"]),
+        t.kubectl(&["get", "-n", n, "pods", "-l", "app=web"]).await,
         "get pods",
     );
     assert_eq!(
@@ -705,30 +707,37 @@ pub async fn kubectl_healthy(t: &Target) {
     let mut d2 = d.clone();
     d2["spec"]["template"]["spec"]["containers"][0]["image"] = serde_json::json!("busybox:1.37");
     let out = ok(
-        t.kubectl_stdin(&["apply", "-n", n, "-f", "-"], &yaml_of(&d2)),
+        t.kubectl_stdin(&["apply", "-n", n, "-f", "-"], &yaml_of(&d2))
+            .await,
         "apply (update)",
     );
     assert!(out.contains("deployment.apps/web configured"), "{out}");
     ok(
-        t.kubectl(&["rollout", "status", "-n", n, "deployment/web", &timeout]),
+        t.kubectl(&["rollout", "status", "-n", n, "deployment/web", &timeout])
+            .await,
         "rollout status (update)",
     );
-    let out = ok(t.kubectl(&["get", "-n", n, "rs", "-o", "name"]), "get rs");
+    let out = ok(
+        t.kubectl(&["get", "-n", n, "rs", "-o", "name"]).await,
+        "get rs",
+    );
     assert_eq!(out.lines().count(), 2, "{out}");
     let out = ok(
-        t.kubectl(&["rollout", "history", "-n", n, "deployment/web"]),
+        t.kubectl(&["rollout", "history", "-n", n, "deployment/web"])
+            .await,
         "rollout history",
     );
     assert!(out.contains('2'), "{out}");
     let out = ok(
-        t.kubectl(&["logs", "-n", n, "deployment/web", "--tail=5"]),
+        t.kubectl(&["logs", "-n", n, "deployment/web", "--tail=5"])
+            .await,
         "logs",
     );
     assert!(!out.trim().is_empty(), "empty logs");
     // metrics: allow time for the first scrape
     let mut top = (false, String::new(), String::new());
     for _ in 0..100 {
-        top = t.kubectl(&["top", "pod", "-n", n]);
+        top = t.kubectl(&["top", "pod", "-n", n]).await;
         if top.0 && top.1.lines().count() >= 3 {
             break;
         }
@@ -740,14 +749,15 @@ pub async fn kubectl_healthy(t: &Target) {
         "{out}"
     );
     let out = ok(
-        t.kubectl(&["delete", "-n", n, "deployment/web", &timeout]),
+        t.kubectl(&["delete", "-n", n, "deployment/web", &timeout])
+            .await,
         "delete",
     );
     assert!(out.contains("deployment.apps \"web\" deleted"), "{out}");
     let mut empty = false;
     for _ in 0..200 {
         let out = ok(
-            t.kubectl(&["get", "-n", n, "pods", "-o", "name"]),
+            t.kubectl(&["get", "-n", n, "pods", "-o", "name"]).await,
             "get pods after delete",
         );
         if out.trim().is_empty() {
@@ -765,23 +775,25 @@ pub async fn kubectl_progress_deadline(t: &Target) {
     let n = ns.as_str();
     let d = deployment("ipf", 1, "image-pull-failure", 30);
     ok(
-        t.kubectl_stdin(&["apply", "-n", n, "-f", "-"], &yaml_of(&d)),
+        t.kubectl_stdin(&["apply", "-n", n, "-f", "-"], &yaml_of(&d))
+            .await,
         "apply",
     );
     let timeout = format!("--timeout={}s", t.budget(120.0).as_secs());
-    let (success, stdout, stderr) =
-        t.kubectl(&["rollout", "status", "-n", n, "deployment/ipf", &timeout]);
+    let (success, stdout, stderr) = t
+        .kubectl(&["rollout", "status", "-n", n, "deployment/ipf", &timeout])
+        .await;
     assert!(!success, "rollout status must fail: {stdout}");
     assert!(
         stderr.contains("error: deployment \"ipf\" exceeded its progress deadline"),
         "{stderr}"
     );
-    let out = ok(t.kubectl(&["get", "-n", n, "pods"]), "get pods");
+    let out = ok(t.kubectl(&["get", "-n", n, "pods"]).await, "get pods");
     assert!(
         out.contains("ErrImagePull") || out.contains("ImagePullBackOff"),
         "{out}"
     );
-    let (success, _, stderr) = t.kubectl(&["logs", "-n", n, "deployment/ipf"]);
+    let (success, _, stderr) = t.kubectl(&["logs", "-n", n, "deployment/ipf"]).await;
     assert!(!success && stderr.contains("waiting to start"), "{stderr}");
 }
 
@@ -793,7 +805,8 @@ pub async fn kubectl_crash_loop(t: &Target) {
         t.kubectl_stdin(
             &["apply", "-n", n, "-f", "-"],
             &yaml_of(&deployment("cl", 1, "crash-loop", 600)),
-        ),
+        )
+        .await,
         "apply",
     );
     let restarts_of = |out: &str| -> Option<(String, u32)> {
@@ -805,7 +818,7 @@ pub async fn kubectl_crash_loop(t: &Target) {
     let mut seen: Vec<u32> = Vec::new();
     let mut saw_backoff = false;
     while start.elapsed() < t.budget(150.0) {
-        let out = ok(t.kubectl(&["get", "-n", n, "pods"]), "get pods");
+        let out = ok(t.kubectl(&["get", "-n", n, "pods"]).await, "get pods");
         if let Some((status, r)) = restarts_of(&out) {
             if status == "CrashLoopBackOff" {
                 saw_backoff = true;
@@ -828,7 +841,8 @@ pub async fn kubectl_crash_loop(t: &Target) {
         "restart count did not grow: {seen:?}"
     );
     let out = ok(
-        t.kubectl(&["logs", "-n", n, "deployment/cl", "--previous"]),
+        t.kubectl(&["logs", "-n", n, "deployment/cl", "--previous"])
+            .await,
         "logs --previous",
     );
     assert!(!out.trim().is_empty());
@@ -836,7 +850,7 @@ pub async fn kubectl_crash_loop(t: &Target) {
 
 /// discovery-driven kubectl verbs keep working: api-resources, get all, events, describe.
 pub async fn kubectl_discovery(t: &Target) {
-    let out = ok(t.kubectl(&["api-resources"]), "api-resources");
+    let out = ok(t.kubectl(&["api-resources"]).await, "api-resources");
     for r in [
         "deployments",
         "pods",
@@ -847,11 +861,11 @@ pub async fn kubectl_discovery(t: &Target) {
     ] {
         assert!(out.contains(r), "{r} missing from api-resources:\n{out}");
     }
-    ok(t.kubectl(&["get", "ns", "default"]), "get ns");
+    ok(t.kubectl(&["get", "ns", "default"]).await, "get ns");
     ok(
-        t.kubectl(&["auth", "can-i", "create", "deployments"]),
+        t.kubectl(&["auth", "can-i", "create", "deployments"]).await,
         "auth can-i",
     );
-    let (_, v, _) = t.kubectl(&["version", "-o", "json"]);
+    let (_, v, _) = t.kubectl(&["version", "-o", "json"]).await;
     assert!(v.contains("serverVersion"), "{v}");
 }

@@ -1,0 +1,623 @@
+//! Drives one operation to its end: takes the lease, acts on the cluster (server-side apply,
+//! patch, replace or delete), then follows the rollout until it is done, failed, timed out or
+//! cancelled. Every step is recorded with its timestamp and logged to `deployment_logs`.
+//!
+//! Kubernetes outages are waited out (the operation's deadline still applies); permanent API
+//! errors (invalid object, forbidden) fail the operation with the Kubernetes reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use dataloaders::enums::DeploymentOperation;
+use dataloaders::models::{DeploymentRow, InstanceRow};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::health::{Observed, Verdict};
+use super::manifests::{self, InstanceSpec};
+use super::{Clients, ClusterManager, is_transient, kube_reason, store};
+
+/// Why driving stopped early.
+enum Stop {
+    /// The lease was lost or the operation ended elsewhere (cancelled): stop quietly.
+    Lost,
+    /// The operation failed: (reason, message).
+    Failed(String, String),
+}
+
+impl From<crate::error::AppError> for Stop {
+    fn from(e: crate::error::AppError) -> Self {
+        tracing::warn!(error = ?e, "driver: database error");
+        Stop::Lost
+    }
+}
+
+struct Driver {
+    mgr: ClusterManager,
+    op: DeploymentRow,
+    inst: InstanceRow,
+    clients: Clients,
+    lease: chrono::Duration,
+    deadline: chrono::DateTime<Utc>,
+    last_renew: std::time::Instant,
+    min_generation: i64,
+    outage_logged: bool,
+    last_reason: String,
+}
+
+/// Drives operation `id` if this process can take its lease.
+pub async fn drive(mgr: ClusterManager, id: Uuid) {
+    let inner = mgr.inner().clone();
+    let lease = chrono::Duration::seconds(inner.cfg.lease_seconds.max(1) as i64);
+    let op = match store::claim(&inner.pool, id, &inner.owner, lease).await {
+        Ok(Some(op)) => op,
+        _ => return,
+    };
+    let Ok(Some(inst)) = store::instance(&inner.pool, op.instance_id).await else {
+        let _ = store::finish(
+            &inner.pool,
+            id,
+            &inner.owner,
+            Some(("InstanceMissing", "the instance record is gone")),
+        )
+        .await;
+        return;
+    };
+    let clients = loop {
+        match mgr.clients_of(inst.cluster_id).await {
+            Ok(c) => break c,
+            Err(crate::error::AppError::NotFound(_)) => {
+                let _ = store::finish(
+                    &inner.pool,
+                    id,
+                    &inner.owner,
+                    Some(("ClusterMissing", "the cluster is no longer registered")),
+                )
+                .await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, "driver: no client yet");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if !matches!(
+                    store::renew(&inner.pool, id, &inner.owner, lease).await,
+                    Ok(true)
+                ) {
+                    return;
+                }
+            }
+        }
+    };
+    let deadline = op.started_at
+        + chrono::Duration::seconds(inner.cfg.operation_timeout_seconds.max(1) as i64);
+    let mut d = Driver {
+        mgr,
+        op,
+        inst,
+        clients,
+        lease,
+        deadline,
+        last_renew: std::time::Instant::now(),
+        min_generation: 0,
+        outage_logged: false,
+        last_reason: String::new(),
+    };
+    match d.run().await {
+        Ok(()) | Err(Stop::Lost) => {}
+        Err(Stop::Failed(reason, message)) => {
+            let _ = store::finish(
+                &d.mgr.inner().pool,
+                d.op.id,
+                &d.mgr.inner().owner,
+                Some((&reason, &message)),
+            )
+            .await;
+        }
+    }
+}
+
+impl Driver {
+    fn pool(&self) -> &dataloaders::DbPool {
+        &self.mgr.inner().pool
+    }
+    fn owner(&self) -> &str {
+        &self.mgr.inner().owner
+    }
+    fn ns(&self) -> &str {
+        &self.inst.namespace
+    }
+    fn name(&self) -> &str {
+        &self.inst.name
+    }
+
+    fn step_done(&self, name: &str) -> bool {
+        self.op.steps.as_array().is_some_and(|steps| {
+            steps
+                .iter()
+                .any(|s| s["name"] == json!(name) && s["status"] == json!("succeeded"))
+        })
+    }
+
+    async fn step(&self, name: &str, status: &str, message: Option<&str>) -> Result<(), Stop> {
+        if store::add_step(self.pool(), self.op.id, self.owner(), name, status, message).await? {
+            Ok(())
+        } else {
+            Err(Stop::Lost)
+        }
+    }
+
+    async fn keep_lease(&mut self) -> Result<(), Stop> {
+        let every = (self.lease.num_milliseconds() / 3).max(200) as u64;
+        if self.last_renew.elapsed() >= Duration::from_millis(every) {
+            if !store::renew(self.pool(), self.op.id, self.owner(), self.lease).await? {
+                return Err(Stop::Lost);
+            }
+            self.last_renew = std::time::Instant::now();
+        }
+        if Utc::now() > self.deadline {
+            return Err(Stop::Failed(
+                "Timeout".into(),
+                format!(
+                    "the operation did not finish within {} s",
+                    self.mgr.inner().cfg.operation_timeout_seconds
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` until it succeeds, retrying transient Kubernetes errors (outages) until the
+    /// deadline; a permanent error fails the operation.
+    async fn retry<T, F, Fut>(&mut self, what: &str, mut f: F) -> Result<T, Stop>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, kube::Error>>,
+    {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            self.keep_lease().await?;
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) if is_transient(&e) => {
+                    if !self.outage_logged {
+                        self.outage_logged = true;
+                        let msg = format!("Kubernetes API unavailable ({e}); retrying");
+                        self.step(what, "retrying", Some(&msg)).await?;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    let (reason, message) = kube_reason(&e);
+                    return Err(Stop::Failed(reason, format!("{what}: {message}")));
+                }
+            }
+        }
+    }
+
+    async fn run(&mut self) -> Result<(), Stop> {
+        if self.op.status == dataloaders::enums::DeploymentStatus::Initiated {
+            self.step(
+                "start",
+                "succeeded",
+                Some(&format!("driven by {}", self.owner())),
+            )
+            .await?;
+        } else {
+            self.step(
+                "resume",
+                "succeeded",
+                Some(&format!("picked up by {}", self.owner())),
+            )
+            .await?;
+        }
+        match self.op.operation {
+            DeploymentOperation::Deploy => self.deploy().await?,
+            DeploymentOperation::Scale => self.scale().await?,
+            DeploymentOperation::Restart => self.restart().await?,
+            DeploymentOperation::Rollback => self.rollback().await?,
+            DeploymentOperation::Delete => self.delete().await?,
+        }
+        self.wait().await
+    }
+
+    fn spec(&self) -> Result<InstanceSpec, Stop> {
+        serde_json::from_value(self.inst.configuration.clone()).map_err(|e| {
+            Stop::Failed(
+                "InvalidConfiguration".into(),
+                format!("the instance's stored configuration is unreadable: {e}"),
+            )
+        })
+    }
+
+    async fn apply<K>(&mut self, step: &str, name: &str, obj: &Value) -> Result<K, Stop>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.clients.api.clone(), self.ns());
+        let pp = PatchParams::apply(manifests::FIELD_MANAGER).force();
+        let name = name.to_string();
+        let patch = Patch::Apply(obj);
+        let out = self.retry(step, || api.patch(&name, &pp, &patch)).await?;
+        Ok(out)
+    }
+
+    async fn deploy(&mut self) -> Result<(), Stop> {
+        let spec = self.spec()?;
+        let (id, name, ns) = (self.inst.id, self.name().to_string(), self.ns().to_string());
+        if let Some(secret) = &spec.secret_name
+            && !self.step_done("check-secret")
+        {
+            let api: Api<Secret> = Api::namespaced(self.clients.api.clone(), &ns);
+            let s = secret.clone();
+            let found = self.retry("check-secret", || api.get_opt(&s)).await?;
+            if found.is_none() {
+                return Err(Stop::Failed(
+                    "SecretMissing".into(),
+                    format!(
+                        "the Secret {secret} with the secret env values was not stored; deploy again"
+                    ),
+                ));
+            }
+            self.step("check-secret", "succeeded", Some(secret)).await?;
+        }
+        if !self.step_done("apply-deployment") {
+            let restarted_at = None;
+            let obj = manifests::deployment(
+                id,
+                &name,
+                &ns,
+                &spec,
+                self.mgr.inner().cfg.progress_deadline_seconds,
+                restarted_at,
+            );
+            let d: Deployment = self.apply("apply-deployment", &name, &obj).await?;
+            self.min_generation = d.metadata.generation.unwrap_or(0);
+            store::mark_deployed(self.pool(), id).await?;
+            self.invalidate().await;
+            self.step(
+                "apply-deployment",
+                "succeeded",
+                Some(&format!(
+                    "Deployment {ns}/{name} applied (generation {})",
+                    self.min_generation
+                )),
+            )
+            .await?;
+        }
+        if !self.step_done("apply-service") {
+            match manifests::service(id, &name, &ns, &spec) {
+                Some(obj) => {
+                    let _: Service = self.apply("apply-service", &name, &obj).await?;
+                    self.step(
+                        "apply-service",
+                        "succeeded",
+                        Some(&format!(
+                            "Service {ns}/{name} on port {}",
+                            spec.port().unwrap_or(0)
+                        )),
+                    )
+                    .await?;
+                }
+                None => {
+                    self.step(
+                        "apply-service",
+                        "skipped",
+                        Some("stdio transport: no Service"),
+                    )
+                    .await?
+                }
+            }
+        }
+        if !self.step_done("apply-network-policy") {
+            let supported = store::cluster(self.pool(), self.inst.cluster_id)
+                .await?
+                .is_some_and(|c| c.capabilities.iter().any(|x| x == "networking.k8s.io/v1"));
+            match manifests::network_policy(id, &name, &ns, &spec) {
+                Some(obj) if supported => {
+                    let _: NetworkPolicy = self.apply("apply-network-policy", &name, &obj).await?;
+                    self.step(
+                        "apply-network-policy",
+                        "succeeded",
+                        Some("egress limited to the server's network permissions"),
+                    )
+                    .await?;
+                }
+                Some(_) => {
+                    self.step(
+                        "apply-network-policy",
+                        "skipped",
+                        Some("the cluster does not serve networking.k8s.io/v1"),
+                    )
+                    .await?
+                }
+                None => {
+                    self.step(
+                        "apply-network-policy",
+                        "skipped",
+                        Some("the server declares no network permissions"),
+                    )
+                    .await?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn merge_patch(&mut self, step: &str, patch: Value) -> Result<(), Stop> {
+        let api: Api<Deployment> = Api::namespaced(self.clients.api.clone(), self.ns());
+        let pp = PatchParams::apply(manifests::FIELD_MANAGER);
+        let name = self.name().to_string();
+        let patch = Patch::Merge(&patch);
+        let d = self.retry(step, || api.patch(&name, &pp, &patch)).await?;
+        self.min_generation = d.metadata.generation.unwrap_or(0);
+        self.invalidate().await;
+        Ok(())
+    }
+
+    async fn scale(&mut self) -> Result<(), Stop> {
+        let replicas = self.op.parameters["replicas"].as_i64().unwrap_or(1);
+        if !self.step_done("scale") {
+            self.merge_patch(
+                "scale",
+                json!({"spec": {"replicas": replicas, "paused": false}}),
+            )
+            .await?;
+            let mut cfg = self.inst.configuration.clone();
+            cfg["replicas"] = json!(replicas);
+            store::set_configuration(self.pool(), self.inst.id, &cfg).await?;
+            self.step(
+                "scale",
+                "succeeded",
+                Some(&format!("replicas set to {replicas}")),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn restart(&mut self) -> Result<(), Stop> {
+        let at = self.op.parameters["restartedAt"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if !self.step_done("restart") {
+            self.merge_patch(
+                "restart",
+                json!({"spec": {"paused": false, "template": {"metadata": {"annotations": {
+                    manifests::RESTARTED_AT: at
+                }}}}}),
+            )
+            .await?;
+            self.step(
+                "restart",
+                "succeeded",
+                Some(&format!(
+                    "pod template annotated {}={at}",
+                    manifests::RESTARTED_AT
+                )),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn rollback(&mut self) -> Result<(), Stop> {
+        if self.step_done("rollback") {
+            return Ok(());
+        }
+        let to = self.op.parameters["toRevision"].as_i64().unwrap_or(0);
+        let rs_api: Api<ReplicaSet> = Api::namespaced(self.clients.api.clone(), self.ns());
+        let lp = ListParams::default().labels(&manifests::selector(self.inst.id));
+        let list = self.retry("rollback", || rs_api.list(&lp)).await?;
+        let target = list.items.into_iter().find(|r| {
+            r.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+                .and_then(|v| v.parse::<i64>().ok())
+                == Some(to)
+        });
+        let Some(mut template) = target.and_then(|r| r.spec.template) else {
+            return Err(Stop::Failed(
+                "RevisionNotFound".into(),
+                format!("revision {to} is no longer kept by the cluster"),
+            ));
+        };
+        if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+            labels.remove("pod-template-hash");
+        }
+        let api: Api<Deployment> = Api::namespaced(self.clients.api.clone(), self.ns());
+        let name = self.name().to_string();
+        let mut attempts = 0;
+        let d = loop {
+            attempts += 1;
+            let mut d = self.retry("rollback", || api.get(&name)).await?;
+            d.spec.template = template.clone();
+            d.spec.paused = Some(false);
+            d.metadata.managed_fields = None;
+            match api.replace(&name, &PostParams::default(), &d).await {
+                Ok(d) => break d,
+                Err(kube::Error::Api(s)) if s.code == 409 && attempts < 5 => continue,
+                Err(e) if is_transient(&e) => {
+                    self.keep_lease().await?;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    let (reason, message) = kube_reason(&e);
+                    return Err(Stop::Failed(reason, format!("rollback: {message}")));
+                }
+            }
+        };
+        self.min_generation = d.metadata.generation.unwrap_or(0);
+        self.invalidate().await;
+        self.step(
+            "rollback",
+            "succeeded",
+            Some(&format!("pod template of revision {to} restored")),
+        )
+        .await
+    }
+
+    async fn delete(&mut self) -> Result<(), Stop> {
+        if self.step_done("delete-objects") {
+            return Ok(());
+        }
+        let name = self.name().to_string();
+        let ns = self.ns().to_string();
+        let dp = DeleteParams::background();
+        let c = self.clients.api.clone();
+        let ignore_404 = |r: Result<(), kube::Error>| match r {
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            other => other,
+        };
+        let d_api: Api<Deployment> = Api::namespaced(c.clone(), &ns);
+        let (d_api, name_r, dp_r) = (&d_api, &name, &dp);
+        self.retry("delete-objects", || async move {
+            ignore_404(d_api.delete(name_r, dp_r).await.map(|_| ()))
+        })
+        .await?;
+        let s_api: Api<Service> = Api::namespaced(c.clone(), &ns);
+        let s_api = &s_api;
+        self.retry("delete-objects", || async move {
+            ignore_404(s_api.delete(name_r, dp_r).await.map(|_| ()))
+        })
+        .await?;
+        let n_api: Api<NetworkPolicy> = Api::namespaced(c.clone(), &ns);
+        let n_api = &n_api;
+        self.retry("delete-objects", || async move {
+            match n_api.delete(name_r, dp_r).await {
+                // A cluster without NetworkPolicy support answers 404 for the whole group.
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                other => other.map(|_| ()),
+            }
+        })
+        .await?;
+        let sec_api: Api<Secret> = Api::namespaced(c, &ns);
+        let secret = manifests::secret_name(&name);
+        let (sec_api, secret) = (&sec_api, &secret);
+        self.retry("delete-objects", || async move {
+            ignore_404(sec_api.delete(secret, dp_r).await.map(|_| ()))
+        })
+        .await?;
+        self.invalidate().await;
+        self.step(
+            "delete-objects",
+            "succeeded",
+            Some(&format!(
+                "Deployment, Service, NetworkPolicy and Secret of {ns}/{name} deleted"
+            )),
+        )
+        .await
+    }
+
+    async fn invalidate(&self) {
+        self.mgr
+            .inner()
+            .status_cache
+            .invalidate(&self.inst.id)
+            .await;
+    }
+
+    /// The instance's state: from the cache while the namespace's watch is synced (watch
+    /// events keep it fresh), else straight from the API.
+    async fn observe(&mut self) -> Result<Option<Arc<Observed>>, Stop> {
+        let cache = &self.mgr.inner().status_cache;
+        if self.mgr.watch_synced(self.inst.cluster_id, self.ns())
+            && let Some(o) = cache.get(&self.inst.id).await
+        {
+            return Ok(Some(o));
+        }
+        match ClusterManager::observe_live(&self.clients, &self.inst).await {
+            Ok(o) => {
+                let o = Arc::new(o);
+                cache.insert(self.inst.id, o.clone()).await;
+                if self.outage_logged {
+                    self.outage_logged = false;
+                    self.step("wait", "succeeded", Some("Kubernetes API reachable again"))
+                        .await?;
+                }
+                Ok(Some(o))
+            }
+            Err(e) if is_transient(&e) => {
+                if !self.outage_logged {
+                    self.outage_logged = true;
+                    let msg = format!("Kubernetes API unavailable ({e}); waiting");
+                    self.step("wait", "retrying", Some(&msg)).await?;
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                let (reason, message) = kube_reason(&e);
+                Err(Stop::Failed(
+                    reason,
+                    format!("reading the rollout: {message}"),
+                ))
+            }
+        }
+    }
+
+    async fn wait(&mut self) -> Result<(), Stop> {
+        let waker = self.mgr.waker(self.inst.id);
+        let poll = Duration::from_millis(self.mgr.inner().cfg.poll_ms.max(50));
+        let deleting = self.op.operation == DeploymentOperation::Delete;
+        let scaling = self.op.operation == DeploymentOperation::Scale;
+        loop {
+            self.keep_lease().await?;
+            if let Some(o) = self.observe().await? {
+                let _ = store::apply_observation(self.pool(), self.inst.id, &o, scaling).await;
+                if o.reason != self.last_reason && !o.reason.is_empty() {
+                    self.last_reason = o.reason.clone();
+                    let _ = store::log_line(self.pool(), self.op.id, "info", &o.reason).await;
+                }
+                if deleting {
+                    if o.missing && o.pods == 0 {
+                        store::terminate_instance(
+                            self.pool(),
+                            self.inst.id,
+                            "deleted by deleteInstance",
+                        )
+                        .await?;
+                        store::finish(self.pool(), self.op.id, self.owner(), None).await?;
+                        return Ok(());
+                    }
+                } else if o.missing {
+                    return Err(Stop::Failed(
+                        "DeploymentDeleted".into(),
+                        format!(
+                            "the Deployment {} was deleted while the operation ran",
+                            self.name()
+                        ),
+                    ));
+                } else if o.observed_generation >= self.min_generation
+                    && o.generation >= self.min_generation
+                {
+                    match &o.verdict {
+                        Verdict::Done => {
+                            store::finish(self.pool(), self.op.id, self.owner(), None).await?;
+                            return Ok(());
+                        }
+                        Verdict::Failed { reason, message } => {
+                            return Err(Stop::Failed(reason.clone(), message.clone()));
+                        }
+                        Verdict::Progressing => {}
+                    }
+                }
+            }
+            tokio::select! {
+                _ = waker.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Watchers of one namespace of one cluster: Deployments and Pods labelled as managed by the
+//! gateway, and Events. kube-rs `watcher`s with `default_backoff()` feed reflector stores; a
+//! `410 Gone` makes the watcher relist on its own. Every event invalidates the cached status of
+//! the instance it concerns; a debounce tick then re-derives the instance from the stores, writes
+//! its row when something changed, and wakes the operation driving it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::{StreamExt, stream::BoxStream};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::Api;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use uuid::Uuid;
+
+use super::manifests::{INSTANCE_LABEL, MANAGED_BY};
+use super::{Clients, ClusterManager, health, store};
+
+/// A running namespace watch.
+pub struct WatchHandle {
+    pub task: tokio::task::JoinHandle<()>,
+    /// True while all three watches are listed and healthy.
+    pub synced: Arc<AtomicBool>,
+}
+
+/// Starts watching `namespace` of `cluster`.
+pub fn spawn(
+    mgr: ClusterManager,
+    cluster: Uuid,
+    namespace: String,
+    clients: Clients,
+) -> WatchHandle {
+    let synced = Arc::new(AtomicBool::new(false));
+    let task = tokio::spawn(run(mgr, cluster, namespace, clients, synced.clone()));
+    WatchHandle { task, synced }
+}
+
+enum Kind {
+    Deployment,
+    Pod,
+    Event,
+}
+
+enum Touch {
+    /// An object changed; the instances it concerns.
+    Object(Vec<Uuid>),
+    /// A (re)list of this kind finished.
+    Synced(Kind),
+    /// Nothing to do (a relist in progress).
+    None,
+}
+
+fn instance_of(labels: Option<&std::collections::BTreeMap<String, String>>) -> Option<Uuid> {
+    labels?.get(INSTANCE_LABEL)?.parse().ok()
+}
+
+async fn run(
+    mgr: ClusterManager,
+    cluster: Uuid,
+    ns: String,
+    clients: Clients,
+    synced: Arc<AtomicBool>,
+) {
+    let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+    let cfg = watcher::Config::default().labels(&selector);
+    let (d_store, d_writer) = reflector::store::<Deployment>();
+    let (p_store, p_writer) = reflector::store::<Pod>();
+    let (e_store, e_writer) = reflector::store::<Event>();
+    let d_api: Api<Deployment> = Api::namespaced(clients.watch.clone(), &ns);
+    let p_api: Api<Pod> = Api::namespaced(clients.watch.clone(), &ns);
+    let e_api: Api<Event> = Api::namespaced(clients.watch.clone(), &ns);
+
+    let ds: BoxStream<'static, Result<Touch, (String, watcher::Error)>> = {
+        let stream = reflector::reflector(d_writer, watcher(d_api, cfg.clone()).default_backoff());
+        stream
+            .map(|ev| match ev {
+                Ok(watcher::Event::Apply(d) | watcher::Event::Delete(d)) => Ok(Touch::Object(
+                    instance_of(d.metadata.labels.as_ref())
+                        .into_iter()
+                        .collect(),
+                )),
+                Ok(watcher::Event::InitDone) => Ok(Touch::Synced(Kind::Deployment)),
+                Ok(_) => Ok(Touch::None),
+                Err(e) => Err(("deployments".to_string(), e)),
+            })
+            .boxed()
+    };
+    let ps: BoxStream<'static, Result<Touch, (String, watcher::Error)>> = {
+        let stream = reflector::reflector(p_writer, watcher(p_api, cfg).default_backoff());
+        stream
+            .map(|ev| match ev {
+                Ok(watcher::Event::Apply(p) | watcher::Event::Delete(p)) => Ok(Touch::Object(
+                    instance_of(p.metadata.labels.as_ref())
+                        .into_iter()
+                        .collect(),
+                )),
+                Ok(watcher::Event::InitDone) => Ok(Touch::Synced(Kind::Pod)),
+                Ok(_) => Ok(Touch::None),
+                Err(e) => Err(("pods".to_string(), e)),
+            })
+            .boxed()
+    };
+    let es: BoxStream<'static, Result<Touch, (String, watcher::Error)>> = {
+        let d_store = d_store.clone();
+        let p_store = p_store.clone();
+        let ns = ns.clone();
+        let stream = reflector::reflector(
+            e_writer,
+            watcher(e_api, watcher::Config::default()).default_backoff(),
+        );
+        stream
+            .map(move |ev| match ev {
+                Ok(watcher::Event::Apply(e) | watcher::Event::Delete(e)) => {
+                    Ok(Touch::Object(event_instances(&e, &ns, &d_store, &p_store)))
+                }
+                Ok(watcher::Event::InitDone) => Ok(Touch::Synced(Kind::Event)),
+                Ok(_) => Ok(Touch::None),
+                Err(e) => Err(("events".to_string(), e)),
+            })
+            .boxed()
+    };
+    let mut merged = futures_util::stream::select_all(vec![ds, ps, es]);
+    let mut ready = [false; 3];
+    let mut dirty: HashSet<Uuid> = HashSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(150));
+    let mut stopping = mgr.inner().stopping.subscribe();
+    let mut last_error_log = std::time::Instant::now() - Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = stopping.changed() => break,
+            item = merged.next() => match item {
+                None => break,
+                Some(Ok(Touch::Object(ids))) => {
+                    for id in ids {
+                        mgr.inner().status_cache.invalidate(&id).await;
+                        dirty.insert(id);
+                    }
+                    synced.store(ready.iter().all(|r| *r), Ordering::SeqCst);
+                }
+                Some(Ok(Touch::Synced(kind))) => {
+                    ready[kind as usize] = true;
+                    synced.store(ready.iter().all(|r| *r), Ordering::SeqCst);
+                    // Anything may have changed while we were not watching.
+                    if let Ok(live) = store::live_instances(&mgr.inner().pool).await {
+                        for (id, c, n, _) in live {
+                            if c == cluster && n == ns {
+                                mgr.inner().status_cache.invalidate(&id).await;
+                                dirty.insert(id);
+                            }
+                        }
+                    }
+                }
+                Some(Ok(Touch::None)) => {}
+                Some(Err((what, e))) => {
+                    synced.store(false, Ordering::SeqCst);
+                    if last_error_log.elapsed() > Duration::from_secs(10) {
+                        last_error_log = std::time::Instant::now();
+                        tracing::warn!(%cluster, namespace = %ns, %what, error = %e,
+                            "watch failed; retrying with backoff");
+                    }
+                }
+            },
+            _ = tick.tick() => {
+                // Only with every store listed: a missing Deployment must mean "deleted".
+                if ready.iter().all(|r| *r) && !dirty.is_empty() {
+                    let ids: Vec<Uuid> = dirty.drain().collect();
+                    for id in ids {
+                        refresh(&mgr, cluster, &ns, id, &d_store, &p_store, &e_store).await;
+                    }
+                }
+            }
+        }
+    }
+    synced.store(false, Ordering::SeqCst);
+}
+
+/// The instances an event is about (through the Deployment, pod or ReplicaSet it names).
+fn event_instances(
+    e: &Event,
+    ns: &str,
+    d_store: &Store<Deployment>,
+    p_store: &Store<Pod>,
+) -> Vec<Uuid> {
+    let obj = &e.involved_object;
+    let name = obj.name.as_deref().unwrap_or("");
+    let deployment = |n: &str| {
+        d_store
+            .get(&ObjectRef::new(n).within(ns))
+            .and_then(|d| instance_of(d.metadata.labels.as_ref()))
+    };
+    let id = match obj.kind.as_deref() {
+        Some("Deployment") => deployment(name),
+        Some("Pod") => p_store
+            .get(&ObjectRef::new(name).within(ns))
+            .and_then(|p| instance_of(p.metadata.labels.as_ref()))
+            .or_else(|| {
+                // A pod already gone: <deployment>-<hash>-<suffix>.
+                let mut parts = name.rsplitn(3, '-');
+                let _ = (parts.next(), parts.next());
+                parts.next().and_then(deployment)
+            }),
+        Some("ReplicaSet") => name.rsplit_once('-').and_then(|(d, _)| deployment(d)),
+        _ => None,
+    };
+    id.into_iter().collect()
+}
+
+async fn refresh(
+    mgr: &ClusterManager,
+    cluster: Uuid,
+    ns: &str,
+    id: Uuid,
+    d_store: &Store<Deployment>,
+    p_store: &Store<Pod>,
+    e_store: &Store<Event>,
+) {
+    let pool = &mgr.inner().pool;
+    let Ok(Some(inst)) = store::instance(pool, id).await else {
+        return;
+    };
+    if inst.cluster_id != cluster || inst.namespace != ns {
+        return;
+    }
+    let deploy = d_store
+        .get(&ObjectRef::new(&inst.name).within(ns))
+        .filter(|d| instance_of(d.metadata.labels.as_ref()) == Some(id));
+    let pods: Vec<Pod> = p_store
+        .state()
+        .iter()
+        .filter(|p| instance_of(p.metadata.labels.as_ref()) == Some(id))
+        .map(|p| (**p).clone())
+        .collect();
+    let pod_names: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let events = e_store.state();
+    let mine: Vec<&Event> = events
+        .iter()
+        .map(|e| e.as_ref())
+        .filter(|e| health::event_concerns(e, &inst.name, &pod_names))
+        .collect();
+    let observed = health::derive(deploy.as_deref(), &pods, &mine);
+    let scaling = matches!(
+        store::open_op_of(pool, id).await,
+        Ok(Some(op)) if op.operation == dataloaders::enums::DeploymentOperation::Scale
+    );
+    mgr.inner()
+        .status_cache
+        .insert(id, Arc::new(observed.clone()))
+        .await;
+    if let Err(e) = store::apply_observation(pool, id, &observed, scaling).await {
+        tracing::warn!(error = ?e, %id, "instance update failed");
+    }
+    mgr.wake(id);
+}
