@@ -7,7 +7,7 @@ use axum::http::{Request, StatusCode};
 use common::*;
 use serde_json::{Value, json};
 
-const CREATE: &str = r#"mutation { createRegistry(input: { name: "csrf-victim", url: "https://a.example/r.json" }) { id } }"#;
+const CREATE: &str = r#"mutation { createRegistry(input: { name: "csrf-victim", url: "https://127.0.0.1:9/r.json" }) { id } }"#;
 
 fn post(content_type: Option<&str>, body: String) -> Request<Body> {
     let mut req = Request::post("/graphql");
@@ -195,7 +195,7 @@ async fn requests_time_out() {
     app.db
         .conn()
         .await
-        .batch_execute("INSERT INTO registries (name, url) VALUES ('a', 'https://a.example/r')")
+        .batch_execute("INSERT INTO registries (name, url) VALUES ('a', 'https://127.0.0.1:9/r')")
         .await
         .unwrap();
     // Three levels of batched loads (each waits for its batch window, then the database) cannot

@@ -26,7 +26,7 @@ async fn create(app: &TestApp, input: Value) -> Value {
 async fn create_ok(app: &TestApp, name: &str) -> Value {
     let resp = create(
         app,
-        json!({ "name": name, "url": format!("https://registry.example.com/{name}.json") }),
+        json!({ "name": name, "url": format!("https://127.0.0.1:9/{name}.json") }),
     )
     .await;
     assert_ok(&resp);
@@ -40,7 +40,7 @@ async fn a_new_registry_starts_inactive_with_no_servers() {
         &app,
         json!({
             "name": "toolhive-main",
-            "url": "https://raw.example.com/registry.json",
+            "url": "https://127.0.0.1:9/registry.json",
             "description": "The main catalogue",
             "format": "TOOLHIVE",
             "syncIntervalSeconds": 900,
@@ -67,7 +67,7 @@ async fn a_new_registry_starts_inactive_with_no_servers() {
     assert_eq!(fetched["data"]["registry"]["name"], "toolhive-main");
     assert_eq!(
         fetched["data"]["node"]["url"],
-        "https://raw.example.com/registry.json"
+        "https://127.0.0.1:9/registry.json"
     );
     assert_eq!(
         app.db.count("audit_log").await,
@@ -134,21 +134,21 @@ async fn every_validation_rule_refuses_bad_input_and_writes_nothing() {
     let app = TestApp::spawn().await;
     create_ok(&app, "existing").await;
     let cases: Vec<(Value, &str)> = vec![
-        (json!({ "name": "", "url": "https://a.example/x" }), "name"),
+        (json!({ "name": "", "url": "https://127.0.0.1:9/x" }), "name"),
         (
-            json!({ "name": "has space", "url": "https://a.example/x" }),
+            json!({ "name": "has space", "url": "https://127.0.0.1:9/x" }),
             "name",
         ),
         (
-            json!({ "name": "dots.are.not.ok", "url": "https://a.example/x" }),
+            json!({ "name": "dots.are.not.ok", "url": "https://127.0.0.1:9/x" }),
             "name",
         ),
         (
-            json!({ "name": "x".repeat(65), "url": "https://a.example/x" }),
+            json!({ "name": "x".repeat(65), "url": "https://127.0.0.1:9/x" }),
             "name",
         ),
         (
-            json!({ "name": "EXISTING", "url": "https://a.example/x" }),
+            json!({ "name": "EXISTING", "url": "https://127.0.0.1:9/x" }),
             "name",
         ),
         (json!({ "name": "ok", "url": "ftp://a.example/x" }), "url"),
@@ -159,27 +159,27 @@ async fn every_validation_rule_refuses_bad_input_and_writes_nothing() {
             "url",
         ),
         (
-            json!({ "name": "ok", "url": "https://a.example/x", "syncIntervalSeconds": 5 }),
+            json!({ "name": "ok", "url": "https://127.0.0.1:9/x", "syncIntervalSeconds": 5 }),
             "syncIntervalSeconds",
         ),
         (
-            json!({ "name": "ok", "url": "https://a.example/x", "metadata": [1, 2] }),
+            json!({ "name": "ok", "url": "https://127.0.0.1:9/x", "metadata": [1, 2] }),
             "metadata",
         ),
         (
-            json!({ "name": "ok", "url": "https://a.example/x", "description": "d".repeat(1025) }),
+            json!({ "name": "ok", "url": "https://127.0.0.1:9/x", "description": "d".repeat(1025) }),
             "description",
         ),
         (
-            json!({ "name": "ok", "url": "https://a.example/x", "authConfig": { "bearerToken": "t", "username": "u", "password": "p" } }),
+            json!({ "name": "ok", "url": "https://127.0.0.1:9/x", "authConfig": { "bearerToken": "t", "username": "u", "password": "p" } }),
             "authConfig",
         ),
         (
-            json!({ "name": "ok", "url": "https://a.example/x", "authConfig": { "username": "u" } }),
+            json!({ "name": "ok", "url": "https://127.0.0.1:9/x", "authConfig": { "username": "u" } }),
             "authConfig",
         ),
         (
-            json!({ "name": "ok", "url": "https://a.example/x", "authConfig": { "headerName": "Host", "headerValue": "evil" } }),
+            json!({ "name": "ok", "url": "https://127.0.0.1:9/x", "authConfig": { "headerName": "Host", "headerValue": "evil" } }),
             "authConfig.headerName",
         ),
     ];
@@ -207,7 +207,7 @@ async fn every_validation_rule_refuses_bad_input_and_writes_nothing() {
     // An enum value outside the schema is refused by GraphQL validation, before any resolver.
     let resp = create(
         &app,
-        json!({ "name": "ok", "url": "https://a.example/x", "format": "YAML" }),
+        json!({ "name": "ok", "url": "https://127.0.0.1:9/x", "format": "YAML" }),
     )
     .await;
     assert!(resp["errors"].is_array());
@@ -302,7 +302,7 @@ async fn registry_credentials_are_write_only_and_encrypted_at_rest() {
     let reply = app
         .graphql_with_headers(
             CREATE,
-            json!({ "input": { "name": "private", "url": "https://private.example/r.json", "authConfig": { "bearerToken": canary } } }),
+            json!({ "input": { "name": "private", "url": "https://127.0.0.1:9/r.json", "authConfig": { "bearerToken": canary } } }),
             &[],
         )
         .await;

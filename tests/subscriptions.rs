@@ -18,7 +18,7 @@ async fn create_registry(app: &TestApp, name: &str) -> String {
     let resp = app
         .graphql(
             "mutation($i: CreateRegistryInput!) { createRegistry(input: $i) { id } }",
-            json!({ "i": { "name": name, "url": "https://r.example/registry.json" } }),
+            json!({ "i": { "name": name, "url": "http://127.0.0.1:9/registry.json" } }),
         )
         .await;
     assert_ok(&resp);

@@ -44,6 +44,17 @@ fn operation_of(
     Some((op.node.ty, name.map(|n| n.to_string())))
 }
 
+/// Whether every operation in the document is a query (false when it does not parse).
+fn only_queries(query: &str) -> bool {
+    async_graphql::parser::parse_query(query)
+        .map(|doc| {
+            doc.operations
+                .iter()
+                .all(|(_, op)| op.node.ty == OperationType::Query)
+        })
+        .unwrap_or(false)
+}
+
 fn operation_kind(query: &str, operation_name: Option<&str>) -> Option<OperationType> {
     operation_of(query, operation_name).map(|(ty, _)| ty)
 }
@@ -239,7 +250,11 @@ pub async fn get_graphql(State(state): State<AppState>, req: Request) -> Respons
         }
     };
     for r in batch.iter() {
-        if operation_kind(&r.query, r.operation_name.as_deref()) != Some(OperationType::Query) {
+        // Every operation of the document must be a query: which one runs may depend on a
+        // parameter, and a document that holds a mutation has no business on GET.
+        if !only_queries(&r.query)
+            || operation_kind(&r.query, r.operation_name.as_deref()) != Some(OperationType::Query)
+        {
             state.metrics.reject("get_non_query");
             return refuse_with_code(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -280,7 +295,12 @@ async fn websocket(state: AppState, req: Request) -> Response {
                     let header = ["authorization", "Authorization"]
                         .iter()
                         .find_map(|k| payload.get(*k).and_then(|v| v.as_str()).map(str::to_string))
-                        .or_else(|| payload.get("token").and_then(|v| v.as_str()).map(|t| format!("Bearer {t}")));
+                        .or_else(|| {
+                            payload
+                                .get("token")
+                                .and_then(|v| v.as_str())
+                                .map(|t| format!("Bearer {t}"))
+                        });
                     let principal = auth
                         .authenticate(header.as_deref())
                         .await

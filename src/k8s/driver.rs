@@ -575,6 +575,9 @@ impl Driver {
         loop {
             self.keep_lease().await?;
             if let Some(o) = self.observe().await? {
+                tracing::debug!(op = %self.op.id, status = ?o.status, phase = ?o.phase,
+                    verdict = ?o.verdict, generation = o.generation,
+                    observed = o.observed_generation, min = self.min_generation, "driver observed");
                 let _ = store::apply_observation(self.pool(), self.inst.id, &o, scaling).await;
                 if o.reason != self.last_reason && !o.reason.is_empty() {
                     self.last_reason = o.reason.clone();

@@ -245,6 +245,11 @@ async fn refresh(
         .filter(|e| health::event_concerns(e, &inst.name, &pod_names))
         .collect();
     let observed = health::derive(deploy.as_deref(), &pods, &mine);
+    tracing::debug!(
+        %id, found = deploy.is_some(), deployments = d_store.state().len(), pods = pods.len(),
+        events = mine.len(), status = ?observed.status, phase = ?observed.phase,
+        "instance re-derived from the watch"
+    );
     let scaling = matches!(
         store::open_op_of(pool, id).await,
         Ok(Some(op)) if op.operation == dataloaders::enums::DeploymentOperation::Scale
