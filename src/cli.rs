@@ -63,7 +63,11 @@ pub enum RegistryCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { database, serve } => {
-            crate::server::serve(Config { database, serve: *serve }).await
+            crate::server::serve(Config {
+                database,
+                serve: *serve,
+            })
+            .await
         }
         Command::Migrate { database } => {
             let applied = crate::db::run_migrations(&database.database_url).await?;

@@ -404,7 +404,10 @@ impl Config {
                 listen: "127.0.0.1:0".parse().expect("valid address"),
                 auth: AuthMode::None,
                 mode: Mode::Dev,
-                jwt: JwtConfig { roles_claim: "roles".into(), ..JwtConfig::default() },
+                jwt: JwtConfig {
+                    roles_claim: "roles".into(),
+                    ..JwtConfig::default()
+                },
                 limits: Limits::default(),
                 registries: RegistryPolicy {
                     allow_file_urls: false,
@@ -424,8 +427,13 @@ impl Config {
                 self.serve.listen
             ));
         }
-        if self.serve.auth == AuthMode::Jwt && self.serve.jwt.jwt_secret.is_none() && self.serve.jwt.oidc_issuer.is_none() {
-            return Err("HIVEGRAPH_AUTH=jwt needs HIVEGRAPH_JWT_SECRET or HIVEGRAPH_OIDC_ISSUER".into());
+        if self.serve.auth == AuthMode::Jwt
+            && self.serve.jwt.jwt_secret.is_none()
+            && self.serve.jwt.oidc_issuer.is_none()
+        {
+            return Err(
+                "HIVEGRAPH_AUTH=jwt needs HIVEGRAPH_JWT_SECRET or HIVEGRAPH_OIDC_ISSUER".into(),
+            );
         }
         if self.serve.limits.max_batch == 0 {
             return Err("HIVEGRAPH_MAX_BATCH must be at least 1".into());

@@ -50,7 +50,9 @@ pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
     )?;
     let auth = match config.serve.auth {
         crate::config::AuthMode::None => crate::auth::Authenticator::Off,
-        crate::config::AuthMode::Jwt => crate::auth::Authenticator::jwt(config.serve.jwt.settings())?,
+        crate::config::AuthMode::Jwt => {
+            crate::auth::Authenticator::jwt(config.serve.jwt.settings())?
+        }
     };
     let k8s = crate::k8s::ClusterManager::new(pool.clone(), config.serve.k8s.clone())?;
     let pubsub = crate::pubsub::PubSub::new(pool.clone(), config.database.database_url.clone());

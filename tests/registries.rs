@@ -134,7 +134,10 @@ async fn every_validation_rule_refuses_bad_input_and_writes_nothing() {
     let app = TestApp::spawn().await;
     create_ok(&app, "existing").await;
     let cases: Vec<(Value, &str)> = vec![
-        (json!({ "name": "", "url": "https://127.0.0.1:9/x" }), "name"),
+        (
+            json!({ "name": "", "url": "https://127.0.0.1:9/x" }),
+            "name",
+        ),
         (
             json!({ "name": "has space", "url": "https://127.0.0.1:9/x" }),
             "name",

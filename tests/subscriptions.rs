@@ -22,16 +22,31 @@ async fn create_registry(app: &TestApp, name: &str) -> String {
         )
         .await;
     assert_ok(&resp);
-    resp["data"]["createRegistry"]["id"].as_str().unwrap().to_string()
+    resp["data"]["createRegistry"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
-fn subscribe(app: &TestApp, query: &str, vars: Value) -> impl futures_util::Stream<Item = async_graphql::Response> + use<> {
-    let rc = RequestCtx::new(app.state.services.pool.clone(), "test".into(), Principal::local());
-    let req = Request::new(query).variables(async_graphql::Variables::from_json(vars)).data(Arc::new(rc));
+fn subscribe(
+    app: &TestApp,
+    query: &str,
+    vars: Value,
+) -> impl futures_util::Stream<Item = async_graphql::Response> + use<> {
+    let rc = RequestCtx::new(
+        app.state.services.pool.clone(),
+        "test".into(),
+        Principal::local(),
+    );
+    let req = Request::new(query)
+        .variables(async_graphql::Variables::from_json(vars))
+        .data(Arc::new(rc));
     app.state.schema.execute_stream(req)
 }
 
-async fn next_json(stream: &mut (impl futures_util::Stream<Item = async_graphql::Response> + Unpin)) -> Value {
+async fn next_json(
+    stream: &mut (impl futures_util::Stream<Item = async_graphql::Response> + Unpin),
+) -> Value {
     let resp = tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
         .expect("a message within 10 s")
@@ -41,7 +56,8 @@ async fn next_json(stream: &mut (impl futures_util::Stream<Item = async_graphql:
     v
 }
 
-const SYNC: &str = "subscription($id: ID!) { registrySync(registryId: $id) { name description status } }";
+const SYNC: &str =
+    "subscription($id: ID!) { registrySync(registryId: $id) { name description status } }";
 
 #[tokio::test]
 async fn a_subscription_starts_with_the_current_state_then_pushes_changes() {
@@ -61,7 +77,10 @@ async fn a_subscription_starts_with_the_current_state_then_pushes_changes() {
             .await;
         assert_ok(&resp);
         let pushed = next_json(&mut stream).await;
-        assert_eq!(pushed["data"]["registrySync"]["description"], format!("change {i}"));
+        assert_eq!(
+            pushed["data"]["registrySync"]["description"],
+            format!("change {i}")
+        );
     }
 }
 
@@ -71,7 +90,12 @@ async fn a_change_made_outside_the_gateway_reaches_subscribers() {
     let id = create_registry(&app, "outside").await;
     let mut stream = Box::pin(subscribe(&app, SYNC, json!({ "id": id })));
     next_json(&mut stream).await;
-    app.db.conn().await.batch_execute("UPDATE registries SET status = 'syncing', updated_at = now()").await.unwrap();
+    app.db
+        .conn()
+        .await
+        .batch_execute("UPDATE registries SET status = 'syncing', updated_at = now()")
+        .await
+        .unwrap();
     let pushed = next_json(&mut stream).await;
     assert_eq!(pushed["data"]["registrySync"]["status"], "SYNCING");
 }
@@ -80,23 +104,38 @@ async fn a_change_made_outside_the_gateway_reaches_subscribers() {
 async fn many_subscribers_of_one_row_cost_one_load_per_change() {
     let app = TestApp::spawn().await;
     let id = create_registry(&app, "shared").await;
-    let mut streams: Vec<_> = (0..50).map(|_| Box::pin(subscribe(&app, SYNC, json!({ "id": id })))).collect();
+    let mut streams: Vec<_> = (0..50)
+        .map(|_| Box::pin(subscribe(&app, SYNC, json!({ "id": id }))))
+        .collect();
     for s in &mut streams {
         next_json(s).await;
     }
     let hub = app.state.services.pubsub.clone();
     assert_eq!(hub.subscriber_count(), 50);
     let (_, loads_before) = hub.counters();
-    app.db.conn().await.batch_execute("UPDATE registries SET description = 'fan-out', updated_at = now()").await.unwrap();
+    app.db
+        .conn()
+        .await
+        .batch_execute("UPDATE registries SET description = 'fan-out', updated_at = now()")
+        .await
+        .unwrap();
     for s in &mut streams {
         let v = next_json(s).await;
         assert_eq!(v["data"]["registrySync"]["description"], "fan-out");
     }
     let (_, loads_after) = hub.counters();
-    assert_eq!(loads_after - loads_before, 1, "one load shared by 50 subscribers");
+    assert_eq!(
+        loads_after - loads_before,
+        1,
+        "one load shared by 50 subscribers"
+    );
     drop(streams);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(hub.subscriber_count(), 0, "dropped subscribers are released");
+    assert_eq!(
+        hub.subscriber_count(),
+        0,
+        "dropped subscribers are released"
+    );
 }
 
 #[tokio::test]
@@ -118,7 +157,12 @@ async fn subscribers_get_the_current_state_after_the_listener_reconnects() {
     let mut admin = app.db.admin_conn().await;
     let mut inside = app.db.conn().await;
     let db = &app.db.name;
-    admin.batch_execute(&format!("ALTER DATABASE \"{db}\" WITH ALLOW_CONNECTIONS false")).await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{db}\" WITH ALLOW_CONNECTIONS false"
+        ))
+        .await
+        .unwrap();
     admin
         .batch_execute(&format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -133,23 +177,43 @@ async fn subscribers_get_the_current_state_after_the_listener_reconnects() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!hub.is_connected(), "the listener noticed the cut");
-    inside.batch_execute("UPDATE registries SET description = 'changed while deaf', updated_at = now()").await.unwrap();
-    admin.batch_execute(&format!("ALTER DATABASE \"{db}\" WITH ALLOW_CONNECTIONS true")).await.unwrap();
+    inside
+        .batch_execute(
+            "UPDATE registries SET description = 'changed while deaf', updated_at = now()",
+        )
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{db}\" WITH ALLOW_CONNECTIONS true"
+        ))
+        .await
+        .unwrap();
 
     // On reconnect the hub re-sends the current state.
     let pushed = next_json(&mut stream).await;
-    assert_eq!(pushed["data"]["registrySync"]["description"], "changed while deaf");
+    assert_eq!(
+        pushed["data"]["registrySync"]["description"],
+        "changed while deaf"
+    );
     assert!(hub.connections() >= 2);
 }
 
 #[tokio::test]
 async fn subscribing_to_something_missing_is_an_error() {
     let app = TestApp::spawn().await;
-    let mut stream = Box::pin(subscribe(&app, SYNC, json!({ "id": uuid::Uuid::new_v4().to_string() })));
+    let mut stream = Box::pin(subscribe(
+        &app,
+        SYNC,
+        json!({ "id": uuid::Uuid::new_v4().to_string() }),
+    ));
     let resp = stream.next().await.unwrap();
     let v = serde_json::to_value(&resp).unwrap();
     assert_eq!(v["errors"][0]["extensions"]["code"], "NOT_FOUND", "{v}");
     let mut bad = Box::pin(subscribe(&app, SYNC, json!({ "id": "garbage" })));
     let v = serde_json::to_value(bad.next().await.unwrap()).unwrap();
-    assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{v}");
+    assert_eq!(
+        v["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{v}"
+    );
 }

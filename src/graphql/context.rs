@@ -29,7 +29,13 @@ impl RequestCtx {
     pub fn new(pool: DbPool, request_id: String, principal: Principal) -> Self {
         let reader = Reader::new(pool);
         let loader = DataLoader::new(reader.clone(), tokio::spawn);
-        RequestCtx { reader, loader, request_id, actor: principal.subject.clone(), principal }
+        RequestCtx {
+            reader,
+            loader,
+            request_id,
+            actor: principal.subject.clone(),
+            principal,
+        }
     }
 
     /// Refuses callers without `role`: UNAUTHENTICATED without credentials, FORBIDDEN otherwise.

@@ -654,7 +654,10 @@ impl Deployment {
     ) -> AppResult<Vec<DeploymentLogLine>> {
         let n = first.unwrap_or(200);
         if !(1..=1000).contains(&n) {
-            return Err(AppError::bad_input("first", "first must be between 1 and 1000"));
+            return Err(AppError::bad_input(
+                "first",
+                "first must be between 1 and 1000",
+            ));
         }
         let services = ctx.data_unchecked::<crate::state::Services>();
         Ok(

@@ -84,7 +84,9 @@ pub async fn drive(mgr: ClusterManager, id: Uuid) {
             }
             Err(e) => {
                 tracing::warn!(error = ?e, "driver: no client yet");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                if !mgr.pause(Duration::from_secs(1)).await {
+                    return;
+                }
                 if !matches!(
                     store::renew(&inner.pool, id, &inner.owner, lease).await,
                     Ok(true)
@@ -153,6 +155,9 @@ impl Driver {
     }
 
     async fn keep_lease(&mut self) -> Result<(), Stop> {
+        if self.mgr.is_stopping() {
+            return Err(Stop::Lost);
+        }
         let every = (self.lease.num_milliseconds() / 3).max(200) as u64;
         if self.last_renew.elapsed() >= Duration::from_millis(every) {
             if !store::renew(self.pool(), self.op.id, self.owner(), self.lease).await? {
@@ -190,7 +195,9 @@ impl Driver {
                         let msg = format!("Kubernetes API unavailable ({e}); retrying");
                         self.step(what, "retrying", Some(&msg)).await?;
                     }
-                    tokio::time::sleep(delay).await;
+                    if !self.mgr.pause(delay).await {
+                        return Err(Stop::Lost);
+                    }
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
@@ -535,6 +542,8 @@ impl Driver {
         let cache = &self.mgr.inner().status_cache;
         if self.mgr.watch_synced(self.inst.cluster_id, self.ns())
             && let Some(o) = cache.get(&self.inst.id).await
+            && !o.missing
+            && o.rv >= self.mgr.applied_rv(self.inst.id)
         {
             return Ok(Some(o));
         }
@@ -578,7 +587,7 @@ impl Driver {
                 tracing::debug!(op = %self.op.id, status = ?o.status, phase = ?o.phase,
                     verdict = ?o.verdict, generation = o.generation,
                     observed = o.observed_generation, min = self.min_generation, "driver observed");
-                let _ = store::apply_observation(self.pool(), self.inst.id, &o, scaling).await;
+                self.mgr.record(self.inst.id, &o, scaling).await;
                 if o.reason != self.last_reason && !o.reason.is_empty() {
                     self.last_reason = o.reason.clone();
                     let _ = store::log_line(self.pool(), self.op.id, "info", &o.reason).await;
@@ -617,8 +626,10 @@ impl Driver {
                     }
                 }
             }
+            let mut stop = self.mgr.inner().stopping.subscribe();
             tokio::select! {
                 _ = waker.notified() => {}
+                _ = stop.changed() => return Err(Stop::Lost),
                 _ = tokio::time::sleep(poll) => {}
             }
         }

@@ -39,6 +39,9 @@ pub enum Verdict {
 pub struct Observed {
     /// The Deployment does not exist.
     pub missing: bool,
+    /// Highest `resourceVersion` among the Deployment and pods the observation comes from (0 when
+    /// unknown): a later observation of the same objects never has a lower one.
+    pub rv: u64,
     /// Pods of the instance that still exist.
     pub pods: usize,
     /// `metadata.generation` of the Deployment.
@@ -66,6 +69,7 @@ impl Observed {
     fn gone(pods: usize, events: Vec<Value>, last_warning: Option<Value>) -> Self {
         Observed {
             missing: true,
+            rv: 0,
             pods,
             generation: 0,
             observed_generation: 0,
@@ -281,8 +285,14 @@ pub fn derive(deploy: Option<&Deployment>, pods: &[Pod], events: &[&Event]) -> O
     let cond = |t: &str| conditions.iter().find(|c| c.type_.as_deref() == Some(t));
     let available_true = cond("Available").is_some_and(|c| c.status.as_deref() == Some("True"));
 
+    let rv = std::iter::once(&d.metadata)
+        .chain(pods.iter().map(|p| &p.metadata))
+        .filter_map(|m| m.resource_version.as_deref()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
     let mut o = Observed {
         missing: false,
+        rv,
         pods: live_pods.len(),
         generation,
         observed_generation,
@@ -434,7 +444,7 @@ pub fn derive(deploy: Option<&Deployment>, pods: &[Pod], events: &[&Event]) -> O
     o.status = running_status(ready);
     // All existing pods run the newest template and only the count differs: a scale. (The
     // driver of a scale operation also reports SCALING while its new pods start.)
-    let template_settled = observed && updated == replicas;
+    let template_settled = observed && updated == replicas && replicas > 0;
     o.phase = if template_settled && replicas != spec_replicas {
         InstancePhase::Scaling
     } else {

@@ -103,6 +103,9 @@ pub(crate) struct Inner {
     pub(crate) wakers: Mutex<HashMap<Uuid, Arc<tokio::sync::Notify>>>,
     /// Instance status as last derived from the cluster; 30 s, dropped on every watch event.
     pub(crate) status_cache: moka::future::Cache<Uuid, Arc<Observed>>,
+    /// Highest observation `rv` written per instance, so that a lagging watch store never
+    /// overwrites a fresher observation.
+    applied_rv: Mutex<HashMap<Uuid, u64>>,
     /// Pod logs, 2 minutes.
     logs_cache: moka::future::Cache<LogKey, Arc<PodLogs>>,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -139,14 +142,11 @@ pub(crate) fn kube_err(e: &kube::Error, what: &str) -> AppError {
         kube::Error::Api(s) if s.code == 403 => {
             AppError::Forbidden(format!("{what}: {}", s.message))
         }
-        kube::Error::Api(s) if s.code == 404 => {
-            AppError::bad_input("", format!("{what}: {}", s.message))
-        }
-        kube::Error::Api(s) if s.code == 409 => {
+        kube::Error::Api(s) if s.code == 404 || s.code == 409 => {
             AppError::Conflict(format!("{what}: {}", s.message))
         }
         kube::Error::Api(s) if s.code < 500 && s.code != 429 => {
-            AppError::bad_input("", format!("{what}: {}", s.message))
+            AppError::bad_input("input", format!("{what}: {}", s.message))
         }
         other => {
             tracing::warn!(error = %other, "{what}");
@@ -207,6 +207,7 @@ impl ClusterManager {
                     .time_to_live(Duration::from_secs(120))
                     .build(),
                 background: Mutex::new(Vec::new()),
+                applied_rv: Mutex::new(HashMap::new()),
                 stopping: tokio::sync::watch::channel(false).0,
                 cfg,
             }),
@@ -227,6 +228,35 @@ impl ClusterManager {
         &self.inner.status_cache
     }
 
+    /// Writes an observation into the instance row unless a fresher one was written already
+    /// (observations of a missing Deployment are confirmed by their callers and always count).
+    /// Returns whether the observation was current.
+    pub(crate) async fn record(&self, id: Uuid, o: &Observed, scaling: bool) -> bool {
+        {
+            let mut seen = self.inner.applied_rv.lock().unwrap();
+            let last = seen.entry(id).or_insert(0);
+            if !o.missing && o.rv != 0 && o.rv < *last {
+                return false;
+            }
+            *last = if o.missing { 0 } else { o.rv.max(*last) };
+        }
+        if let Err(e) = store::apply_observation(&self.inner.pool, id, o, scaling).await {
+            tracing::warn!(error = ?e, %id, "instance update failed");
+        }
+        true
+    }
+
+    /// The highest observation `rv` written for an instance.
+    pub(crate) fn applied_rv(&self, id: Uuid) -> u64 {
+        self.inner
+            .applied_rv
+            .lock()
+            .unwrap()
+            .get(&id)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Starts the periodic work once: cluster checks, pick-up of orphaned operations (after a
     /// restart or another process's crash), watchers of namespaces with live instances, and the
     /// 30-day purge of step logs.
@@ -241,36 +271,63 @@ impl ClusterManager {
         bg.push(tokio::spawn(async move { me.recovery_loop().await }));
     }
 
-    /// Stops drivers and watchers. Held leases are given back, so another process can take
-    /// over the operations at once.
+    /// Stops drivers, watchers and the periodic work, then gives back the leases of the
+    /// operations this process drove, so another process can take them over at once.
+    ///
+    /// Tasks are asked to stop and finish their current step: a task aborted in the middle of a
+    /// database transaction would return its connection to the pool with the transaction (and
+    /// its row locks) still open.
     pub async fn shutdown(&self) {
-        self.inner.stopping.send_replace(true);
-        for t in self.inner.background.lock().unwrap().drain(..) {
-            t.abort();
-        }
-        let drivers: Vec<(Uuid, tokio::task::JoinHandle<()>)> =
-            self.inner.drivers.lock().unwrap().drain().collect();
-        for (id, t) in drivers {
-            t.abort();
+        let driven: Vec<Uuid> = self.inner.drivers.lock().unwrap().keys().copied().collect();
+        self.stop_tasks(Duration::from_secs(10)).await;
+        for id in driven {
             let _ = store::release(&self.inner.pool, id, &self.inner.owner).await;
-        }
-        for (_, w) in self.inner.watches.lock().unwrap().drain() {
-            w.task.abort();
         }
     }
 
-    /// Stops everything without giving leases back, as a crash would.
-    pub fn abort(&self) {
+    /// Stops everything without giving leases back, as a crash would (for tests of the
+    /// take-over): leases expire after `HIVEGRAPH_K8S_LEASE_SECONDS`.
+    pub async fn abort(&self) {
+        self.stop_tasks(Duration::from_secs(10)).await;
+    }
+
+    async fn stop_tasks(&self, grace: Duration) {
         self.inner.stopping.send_replace(true);
-        for t in self.inner.background.lock().unwrap().drain(..) {
-            t.abort();
+        let mut tasks: Vec<tokio::task::JoinHandle<()>> =
+            self.inner.background.lock().unwrap().drain(..).collect();
+        tasks.extend(self.inner.drivers.lock().unwrap().drain().map(|(_, t)| t));
+        tasks.extend(
+            self.inner
+                .watches
+                .lock()
+                .unwrap()
+                .drain()
+                .map(|(_, w)| w.task),
+        );
+        let deadline = tokio::time::Instant::now() + grace;
+        for t in tasks {
+            let abort = t.abort_handle();
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                abort.abort();
+            }
         }
-        for (_, t) in self.inner.drivers.lock().unwrap().drain() {
-            t.abort();
+    }
+
+    /// Sleeps `d`; false when the manager is stopping.
+    pub(crate) async fn pause(&self, d: Duration) -> bool {
+        let mut stop = self.inner.stopping.subscribe();
+        if *stop.borrow() {
+            return false;
         }
-        for (_, w) in self.inner.watches.lock().unwrap().drain() {
-            w.task.abort();
+        tokio::select! {
+            _ = stop.changed() => false,
+            _ = tokio::time::sleep(d) => !*self.inner.stopping.borrow(),
         }
+    }
+
+    /// Whether the manager is stopping.
+    pub(crate) fn is_stopping(&self) -> bool {
+        *self.inner.stopping.borrow()
     }
 
     async fn check_loop(&self) {
@@ -291,7 +348,9 @@ impl ClusterManager {
                     _ => {}
                 }
             }
-            tokio::time::sleep(every).await;
+            if !self.pause(every).await {
+                return;
+            }
         }
     }
 
@@ -308,7 +367,9 @@ impl ClusterManager {
                     self.spawn_driver(id);
                 }
             }
-            tokio::time::sleep(every).await;
+            if !self.pause(every).await {
+                return;
+            }
         }
     }
 
@@ -1260,10 +1321,9 @@ impl ClusterManager {
     /// before (0 for a first deploy).
     pub async fn cancel(&self, actor: &Actor, id: Uuid) -> AppResult<DeploymentRow> {
         self.start_background();
+        // The driver notices on its next write (conditioned on the operation being open) and
+        // stops; it is not aborted, which could leave a transaction open.
         let row = store::cancel(&self.inner.pool, actor, id).await?;
-        if let Some(t) = self.inner.drivers.lock().unwrap().remove(&id) {
-            t.abort();
-        }
         let me = self.clone();
         let op = row.clone();
         // The record is final; stopping the rollout is best effort (the cluster may be away).
@@ -1386,8 +1446,13 @@ impl ClusterManager {
         let Ok(clients) = self.clients_of(cluster).await else {
             return;
         };
+        // Check again under the lock: two callers may have got here at once.
+        let mut w = self.inner.watches.lock().unwrap();
+        if w.get(&key).is_some_and(|h| !h.task.is_finished()) {
+            return;
+        }
         let handle = watch::spawn(self.clone(), cluster, namespace.to_string(), clients);
-        self.inner.watches.lock().unwrap().insert(key, handle);
+        w.insert(key, handle);
     }
 
     /// Whether the watch of `(cluster, namespace)` is synced, so that cached statuses are fresh.

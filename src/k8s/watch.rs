@@ -169,7 +169,8 @@ async fn run(
                 if ready.iter().all(|r| *r) && !dirty.is_empty() {
                     let ids: Vec<Uuid> = dirty.drain().collect();
                     for id in ids {
-                        refresh(&mgr, cluster, &ns, id, &d_store, &p_store, &e_store).await;
+                        refresh(&mgr, &clients, cluster, &ns, id, &d_store, &p_store, &e_store)
+                            .await;
                     }
                 }
             }
@@ -209,8 +210,10 @@ fn event_instances(
     id.into_iter().collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn refresh(
     mgr: &ClusterManager,
+    clients: &Clients,
     cluster: Uuid,
     ns: &str,
     id: Uuid,
@@ -228,6 +231,17 @@ async fn refresh(
     let deploy = d_store
         .get(&ObjectRef::new(&inst.name).within(ns))
         .filter(|d| instance_of(d.metadata.labels.as_ref()) == Some(id));
+    // The store may lag behind the Deployment's creation: confirm an absence before it can
+    // terminate the instance.
+    if deploy.is_none() && inst.deployed_at.is_some() {
+        match Api::<Deployment>::namespaced(clients.api.clone(), ns)
+            .get_opt(&inst.name)
+            .await
+        {
+            Ok(None) => {}
+            _ => return,
+        }
+    }
     let pods: Vec<Pod> = p_store
         .state()
         .iter()
@@ -258,8 +272,6 @@ async fn refresh(
         .status_cache
         .insert(id, Arc::new(observed.clone()))
         .await;
-    if let Err(e) = store::apply_observation(pool, id, &observed, scaling).await {
-        tracing::warn!(error = ?e, %id, "instance update failed");
-    }
+    mgr.record(id, &observed, scaling).await;
     mgr.wake(id);
 }

@@ -115,7 +115,9 @@ impl TestDb {
 
     /// A connection to the server's maintenance database (for ALTER DATABASE and the like).
     pub async fn admin_conn(&self) -> AsyncPgConnection {
-        AsyncPgConnection::establish(&admin_url()).await.expect("connect to the maintenance database")
+        AsyncPgConnection::establish(&admin_url())
+            .await
+            .expect("connect to the maintenance database")
     }
 
     /// A direct connection for arranging and inspecting data.
