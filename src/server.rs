@@ -57,7 +57,11 @@ pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
     let k8s = crate::k8s::ClusterManager::new(pool.clone(), config.serve.k8s.clone())?;
     let pubsub = crate::pubsub::PubSub::new(pool.clone(), config.database.database_url.clone());
     pubsub.start();
+    // Read caches, invalidated by the database's change notifications.
+    let caches = crate::cache::Caches::from_env();
+    caches.follow_changes(config.database.database_url.clone());
     let services = Services {
+        caches,
         pubsub,
         k8s,
         auth,

@@ -23,6 +23,8 @@ pub struct Services {
     pub auth: crate::auth::Authenticator,
     /// Live change fan-out (one database listener per process).
     pub pubsub: crate::pubsub::PubSub,
+    /// Cross-request read caches (see `crate::cache`).
+    pub caches: crate::cache::Caches,
 }
 
 /// Everything the HTTP layer needs.
@@ -41,10 +43,12 @@ impl AppState {
             &services.config.serve.limits,
             services.config.serve.mode,
         );
+        let metrics = Metrics::new();
+        metrics.register_caches(&services.caches);
         AppState {
             services,
             schema,
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
         }
     }
 }

@@ -277,6 +277,20 @@ db_enum! {
     }
 }
 
+db_enum! {
+    /// Severity of a deployment log line.
+    pub enum LogLevel {
+        /// Detail for debugging.
+        Debug = "debug",
+        /// Normal progress.
+        Info = "info",
+        /// Something unexpected that the operation survived.
+        Warn = "warn",
+        /// A failure.
+        Error = "error",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,15 +5,19 @@
 //! any batch of one key type with exactly one SQL statement, so a nested GraphQL query costs a
 //! number of statements bounded by its depth, not by the number of rows it returns.
 
+pub mod batch;
 pub mod enums;
 pub mod loaders;
 pub mod models;
 pub mod pool;
 pub mod reads;
 pub mod schema;
+pub mod search;
 
+pub use batch::PollGate;
 pub use loaders::*;
 pub use pool::{DbConn, DbPool, QueryStats, Reader};
+pub use search::{ServerOrder, ServerPosition};
 
 /// Errors of the read side. Messages are for logs; the GraphQL layer masks them.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -4,13 +4,17 @@
 //! - by id: `WHERE id = ANY($1)`;
 //! - children pages: `unnest($parents, $cursors, $limits) WITH ORDINALITY` joined `LATERAL` to an
 //!   index-ordered, limited subquery, so that many parents' pages come back together;
-//! - counts: `GROUP BY parent` over `= ANY($1)`;
-//! - latest sample per instance: `DISTINCT ON (instance_id)`.
+//! - counts: `GROUP BY parent` over `= ANY($1)`, one key type per kind of count;
+//! - latest sample, and deploy operation, per instance: `unnest($1)` joined `LATERAL` to a
+//!   `LIMIT 1` index scan, so that the cost does not grow with an instance's history.
+//!
+//! The request's `DataLoader` must not split batches: see [`crate::batch`] and
+//! [`MAX_BATCH_SIZE`].
 
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use async_graphql::dataloader::Loader;
+use async_graphql::dataloader::{DataLoader, Loader};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid};
@@ -20,6 +24,11 @@ use uuid::Uuid;
 use crate::models::*;
 use crate::schema::*;
 use crate::{ReadError, Reader};
+
+/// The largest batch one statement answers. async-graphql's default (1000) would split a level
+/// of more than 1000 keys into several statements; the query complexity limit bounds the number of
+/// keys of a level well below this.
+pub const MAX_BATCH_SIZE: usize = 100_000;
 
 /// A page request inside a nested list: how many rows, after which cursor.
 ///
@@ -83,6 +92,7 @@ ranked_row!(RankedServer, ServerRow);
 ranked_row!(RankedInstance, InstanceRow);
 ranked_row!(RankedDeployment, DeploymentRow);
 ranked_row!(RankedMetrics, MetricsRow);
+ranked_row!(RankedLogLine, DeploymentLogRow);
 
 /// Parent ids, cursor values, cursor ids and limits, as parallel arrays.
 type PageArrays = (Vec<Uuid>, Vec<Option<String>>, Vec<Option<Uuid>>, Vec<i64>);
@@ -152,13 +162,14 @@ macro_rules! child_page_loader {
 child_page_loader!(
     /// A page of a registry's servers, ordered by name.
     ServersOfRegistry { registry_id }, RankedServer, ServerRow,
+    // Names are unique within a registry, so the unique (registry_id, name) index gives the order.
     "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[]) \
        WITH ORDINALITY AS k(parent, after_value, after_id, lim, ord) \
      CROSS JOIN LATERAL ( \
        SELECT * FROM servers x WHERE x.registry_id = k.parent \
-         AND (k.after_value IS NULL OR (x.name, x.id) > (k.after_value, k.after_id)) \
-       ORDER BY x.name, x.id LIMIT k.lim) s \
-     ORDER BY k.ord, s.name, s.id"
+         AND (k.after_value IS NULL OR x.name > k.after_value) \
+       ORDER BY x.name LIMIT k.lim) s \
+     ORDER BY k.ord, s.name"
 );
 
 child_page_loader!(
@@ -195,6 +206,19 @@ child_page_loader!(
          AND (k.after_value IS NULL OR (x.started_at, x.id) < (k.after_value::timestamptz, k.after_id)) \
        ORDER BY x.started_at DESC, x.id DESC LIMIT k.lim) s \
      ORDER BY k.ord, s.started_at DESC, s.id DESC"
+);
+
+child_page_loader!(
+    /// A page of an operation's log lines, oldest first. The cursor value is the line's id (ids
+    /// grow in insertion order); the cursor id is unused.
+    LogsOfDeployment { deployment_id }, RankedLogLine, DeploymentLogRow,
+    "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[]) \
+       WITH ORDINALITY AS k(parent, after_value, after_id, lim, ord) \
+     CROSS JOIN LATERAL ( \
+       SELECT * FROM deployment_logs x WHERE x.deployment_id = k.parent \
+         AND (k.after_value IS NULL OR x.id > k.after_value::int8) \
+       ORDER BY x.id LIMIT k.lim) s \
+     ORDER BY k.ord, s.id"
 );
 
 /// A page of an instance's monitoring samples, newest first, optionally within a time range.
@@ -254,16 +278,17 @@ impl Loader<LatestMetricsOfInstance> for Reader {
     ) -> Result<HashMap<LatestMetricsOfInstance, MetricsRow>, ReadError> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
         let mut conn = self.conn().await?;
-        let rows: Vec<MetricsRow> = monitoring_metrics::table
-            .filter(monitoring_metrics::instance_id.eq_any(ids))
-            .distinct_on(monitoring_metrics::instance_id)
-            .order((
-                monitoring_metrics::instance_id,
-                monitoring_metrics::timestamp.desc(),
-            ))
-            .select(MetricsRow::as_select())
-            .load(&mut conn)
-            .await?;
+        // One index probe per instance on (instance_id, timestamp DESC): the cost does not grow
+        // with the number of samples an instance has.
+        let rows: Vec<MetricsRow> = diesel::sql_query(
+            "SELECT m.* FROM unnest($1::uuid[]) AS k(id) \
+             CROSS JOIN LATERAL ( \
+               SELECT * FROM monitoring_metrics x WHERE x.instance_id = k.id \
+               ORDER BY x.\"timestamp\" DESC LIMIT 1) m",
+        )
+        .bind::<Array<SqlUuid>, _>(ids)
+        .load(&mut conn)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|r| (LatestMetricsOfInstance(r.instance_id), r))
@@ -285,14 +310,15 @@ impl Loader<DeployOperationOfInstance> for Reader {
     ) -> Result<HashMap<DeployOperationOfInstance, DeploymentRow>, ReadError> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
         let mut conn = self.conn().await?;
-        let rows: Vec<DeploymentRow> = deployments::table
-            .filter(deployments::instance_id.eq_any(ids))
-            .filter(deployments::operation.eq(crate::enums::DeploymentOperation::Deploy))
-            .distinct_on(deployments::instance_id)
-            .order((deployments::instance_id, deployments::started_at.desc()))
-            .select(DeploymentRow::as_select())
-            .load(&mut conn)
-            .await?;
+        let rows: Vec<DeploymentRow> = diesel::sql_query(
+            "SELECT d.* FROM unnest($1::uuid[]) AS k(id) \
+             CROSS JOIN LATERAL ( \
+               SELECT * FROM deployments x WHERE x.instance_id = k.id AND x.operation = 'deploy' \
+               ORDER BY x.started_at DESC LIMIT 1) d",
+        )
+        .bind::<Array<SqlUuid>, _>(ids)
+        .load(&mut conn)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|r| (DeployOperationOfInstance(r.instance_id), r))
@@ -300,7 +326,8 @@ impl Loader<DeployOperationOfInstance> for Reader {
     }
 }
 
-/// Which child table a count is taken over.
+/// Which child list a count is taken over: a descriptor that [`CountOf::load`] turns into the
+/// key type of that kind of count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CountOf {
     /// Servers of a registry.
@@ -313,6 +340,25 @@ pub enum CountOf {
     DeploymentsOfInstance(Uuid),
     /// Monitoring samples of an instance.
     MetricsOfInstance(Uuid),
+    /// Log lines of an operation.
+    LogsOfDeployment(Uuid),
+}
+
+impl CountOf {
+    /// Loads the count through `loader`, batched with every other count of the same kind.
+    pub async fn load(self, loader: &DataLoader<Reader>) -> Result<i64, ReadError> {
+        Ok(match self {
+            CountOf::ServersOfRegistry(id) => loader.load_one(ServerCountOfRegistry(id)).await?,
+            CountOf::InstancesOfServer(id) => loader.load_one(InstanceCountOfServer(id)).await?,
+            CountOf::InstancesOfCluster(id) => loader.load_one(InstanceCountOfCluster(id)).await?,
+            CountOf::DeploymentsOfInstance(id) => {
+                loader.load_one(OperationCountOfInstance(id)).await?
+            }
+            CountOf::MetricsOfInstance(id) => loader.load_one(MetricsCountOfInstance(id)).await?,
+            CountOf::LogsOfDeployment(id) => loader.load_one(LogCountOfDeployment(id)).await?,
+        }
+        .unwrap_or(0))
+    }
 }
 
 #[derive(QueryableByName)]
@@ -323,54 +369,61 @@ struct ParentCount {
     n: i64,
 }
 
-impl Loader<CountOf> for Reader {
-    type Value = i64;
-    type Error = ReadError;
+macro_rules! count_loader {
+    ($(#[$meta:meta])* $key:ident, $sql:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct $key(pub Uuid);
 
-    async fn load(&self, keys: &[CountOf]) -> Result<HashMap<CountOf, i64>, ReadError> {
-        // One statement per kind of count present in the batch (a batch normally holds one kind).
-        let mut by_kind: HashMap<&'static str, Vec<Uuid>> = HashMap::new();
-        for k in keys {
-            let (sql, id) = count_sql(*k);
-            by_kind.entry(sql).or_default().push(id);
-        }
-        let mut out = HashMap::with_capacity(keys.len());
-        let mut conn = self.conn().await?;
-        for (sql, ids) in by_kind {
-            let rows: Vec<ParentCount> = diesel::sql_query(sql)
-                .bind::<Array<SqlUuid>, _>(ids.clone())
-                .load(&mut conn)
-                .await?;
-            let counts: HashMap<Uuid, i64> = rows.into_iter().map(|r| (r.parent, r.n)).collect();
-            for k in keys.iter().filter(|k| count_sql(**k).0 == sql) {
-                out.insert(*k, counts.get(&count_sql(*k).1).copied().unwrap_or(0));
+        impl Loader<$key> for Reader {
+            type Value = i64;
+            type Error = ReadError;
+
+            async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, i64>, ReadError> {
+                let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+                let mut conn = self.conn().await?;
+                let rows: Vec<ParentCount> = diesel::sql_query($sql)
+                    .bind::<Array<SqlUuid>, _>(ids)
+                    .load(&mut conn)
+                    .await?;
+                let counts: HashMap<Uuid, i64> = rows.into_iter().map(|r| (r.parent, r.n)).collect();
+                // Parents without children count zero.
+                Ok(keys
+                    .iter()
+                    .map(|k| (*k, counts.get(&k.0).copied().unwrap_or(0)))
+                    .collect())
             }
         }
-        Ok(out)
-    }
+    };
 }
 
-fn count_sql(k: CountOf) -> (&'static str, Uuid) {
-    match k {
-        CountOf::ServersOfRegistry(id) => (
-            "SELECT registry_id AS parent, count(*) AS n FROM servers WHERE registry_id = ANY($1) GROUP BY 1",
-            id,
-        ),
-        CountOf::InstancesOfServer(id) => (
-            "SELECT server_id AS parent, count(*) AS n FROM instances WHERE server_id = ANY($1) GROUP BY 1",
-            id,
-        ),
-        CountOf::InstancesOfCluster(id) => (
-            "SELECT cluster_id AS parent, count(*) AS n FROM instances WHERE cluster_id = ANY($1) GROUP BY 1",
-            id,
-        ),
-        CountOf::DeploymentsOfInstance(id) => (
-            "SELECT instance_id AS parent, count(*) AS n FROM deployments WHERE instance_id = ANY($1) GROUP BY 1",
-            id,
-        ),
-        CountOf::MetricsOfInstance(id) => (
-            "SELECT instance_id AS parent, count(*) AS n FROM monitoring_metrics WHERE instance_id = ANY($1) GROUP BY 1",
-            id,
-        ),
-    }
-}
+count_loader!(
+    /// The number of servers of a registry.
+    ServerCountOfRegistry,
+    "SELECT registry_id AS parent, count(*) AS n FROM servers WHERE registry_id = ANY($1) GROUP BY 1"
+);
+count_loader!(
+    /// The number of instances of a server.
+    InstanceCountOfServer,
+    "SELECT server_id AS parent, count(*) AS n FROM instances WHERE server_id = ANY($1) GROUP BY 1"
+);
+count_loader!(
+    /// The number of instances in a cluster.
+    InstanceCountOfCluster,
+    "SELECT cluster_id AS parent, count(*) AS n FROM instances WHERE cluster_id = ANY($1) GROUP BY 1"
+);
+count_loader!(
+    /// The number of operations of an instance.
+    OperationCountOfInstance,
+    "SELECT instance_id AS parent, count(*) AS n FROM deployments WHERE instance_id = ANY($1) GROUP BY 1"
+);
+count_loader!(
+    /// The number of monitoring samples of an instance.
+    MetricsCountOfInstance,
+    "SELECT instance_id AS parent, count(*) AS n FROM monitoring_metrics WHERE instance_id = ANY($1) GROUP BY 1"
+);
+count_loader!(
+    /// The number of log lines of an operation.
+    LogCountOfDeployment,
+    "SELECT deployment_id AS parent, count(*) AS n FROM deployment_logs WHERE deployment_id = ANY($1) GROUP BY 1"
+);

@@ -136,6 +136,17 @@ pub struct DeploymentRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A log line of a deployment operation.
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Identifiable)]
+#[diesel(table_name = deployment_logs, check_for_backend(diesel::pg::Pg))]
+pub struct DeploymentLogRow {
+    pub id: i64,
+    pub deployment_id: Uuid,
+    pub logged_at: DateTime<Utc>,
+    pub level: LogLevel,
+    pub message: String,
+}
+
 /// A monitoring sample row.
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Identifiable)]
 #[diesel(table_name = monitoring_metrics, check_for_backend(diesel::pg::Pg))]

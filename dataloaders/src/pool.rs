@@ -1,7 +1,7 @@
 //! The connection pool, and per-request statement counting.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel_async::AsyncConnection;
@@ -19,6 +19,26 @@ pub type DbConn = Object<AsyncPgConnection>;
 #[derive(Debug, Default)]
 pub struct QueryStats {
     statements: AtomicU64,
+    /// Whether the text of each statement is kept (see [`QueryStats::record_statements`]).
+    recording: AtomicBool,
+    log: Mutex<Vec<String>>,
+}
+
+/// How much of a statement's text the statement log keeps.
+const LOGGED_STATEMENT_CHARS: usize = 300;
+
+/// A statement's text on one line, without bind values, a long select list shortened to `…`,
+/// and cut to [`LOGGED_STATEMENT_CHARS`].
+fn shorten(text: &str) -> String {
+    let sql = text.split(" -- binds:").next().unwrap_or_default();
+    let mut one_line = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(rest) = one_line.strip_prefix("SELECT ")
+        && let Some(from) = rest.find(" FROM ")
+        && from > 40
+    {
+        one_line = format!("SELECT …{}", &rest[from..]);
+    }
+    one_line.chars().take(LOGGED_STATEMENT_CHARS).collect()
 }
 
 impl QueryStats {
@@ -26,14 +46,35 @@ impl QueryStats {
     pub fn statements(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
     }
+
+    /// From now on, keep the (shortened) text of every statement, for developers' diagnostics.
+    pub fn record_statements(&self) {
+        self.recording.store(true, Ordering::Relaxed);
+    }
+
+    /// The statements recorded since [`QueryStats::record_statements`], in start order, each on
+    /// one line, shortened (see `shorten`), without bind values.
+    pub fn statement_log(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    fn started(&self, query: &dyn std::fmt::Display) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        if self.recording.load(Ordering::Relaxed) {
+            let short = shorten(&query.to_string());
+            if let Ok(mut log) = self.log.lock() {
+                log.push(short);
+            }
+        }
+    }
 }
 
 struct CountStatements(Arc<QueryStats>);
 
 impl Instrumentation for CountStatements {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        if let InstrumentationEvent::StartQuery { .. } = event {
-            self.0.statements.fetch_add(1, Ordering::Relaxed);
+        if let InstrumentationEvent::StartQuery { query, .. } = event {
+            self.0.started(query);
         }
     }
 }
@@ -81,4 +122,29 @@ pub struct NoInstrumentation;
 
 impl Instrumentation for NoInstrumentation {
     fn on_connection_event(&mut self, _event: InstrumentationEvent<'_>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shorten;
+
+    #[test]
+    fn statements_are_logged_short_and_without_binds() {
+        let long = format!(
+            "SELECT {} FROM \"servers\" WHERE (\"servers\".\"id\" = ANY($1)) -- binds: [[1]]",
+            (0..30)
+                .map(|i| format!("\"servers\".\"c{i}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        assert_eq!(
+            shorten(&long),
+            "SELECT … FROM \"servers\" WHERE (\"servers\".\"id\" = ANY($1))"
+        );
+        assert_eq!(
+            shorten("SELECT k.ord, s.*\n  FROM x"),
+            "SELECT k.ord, s.* FROM x"
+        );
+        assert_eq!(shorten(&"x".repeat(1000)).chars().count(), 300);
+    }
 }

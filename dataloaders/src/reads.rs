@@ -1,4 +1,5 @@
-//! Root-level list queries: filtered, keyset-paginated pages plus their total counts.
+//! Root-level list queries: filtered, keyset-paginated pages plus their total counts. The server
+//! list, with search, sort orders and facets, is in [`crate::search`].
 
 use chrono::{DateTime, Utc};
 use diesel::dsl::count_star;
@@ -29,6 +30,9 @@ pub struct ServerFilter {
     pub category: Option<Vec<String>>,
     /// Servers offering all of these capabilities.
     pub capabilities: Option<Vec<String>>,
+    /// Free-text search (normalised with [`crate::search::normalize_search`]); see
+    /// [`crate::search`].
+    pub search: Option<String>,
 }
 
 /// Filter of the root `instances` list.
@@ -59,31 +63,6 @@ macro_rules! registry_filtered {
         let mut q = registries::table.into_boxed();
         if let Some(s) = &$f.status {
             q = q.filter(registries::status.eq_any(s.clone()));
-        }
-        q
-    }};
-}
-
-macro_rules! server_filtered {
-    ($f:expr) => {{
-        let mut q = servers::table.into_boxed();
-        if let Some(ids) = &$f.registry_ids {
-            q = q.filter(servers::registry_id.eq_any(ids.clone()));
-        }
-        if let Some(v) = &$f.transport {
-            q = q.filter(servers::transport.eq_any(v.clone()));
-        }
-        if let Some(v) = &$f.tier {
-            q = q.filter(servers::tier.eq_any(v.clone()));
-        }
-        if let Some(v) = &$f.status {
-            q = q.filter(servers::status.eq_any(v.clone()));
-        }
-        if let Some(v) = &$f.category {
-            q = q.filter(servers::category.contains(v.clone()));
-        }
-        if let Some(v) = &$f.capabilities {
-            q = q.filter(servers::capabilities.contains(v.clone()));
         }
         q
     }};
@@ -152,38 +131,6 @@ impl Reader {
     pub async fn registries_count(&self, filter: &RegistryFilter) -> Result<i64, ReadError> {
         let mut conn = self.conn().await?;
         Ok(registry_filtered!(filter)
-            .select(count_star())
-            .first(&mut conn)
-            .await?)
-    }
-
-    /// A page of servers ordered by name.
-    pub async fn servers_page(
-        &self,
-        filter: &ServerFilter,
-        after: Option<&SortKey>,
-        limit: i64,
-    ) -> Result<Vec<ServerRow>, ReadError> {
-        let mut q = server_filtered!(filter);
-        if let Some(a) = after {
-            q = q.filter(
-                servers::name
-                    .gt(a.value.clone())
-                    .or(servers::name.eq(a.value.clone()).and(servers::id.gt(a.id))),
-            );
-        }
-        let mut conn = self.conn().await?;
-        Ok(q.order((servers::name, servers::id))
-            .limit(limit)
-            .select(ServerRow::as_select())
-            .load(&mut conn)
-            .await?)
-    }
-
-    /// How many servers match the filter.
-    pub async fn servers_count(&self, filter: &ServerFilter) -> Result<i64, ReadError> {
-        let mut conn = self.conn().await?;
-        Ok(server_filtered!(filter)
             .select(count_star())
             .first(&mut conn)
             .await?)

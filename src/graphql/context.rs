@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use async_graphql::Context;
 use async_graphql::dataloader::DataLoader;
-use dataloaders::{DbPool, QueryStats, Reader};
+use dataloaders::{DbPool, MAX_BATCH_SIZE, PollGate, QueryStats, Reader};
 
 use crate::auth::{Principal, Role};
+use crate::cache::AuthScope;
 use crate::error::AppError;
 
 /// Data every resolver of one request shares.
@@ -22,19 +23,32 @@ pub struct RequestCtx {
     pub actor: String,
     /// Who is asking, with their roles.
     pub principal: Principal,
+    /// What the caller may see; cached answers are shared only within one scope.
+    pub scope: AuthScope,
+    /// Keeps the loader from cutting a batch while the request is being polled: wrap the
+    /// request's execution in `gate.holding(..)` (see `dataloaders::batch`).
+    pub gate: PollGate,
 }
 
 impl RequestCtx {
     /// A context for one request.
     pub fn new(pool: DbPool, request_id: String, principal: Principal) -> Self {
         let reader = Reader::new(pool);
-        let loader = DataLoader::new(reader.clone(), tokio::spawn);
+        let gate = PollGate::new();
+        let loader_gate = gate.clone();
+        let loader = DataLoader::new(reader.clone(), move |load| {
+            tokio::spawn(loader_gate.waiting(load))
+        })
+        .max_batch_size(MAX_BATCH_SIZE);
+        let scope = AuthScope::of(&principal);
         RequestCtx {
             reader,
             loader,
             request_id,
             actor: principal.subject.clone(),
             principal,
+            scope,
+            gate,
         }
     }
 

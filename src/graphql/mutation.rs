@@ -225,6 +225,7 @@ impl MutationRoot {
             },
         };
         let row = store::update(&services.pool, &services.keys, &actor(ctx), id, changes).await?;
+        services.caches.invalidate_registry(id);
         Ok(Registry(row))
     }
 
@@ -244,6 +245,7 @@ impl MutationRoot {
         let uuid = ids::decode(Kind::Registry, &id, "id")?;
         let deleted =
             store::delete(&services.pool, &actor(ctx), uuid, force.unwrap_or(false)).await?;
+        services.caches.invalidate_registry(uuid);
         Ok(DeleteRegistryPayload {
             deleted_registry_id: ids::encode(Kind::Registry, uuid),
             deleted_servers: deleted.servers,

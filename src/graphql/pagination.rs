@@ -5,6 +5,7 @@ use async_graphql::{Context, Object, OutputType};
 use dataloaders::reads::{DeploymentFilter, InstanceFilter, RegistryFilter, ServerFilter};
 use dataloaders::{ChildPage, CountOf, SortKey};
 
+use crate::cache::CachedReads;
 use crate::error::{AppError, AppResult};
 use crate::graphql::context::RequestCtx;
 
@@ -48,6 +49,17 @@ impl PageArgs {
             first: first as i64,
             after,
         })
+    }
+
+    /// Refuses a cursor that is not a position in a time-ordered list (for example a cursor of
+    /// another list), before it can reach a batched statement shared with other parents.
+    pub fn expect_time_cursor(self) -> AppResult<Self> {
+        if let Some(a) = &self.after
+            && chrono::DateTime::parse_from_rfc3339(&a.value).is_err()
+        {
+            return Err(AppError::bad_input("after", "malformed cursor"));
+        }
+        Ok(self)
     }
 
     /// The number of rows to fetch: one more than shown, to learn whether another page exists.
@@ -95,8 +107,14 @@ pub enum TotalCount {
     Deployments(DeploymentFilter),
     /// Every cluster.
     Clusters,
-    /// Children of one parent, counted in a batch with their siblings.
+    /// Children of one parent, counted in a batch with their siblings (through the cache of
+    /// their kind, see `crate::cache`).
     Children(CountOf),
+    /// Servers of a registry, cached under the registry's last sync.
+    RegistryServers {
+        registry_id: uuid::Uuid,
+        synced_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 /// Connection-level fields.
@@ -111,7 +129,15 @@ impl TotalCount {
             TotalCount::Instances(f) => rc.reader.instances_count(f).await?,
             TotalCount::Deployments(f) => rc.reader.deployments_count(f).await?,
             TotalCount::Clusters => rc.reader.clusters_count().await?,
-            TotalCount::Children(key) => rc.loader.load_one(*key).await?.unwrap_or(0),
+            TotalCount::Children(key) => CachedReads::of(ctx).count(*key).await?,
+            TotalCount::RegistryServers {
+                registry_id,
+                synced_at,
+            } => {
+                CachedReads::of(ctx)
+                    .registry_server_count(*registry_id, *synced_at)
+                    .await?
+            }
         })
     }
 }

@@ -1,6 +1,6 @@
 //! Query roots.
 
-use async_graphql::{Context, ID, InputObject, Interface, Object};
+use async_graphql::{Context, ID, InputObject, Interface, Object, SimpleObject};
 use dataloaders::enums::*;
 use dataloaders::reads::{DeploymentFilter, InstanceFilter, RegistryFilter, ServerFilter};
 use dataloaders::*;
@@ -68,6 +68,71 @@ pub struct DeploymentFilterInput {
     pub server_id: Option<ID>,
     /// Only operations in one of these states.
     pub status: Option<Vec<DeploymentStatus>>,
+}
+
+/// The `servers` filter and search as the read side takes them.
+fn server_filter(
+    input: Option<ServerFilterInput>,
+    search: Option<String>,
+) -> AppResult<ServerFilter> {
+    let f = input.unwrap_or_default();
+    let registry_ids = f
+        .registry_ids
+        .map(|ids| {
+            ids.iter()
+                .map(|id| ids::decode(Kind::Registry, id, "filter.registryIds"))
+                .collect::<AppResult<Vec<_>>>()
+        })
+        .transpose()?;
+    let search = dataloaders::search::normalize_search(search.as_deref())
+        .map_err(|m| AppError::bad_input("search", m))?;
+    Ok(ServerFilter {
+        registry_ids,
+        transport: f.transport,
+        tier: f.tier,
+        status: f.status,
+        category: f.category,
+        capabilities: f.capabilities,
+        search,
+    })
+}
+
+/// How many servers carry one value of a facet.
+#[derive(SimpleObject)]
+pub struct FacetCount {
+    /// The category or capability.
+    pub value: String,
+    /// How many matching servers carry it.
+    pub count: i64,
+}
+
+/// Facet counts of the servers matching a filter and search.
+#[derive(SimpleObject)]
+pub struct ServerFacets {
+    /// How many servers match.
+    pub total_count: i64,
+    /// Categories, most frequent first (ties by name).
+    pub category: Vec<FacetCount>,
+    /// Capabilities (tool names), most frequent first (ties by name).
+    pub capabilities: Vec<FacetCount>,
+}
+
+impl From<dataloaders::search::ServerFacetCounts> for ServerFacets {
+    fn from(c: dataloaders::search::ServerFacetCounts) -> Self {
+        let conv = |v: Vec<dataloaders::search::FacetCount>| {
+            v.into_iter()
+                .map(|f| FacetCount {
+                    value: f.value,
+                    count: f.count,
+                })
+                .collect()
+        };
+        ServerFacets {
+            total_count: c.total,
+            category: conv(c.category),
+            capabilities: conv(c.capabilities),
+        }
+    }
 }
 
 /// The query root.
@@ -140,47 +205,91 @@ impl QueryRoot {
             .map(Registry))
     }
 
-    /// Servers of every registry, ordered by name.
+    /// Servers of every registry: discovery and search. Filters combine with AND; `search` matches
+    /// names, descriptions, categories and tool names (with typo-tolerant name matching), and
+    /// sorts best matches first unless `orderBy` says otherwise.
     #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
     async fn servers(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Conditions the servers must meet.")] filter: Option<ServerFilterInput>,
+        #[graphql(
+            desc = "Free text, in web-search syntax (\"a phrase\", -excluded, or). Blank means no search; at most 200 characters."
+        )]
+        search: Option<String>,
+        #[graphql(
+            desc = "Sort order: RELEVANCE (the default with `search`, which it needs), NAME (the default without), STARS, PULLS or LAST_UPDATED. A cursor is valid only with the order and search it came from."
+        )]
+        order_by: Option<ServerOrder>,
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Server>> {
         let args = PageArgs::parse(first, after)?;
-        let f = filter.unwrap_or_default();
-        let registry_ids = f
-            .registry_ids
-            .map(|ids| {
-                ids.iter()
-                    .map(|id| ids::decode(Kind::Registry, id, "filter.registryIds"))
-                    .collect::<AppResult<Vec<_>>>()
-            })
-            .transpose()?;
-        let filter = ServerFilter {
-            registry_ids,
-            transport: f.transport,
-            tier: f.tier,
-            status: f.status,
-            category: f.category,
-            capabilities: f.capabilities,
+        let filter = server_filter(filter, search)?;
+        let search = filter.search.clone();
+        let order = match order_by {
+            Some(ServerOrder::Relevance) if search.is_none() => {
+                return Err(AppError::bad_input(
+                    "orderBy",
+                    "orderBy RELEVANCE needs a non-blank search",
+                ));
+            }
+            Some(o) => o,
+            None => ServerOrder::default_for(search.as_deref()),
         };
+        let after = args
+            .after
+            .as_ref()
+            .map(|a| order.position(a, search.as_deref()))
+            .transpose()
+            .map_err(|m| AppError::bad_input("after", m))?;
         let rows = RequestCtx::of(ctx)
             .reader
-            .servers_page(&filter, args.after.as_ref(), args.fetch_limit())
+            .servers_page(&filter, order, after.as_ref(), args.fetch_limit())
             .await?;
+        let ranks: std::collections::HashMap<uuid::Uuid, f64> =
+            rows.iter().map(|r| (r.server.id, r.rank)).collect();
         Ok(build_page(
             &args,
-            rows,
+            rows.into_iter().map(|r| r.server).collect(),
             TotalCount::Servers(filter),
-            |r| SortKey {
-                value: r.name.clone(),
-                id: r.id,
+            |r| {
+                order.cursor(
+                    r,
+                    ranks.get(&r.id).copied().unwrap_or(0.0),
+                    search.as_deref(),
+                )
             },
             Server,
         ))
+    }
+
+    /// How many servers carry each category and each capability (tool name), among the servers
+    /// that `servers` would list for the same filter and search: counts for filter chips.
+    async fn server_facets(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Conditions the servers must meet, as for `servers`.")] filter: Option<
+            ServerFilterInput,
+        >,
+        #[graphql(desc = "Free text, as for `servers`.")] search: Option<String>,
+        #[graphql(desc = "Most values listed per facet, 1 to 500 (default 50).")] limit: Option<
+            i32,
+        >,
+    ) -> AppResult<ServerFacets> {
+        let limit = limit.unwrap_or(50);
+        if !(1..=dataloaders::search::MAX_FACET_VALUES as i32).contains(&limit) {
+            return Err(AppError::bad_input(
+                "limit",
+                "limit must be between 1 and 500",
+            ));
+        }
+        let filter = server_filter(filter, search)?;
+        let counts = RequestCtx::of(ctx)
+            .reader
+            .server_facets(&filter, limit as i64)
+            .await?;
+        Ok(ServerFacets::from(counts))
     }
 
     /// One server by id.
@@ -208,7 +317,7 @@ impl QueryRoot {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Instance>> {
-        let args = PageArgs::parse(first, after)?;
+        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
         let f = filter.unwrap_or_default();
         let filter = InstanceFilter {
             server_id: f
@@ -247,11 +356,7 @@ impl QueryRoot {
         #[graphql(desc = "The instance's id.")] id: ID,
     ) -> AppResult<Option<Instance>> {
         let id = ids::decode(Kind::Instance, &id, "id")?;
-        Ok(RequestCtx::of(ctx)
-            .loader
-            .load_one(InstanceKey(id))
-            .await?
-            .map(Instance))
+        Instance::load(ctx, id).await
     }
 
     /// Deployment operations, newest first.
@@ -265,7 +370,7 @@ impl QueryRoot {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Deployment>> {
-        let args = PageArgs::parse(first, after)?;
+        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
         let f = filter.unwrap_or_default();
         let filter = DeploymentFilter {
             instance_id: f
@@ -382,10 +487,7 @@ impl QueryRoot {
                 .load_one(ServerKey(id))
                 .await?
                 .map(|r| Node::Server(Server(r))),
-            Kind::Instance => loader
-                .load_one(InstanceKey(id))
-                .await?
-                .map(|r| Node::Instance(Instance(r))),
+            Kind::Instance => Instance::load(ctx, id).await?.map(Node::Instance),
             Kind::Deployment => loader
                 .load_one(DeploymentKey(id))
                 .await?

@@ -8,6 +8,7 @@ use dataloaders::models::*;
 use dataloaders::*;
 use serde_json::Value;
 
+use crate::cache::CachedReads;
 use crate::error::{AppError, AppResult};
 use crate::graphql::context::RequestCtx;
 use crate::graphql::pagination::{Page, PageArgs, TotalCount, build_page};
@@ -126,19 +127,16 @@ impl Registry {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Server>> {
         let args = PageArgs::parse(first, after)?;
-        let key = ServersOfRegistry {
-            registry_id: self.0.id,
-            page: args.child_page(),
-        };
-        let rows = RequestCtx::of(ctx)
-            .loader
-            .load_one(key)
-            .await?
-            .unwrap_or_default();
+        let rows = CachedReads::of(ctx)
+            .registry_servers(self.0.id, self.0.last_sync_at, args.child_page())
+            .await?;
         Ok(build_page(
             &args,
-            rows,
-            TotalCount::Children(CountOf::ServersOfRegistry(self.0.id)),
+            std::sync::Arc::unwrap_or_clone(rows),
+            TotalCount::RegistryServers {
+                registry_id: self.0.id,
+                synced_at: self.0.last_sync_at,
+            },
             |r| name_key(&r.name, r.id),
             Server,
         ))
@@ -251,19 +249,15 @@ impl Server {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Instance>> {
-        let args = PageArgs::parse(first, after)?;
+        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
         let key = InstancesOfServer {
             server_id: self.0.id,
             page: args.child_page(),
         };
-        let rows = RequestCtx::of(ctx)
-            .loader
-            .load_one(key)
-            .await?
-            .unwrap_or_default();
+        let rows = CachedReads::of(ctx).instances_of_server(key).await?;
         Ok(build_page(
             &args,
-            rows,
+            std::sync::Arc::unwrap_or_clone(rows),
             TotalCount::Children(CountOf::InstancesOfServer(self.0.id)),
             |r| time_key(r.created_at, r.id),
             Instance,
@@ -327,6 +321,17 @@ pub struct InstanceLogs {
 
 /// A deployed server running in a Kubernetes cluster.
 pub struct Instance(pub InstanceRow);
+
+impl Instance {
+    /// An instance by id, through the instance-status cache and the request's loader. Every
+    /// path to an instance by id (`instance`, `node`, `Deployment.instance`, ...) uses this.
+    pub async fn load(ctx: &Context<'_>, id: uuid::Uuid) -> AppResult<Option<Instance>> {
+        Ok(CachedReads::of(ctx)
+            .instance(id)
+            .await?
+            .map(|row| Instance(std::sync::Arc::unwrap_or_clone(row))))
+    }
+}
 
 /// A deployed server running in a Kubernetes cluster.
 #[Object]
@@ -471,7 +476,7 @@ impl Instance {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Deployment>> {
-        let args = PageArgs::parse(first, after)?;
+        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
         let key = DeploymentsOfInstance {
             instance_id: self.0.id,
             page: args.child_page(),
@@ -491,9 +496,8 @@ impl Instance {
     }
     /// The newest monitoring sample.
     async fn latest_metrics(&self, ctx: &Context<'_>) -> AppResult<Option<MonitoringMetrics>> {
-        Ok(RequestCtx::of(ctx)
-            .loader
-            .load_one(LatestMetricsOfInstance(self.0.id))
+        Ok(CachedReads::of(ctx)
+            .latest_metrics(self.0.id)
             .await?
             .map(MonitoringMetrics))
     }
@@ -507,21 +511,17 @@ impl Instance {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<MonitoringMetrics>> {
-        let args = PageArgs::parse(first, after)?;
+        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
         let key = MetricsOfInstance {
             instance_id: self.0.id,
             since,
             until,
             page: args.child_page(),
         };
-        let rows = RequestCtx::of(ctx)
-            .loader
-            .load_one(key)
-            .await?
-            .unwrap_or_default();
+        let rows = CachedReads::of(ctx).metrics(key).await?;
         Ok(build_page(
             &args,
-            rows,
+            std::sync::Arc::unwrap_or_clone(rows),
             TotalCount::Children(CountOf::MetricsOfInstance(self.0.id)),
             |r| time_key(r.timestamp, uuid::Uuid::nil()),
             MonitoringMetrics,
@@ -586,11 +586,8 @@ impl Deployment {
     }
     /// The instance the operation acts on.
     async fn instance(&self, ctx: &Context<'_>) -> AppResult<Instance> {
-        RequestCtx::of(ctx)
-            .loader
-            .load_one(InstanceKey(self.0.instance_id))
+        Instance::load(ctx, self.0.instance_id)
             .await?
-            .map(Instance)
             .ok_or(AppError::NotFound("instance"))
     }
     /// Id of the instance the operation acts on.
@@ -646,7 +643,8 @@ impl Deployment {
     async fn rollback_info(&self) -> Option<Json<Value>> {
         self.0.rollback_info.clone().map(Json)
     }
-    /// The operation's step log (kept 30 days), oldest first.
+    /// The operation's step log (kept 30 days), oldest first. Batched across operations, and
+    /// cached for 2 minutes once the operation has finished.
     async fn logs(
         &self,
         ctx: &Context<'_>,
@@ -659,18 +657,26 @@ impl Deployment {
                 "first must be between 1 and 1000",
             ));
         }
-        let services = ctx.data_unchecked::<crate::state::Services>();
-        Ok(
-            crate::k8s::store::logs_of(&services.pool, self.0.id, i64::from(n))
-                .await?
-                .into_iter()
-                .map(|l| DeploymentLogLine {
-                    at: l.logged_at,
-                    level: l.level,
-                    message: l.message,
-                })
-                .collect(),
-        )
+        let finished = !matches!(
+            self.0.status,
+            DeploymentStatus::Initiated | DeploymentStatus::InProgress
+        );
+        let key = LogsOfDeployment {
+            deployment_id: self.0.id,
+            page: ChildPage {
+                limit: i64::from(n),
+                after: None,
+            },
+        };
+        let rows = CachedReads::of(ctx).deployment_logs(key, finished).await?;
+        Ok(rows
+            .iter()
+            .map(|l| DeploymentLogLine {
+                at: l.logged_at,
+                level: l.level.as_db_str().to_string(),
+                message: l.message.clone(),
+            })
+            .collect())
     }
 }
 
@@ -745,19 +751,15 @@ impl Cluster {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Instance>> {
-        let args = PageArgs::parse(first, after)?;
+        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
         let key = InstancesOfCluster {
             cluster_id: self.0.id,
             page: args.child_page(),
         };
-        let rows = RequestCtx::of(ctx)
-            .loader
-            .load_one(key)
-            .await?
-            .unwrap_or_default();
+        let rows = CachedReads::of(ctx).instances_of_cluster(key).await?;
         Ok(build_page(
             &args,
-            rows,
+            std::sync::Arc::unwrap_or_clone(rows),
             TotalCount::Children(CountOf::InstancesOfCluster(self.0.id)),
             |r| time_key(r.created_at, r.id),
             Instance,
@@ -777,11 +779,8 @@ impl MonitoringMetrics {
     }
     /// The instance measured.
     async fn instance(&self, ctx: &Context<'_>) -> AppResult<Instance> {
-        RequestCtx::of(ctx)
-            .loader
-            .load_one(InstanceKey(self.0.instance_id))
+        Instance::load(ctx, self.0.instance_id)
             .await?
-            .map(Instance)
             .ok_or(AppError::NotFound("instance"))
     }
     /// When the sample was taken.

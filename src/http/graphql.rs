@@ -18,7 +18,8 @@ use crate::graphql::context::RequestCtx;
 use crate::metrics::OperationLabels;
 use crate::state::AppState;
 
-/// The header that asks for SQL statement counts in the response `extensions`.
+/// The header that asks for SQL statement counts (`sqlStatements`) and the shortened statements
+/// themselves (`sqlLog`) in the response `extensions`: `x-hivegraph-debug: sql`.
 pub const DEBUG_HEADER: &str = "x-hivegraph-debug";
 
 fn request_id(headers: &HeaderMap) -> String {
@@ -108,6 +109,10 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
     };
     let rc = RequestCtx::new(state.services.pool.clone(), request_id.clone(), principal);
     let stats = rc.stats();
+    if debug_sql {
+        stats.record_statements();
+    }
+    let gate = rc.gate.clone();
     let labels: Vec<(String, &'static str)> = batch
         .iter()
         .map(|r| {
@@ -124,7 +129,7 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
     let span = tracing::info_span!("graphql", request_id = %request_id);
     let run = {
         let _enter = span.enter();
-        state.schema.execute_batch(batch)
+        gate.holding(state.schema.execute_batch(batch))
     };
     let result = tokio::time::timeout(limits.request_timeout(), run).await;
     let elapsed = started.elapsed().as_secs_f64();
@@ -169,13 +174,22 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
     }
     if debug_sql {
         let count = async_graphql::Value::from(stats.statements());
+        let log = async_graphql::Value::List(
+            stats
+                .statement_log()
+                .into_iter()
+                .map(async_graphql::Value::from)
+                .collect(),
+        );
         match &mut resp {
             BatchResponse::Single(r) => {
                 r.extensions.insert("sqlStatements".into(), count);
+                r.extensions.insert("sqlLog".into(), log);
             }
             BatchResponse::Batch(rs) => {
                 for r in rs {
                     r.extensions.insert("sqlStatements".into(), count.clone());
+                    r.extensions.insert("sqlLog".into(), log.clone());
                 }
             }
         }
