@@ -158,6 +158,18 @@ pub struct RegistryPolicy {
     /// Allow `file://` registry URLs (local files on the gateway's host).
     #[arg(long, env = "HIVEGRAPH_ALLOW_FILE_REGISTRIES", default_value_t = false)]
     pub allow_file_urls: bool,
+    /// Allow registries on loopback, private and link-local addresses (off by default: a registry
+    /// URL or redirect could otherwise reach the gateway's own network, e.g. cloud metadata).
+    #[arg(
+        long,
+        env = "HIVEGRAPH_ALLOW_PRIVATE_REGISTRIES",
+        default_value_t = false
+    )]
+    pub allow_private_networks: bool,
+    /// Host names registries may live at, comma-separated; `*.example.com` matches subdomains.
+    /// Empty allows any host.
+    #[arg(long, env = "HIVEGRAPH_REGISTRY_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Registry sync: the upstream HTTP client's limits and the scheduler (see `crate::sync`).
@@ -397,7 +409,8 @@ impl Config {
             database: DatabaseConfig {
                 database_url: database_url.to_string(),
                 pool_size: 8,
-                wait_ms: 2000,
+                // Generous: a loaded CI machine can take seconds to hand out a fresh connection.
+                wait_ms: 10_000,
                 statement_timeout_ms: 5000,
             },
             serve: ServeConfig {
@@ -409,8 +422,11 @@ impl Config {
                     ..JwtConfig::default()
                 },
                 limits: Limits::default(),
+                // Tests serve registries from loopback.
                 registries: RegistryPolicy {
                     allow_file_urls: false,
+                    allow_private_networks: true,
+                    allowed_hosts: Vec::new(),
                 },
                 sync: SyncConfig::for_tests(),
                 k8s: K8sConfig::for_tests(),

@@ -41,12 +41,17 @@ pub fn load_keyring(mode: Mode) -> anyhow::Result<Keyring> {
 pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
     let pool = crate::db::pool(&config.database)?;
     let keys = Arc::new(keys);
+    // Read caches, invalidated by writes in this process and by the database's change
+    // notifications from every process.
+    let caches = crate::cache::Caches::from_env();
+    caches.follow_changes(config.database.database_url.clone());
     let sync = SyncService::new(
         pool.clone(),
         keys.clone(),
         &config.database.database_url,
         config.serve.sync.clone(),
         &config.serve.registries,
+        caches.clone(),
     )?;
     let auth = match config.serve.auth {
         crate::config::AuthMode::None => crate::auth::Authenticator::Off,
@@ -57,9 +62,6 @@ pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
     let k8s = crate::k8s::ClusterManager::new(pool.clone(), config.serve.k8s.clone())?;
     let pubsub = crate::pubsub::PubSub::new(pool.clone(), config.database.database_url.clone());
     pubsub.start();
-    // Read caches, invalidated by the database's change notifications.
-    let caches = crate::cache::Caches::from_env();
-    caches.follow_changes(config.database.database_url.clone());
     let services = Services {
         caches,
         pubsub,

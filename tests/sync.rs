@@ -806,32 +806,86 @@ async fn a_second_trigger_while_syncing_is_a_conflict() {
     assert_eq!(error_code(&missing).as_deref(), Some("NOT_FOUND"));
 }
 
+/// A legacy-format registry document with the given server names.
+fn tiny_registry(names: &[&str]) -> String {
+    let servers: serde_json::Map<String, serde_json::Value> = names
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                json!({
+                    "description": format!("{n} server"),
+                    "image": format!("ghcr.io/example/{n}:1.0.0"),
+                    "transport": "stdio",
+                    "tier": "Community",
+                    "status": "Active",
+                    "tools": ["t"],
+                }),
+            )
+        })
+        .collect();
+    json!({ "version": "1.0.0", "last_updated": "2026-01-01T00:00:00Z", "servers": servers })
+        .to_string()
+}
+
+/// The registry's server list is cached for 5 minutes; a committed sync drops it at once, so the
+/// next read sees the new servers, not the cached list.
 #[tokio::test]
 async fn the_server_list_cache_is_dropped_when_a_sync_commits() {
     let app = app().await;
     let srv = RegistryServer::start().await;
-    let id = gql::create(
-        &app,
-        "cached",
-        &srv.url("/files/toolhive-upstream-registry.json"),
-        json!({}),
-    )
-    .await;
-    let reg = gql::sync(&app, &id).await;
-    let uuid = uuid_of(&id);
-    let synced_at: chrono::DateTime<chrono::Utc> =
-        reg["lastSyncAt"].as_str().unwrap().parse().unwrap();
-    let cache = app.state.services.sync.cache().clone();
-    let list = cache
-        .get_or_load(uuid, Some(synced_at), || async { Ok::<_, ()>(Vec::new()) })
-        .await
-        .unwrap();
-    assert!(list.is_empty());
-    assert!(cache.get(uuid, Some(synced_at)).await.is_some(), "cached");
-    gql::sync(&app, &id).await;
+    srv.state.set_custom(
+        "tiny",
+        "application/json",
+        tiny_registry(&["alpha", "beta"]),
+    );
+    let id = gql::create(&app, "cached", &srv.url("/custom/tiny"), json!({})).await;
+    assert_eq!(gql::sync(&app, &id).await["status"], "ACTIVE");
+    let names = || async {
+        let r = app
+            .graphql(
+                "query($id: ID!) { registry(id: $id) { servers(first: 10) { totalCount nodes { name } } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert_ok(&r);
+        let servers = &r["data"]["registry"]["servers"];
+        let list: Vec<String> = servers["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["name"].as_str().unwrap().to_string())
+            .collect();
+        (servers["totalCount"].as_i64().unwrap(), list)
+    };
+    assert_eq!(names().await, (2, vec!["alpha".into(), "beta".into()]));
+    let hits = || {
+        app.state
+            .services
+            .caches
+            .metrics()
+            .hits
+            .get_or_create(&hivegraph::cache::CacheLabels {
+                cache: "registry_server_lists".into(),
+            })
+            .get()
+    };
+    let hits_before = hits();
+    assert_eq!(names().await.0, 2);
     assert!(
-        cache.get(uuid, Some(synced_at)).await.is_none(),
-        "a committed sync drops the list"
+        hits() > hits_before,
+        "the second read is answered from the cache"
+    );
+    srv.state.set_custom(
+        "tiny",
+        "application/json",
+        tiny_registry(&["alpha", "beta", "gamma"]),
+    );
+    assert_eq!(gql::sync(&app, &id).await["status"], "ACTIVE");
+    assert_eq!(
+        names().await,
+        (3, vec!["alpha".into(), "beta".into(), "gamma".into()]),
+        "a committed sync drops the cached list"
     );
 }
 

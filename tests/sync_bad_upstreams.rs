@@ -212,3 +212,113 @@ async fn redirects_are_followed_within_limits() {
     assert_eq!(reg["status"], "ACTIVE", "{reg:#}");
     assert_eq!(reg["serverCount"], 12);
 }
+
+/// R4 (SSRF): by default a registry may not live at, or redirect to, a loopback, private or
+/// link-local address. Creation refuses such URLs with a typed error and writes nothing.
+#[tokio::test]
+async fn private_addresses_are_refused_when_registries_are_created() {
+    let app = TestApp::spawn_with(|c| c.serve.registries.allow_private_networks = false).await;
+    for url in [
+        "http://127.0.0.1:8080/registry.json",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/registry.json",
+        "http://localhost:5432/",
+        "http://10.0.0.8/registry.json",
+    ] {
+        let r = app
+            .graphql(
+                "mutation($i: CreateRegistryInput!) { createRegistry(input: $i) { id } }",
+                json!({ "i": { "name": "inner", "url": url } }),
+            )
+            .await;
+        let e = &r["errors"][0];
+        assert_eq!(e["extensions"]["code"], "BAD_USER_INPUT", "{url}: {r}");
+        assert_eq!(e["extensions"]["field"], "url", "{url}: {r}");
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("HIVEGRAPH_ALLOW_PRIVATE_REGISTRIES"),
+            "{url}: {r}"
+        );
+    }
+    assert_eq!(app.db.count("registries").await, 0, "nothing was written");
+}
+
+/// A registry URL stored while private networks were allowed is still refused at fetch time once
+/// they are not: the check runs before every request, not only at creation.
+#[tokio::test]
+async fn private_addresses_are_refused_at_fetch_time() {
+    let srv = RegistryServer::start().await;
+    let app = TestApp::spawn_with(|c| {
+        c.serve.registries.allow_private_networks = false;
+        c.serve.sync.retries = 0;
+    })
+    .await;
+    let url = srv.url("/files/toolhive-registry.json");
+    {
+        use diesel_async::RunQueryDsl;
+        let mut c = app.db.conn().await;
+        diesel::sql_query(format!(
+            "INSERT INTO registries (name, url) VALUES ('stored', '{url}')"
+        ))
+        .execute(&mut c)
+        .await
+        .expect("insert the registry row");
+    }
+    let id = app
+        .db
+        .scalar("SELECT id FROM registries WHERE name = 'stored'")
+        .await
+        .expect("the registry row");
+    let reg = gql::sync(&app, &id).await;
+    assert_eq!(reg["status"], "ERROR", "{reg:#}");
+    let err = reg["lastError"].as_str().unwrap();
+    assert!(
+        err.contains("refused to connect") && err.contains("HIVEGRAPH_ALLOW_PRIVATE_REGISTRIES"),
+        "{err}"
+    );
+    assert!(
+        srv.state.requests("/files/").is_empty(),
+        "no request reached the private address"
+    );
+    assert_eq!(app.db.count("servers").await, 0);
+}
+
+/// Each redirect hop is checked against the allow-list: a registry that redirects to the cloud
+/// metadata address is refused before the request is made.
+#[tokio::test]
+async fn redirects_are_rechecked_against_the_allow_list() {
+    let srv = RegistryServer::start().await;
+    let app = TestApp::spawn_with(|c| {
+        c.serve.registries.allowed_hosts = vec!["127.0.0.1".into()];
+        c.serve.sync.retries = 0;
+    })
+    .await;
+    // A host off the list is refused at creation.
+    let r = app
+        .graphql(
+            "mutation($i: CreateRegistryInput!) { createRegistry(input: $i) { id } }",
+            json!({ "i": { "name": "elsewhere", "url": "https://registry.example.com/r.json" } }),
+        )
+        .await;
+    assert_eq!(
+        r["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{r}"
+    );
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("allow-list"),
+        "{r}"
+    );
+    let id = gql::create(&app, "hopper", &srv.url("/bad/to-metadata"), json!({})).await;
+    let reg = gql::sync(&app, &id).await;
+    assert_eq!(reg["status"], "ERROR", "{reg:#}");
+    let err = reg["lastError"].as_str().unwrap();
+    assert!(
+        err.contains("refused to follow a redirect") && err.contains("169.254.169.254"),
+        "{err}"
+    );
+}

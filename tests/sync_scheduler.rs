@@ -43,6 +43,7 @@ fn other_process(app: &TestApp) -> SyncService {
         &app.db.url,
         config.serve.sync.clone(),
         &config.serve.registries,
+        hivegraph::cache::Caches::new(),
     )
     .unwrap()
 }

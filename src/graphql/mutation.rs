@@ -159,7 +159,7 @@ impl MutationRoot {
         reg::validate_name(&input.name)?;
         let new = NewRegistry {
             name: input.name,
-            url: reg::validate_url(&input.url, services.config.serve.registries.allow_file_urls)?,
+            url: reg::validate_url(&input.url, &services.config.serve.registries)?,
             description: reg::validate_description(input.description)?,
             format: input.format.unwrap_or(RegistryFormat::Auto),
             sync_interval_seconds: reg::validate_interval(
@@ -203,7 +203,7 @@ impl MutationRoot {
                 .transpose()?,
             url: input
                 .url
-                .map(|u| reg::validate_url(&u, services.config.serve.registries.allow_file_urls))
+                .map(|u| reg::validate_url(&u, &services.config.serve.registries))
                 .transpose()?,
             description: input
                 .description

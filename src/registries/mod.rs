@@ -206,9 +206,11 @@ pub fn validate_name(name: &str) -> AppResult<()> {
     }
 }
 
-/// Checks a registry URL: http or https with a host, or file:// when `allow_file` is set. URLs
-/// may not embed credentials (use `authConfig`).
-pub fn validate_url(raw: &str, allow_file: bool) -> AppResult<String> {
+/// Checks a registry URL: http or https with a host the egress rules allow (see
+/// [`crate::sync::egress`]), or file:// when the policy allows local files. URLs may not embed
+/// credentials (use `authConfig`).
+pub fn validate_url(raw: &str, policy: &crate::config::RegistryPolicy) -> AppResult<String> {
+    let allow_file = policy.allow_file_urls;
     let field = "url";
     if raw.chars().count() > MAX_URL_CHARS {
         return Err(AppError::bad_input(
@@ -229,6 +231,9 @@ pub fn validate_url(raw: &str, allow_file: bool) -> AppResult<String> {
                     "the URL must not contain credentials; put them in authConfig",
                 ));
             }
+            crate::sync::egress::Egress::new(policy)
+                .check_url(&url)
+                .map_err(|m| AppError::bad_input(field, m))?;
         }
         "file" if allow_file => {
             if url.path().is_empty() || url.path() == "/" {
@@ -343,19 +348,31 @@ mod tests {
         }
     }
 
+    fn policy(allow_file: bool, allow_private: bool) -> crate::config::RegistryPolicy {
+        crate::config::RegistryPolicy {
+            allow_file_urls: allow_file,
+            allow_private_networks: allow_private,
+            allowed_hosts: Vec::new(),
+        }
+    }
+
     #[test]
     fn urls() {
-        assert!(validate_url("https://example.com/registry.json", false).is_ok());
-        assert!(validate_url("http://127.0.0.1:8080/x", false).is_ok());
-        assert!(validate_url("file:///tmp/registry.json", true).is_ok());
+        let strict = policy(false, false);
+        assert!(validate_url("https://example.com/registry.json", &strict).is_ok());
+        assert!(validate_url("http://127.0.0.1:8080/x", &policy(false, true)).is_ok());
+        assert!(validate_url("file:///tmp/registry.json", &policy(true, false)).is_ok());
         for bad in [
             "ftp://example.com/x",
             "file:///tmp/x.json",
             "not a url",
             "https://user:pw@example.com/",
             "javascript:alert(1)",
+            "http://127.0.0.1:8080/x",
+            "http://169.254.169.254/latest/meta-data/",
         ] {
-            assert!(validate_url(bad, false).is_err(), "{bad}");
+            let e = validate_url(bad, &strict).unwrap_err();
+            assert_eq!(e.code(), "BAD_USER_INPUT", "{bad}");
         }
     }
 

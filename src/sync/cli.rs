@@ -144,6 +144,8 @@ pub async fn run(cmd: SyncCommand) -> anyhow::Result<()> {
         &cmd.database.database_url,
         cmd.sync.clone(),
         &cmd.policy,
+        // A one-shot command serves no reads.
+        crate::cache::Caches::disabled(),
     )?;
     let targets: Vec<RegistryRow> = {
         let mut conn = pool

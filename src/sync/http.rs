@@ -17,7 +17,10 @@ use secrecy::ExposeSecret;
 use tokio::io::AsyncReadExt;
 use url::Url;
 
-use crate::config::SyncConfig;
+use std::sync::Arc;
+
+use super::egress::{Egress, PublicOnlyResolver};
+use crate::config::{RegistryPolicy, SyncConfig};
 use crate::registries::RegistryAuth;
 
 /// A fetched response body.
@@ -50,6 +53,8 @@ pub enum FetchError {
     Body { host: String, detail: String },
     #[error("the registry URL is not usable: {0}")]
     BadUrl(String),
+    #[error("refused to connect: {0}")]
+    Blocked(String),
     #[error("cannot read the local registry file: {0}")]
     File(String),
     #[error("the sync was interrupted because the gateway is shutting down")]
@@ -125,9 +130,15 @@ pub fn check_redirect(
     Ok(())
 }
 
-fn redirect_policy(max: usize, same_origin_only: bool) -> reqwest::redirect::Policy {
+fn redirect_policy(
+    max: usize,
+    same_origin_only: bool,
+    egress: Egress,
+) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
-        match check_redirect(attempt.url(), attempt.previous(), max, same_origin_only) {
+        match check_redirect(attempt.url(), attempt.previous(), max, same_origin_only)
+            .and_then(|()| egress.check_url(attempt.url()).map_err(Some))
+        {
             Ok(()) => attempt.follow(),
             Err(None) => attempt.error(RedirectRefusal(format!("more than {max} redirects"))),
             Err(Some(reason)) => attempt.error(RedirectRefusal(reason)),
@@ -143,17 +154,29 @@ pub struct RegistryClient {
     authenticated: reqwest::Client,
     settings: SyncConfig,
     allow_file: bool,
+    egress: Egress,
 }
 
 impl RegistryClient {
     /// Builds the client. Installs rustls' ring provider if the process has none yet.
-    pub fn new(settings: &SyncConfig, allow_file: bool) -> anyhow::Result<Self> {
+    pub fn new(settings: &SyncConfig, policy: &RegistryPolicy) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let egress = Egress::new(policy);
         let build = |same_origin_only: bool| {
-            reqwest::Client::builder()
+            let builder = reqwest::Client::builder();
+            let builder = if egress.allows_private() {
+                builder
+            } else {
+                builder.dns_resolver(Arc::new(PublicOnlyResolver))
+            };
+            builder
                 .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
                 .timeout(Duration::from_millis(settings.timeout_ms))
-                .redirect(redirect_policy(settings.max_redirects, same_origin_only))
+                .redirect(redirect_policy(
+                    settings.max_redirects,
+                    same_origin_only,
+                    egress.clone(),
+                ))
                 .user_agent(concat!(
                     "hivegraph/",
                     env!("CARGO_PKG_VERSION"),
@@ -166,7 +189,8 @@ impl RegistryClient {
             anonymous: build(false)?,
             authenticated: build(true)?,
             settings: settings.clone(),
-            allow_file,
+            allow_file: policy.allow_file_urls,
+            egress,
         })
     }
 
@@ -191,6 +215,7 @@ impl RegistryClient {
                 url.scheme()
             )));
         }
+        self.egress.check_url(url).map_err(FetchError::Blocked)?;
         let mut attempt: u32 = 0;
         loop {
             if *cancel.borrow() {
@@ -344,6 +369,9 @@ impl RegistryClient {
         while let Some(s) = source {
             if let Some(r) = s.downcast_ref::<RedirectRefusal>() {
                 refusal = Some(r.0.clone());
+            }
+            if let Some(n) = s.downcast_ref::<super::egress::NonPublicName>() {
+                return FetchError::Blocked(n.to_string());
             }
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
                 io_kind = Some(io.kind());

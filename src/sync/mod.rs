@@ -15,8 +15,8 @@
 //! The scheduler (`scheduler`) runs due syncs periodically, retries ERROR registries with
 //! exponential backoff, and recovers registries left in SYNCING by a crashed process.
 
-pub mod cache;
 pub mod cli;
+pub mod egress;
 pub mod fetch;
 pub mod formats;
 pub mod http;
@@ -44,7 +44,6 @@ use crate::error::{AppError, AppResult};
 use crate::registries::store::{Actor, open_auth};
 use crate::secrets::Keyring;
 
-pub use cache::ServerListCache;
 pub use progress::{NoProgress, ProgressEvent, SyncProgress};
 pub use report::{SkippedEntry, SyncMode, SyncReport};
 
@@ -65,7 +64,7 @@ struct Inner {
     database_url: String,
     settings: SyncConfig,
     client: http::RegistryClient,
-    cache: ServerListCache,
+    caches: crate::cache::Caches,
     shutdown: watch::Sender<bool>,
     /// Each running sync holds a read guard; shutdown takes the write side to wait for them.
     running: Arc<RwLock<()>>,
@@ -87,8 +86,9 @@ impl SyncService {
         database_url: &str,
         settings: SyncConfig,
         policy: &RegistryPolicy,
+        caches: crate::cache::Caches,
     ) -> anyhow::Result<Self> {
-        let client = http::RegistryClient::new(&settings, policy.allow_file_urls)?;
+        let client = http::RegistryClient::new(&settings, policy)?;
         let (shutdown, _) = watch::channel(false);
         Ok(SyncService {
             inner: Arc::new(Inner {
@@ -97,17 +97,12 @@ impl SyncService {
                 database_url: database_url.to_string(),
                 settings,
                 client,
-                cache: ServerListCache::default(),
+                caches,
                 shutdown,
                 running: Arc::new(RwLock::new(())),
                 in_flight: AtomicUsize::new(0),
             }),
         })
-    }
-
-    /// The cache of registry server lists, dropped per registry when a sync commits.
-    pub fn cache(&self) -> &ServerListCache {
-        &self.inner.cache
     }
 
     /// The settings in force.
@@ -274,7 +269,8 @@ impl Inner {
 
         let (status, server_count) = match result {
             Ok(totals) => {
-                self.cache.invalidate(id).await;
+                // Other processes drop theirs on the registry row's change notification.
+                self.caches.invalidate_registry(id);
                 tracing::info!(
                     registry = %id, name = %row.name, servers = totals.servers, added = report.added,
                     updated = report.updated, removed = report.removed, skipped = report.skipped_count,

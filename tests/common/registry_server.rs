@@ -11,7 +11,7 @@
 //! - `/private/{name}`: a data file behind the credentials a test set;
 //! - `/slow/{ms}/{name}`: a data file after a delay;
 //! - misbehaving endpoints under `/bad/`: `garbage`, `html`, `huge` (50 MB chunked), `huge-declared`
-//!   (50 MB with Content-Length), `hang`, `401`, `500`, `loop-a` (redirect loop), `flaky` (503
+//!   (50 MB with Content-Length), `hang`, `401`, `500`, `loop-a` (redirect loop), `to-metadata` (redirect to the cloud metadata address), `flaky` (503
 //!   twice, then a registry).
 
 #![allow(dead_code)]
@@ -454,6 +454,7 @@ async fn bad(State(s): Shared, Path(kind): Path<String>, req: Request) -> Respon
                 file_response("toolhive-upstream-registry.json")
             }
         }
+        "to-metadata" => (StatusCode::FOUND, [(header::LOCATION, "http://169.254.169.254/latest/meta-data/")]).into_response(),
         "redirect-ok" => (StatusCode::FOUND, [(header::LOCATION, "/files/toolhive-upstream-registry.json")]).into_response(),
         "empty-object" => ([(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
         _ => StatusCode::NOT_FOUND.into_response(),
