@@ -59,16 +59,28 @@ pub fn pool(cfg: &DatabaseConfig) -> anyhow::Result<DbPool> {
         .build()?)
 }
 
-/// Applies pending migrations; returns the versions applied.
+/// The session advisory lock that serialises migrations of several processes on one database.
+const MIGRATION_LOCK: i64 = 0x6869_7665_6d69_67; // "hivemig"
+
+/// Applies pending migrations; returns the versions applied. Several gateway processes starting
+/// at once on one database take turns (a session advisory lock): the first applies, the others
+/// then find nothing pending.
 pub async fn run_migrations(database_url: &str) -> anyhow::Result<Vec<String>> {
     let url = database_url.to_string();
     tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
-        use diesel::Connection;
+        use diesel::{Connection, RunQueryDsl};
         let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)?;
-        let applied = conn
+        diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+            .execute(&mut conn)
+            .map_err(|e| anyhow::anyhow!("could not take the migration lock: {e}"))?;
+        let applied: anyhow::Result<Vec<String>> = conn
             .run_pending_migrations(MIGRATIONS)
-            .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
-        Ok(applied.into_iter().map(|v| v.to_string()).collect())
+            .map(|v| v.into_iter().map(|v| v.to_string()).collect())
+            .map_err(|e| anyhow::anyhow!("migration failed: {e}"));
+        // Closing the connection would release it too; say so explicitly.
+        let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+            .execute(&mut conn);
+        applied
     })
     .await?
 }

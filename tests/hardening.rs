@@ -359,3 +359,38 @@ async fn the_debug_header_reports_sql_statements() {
     // An empty database: one page query and one count.
     assert_eq!(debug["extensions"]["sqlStatements"], 2, "{debug}");
 }
+
+/// Replicas starting at once on a fresh database take turns applying migrations: each succeeds,
+/// and every migration is applied exactly once.
+#[tokio::test]
+async fn concurrent_migrations_on_a_fresh_database_all_succeed() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    let name = format!("hg_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = AsyncPgConnection::establish(&admin_url()).await.unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap();
+    let url = url_for(&name);
+    let runs =
+        futures_util::future::join_all((0..3).map(|_| hivegraph::db::run_migrations(&url))).await;
+    let mut applied = Vec::new();
+    for r in runs {
+        applied.extend(r.expect("every concurrent migration run succeeds"));
+    }
+    let expected = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        applied.len(),
+        expected,
+        "each migration applied once: {applied:?}"
+    );
+    applied.sort();
+    applied.dedup();
+    assert_eq!(applied.len(), expected);
+    admin
+        .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+}

@@ -20,12 +20,12 @@ use hivegraph::config::Config;
 use hivegraph::secrets::Keyring;
 use hivegraph::state::AppState;
 
-fn admin_url() -> String {
+pub fn admin_url() -> String {
     std::env::var("HIVEGRAPH_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://hivegraph:hivegraph@127.0.0.1:5432/postgres".into())
 }
 
-fn url_for(db: &str) -> String {
+pub fn url_for(db: &str) -> String {
     let admin = admin_url();
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
     format!("{base}/{db}")
