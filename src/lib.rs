@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod authz;
 pub mod cache;
 pub mod cli;
 pub mod config;
