@@ -269,6 +269,17 @@ pub async fn get_graphql(State(state): State<AppState>, req: Request) -> Respons
         );
     }
     let headers = req.headers().clone();
+    // In production a query in the URL must prove a preflight too (graphql-cop's "GET method
+    // support"): a cross-site page cannot make a browser send it.
+    if state.services.config.serve.mode == crate::config::Mode::Production
+        && !super::csrf::has_preflight(&headers)
+    {
+        state.metrics.reject("csrf");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "GET /graphql?query= needs an x-hivegraph-csrf header in production; or POST application/json",
+        );
+    }
     let batch = match GraphQLBatchRequest::<GraphQLRejection>::from_request(req, &()).await {
         Ok(b) => b.into_inner(),
         Err(_) => {
