@@ -266,6 +266,16 @@ async fn every_root_query_follows_the_access_rules() {
             check(&ask(&app, who, q, json!({})).await, &expect, name, who);
         }
     }
+    // The refused reads of the audit trail and grants are audited too.
+    let n = app
+        .db
+        .scalar("SELECT count(*) FROM audit_log WHERE outcome = 'denied' AND action IN ('auditLog', 'namespaceGrants')")
+        .await;
+    assert_eq!(
+        n.as_deref(),
+        Some("6"),
+        "2 queries x (deployer, viewer, anonymous)"
+    );
 }
 
 #[tokio::test]

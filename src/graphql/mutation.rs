@@ -177,6 +177,8 @@ async fn audited<T>(
     let result = body.await;
     let outcome = match &result {
         Ok(_) if !record_success => return result,
+        // The registry store audits this refusal itself, with the running instances it found.
+        Err(AppError::Conflict(_)) if action == "deleteRegistry" => return result,
         Ok(_) => "success",
         Err(e) if e.is_denial() => "denied",
         Err(_) => "error",

@@ -138,6 +138,27 @@ impl From<dataloaders::search::ServerFacetCounts> for ServerFacets {
 /// The query root.
 pub struct QueryRoot;
 
+/// Refuses callers without the admin role, and audits the refusal (reads of the audit trail and
+/// of grants are sensitive; plain reads refused for missing credentials are not audited, so that
+/// anonymous traffic cannot flood the trail).
+async fn admin_only(ctx: &Context<'_>, action: &'static str) -> AppResult<()> {
+    let rc = RequestCtx::of(ctx);
+    let result = rc.require(crate::auth::Role::Admin);
+    if let (Err(e), Some(services)) = (&result, ctx.data_opt::<crate::state::Services>()) {
+        let actor = crate::registries::store::Actor {
+            name: rc.actor.clone(),
+            request_id: rc.request_id.clone(),
+        };
+        crate::audit::record_standalone(
+            &services.pool,
+            crate::audit::AuditEntry::raw(&actor, action, "query", None, "denied")
+                .details(serde_json::json!({ "code": e.code() })),
+        )
+        .await;
+    }
+    result
+}
+
 /// The caller, as the gateway sees them.
 #[derive(async_graphql::SimpleObject)]
 pub struct Viewer {
@@ -603,7 +624,7 @@ impl QueryRoot {
         #[graphql(desc = "Only the grants of this namespace.")] namespace: Option<String>,
     ) -> AppResult<Vec<crate::graphql::mutation::NamespaceGrant>> {
         let rc = RequestCtx::of(ctx);
-        rc.require(crate::auth::Role::Admin)?;
+        admin_only(ctx, "namespaceGrants").await?;
         let rows = rc
             .reader
             .grants(subject.as_deref(), namespace.as_deref(), 1000)
@@ -622,7 +643,7 @@ impl QueryRoot {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<AuditRecord>> {
         let rc = RequestCtx::of(ctx);
-        rc.require(crate::auth::Role::Admin)?;
+        admin_only(ctx, "auditLog").await?;
         let args = PageArgs::parse(first, after)?;
         let after_id = args
             .after
