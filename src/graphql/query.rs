@@ -262,8 +262,8 @@ impl AuditRecord {
     async fn at(&self) -> chrono::DateTime<chrono::Utc> {
         self.0.at
     }
-    /// Who did it (the token subject; `local` without authentication, `scheduler` for the
-    /// gateway's own jobs).
+    /// Who did it: the token subject (`local` when authentication is off, `anonymous` without
+    /// credentials).
     async fn actor(&self) -> &str {
         &self.0.actor
     }
