@@ -39,6 +39,26 @@ impl AuditEntry {
         }
     }
 
+    /// A record whose target is not a row id (for example a grant, `subject/namespace`), or is
+    /// not known (a create that failed).
+    pub fn raw(
+        actor: &Actor,
+        action: &'static str,
+        target_type: &'static str,
+        target: Option<String>,
+        outcome: &'static str,
+    ) -> Self {
+        AuditEntry {
+            actor: actor.name.clone(),
+            request_id: actor.request_id.clone(),
+            action,
+            target_type,
+            target_id: target.unwrap_or_default(),
+            outcome,
+            details: serde_json::json!({}),
+        }
+    }
+
     /// A successful change.
     pub fn success(
         actor: &Actor,
@@ -56,6 +76,20 @@ impl AuditEntry {
     }
 }
 
+/// Writes an audit record on a connection of its own (for refusals and failures, whose change
+/// transaction never committed). Failing to write it is logged, never hidden.
+pub async fn record_standalone(pool: &dataloaders::DbPool, e: AuditEntry) {
+    let action = e.action;
+    match pool.get().await {
+        Ok(mut conn) => {
+            if let Err(err) = record(&mut conn, e).await {
+                tracing::error!(%action, error = %err, "could not write an audit record");
+            }
+        }
+        Err(err) => tracing::error!(%action, error = %err, "could not write an audit record"),
+    }
+}
+
 /// Writes an audit record.
 pub async fn record(
     conn: &mut AsyncPgConnection,
@@ -66,7 +100,7 @@ pub async fn record(
             audit_log::actor.eq(e.actor),
             audit_log::action.eq(e.action),
             audit_log::target_type.eq(Some(e.target_type)),
-            audit_log::target_id.eq(Some(e.target_id)),
+            audit_log::target_id.eq((!e.target_id.is_empty()).then_some(e.target_id)),
             audit_log::outcome.eq(e.outcome),
             audit_log::request_id.eq(Some(e.request_id)),
             audit_log::details.eq(e.details),

@@ -73,8 +73,8 @@ const MAX_ENTRIES: u64 = 50_000;
 /// Whose view of the data an answer is: cached answers are shared only within one scope.
 ///
 /// The scope must encode every fact that authorization uses to decide what a caller may read
-/// (today: nothing, every caller is the local administrator, scope `local`; with authentication:
-/// the roles and the granted namespaces, for example `roles=viewer;ns=team-a,team-b`). Two callers
+/// (whether they are authenticated, their roles and their readable namespaces, for example
+/// `auth=true;roles=viewer;ns=team-a,team-b`; see [`AuthScope::of`]). Two callers
 /// with equal scopes must be allowed to see exactly the same answers. Prefer such a canonical
 /// description over the user's identity, so that callers with the same rights share entries.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -91,20 +91,20 @@ impl AuthScope {
         AuthScope(canonical.into())
     }
 
-    /// The scope of a caller: what authorization decides reads by. Today that is whether the
-    /// caller is authenticated and their roles (with authentication off every caller is the
-    /// local administrator, so all share one scope). When namespace grants arrive, add them
-    /// here, sorted. The subject is left out on purpose, so that equal rights share entries.
-    pub fn of(principal: &crate::auth::Principal) -> Self {
+    /// The scope of a caller: what authorization decides reads by: whether the caller is
+    /// authenticated, their roles and their readable namespaces (sorted). The subject is left out
+    /// on purpose, so that equal rights share entries.
+    pub fn of(principal: &crate::auth::Principal, access: &crate::authz::NamespaceAccess) -> Self {
         let roles: Vec<String> = principal
             .roles
             .iter()
             .map(|r| format!("{r:?}").to_lowercase())
             .collect();
         AuthScope::new(format!(
-            "auth={};roles={}",
+            "auth={};roles={};ns={}",
             principal.authenticated,
-            roles.join(",")
+            roles.join(","),
+            access.canonical()
         ))
     }
 

@@ -34,6 +34,22 @@ pub enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Manage the keys that encrypt secrets at rest.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+/// Key subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-encrypt every stored secret with the current key (`HIVEGRAPH_SECRET_KEY`); older keys
+    /// must be listed in `HIVEGRAPH_SECRET_KEY_PREVIOUS` until this has run.
+    Rotate {
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
 }
 
 /// Registry subcommands.
@@ -78,6 +94,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("applied {v}");
                 }
             }
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { database },
+        } => {
+            // A rotation without a real key would seal everything under a throwaway key.
+            let keys = crate::server::load_keyring(crate::config::Mode::Production)?;
+            let report = crate::keys::rotate(&database.database_url, &keys).await?;
+            println!(
+                "keys: {} secrets re-encrypted under key {}, {} already current",
+                report.rotated,
+                keys.current_key_id(),
+                report.current
+            );
             Ok(())
         }
         Command::Schema => {

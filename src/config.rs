@@ -129,6 +129,16 @@ pub struct Limits {
     /// Per-request timeout, in milliseconds.
     #[arg(long, env = "HIVEGRAPH_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+    /// Query-cost points each user may spend per hour (GitHub's model); 0 turns it off.
+    #[arg(long, env = "HIVEGRAPH_RATE_LIMIT_PER_HOUR", default_value_t = 5_000)]
+    pub rate_limit_per_hour: u64,
+    /// Query-cost points each user may spend per minute (burst); 0 turns it off.
+    #[arg(long, env = "HIVEGRAPH_RATE_LIMIT_PER_MINUTE", default_value_t = 2_000)]
+    pub rate_limit_per_minute: u64,
+    /// A JSON file of persisted operations (digest → document, or a list of documents); when
+    /// set, only those operations run.
+    #[arg(long, env = "HIVEGRAPH_PERSISTED_OPERATIONS")]
+    pub persisted_operations: Option<std::path::PathBuf>,
 }
 
 impl Limits {
@@ -148,6 +158,9 @@ impl Default for Limits {
             max_root_fields: 20,
             max_batch: 5,
             request_timeout_ms: 10_000,
+            rate_limit_per_hour: 5_000,
+            rate_limit_per_minute: 2_000,
+            persisted_operations: None,
         }
     }
 }
@@ -421,7 +434,12 @@ impl Config {
                     roles_claim: "roles".into(),
                     ..JwtConfig::default()
                 },
-                limits: Limits::default(),
+                // Suites send many heavy queries as one user; tests of the limit turn it on.
+                limits: Limits {
+                    rate_limit_per_hour: 0,
+                    rate_limit_per_minute: 0,
+                    ..Limits::default()
+                },
                 // Tests serve registries from loopback.
                 registries: RegistryPolicy {
                     allow_file_urls: false,
@@ -450,6 +468,9 @@ impl Config {
             return Err(
                 "HIVEGRAPH_AUTH=jwt needs HIVEGRAPH_JWT_SECRET or HIVEGRAPH_OIDC_ISSUER".into(),
             );
+        }
+        if let Some(path) = &self.serve.limits.persisted_operations {
+            crate::graphql::abuse::PersistedOperations::load(path)?;
         }
         if self.serve.limits.max_batch == 0 {
             return Err("HIVEGRAPH_MAX_BATCH must be at least 1".into());

@@ -16,6 +16,11 @@ pub enum AppError {
     BadInput { field: String, message: String },
     /// The object does not exist (or the caller may not know that it exists).
     NotFound(&'static str),
+    /// The object exists but the caller may not see it: answered exactly like [`AppError::NotFound`]
+    /// (so that existence does not leak), but audited as a denial.
+    Hidden(&'static str),
+    /// The caller spent their query-cost budget; `retry_after_secs` says when enough is back.
+    RateLimited { retry_after_secs: u64, limit: u64 },
     /// The request carries no valid credentials.
     Unauthenticated,
     /// The caller may not do this.
@@ -29,6 +34,14 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// Whether this error is an authorization refusal (audited as `denied`).
+    pub fn is_denial(&self) -> bool {
+        matches!(
+            self,
+            AppError::Hidden(_) | AppError::Unauthenticated | AppError::Forbidden(_)
+        )
+    }
+
     /// Shorthand for a `BAD_USER_INPUT` error.
     pub fn bad_input(field: impl Into<String>, message: impl Into<String>) -> Self {
         AppError::BadInput {
@@ -41,7 +54,10 @@ impl AppError {
     pub fn public_message(&self) -> String {
         match self {
             AppError::BadInput { message, .. } => message.clone(),
-            AppError::NotFound(what) => format!("{what} not found"),
+            AppError::NotFound(what) | AppError::Hidden(what) => format!("{what} not found"),
+            AppError::RateLimited {
+                retry_after_secs, ..
+            } => format!("rate limit exceeded; retry in {retry_after_secs} s"),
             AppError::Unauthenticated => "authentication required".into(),
             AppError::Forbidden(m) | AppError::Conflict(m) | AppError::Unavailable(m) => m.clone(),
             AppError::Internal(_) => "internal error".into(),
@@ -52,7 +68,8 @@ impl AppError {
     pub fn code(&self) -> &'static str {
         match self {
             AppError::BadInput { .. } => "BAD_USER_INPUT",
-            AppError::NotFound(_) => "NOT_FOUND",
+            AppError::NotFound(_) | AppError::Hidden(_) => "NOT_FOUND",
+            AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::Unauthenticated => "UNAUTHENTICATED",
             AppError::Forbidden(_) => "FORBIDDEN",
             AppError::Conflict(_) => "CONFLICT",
@@ -97,6 +114,14 @@ impl ErrorExtensions for AppError {
             ext.set("code", self.code());
             if let AppError::BadInput { field, .. } = self {
                 ext.set("field", field.as_str());
+            }
+            if let AppError::RateLimited {
+                retry_after_secs,
+                limit,
+            } = self
+            {
+                ext.set("retryAfterSeconds", *retry_after_secs);
+                ext.set("limit", *limit);
             }
         })
     }

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod authz;
 pub mod cache;
 pub mod cli;
 pub mod config;
@@ -15,9 +16,11 @@ pub mod graphql;
 pub mod http;
 pub mod ids;
 pub mod k8s;
+pub mod keys;
 pub mod metrics;
 pub mod pubsub;
 pub mod registries;
+pub mod retention;
 pub mod secrets;
 pub mod server;
 pub mod state;

@@ -93,6 +93,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let k8s = state.services.k8s.clone();
     // Cluster checks, watchers, and pick-up of operations left by a previous process.
     k8s.start_background();
+    // Retention of deployment logs and the audit log (one replica at a time).
+    let retention = crate::retention::spawn(
+        state.services.pool.clone(),
+        Arc::new(crate::retention::SystemClock),
+    );
     let app = crate::http::router(state);
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -109,6 +114,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(s) = scheduler {
         let _ = s.await;
     }
+    retention.abort();
     tracing::info!("shut down");
     Ok(())
 }

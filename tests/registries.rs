@@ -202,9 +202,21 @@ async fn every_validation_rule_refuses_bad_input_and_writes_nothing() {
     }
     assert_eq!(app.db.count("registries").await, 1, "nothing was written");
     assert_eq!(
-        app.db.count("audit_log").await,
-        1,
-        "only the first creation was audited"
+        app.db
+            .scalar("SELECT count(*) FROM audit_log WHERE outcome = 'success'")
+            .await
+            .as_deref(),
+        Some("1"),
+        "only the first creation succeeded"
+    );
+    assert_eq!(
+        app.db
+            .scalar("SELECT count(*) FROM audit_log WHERE outcome = 'error' AND details->>'code' = 'BAD_USER_INPUT'")
+            .await,
+        app.db
+            .scalar("SELECT count(*) - 1 FROM audit_log")
+            .await,
+        "every refused creation was audited as an error, with its code"
     );
 
     // An enum value outside the schema is refused by GraphQL validation, before any resolver.

@@ -73,9 +73,64 @@ macro_rules! by_id_loader {
 
 by_id_loader!(RegistryKey, RegistryRow, registries);
 by_id_loader!(ServerKey, ServerRow, servers);
-by_id_loader!(InstanceKey, InstanceRow, instances);
 by_id_loader!(ClusterKey, ClusterRow, clusters);
-by_id_loader!(DeploymentKey, DeploymentRow, deployments);
+
+/// Loads `InstanceRow` by primary key; instances outside the reader's namespaces are absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InstanceKey(pub Uuid);
+
+impl Loader<InstanceKey> for Reader {
+    type Value = InstanceRow;
+    type Error = ReadError;
+
+    async fn load(
+        &self,
+        keys: &[InstanceKey],
+    ) -> Result<HashMap<InstanceKey, InstanceRow>, ReadError> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let mut conn = self.conn().await?;
+        let mut q = instances::table
+            .filter(instances::id.eq_any(ids))
+            .into_boxed();
+        if let Some(ns) = self.namespaces() {
+            q = q.filter(instances::namespace.eq_any(ns));
+        }
+        let rows: Vec<InstanceRow> = q.select(InstanceRow::as_select()).load(&mut conn).await?;
+        Ok(rows.into_iter().map(|r| (InstanceKey(r.id), r)).collect())
+    }
+}
+
+/// Loads `DeploymentRow` by primary key; operations on instances outside the reader's
+/// namespaces are absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeploymentKey(pub Uuid);
+
+impl Loader<DeploymentKey> for Reader {
+    type Value = DeploymentRow;
+    type Error = ReadError;
+
+    async fn load(
+        &self,
+        keys: &[DeploymentKey],
+    ) -> Result<HashMap<DeploymentKey, DeploymentRow>, ReadError> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let mut conn = self.conn().await?;
+        let mut q = deployments::table
+            .filter(deployments::id.eq_any(ids))
+            .into_boxed();
+        if let Some(ns) = self.namespaces() {
+            q = q.filter(
+                deployments::instance_id.eq_any(
+                    instances::table
+                        .filter(instances::namespace.eq_any(ns))
+                        .select(instances::id),
+                ),
+            );
+        }
+        let rows: Vec<DeploymentRow> = q.select(DeploymentRow::as_select()).load(&mut conn).await?;
+        Ok(rows.into_iter().map(|r| (DeploymentKey(r.id), r)).collect())
+    }
+}
 
 macro_rules! ranked_row {
     ($name:ident, $row:ty) => {
@@ -146,11 +201,13 @@ macro_rules! child_page_loader {
             async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, Vec<$row>>, ReadError> {
                 let (parents, after_values, after_ids, limits) = page_arrays(keys, |k| (k.$parent, &k.page));
                 let mut conn = self.conn().await?;
+                // $5 is the reader's namespaces (NULL: all); only instance lists use it.
                 let rows: Vec<$ranked> = diesel::sql_query($sql)
                     .bind::<Array<SqlUuid>, _>(parents)
                     .bind::<Array<Nullable<Text>>, _>(after_values)
                     .bind::<Array<Nullable<SqlUuid>>, _>(after_ids)
                     .bind::<Array<Int8>, _>(limits)
+                    .bind::<Nullable<Array<Text>>, _>(self.namespaces())
                     .load(&mut conn)
                     .await?;
                 Ok(regroup(keys, rows.into_iter().map(|r| (r.ord, r.row))))
@@ -166,7 +223,7 @@ child_page_loader!(
     "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[]) \
        WITH ORDINALITY AS k(parent, after_value, after_id, lim, ord) \
      CROSS JOIN LATERAL ( \
-       SELECT * FROM servers x WHERE x.registry_id = k.parent \
+       SELECT * FROM servers x WHERE x.registry_id = k.parent AND $5::text[] IS NOT DISTINCT FROM $5::text[] \
          AND (k.after_value IS NULL OR x.name > k.after_value) \
        ORDER BY x.name LIMIT k.lim) s \
      ORDER BY k.ord, s.name"
@@ -179,6 +236,7 @@ child_page_loader!(
        WITH ORDINALITY AS k(parent, after_value, after_id, lim, ord) \
      CROSS JOIN LATERAL ( \
        SELECT * FROM instances x WHERE x.server_id = k.parent \
+         AND ($5::text[] IS NULL OR x.namespace = ANY($5)) \
          AND (k.after_value IS NULL OR (x.created_at, x.id) > (k.after_value::timestamptz, k.after_id)) \
        ORDER BY x.created_at, x.id LIMIT k.lim) s \
      ORDER BY k.ord, s.created_at, s.id"
@@ -191,6 +249,7 @@ child_page_loader!(
        WITH ORDINALITY AS k(parent, after_value, after_id, lim, ord) \
      CROSS JOIN LATERAL ( \
        SELECT * FROM instances x WHERE x.cluster_id = k.parent \
+         AND ($5::text[] IS NULL OR x.namespace = ANY($5)) \
          AND (k.after_value IS NULL OR (x.created_at, x.id) > (k.after_value::timestamptz, k.after_id)) \
        ORDER BY x.created_at, x.id LIMIT k.lim) s \
      ORDER BY k.ord, s.created_at, s.id"
@@ -202,7 +261,7 @@ child_page_loader!(
     "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[]) \
        WITH ORDINALITY AS k(parent, after_value, after_id, lim, ord) \
      CROSS JOIN LATERAL ( \
-       SELECT * FROM deployments x WHERE x.instance_id = k.parent \
+       SELECT * FROM deployments x WHERE x.instance_id = k.parent AND $5::text[] IS NOT DISTINCT FROM $5::text[] \
          AND (k.after_value IS NULL OR (x.started_at, x.id) < (k.after_value::timestamptz, k.after_id)) \
        ORDER BY x.started_at DESC, x.id DESC LIMIT k.lim) s \
      ORDER BY k.ord, s.started_at DESC, s.id DESC"
@@ -215,7 +274,7 @@ child_page_loader!(
     "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[]) \
        WITH ORDINALITY AS k(parent, after_value, after_id, lim, ord) \
      CROSS JOIN LATERAL ( \
-       SELECT * FROM deployment_logs x WHERE x.deployment_id = k.parent \
+       SELECT * FROM deployment_logs x WHERE x.deployment_id = k.parent AND $5::text[] IS NOT DISTINCT FROM $5::text[] \
          AND (k.after_value IS NULL OR x.id > k.after_value::int8) \
        ORDER BY x.id LIMIT k.lim) s \
      ORDER BY k.ord, s.id"
@@ -370,7 +429,17 @@ struct ParentCount {
 }
 
 macro_rules! count_loader {
+    // Runs a count statement; `scoped` ones bind the reader's namespaces as `$2` (NULL: all).
+    (@run scoped, $q:ident, $reader:ident, $conn:ident) => {
+        $q.bind::<Nullable<Array<Text>>, _>($reader.namespaces()).load(&mut $conn).await?
+    };
+    (@run unscoped, $q:ident, $reader:ident, $conn:ident) => {
+        $q.load(&mut $conn).await?
+    };
     ($(#[$meta:meta])* $key:ident, $sql:literal) => {
+        count_loader!($(#[$meta])* $key, $sql, unscoped);
+    };
+    ($(#[$meta:meta])* $key:ident, $sql:literal, $scoped:ident) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub struct $key(pub Uuid);
@@ -382,10 +451,8 @@ macro_rules! count_loader {
             async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, i64>, ReadError> {
                 let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
                 let mut conn = self.conn().await?;
-                let rows: Vec<ParentCount> = diesel::sql_query($sql)
-                    .bind::<Array<SqlUuid>, _>(ids)
-                    .load(&mut conn)
-                    .await?;
+                let q = diesel::sql_query($sql).bind::<Array<SqlUuid>, _>(ids);
+                let rows: Vec<ParentCount> = count_loader!(@run $scoped, q, self, conn);
                 let counts: HashMap<Uuid, i64> = rows.into_iter().map(|r| (r.parent, r.n)).collect();
                 // Parents without children count zero.
                 Ok(keys
@@ -403,14 +470,18 @@ count_loader!(
     "SELECT registry_id AS parent, count(*) AS n FROM servers WHERE registry_id = ANY($1) GROUP BY 1"
 );
 count_loader!(
-    /// The number of instances of a server.
+    /// The number of instances of a server (in the reader's namespaces).
     InstanceCountOfServer,
-    "SELECT server_id AS parent, count(*) AS n FROM instances WHERE server_id = ANY($1) GROUP BY 1"
+    "SELECT server_id AS parent, count(*) AS n FROM instances WHERE server_id = ANY($1) \
+     AND ($2::text[] IS NULL OR namespace = ANY($2)) GROUP BY 1",
+    scoped
 );
 count_loader!(
-    /// The number of instances in a cluster.
+    /// The number of instances in a cluster (in the reader's namespaces).
     InstanceCountOfCluster,
-    "SELECT cluster_id AS parent, count(*) AS n FROM instances WHERE cluster_id = ANY($1) GROUP BY 1"
+    "SELECT cluster_id AS parent, count(*) AS n FROM instances WHERE cluster_id = ANY($1) \
+     AND ($2::text[] IS NULL OR namespace = ANY($2)) GROUP BY 1",
+    scoped
 );
 count_loader!(
     /// The number of operations of an instance.

@@ -177,3 +177,14 @@ pub struct AuditRow {
     pub request_id: Option<String>,
     pub details: Json,
 }
+
+/// A namespace grant row.
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = namespace_grants, check_for_backend(diesel::pg::Pg))]
+pub struct GrantRow {
+    pub id: Uuid,
+    pub subject: String,
+    pub namespace: String,
+    pub granted_by: String,
+    pub created_at: DateTime<Utc>,
+}

@@ -79,20 +79,46 @@ impl Instrumentation for CountStatements {
     }
 }
 
-/// The read side of one request: a pool plus the request's statement counter.
+/// The read side of one request: a pool, the request's statement counter, and the namespaces
+/// whose instance data the caller may read.
 #[derive(Clone)]
 pub struct Reader {
     pool: DbPool,
     stats: Arc<QueryStats>,
+    /// `None`: every namespace. `Some(list)`: only instances (and their operations, samples and
+    /// logs) in these namespaces exist for this reader; every instance statement filters in SQL.
+    namespaces: Option<Arc<Vec<String>>>,
 }
 
 impl Reader {
-    /// A reader with a fresh statement counter.
+    /// A reader with a fresh statement counter that sees every namespace.
     pub fn new(pool: DbPool) -> Self {
         Self {
             pool,
             stats: Arc::default(),
+            namespaces: None,
         }
+    }
+
+    /// A reader that sees the instance data of `namespaces` only (`None`: every namespace).
+    pub fn scoped(pool: DbPool, namespaces: Option<Vec<String>>) -> Self {
+        Self {
+            pool,
+            stats: Arc::default(),
+            namespaces: namespaces.map(Arc::new),
+        }
+    }
+
+    /// The namespaces this reader may see, as a SQL array bind (`None` binds NULL: all).
+    pub fn namespaces(&self) -> Option<Vec<String>> {
+        self.namespaces.as_ref().map(|n| n.as_ref().clone())
+    }
+
+    /// Whether this reader may see instance data of `namespace`.
+    pub fn sees(&self, namespace: &str) -> bool {
+        self.namespaces
+            .as_ref()
+            .is_none_or(|n| n.iter().any(|x| x == namespace))
     }
 
     /// The statement counter of this reader.

@@ -136,7 +136,7 @@ impl Reader {
             .await?)
     }
 
-    /// A page of instances, oldest first.
+    /// A page of instances (in the reader's namespaces), oldest first.
     pub async fn instances_page(
         &self,
         filter: &InstanceFilter,
@@ -144,6 +144,9 @@ impl Reader {
         limit: i64,
     ) -> Result<Vec<InstanceRow>, ReadError> {
         let mut q = instance_filtered!(filter);
+        if let Some(ns) = self.namespaces() {
+            q = q.filter(instances::namespace.eq_any(ns));
+        }
         if let Some(a) = after {
             let ts = parse_ts(&a.value)?;
             q = q.filter(
@@ -160,16 +163,17 @@ impl Reader {
             .await?)
     }
 
-    /// How many instances match the filter.
+    /// How many instances (in the reader's namespaces) match the filter.
     pub async fn instances_count(&self, filter: &InstanceFilter) -> Result<i64, ReadError> {
+        let mut q = instance_filtered!(filter);
+        if let Some(ns) = self.namespaces() {
+            q = q.filter(instances::namespace.eq_any(ns));
+        }
         let mut conn = self.conn().await?;
-        Ok(instance_filtered!(filter)
-            .select(count_star())
-            .first(&mut conn)
-            .await?)
+        Ok(q.select(count_star()).first(&mut conn).await?)
     }
 
-    /// A page of deployment operations, newest first.
+    /// A page of deployment operations (on instances in the reader's namespaces), newest first.
     pub async fn deployments_page(
         &self,
         filter: &DeploymentFilter,
@@ -177,6 +181,15 @@ impl Reader {
         limit: i64,
     ) -> Result<Vec<DeploymentRow>, ReadError> {
         let mut q = deployment_filtered!(filter);
+        if let Some(ns) = self.namespaces() {
+            q = q.filter(
+                deployments::instance_id.eq_any(
+                    instances::table
+                        .filter(instances::namespace.eq_any(ns))
+                        .select(instances::id),
+                ),
+            );
+        }
         if let Some(a) = after {
             let ts = parse_ts(&a.value)?;
             q = q.filter(
@@ -195,13 +208,21 @@ impl Reader {
         )
     }
 
-    /// How many deployment operations match the filter.
+    /// How many deployment operations (on instances in the reader's namespaces) match the
+    /// filter.
     pub async fn deployments_count(&self, filter: &DeploymentFilter) -> Result<i64, ReadError> {
+        let mut q = deployment_filtered!(filter);
+        if let Some(ns) = self.namespaces() {
+            q = q.filter(
+                deployments::instance_id.eq_any(
+                    instances::table
+                        .filter(instances::namespace.eq_any(ns))
+                        .select(instances::id),
+                ),
+            );
+        }
         let mut conn = self.conn().await?;
-        Ok(deployment_filtered!(filter)
-            .select(count_star())
-            .first(&mut conn)
-            .await?)
+        Ok(q.select(count_star()).first(&mut conn).await?)
     }
 
     /// A page of clusters ordered by name.
@@ -233,5 +254,100 @@ impl Reader {
             .select(count_star())
             .first(&mut conn)
             .await?)
+    }
+}
+
+/// Filter of the audit log. Conditions combine with AND.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+macro_rules! audit_filtered {
+    ($f:expr) => {{
+        let mut q = audit_log::table.into_boxed();
+        if let Some(v) = &$f.actor {
+            q = q.filter(audit_log::actor.eq(v.clone()));
+        }
+        if let Some(v) = &$f.action {
+            q = q.filter(audit_log::action.eq(v.clone()));
+        }
+        if let Some(v) = &$f.outcome {
+            q = q.filter(audit_log::outcome.eq(v.clone()));
+        }
+        if let Some(v) = &$f.target_type {
+            q = q.filter(audit_log::target_type.eq(v.clone()));
+        }
+        if let Some(v) = &$f.target_id {
+            q = q.filter(audit_log::target_id.eq(v.clone()));
+        }
+        if let Some(v) = $f.since {
+            q = q.filter(audit_log::at.ge(v));
+        }
+        if let Some(v) = $f.until {
+            q = q.filter(audit_log::at.lt(v));
+        }
+        q
+    }};
+}
+
+impl Reader {
+    /// A page of audit records, newest first (by id, which grows with insertion). `after_id` is
+    /// the id of the last record already seen.
+    pub async fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        after_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, ReadError> {
+        let mut q = audit_filtered!(filter);
+        if let Some(a) = after_id {
+            q = q.filter(audit_log::id.lt(a));
+        }
+        let mut conn = self.conn().await?;
+        Ok(q.order(audit_log::id.desc())
+            .limit(limit)
+            .select(AuditRow::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+
+    /// How many audit records match the filter.
+    pub async fn audit_count(&self, filter: &AuditFilter) -> Result<i64, ReadError> {
+        let mut conn = self.conn().await?;
+        Ok(audit_filtered!(filter)
+            .select(count_star())
+            .first(&mut conn)
+            .await?)
+    }
+
+    /// Namespace grants, by subject then namespace, optionally of one subject or namespace.
+    pub async fn grants(
+        &self,
+        subject: Option<&str>,
+        namespace: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<GrantRow>, ReadError> {
+        let mut q = namespace_grants::table.into_boxed();
+        if let Some(s) = subject {
+            q = q.filter(namespace_grants::subject.eq(s.to_string()));
+        }
+        if let Some(n) = namespace {
+            q = q.filter(namespace_grants::namespace.eq(n.to_string()));
+        }
+        let mut conn = self.conn().await?;
+        Ok(
+            q.order((namespace_grants::subject, namespace_grants::namespace))
+                .limit(limit)
+                .select(GrantRow::as_select())
+                .load(&mut conn)
+                .await?,
+        )
     }
 }

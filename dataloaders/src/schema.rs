@@ -175,6 +175,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    namespace_grants (id) {
+        id -> Uuid,
+        subject -> Text,
+        namespace -> Text,
+        granted_by -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(servers -> registries (registry_id));
 diesel::joinable!(instances -> servers (server_id));
 diesel::joinable!(instances -> clusters (cluster_id));
@@ -192,4 +202,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     monitoring_metrics,
     monitoring_metrics_hourly,
     audit_log,
+    namespace_grants,
 );

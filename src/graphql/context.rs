@@ -8,8 +8,9 @@ use async_graphql::dataloader::DataLoader;
 use dataloaders::{DbPool, MAX_BATCH_SIZE, PollGate, QueryStats, Reader};
 
 use crate::auth::{Principal, Role};
+use crate::authz::NamespaceAccess;
 use crate::cache::AuthScope;
-use crate::error::AppError;
+use crate::error::{AppError, AppResult};
 
 /// Data every resolver of one request shares.
 pub struct RequestCtx {
@@ -23,6 +24,8 @@ pub struct RequestCtx {
     pub actor: String,
     /// Who is asking, with their roles.
     pub principal: Principal,
+    /// The namespaces whose instance data the caller may read (the reader filters by them).
+    pub access: NamespaceAccess,
     /// What the caller may see; cached answers are shared only within one scope.
     pub scope: AuthScope,
     /// Keeps the loader from cutting a batch while the request is being polled: wrap the
@@ -31,25 +34,69 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    /// A context for one request.
+    /// A context for one request whose namespace access is the principal's baseline: admins see
+    /// every namespace, everyone else none (see [`RequestCtx::authorized`] for granted ones).
     pub fn new(pool: DbPool, request_id: String, principal: Principal) -> Self {
-        let reader = Reader::new(pool);
+        let access = NamespaceAccess::baseline(&principal);
+        Self::with_access(pool, request_id, principal, access)
+    }
+
+    /// A context for one request with the namespace grants of the principal loaded.
+    pub async fn authorized(
+        pool: DbPool,
+        request_id: String,
+        principal: Principal,
+    ) -> AppResult<Self> {
+        let access = NamespaceAccess::load(&pool, &principal).await?;
+        Ok(Self::with_access(pool, request_id, principal, access))
+    }
+
+    /// A context for one request with explicit namespace access.
+    pub fn with_access(
+        pool: DbPool,
+        request_id: String,
+        principal: Principal,
+        access: NamespaceAccess,
+    ) -> Self {
+        let reader = Reader::scoped(pool, access.as_filter());
         let gate = PollGate::new();
         let loader_gate = gate.clone();
         let loader = DataLoader::new(reader.clone(), move |load| {
             tokio::spawn(loader_gate.waiting(load))
         })
         .max_batch_size(MAX_BATCH_SIZE);
-        let scope = AuthScope::of(&principal);
+        let scope = AuthScope::of(&principal, &access);
         RequestCtx {
             reader,
             loader,
             request_id,
             actor: principal.subject.clone(),
             principal,
+            access,
             scope,
             gate,
         }
+    }
+
+    /// Refuses callers without valid credentials.
+    pub fn require_authenticated(&self) -> Result<(), AppError> {
+        if self.principal.authenticated {
+            Ok(())
+        } else {
+            Err(AppError::Unauthenticated)
+        }
+    }
+
+    /// Refuses callers without `role` in `namespace` (a namespace the caller named, so refusing
+    /// it leaks nothing).
+    pub fn require_in_namespace(&self, role: Role, namespace: &str) -> Result<(), AppError> {
+        self.require(role)?;
+        if !self.access.allows(namespace) {
+            return Err(AppError::Forbidden(format!(
+                "namespace {namespace} is not granted to you"
+            )));
+        }
+        Ok(())
     }
 
     /// Refuses callers without `role`: UNAUTHENTICATED without credentials, FORBIDDEN otherwise.

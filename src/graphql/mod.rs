@@ -1,5 +1,6 @@
 //! The GraphQL schema: types, roots, limits and error policy.
 
+pub mod abuse;
 pub mod context;
 pub mod limits;
 pub mod mutation;
@@ -34,6 +35,18 @@ pub fn build_schema(services: Option<Services>, limits: &Limits, mode: Mode) -> 
         });
     if mode == Mode::Production {
         builder = builder.disable_introspection().disable_suggestions();
+    }
+    let limiter = abuse::RateLimiter::new(limits.rate_limit_per_hour, limits.rate_limit_per_minute);
+    if limiter.enabled() {
+        builder = builder.extension(abuse::RateLimit(std::sync::Arc::new(limiter)));
+    }
+    if let Some(path) = &limits.persisted_operations {
+        // Validated at start-up (`Config::validate`); if the file went bad since, nothing runs.
+        let ops = abuse::PersistedOperations::load(path).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "persisted operations unreadable: refusing every operation");
+            abuse::PersistedOperations::default()
+        });
+        builder = builder.extension(abuse::PersistedOnly(std::sync::Arc::new(ops)));
     }
     if let Some(services) = services {
         builder = builder.data(services.pool.clone()).data(services);

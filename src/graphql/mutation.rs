@@ -4,6 +4,8 @@ use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
 use dataloaders::enums::RegistryFormat;
 use serde_json::Value;
 
+use crate::audit::AuditEntry;
+use crate::auth::Role;
 use crate::error::{AppError, AppResult};
 use crate::graphql::context::RequestCtx;
 use crate::graphql::types::*;
@@ -11,6 +13,7 @@ use crate::ids::{self, Kind};
 use crate::registries::store::{self, Actor};
 use crate::registries::{self as reg, AuthInput, NewRegistry, RegistryChanges};
 use crate::state::Services;
+use dataloaders::models::GrantRow;
 
 /// Credentials for a private registry. Give exactly one method: `bearerToken`; `username` and
 /// `password`; or `headerName` and `headerValue`. Write-only: they are encrypted at rest and can
@@ -134,6 +137,113 @@ pub struct DeployServerInput {
     pub resources: Option<Json<Value>>,
 }
 
+/// A namespace grant: the user `subject` may see instances in `namespace` and, with the deployer
+/// role, operate them.
+#[derive(SimpleObject)]
+pub struct NamespaceGrant {
+    /// The user (token subject) the grant is for.
+    pub subject: String,
+    /// The Kubernetes namespace granted.
+    pub namespace: String,
+    /// The admin who granted it.
+    pub granted_by: String,
+    /// When it was granted.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<GrantRow> for NamespaceGrant {
+    fn from(r: GrantRow) -> Self {
+        NamespaceGrant {
+            subject: r.subject,
+            namespace: r.namespace,
+            granted_by: r.granted_by,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// Runs a mutation's `body` (which starts with its authorization check) and audits every
+/// failure: refusals as `denied`, other failures as `error`, each with its code and the request
+/// id. Successes are audited by the stores in the transaction of the change, except where
+/// `record_success` asks for a record here (changes without a store transaction).
+async fn audited<T>(
+    ctx: &Context<'_>,
+    action: &'static str,
+    target_type: &'static str,
+    target: Option<String>,
+    record_success: bool,
+    body: impl std::future::Future<Output = AppResult<T>>,
+) -> AppResult<T> {
+    let result = body.await;
+    let outcome = match &result {
+        Ok(_) if !record_success => return result,
+        // The registry store audits this refusal itself, with the running instances it found.
+        Err(AppError::Conflict(_)) if action == "deleteRegistry" => return result,
+        Ok(_) => "success",
+        Err(e) if e.is_denial() => "denied",
+        Err(_) => "error",
+    };
+    if let Some(services) = ctx.data_opt::<Services>() {
+        let mut entry = AuditEntry::raw(&actor(ctx), action, target_type, target, outcome);
+        if let Err(e) = &result {
+            entry = entry.details(serde_json::json!({ "code": e.code() }));
+            if e.is_denial() {
+                tracing::info!(%action, actor = %actor(ctx).name, code = e.code(), "access denied");
+            }
+        }
+        crate::audit::record_standalone(&services.pool, entry).await;
+    }
+    result
+}
+
+/// The namespace of an instance, without the caller's filter (None when it does not exist).
+async fn namespace_of_instance(services: &Services, id: uuid::Uuid) -> AppResult<Option<String>> {
+    use dataloaders::schema::instances;
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    let mut conn = services.pool.get().await.map_err(unavailable)?;
+    Ok(instances::table
+        .find(id)
+        .select(instances::namespace)
+        .first::<String>(&mut conn)
+        .await
+        .optional()?)
+}
+
+/// The namespace of an operation's instance, without the caller's filter.
+async fn namespace_of_deployment(services: &Services, id: uuid::Uuid) -> AppResult<Option<String>> {
+    use dataloaders::schema::{deployments, instances};
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    let mut conn = services.pool.get().await.map_err(unavailable)?;
+    Ok(deployments::table
+        .inner_join(instances::table)
+        .filter(deployments::id.eq(id))
+        .select(instances::namespace)
+        .first::<String>(&mut conn)
+        .await
+        .optional()?)
+}
+
+fn unavailable(e: impl std::fmt::Display) -> AppError {
+    tracing::warn!(detail = %e, "database unavailable");
+    AppError::Unavailable("the database is unavailable; try again shortly".into())
+}
+
+/// Deployer in the namespace of an existing object: a missing object and one in a namespace the
+/// caller may not see answer the same NOT_FOUND (the latter audited as a denial).
+fn require_object_namespace(
+    rc: &RequestCtx,
+    namespace: Option<String>,
+    what: &'static str,
+) -> AppResult<()> {
+    match namespace {
+        None => Err(AppError::NotFound(what)),
+        Some(ns) if !rc.access.allows(&ns) => Err(AppError::Hidden(what)),
+        Some(_) => Ok(()),
+    }
+}
+
 fn actor(ctx: &Context<'_>) -> Actor {
     let rc = RequestCtx::of(ctx);
     Actor {
@@ -145,94 +255,115 @@ fn actor(ctx: &Context<'_>) -> Actor {
 /// The mutation root.
 pub struct MutationRoot;
 
-/// The mutation root: registry management, sync, clusters and deployments.
+/// The mutation root: registry management, sync, clusters, deployments and namespace grants.
+///
+/// Registries, clusters and grants need the admin role; deployment operations need the deployer
+/// (or admin) role in a granted namespace. Every refusal and every failure is audited.
 #[Object]
 impl MutationRoot {
-    /// Registers a registry in status INACTIVE. Invalid input is refused with BAD_USER_INPUT
-    /// naming the field, and nothing is written.
+    /// Registers a registry in status INACTIVE (admin only). Invalid input is refused with
+    /// BAD_USER_INPUT naming the field, and nothing is written.
     async fn create_registry(
         &self,
         ctx: &Context<'_>,
         input: CreateRegistryInput,
     ) -> AppResult<Registry> {
-        let services = ctx.data_unchecked::<Services>();
-        reg::validate_name(&input.name)?;
-        let new = NewRegistry {
-            name: input.name,
-            url: reg::validate_url(&input.url, &services.config.serve.registries)?,
-            description: reg::validate_description(input.description)?,
-            format: input.format.unwrap_or(RegistryFormat::Auto),
-            sync_interval_seconds: reg::validate_interval(
-                input.sync_interval_seconds.unwrap_or(3600),
-            )?,
-            metadata: reg::validate_metadata(
-                input
-                    .metadata
-                    .map(|j| j.0)
-                    .unwrap_or_else(|| serde_json::json!({})),
-            )?,
-            auth: input
-                .auth_config
-                .map(|a| reg::validate_auth(a.into()))
-                .transpose()?,
-        };
-        let row = store::create(&services.pool, &services.keys, &actor(ctx), new).await?;
-        Ok(Registry(row))
+        audited(ctx, "createRegistry", "Registry", None, false, async {
+            RequestCtx::of(ctx).require(Role::Admin)?;
+            let services = ctx.data_unchecked::<Services>();
+            reg::validate_name(&input.name)?;
+            let new = NewRegistry {
+                name: input.name,
+                url: reg::validate_url(&input.url, &services.config.serve.registries)?,
+                description: reg::validate_description(input.description)?,
+                format: input.format.unwrap_or(RegistryFormat::Auto),
+                sync_interval_seconds: reg::validate_interval(
+                    input.sync_interval_seconds.unwrap_or(3600),
+                )?,
+                metadata: reg::validate_metadata(
+                    input
+                        .metadata
+                        .map(|j| j.0)
+                        .unwrap_or_else(|| serde_json::json!({})),
+                )?,
+                auth: input
+                    .auth_config
+                    .map(|a| reg::validate_auth(a.into()))
+                    .transpose()?,
+            };
+            let row = store::create(&services.pool, &services.keys, &actor(ctx), new).await?;
+            Ok(Registry(row))
+        })
+        .await
     }
 
-    /// Changes a registry's settings. Its status is not set here: it follows the sync state
-    /// machine.
+    /// Changes a registry's settings (admin only). Its status is not set here: it follows the
+    /// sync state machine.
     async fn update_registry(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The registry's id.")] id: ID,
         input: UpdateRegistryInput,
     ) -> AppResult<Registry> {
-        let services = ctx.data_unchecked::<Services>();
-        let id = ids::decode(Kind::Registry, &id, "id")?;
-        if input.clear_auth_config == Some(true) && input.auth_config.is_some() {
-            return Err(AppError::bad_input(
-                "clearAuthConfig",
-                "clearAuthConfig cannot be combined with authConfig",
-            ));
-        }
-        let changes = RegistryChanges {
-            name: input
-                .name
-                .map(|n| reg::validate_name(&n).map(|_| n))
-                .transpose()?,
-            url: input
-                .url
-                .map(|u| reg::validate_url(&u, &services.config.serve.registries))
-                .transpose()?,
-            description: input
-                .description
-                .map(|d| reg::validate_description(Some(d)))
-                .transpose()?,
-            format: input.format,
-            sync_interval_seconds: input
-                .sync_interval_seconds
-                .map(reg::validate_interval)
-                .transpose()?,
-            metadata: input
-                .metadata
-                .map(|m| reg::validate_metadata(m.0))
-                .transpose()?,
-            auth: match (input.auth_config, input.clear_auth_config) {
-                (Some(a), _) => Some(Some(reg::validate_auth(a.into())?)),
-                (None, Some(true)) => Some(None),
-                _ => None,
+        audited(
+            ctx,
+            "updateRegistry",
+            "Registry",
+            Some(id.to_string()),
+            false,
+            async {
+                RequestCtx::of(ctx).require(Role::Admin)?;
+                let services = ctx.data_unchecked::<Services>();
+                let id = ids::decode(Kind::Registry, &id, "id")?;
+                if input.clear_auth_config == Some(true) && input.auth_config.is_some() {
+                    return Err(AppError::bad_input(
+                        "clearAuthConfig",
+                        "clearAuthConfig cannot be combined with authConfig",
+                    ));
+                }
+                let policy = &services.config.serve.registries;
+                let changes = RegistryChanges {
+                    name: input
+                        .name
+                        .map(|n| reg::validate_name(&n).map(|_| n))
+                        .transpose()?,
+                    url: input
+                        .url
+                        .map(|u| reg::validate_url(&u, policy))
+                        .transpose()?,
+                    description: input
+                        .description
+                        .map(|d| reg::validate_description(Some(d)))
+                        .transpose()?,
+                    format: input.format,
+                    sync_interval_seconds: input
+                        .sync_interval_seconds
+                        .map(reg::validate_interval)
+                        .transpose()?,
+                    metadata: input
+                        .metadata
+                        .map(|m| reg::validate_metadata(m.0))
+                        .transpose()?,
+                    auth: match (input.auth_config, input.clear_auth_config) {
+                        (Some(a), _) => Some(Some(reg::validate_auth(a.into())?)),
+                        (None, Some(true)) => Some(None),
+                        _ => None,
+                    },
+                };
+                let row =
+                    store::update(&services.pool, &services.keys, &actor(ctx), id, changes).await?;
+                services.caches.invalidate_registry(id);
+                Ok(Registry(row))
             },
-        };
-        let row = store::update(&services.pool, &services.keys, &actor(ctx), id, changes).await?;
-        services.caches.invalidate_registry(id);
-        Ok(Registry(row))
+        )
+        .await
     }
 
-    /// Deletes a registry and its server definitions. While any instance of its servers is
-    /// PENDING or RUNNING the deletion is refused with CONFLICT, unless `force` is true; with
-    /// `force`, the gateway's instance records of those servers are deleted too (the workloads in
-    /// the clusters are not touched: delete them first with `deleteInstance` to stop them).
+    /// Deletes a registry and its server definitions (admin only). While any instance of its
+    /// servers is PENDING or RUNNING the deletion is refused with CONFLICT, unless `force` is
+    /// true; with `force`, the gateway's instance records of those servers are deleted too (the
+    /// workloads in the clusters are not touched: delete them first with `deleteInstance` to stop
+    /// them).
     async fn delete_registry(
         &self,
         ctx: &Context<'_>,
@@ -241,164 +372,318 @@ impl MutationRoot {
             bool,
         >,
     ) -> AppResult<DeleteRegistryPayload> {
-        let services = ctx.data_unchecked::<Services>();
-        let uuid = ids::decode(Kind::Registry, &id, "id")?;
-        let deleted =
-            store::delete(&services.pool, &actor(ctx), uuid, force.unwrap_or(false)).await?;
-        services.caches.invalidate_registry(uuid);
-        Ok(DeleteRegistryPayload {
-            deleted_registry_id: ids::encode(Kind::Registry, uuid),
-            deleted_servers: deleted.servers,
-            deleted_instances: deleted.instances,
-        })
+        audited(
+            ctx,
+            "deleteRegistry",
+            "Registry",
+            Some(id.to_string()),
+            false,
+            async {
+                RequestCtx::of(ctx).require(Role::Admin)?;
+                let services = ctx.data_unchecked::<Services>();
+                let uuid = ids::decode(Kind::Registry, &id, "id")?;
+                let deleted =
+                    store::delete(&services.pool, &actor(ctx), uuid, force.unwrap_or(false))
+                        .await?;
+                services.caches.invalidate_registry(uuid);
+                Ok(DeleteRegistryPayload {
+                    deleted_registry_id: ids::encode(Kind::Registry, uuid),
+                    deleted_servers: deleted.servers,
+                    deleted_instances: deleted.instances,
+                })
+            },
+        )
+        .await
     }
 
-    /// Fetches the registry now and stores its servers. Returns at once with the registry in
-    /// SYNCING; follow it with the `registrySync` subscription.
+    /// Fetches the registry now and stores its servers (admin only). Returns at once with the
+    /// registry in SYNCING; follow it with the `registrySync` subscription.
     async fn sync_registry(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The registry's id.")] id: ID,
     ) -> AppResult<Registry> {
-        let services = ctx.data_unchecked::<Services>();
-        let id = ids::decode(Kind::Registry, &id, "id")?;
-        let row = services.sync.trigger(id, &actor(ctx)).await?;
-        Ok(Registry(row))
+        audited(
+            ctx,
+            "syncRegistry",
+            "Registry",
+            Some(id.to_string()),
+            false,
+            async {
+                RequestCtx::of(ctx).require(Role::Admin)?;
+                let services = ctx.data_unchecked::<Services>();
+                let id = ids::decode(Kind::Registry, &id, "id")?;
+                let row = services.sync.trigger(id, &actor(ctx)).await?;
+                Ok(Registry(row))
+            },
+        )
+        .await
     }
 
-    /// Registers a Kubernetes cluster from a kubeconfig context or the in-cluster config, and
-    /// checks it: status, version, capabilities, resource quota and access level (from the
-    /// cluster's own RBAC answers). Clusters older than `HIVEGRAPH_K8S_MIN_VERSION` (default 1.24)
-    /// are refused with BAD_USER_INPUT. An unreachable cluster is registered as DISCONNECTED and
-    /// checked again periodically.
+    /// Registers a Kubernetes cluster (admin only) from a kubeconfig context or the in-cluster
+    /// config, and checks it: status, version, capabilities, resource quota and access level
+    /// (from the cluster's own RBAC answers). Clusters older than `HIVEGRAPH_K8S_MIN_VERSION`
+    /// (default 1.24) are refused with BAD_USER_INPUT. An unreachable cluster is registered as
+    /// DISCONNECTED and checked again periodically.
     async fn register_cluster(
         &self,
         ctx: &Context<'_>,
         input: RegisterClusterInput,
     ) -> AppResult<Cluster> {
-        let services = ctx.data_unchecked::<Services>();
-        let row = services
-            .k8s
-            .register(
-                &actor(ctx),
-                crate::k8s::ClusterInput {
-                    name: input.name,
-                    context: input.context,
-                    in_cluster: input.in_cluster.unwrap_or(false),
-                },
-            )
-            .await?;
-        Ok(Cluster(row))
+        audited(ctx, "registerCluster", "cluster", None, false, async {
+            RequestCtx::of(ctx).require(Role::Admin)?;
+            let services = ctx.data_unchecked::<Services>();
+            let row = services
+                .k8s
+                .register(
+                    &actor(ctx),
+                    crate::k8s::ClusterInput {
+                        name: input.name,
+                        context: input.context,
+                        in_cluster: input.in_cluster.unwrap_or(false),
+                    },
+                )
+                .await?;
+            Ok(Cluster(row))
+        })
+        .await
     }
 
-    /// Checks a cluster again: status, version, capabilities, quota and access level.
+    /// Checks a cluster again (admin only): status, version, capabilities, quota and access
+    /// level.
     async fn refresh_cluster(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The cluster's id.")] id: ID,
     ) -> AppResult<Cluster> {
-        let services = ctx.data_unchecked::<Services>();
-        let id = ids::decode(Kind::Cluster, &id, "id")?;
-        Ok(Cluster(services.k8s.refresh(id).await?))
+        audited(
+            ctx,
+            "refreshCluster",
+            "cluster",
+            Some(id.to_string()),
+            true,
+            async {
+                RequestCtx::of(ctx).require(Role::Admin)?;
+                let services = ctx.data_unchecked::<Services>();
+                let id = ids::decode(Kind::Cluster, &id, "id")?;
+                Ok(Cluster(services.k8s.refresh(id).await?))
+            },
+        )
+        .await
     }
 
-    /// Deploys a server to a cluster. Everything is validated before the cluster is changed
-    /// (server, cluster, namespace, DEPLOY access, name, required env vars, replicas). Returns
-    /// the INITIATED operation at once; follow it with `deploymentProgress`. Values of env vars
-    /// the server marks secret go into a Kubernetes Secret, never into the Deployment or the
-    /// database.
+    /// Deploys a server to a cluster (deployer role, in a namespace granted to the caller).
+    /// Everything is validated before the cluster is changed (server, cluster, namespace, DEPLOY
+    /// access, name, required env vars, replicas). Returns the INITIATED operation at once; follow
+    /// it with `deploymentProgress`. Values of env vars the server marks secret go into a
+    /// Kubernetes Secret, never into the Deployment or the database.
     async fn deploy_server(
         &self,
         ctx: &Context<'_>,
         input: DeployServerInput,
     ) -> AppResult<Deployment> {
-        let services = ctx.data_unchecked::<Services>();
-        let deploy = crate::k8s::DeployInput {
-            server_id: ids::decode(Kind::Server, &input.server_id, "serverId")?,
-            cluster_id: ids::decode(Kind::Cluster, &input.cluster_id, "clusterId")?,
-            namespace: input.namespace,
-            name: input.name,
-            replicas: input.replicas,
-            env: input
-                .env
-                .unwrap_or_default()
-                .into_iter()
-                .map(|e| (e.name, e.value))
-                .collect(),
-            args: input.args.unwrap_or_default(),
-            resources: input.resources.map(|j| j.0),
-        };
-        Ok(Deployment(services.k8s.deploy(&actor(ctx), deploy).await?))
+        let target = Some(format!("{}/{}", input.namespace, input.server_id.as_str()));
+        audited(ctx, "deployServer", "instance", target, false, async {
+            let rc = RequestCtx::of(ctx);
+            rc.require(Role::Deployer)?;
+            crate::authz::validate_namespace("namespace", &input.namespace)?;
+            rc.require_in_namespace(Role::Deployer, &input.namespace)?;
+            let services = ctx.data_unchecked::<Services>();
+            let deploy = crate::k8s::DeployInput {
+                server_id: ids::decode(Kind::Server, &input.server_id, "serverId")?,
+                cluster_id: ids::decode(Kind::Cluster, &input.cluster_id, "clusterId")?,
+                namespace: input.namespace,
+                name: input.name,
+                replicas: input.replicas,
+                env: input
+                    .env
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| (e.name, e.value))
+                    .collect(),
+                args: input.args.unwrap_or_default(),
+                resources: input.resources.map(|j| j.0),
+            };
+            Ok(Deployment(services.k8s.deploy(&actor(ctx), deploy).await?))
+        })
+        .await
     }
 
-    /// Cancels an INITIATED or IN_PROGRESS operation and stops its rollout (the Deployment is
-    /// paused and, for a deploy or scale, set back to its previous replica count); any other
-    /// state is refused with CONFLICT.
+    /// Cancels an INITIATED or IN_PROGRESS operation and stops its rollout (deployer role, in the
+    /// instance's namespace); the Deployment is paused and, for a deploy or scale, set back to its
+    /// previous replica count. Any other state is refused with CONFLICT.
     async fn cancel_deployment(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The operation's id.")] id: ID,
     ) -> AppResult<Deployment> {
-        let services = ctx.data_unchecked::<Services>();
-        let id = ids::decode(Kind::Deployment, &id, "id")?;
-        Ok(Deployment(services.k8s.cancel(&actor(ctx), id).await?))
+        audited(
+            ctx,
+            "cancelDeployment",
+            "deployment",
+            Some(id.to_string()),
+            false,
+            async {
+                let rc = RequestCtx::of(ctx);
+                rc.require(Role::Deployer)?;
+                let services = ctx.data_unchecked::<Services>();
+                let id = ids::decode(Kind::Deployment, &id, "id")?;
+                let ns = namespace_of_deployment(services, id).await?;
+                require_object_namespace(rc, ns, "deployment")?;
+                Ok(Deployment(services.k8s.cancel(&actor(ctx), id).await?))
+            },
+        )
+        .await
     }
 
-    /// Changes an instance's replica count (0 to 100). Recorded as a SCALE operation; refused
-    /// with CONFLICT while another operation runs or when the instance is terminated.
+    /// Changes an instance's replica count, 0 to 100 (deployer role, in the instance's
+    /// namespace). Recorded as a SCALE operation; refused with CONFLICT while another operation
+    /// runs or when the instance is terminated.
     async fn scale_instance(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The instance's id.")] id: ID,
         #[graphql(desc = "The new replica count.")] replicas: i32,
     ) -> AppResult<Deployment> {
-        if replicas < 0 {
-            return Err(AppError::bad_input(
-                "replicas",
-                "replicas must not be negative",
-            ));
-        }
-        let services = ctx.data_unchecked::<Services>();
-        let id = ids::decode(Kind::Instance, &id, "id")?;
-        Ok(Deployment(
-            services.k8s.scale(&actor(ctx), id, replicas).await?,
-        ))
+        audited(
+            ctx,
+            "scaleInstance",
+            "instance",
+            Some(id.to_string()),
+            false,
+            async {
+                let (services, id) = instance_operation(ctx, &id).await?;
+                if replicas < 0 {
+                    return Err(AppError::bad_input(
+                        "replicas",
+                        "replicas must not be negative",
+                    ));
+                }
+                Ok(Deployment(
+                    services.k8s.scale(&actor(ctx), id, replicas).await?,
+                ))
+            },
+        )
+        .await
     }
 
-    /// Restarts an instance's pods with a rolling restart (the pod template's `restartedAt`
-    /// annotation, as `kubectl rollout restart`). Recorded as a RESTART operation.
+    /// Restarts an instance's pods with a rolling restart, as `kubectl rollout restart`
+    /// (deployer role, in the instance's namespace). Recorded as a RESTART operation.
     async fn restart_instance(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The instance's id.")] id: ID,
     ) -> AppResult<Deployment> {
-        let services = ctx.data_unchecked::<Services>();
-        let id = ids::decode(Kind::Instance, &id, "id")?;
-        Ok(Deployment(services.k8s.restart(&actor(ctx), id).await?))
+        audited(
+            ctx,
+            "restartInstance",
+            "instance",
+            Some(id.to_string()),
+            false,
+            async {
+                let (services, id) = instance_operation(ctx, &id).await?;
+                Ok(Deployment(services.k8s.restart(&actor(ctx), id).await?))
+            },
+        )
+        .await
     }
 
-    /// Rolls an instance back to its previous revision (as `kubectl rollout undo`); CONFLICT
-    /// when there is none. Recorded as a ROLLBACK operation whose `rollbackInfo` names both
-    /// revisions.
+    /// Rolls an instance back to its previous revision, as `kubectl rollout undo` (deployer
+    /// role, in the instance's namespace); CONFLICT when there is none. Recorded as a ROLLBACK
+    /// operation whose `rollbackInfo` names both revisions.
     async fn rollback_instance(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The instance's id.")] id: ID,
     ) -> AppResult<Deployment> {
-        let services = ctx.data_unchecked::<Services>();
-        let id = ids::decode(Kind::Instance, &id, "id")?;
-        Ok(Deployment(services.k8s.rollback(&actor(ctx), id).await?))
+        audited(
+            ctx,
+            "rollbackInstance",
+            "instance",
+            Some(id.to_string()),
+            false,
+            async {
+                let (services, id) = instance_operation(ctx, &id).await?;
+                Ok(Deployment(services.k8s.rollback(&actor(ctx), id).await?))
+            },
+        )
+        .await
     }
 
-    /// Deletes an instance from its cluster (Deployment, Service, NetworkPolicy, Secret); the
-    /// instance ends TERMINATED. Recorded as a DELETE operation.
+    /// Deletes an instance from its cluster: Deployment, Service, NetworkPolicy, Secret
+    /// (deployer role, in the instance's namespace); the instance ends TERMINATED. Recorded as a
+    /// DELETE operation.
     async fn delete_instance(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The instance's id.")] id: ID,
     ) -> AppResult<Deployment> {
-        let services = ctx.data_unchecked::<Services>();
-        let id = ids::decode(Kind::Instance, &id, "id")?;
-        Ok(Deployment(services.k8s.delete(&actor(ctx), id).await?))
+        audited(
+            ctx,
+            "deleteInstance",
+            "instance",
+            Some(id.to_string()),
+            false,
+            async {
+                let (services, id) = instance_operation(ctx, &id).await?;
+                Ok(Deployment(services.k8s.delete(&actor(ctx), id).await?))
+            },
+        )
+        .await
     }
+
+    /// Grants a user (token subject) a namespace (admin only): they may then see its instances
+    /// and, with the deployer role, operate them. Granting an existing grant changes nothing.
+    async fn grant_namespace(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user's token subject (`sub`).")] subject: String,
+        #[graphql(desc = "The Kubernetes namespace.")] namespace: String,
+    ) -> AppResult<NamespaceGrant> {
+        let target = Some(format!("{subject}/{namespace}"));
+        audited(ctx, "grantNamespace", "grant", target, false, async {
+            RequestCtx::of(ctx).require(Role::Admin)?;
+            crate::authz::validate_subject(&subject)?;
+            crate::authz::validate_namespace("namespace", &namespace)?;
+            let services = ctx.data_unchecked::<Services>();
+            let row = crate::authz::store::grant(&services.pool, &actor(ctx), &subject, &namespace)
+                .await?;
+            Ok(NamespaceGrant::from(row))
+        })
+        .await
+    }
+
+    /// Revokes a user's namespace grant (admin only). True when a grant was removed, false when
+    /// there was none.
+    async fn revoke_namespace(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user's token subject (`sub`).")] subject: String,
+        #[graphql(desc = "The Kubernetes namespace.")] namespace: String,
+    ) -> AppResult<bool> {
+        let target = Some(format!("{subject}/{namespace}"));
+        audited(ctx, "revokeNamespace", "grant", target, false, async {
+            RequestCtx::of(ctx).require(Role::Admin)?;
+            crate::authz::validate_subject(&subject)?;
+            crate::authz::validate_namespace("namespace", &namespace)?;
+            let services = ctx.data_unchecked::<Services>();
+            crate::authz::store::revoke(&services.pool, &actor(ctx), &subject, &namespace).await
+        })
+        .await
+    }
+}
+
+/// The checks of an operation on an existing instance: the deployer role, a valid id, and the
+/// instance's namespace granted (a hidden instance answers NOT_FOUND, like a missing one).
+async fn instance_operation<'a>(
+    ctx: &'a Context<'_>,
+    id: &ID,
+) -> AppResult<(&'a Services, uuid::Uuid)> {
+    let rc = RequestCtx::of(ctx);
+    rc.require(Role::Deployer)?;
+    let services = ctx.data_unchecked::<Services>();
+    let id = ids::decode(Kind::Instance, id, "id")?;
+    let ns = namespace_of_instance(services, id).await?;
+    require_object_namespace(rc, ns, "instance")?;
+    Ok((services, id))
 }

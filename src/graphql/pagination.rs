@@ -107,6 +107,8 @@ pub enum TotalCount {
     Deployments(DeploymentFilter),
     /// Every cluster.
     Clusters,
+    /// Audit records matching a filter.
+    Audit(dataloaders::reads::AuditFilter),
     /// Children of one parent, counted in a batch with their siblings (through the cache of
     /// their kind, see `crate::cache`).
     Children(CountOf),
@@ -129,6 +131,7 @@ impl TotalCount {
             TotalCount::Instances(f) => rc.reader.instances_count(f).await?,
             TotalCount::Deployments(f) => rc.reader.deployments_count(f).await?,
             TotalCount::Clusters => rc.reader.clusters_count().await?,
+            TotalCount::Audit(f) => rc.reader.audit_count(f).await?,
             TotalCount::Children(key) => CachedReads::of(ctx).count(*key).await?,
             TotalCount::RegistryServers {
                 registry_id,

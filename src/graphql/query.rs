@@ -1,6 +1,6 @@
 //! Query roots.
 
-use async_graphql::{Context, ID, InputObject, Interface, Object, SimpleObject};
+use async_graphql::{Context, ID, InputObject, Interface, Json, Object, SimpleObject};
 use dataloaders::enums::*;
 use dataloaders::reads::{DeploymentFilter, InstanceFilter, RegistryFilter, ServerFilter};
 use dataloaders::*;
@@ -138,6 +138,27 @@ impl From<dataloaders::search::ServerFacetCounts> for ServerFacets {
 /// The query root.
 pub struct QueryRoot;
 
+/// Refuses callers without the admin role, and audits the refusal (reads of the audit trail and
+/// of grants are sensitive; plain reads refused for missing credentials are not audited, so that
+/// anonymous traffic cannot flood the trail).
+async fn admin_only(ctx: &Context<'_>, action: &'static str) -> AppResult<()> {
+    let rc = RequestCtx::of(ctx);
+    let result = rc.require(crate::auth::Role::Admin);
+    if let (Err(e), Some(services)) = (&result, ctx.data_opt::<crate::state::Services>()) {
+        let actor = crate::registries::store::Actor {
+            name: rc.actor.clone(),
+            request_id: rc.request_id.clone(),
+        };
+        crate::audit::record_standalone(
+            &services.pool,
+            crate::audit::AuditEntry::raw(&actor, action, "query", None, "denied")
+                .details(serde_json::json!({ "code": e.code() })),
+        )
+        .await;
+    }
+    result
+}
+
 /// The caller, as the gateway sees them.
 #[derive(async_graphql::SimpleObject)]
 pub struct Viewer {
@@ -155,6 +176,121 @@ pub struct Viewer {
     pub can_administer: bool,
     /// When the credentials expire.
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The namespaces whose instances the caller may see; null means every namespace.
+    pub namespaces: Option<Vec<String>>,
+}
+
+/// Filter for `auditLog`. Conditions combine with AND.
+#[derive(InputObject, Default)]
+pub struct AuditLogFilter {
+    /// Only records of this actor (token subject).
+    pub actor: Option<String>,
+    /// Only records of this action (a mutation name, such as `deployServer`).
+    pub action: Option<String>,
+    /// Only records with this outcome.
+    pub outcome: Option<AuditOutcome>,
+    /// Only records about this kind of target (such as `Registry`, `instance`, `grant`).
+    pub target_type: Option<String>,
+    /// Only records about this target id.
+    pub target_id: Option<String>,
+    /// Only records at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only records before this time.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl AuditLogFilter {
+    fn into_read(self) -> AppResult<dataloaders::reads::AuditFilter> {
+        for (field, v) in [
+            ("filter.actor", &self.actor),
+            ("filter.action", &self.action),
+            ("filter.targetType", &self.target_type),
+            ("filter.targetId", &self.target_id),
+        ] {
+            if v.as_ref().is_some_and(|v| v.len() > 256) {
+                return Err(AppError::bad_input(field, "at most 256 characters"));
+            }
+        }
+        Ok(dataloaders::reads::AuditFilter {
+            actor: self.actor,
+            action: self.action,
+            outcome: self.outcome.map(|o| o.as_db_str().to_string()),
+            target_type: self.target_type,
+            target_id: self.target_id,
+            since: self.since,
+            until: self.until,
+        })
+    }
+}
+
+/// The outcome of an audited action.
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+pub enum AuditOutcome {
+    /// The change was made.
+    Success,
+    /// The caller was not allowed to do it.
+    Denied,
+    /// It failed (invalid input, conflict, unavailable dependency, ...).
+    Error,
+}
+
+impl AuditOutcome {
+    fn as_db_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Success => "success",
+            AuditOutcome::Denied => "denied",
+            AuditOutcome::Error => "error",
+        }
+    }
+
+    fn from_db(s: &str) -> Self {
+        match s {
+            "success" => AuditOutcome::Success,
+            "denied" => AuditOutcome::Denied,
+            _ => AuditOutcome::Error,
+        }
+    }
+}
+
+/// One audit record.
+pub struct AuditRecord(pub dataloaders::models::AuditRow);
+
+/// One audit record: who did what, when, to which target, with what outcome.
+#[Object]
+impl AuditRecord {
+    /// When it happened.
+    async fn at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.0.at
+    }
+    /// Who did it: the token subject (`local` when authentication is off, `anonymous` without
+    /// credentials).
+    async fn actor(&self) -> &str {
+        &self.0.actor
+    }
+    /// What was done (a mutation name, such as `deployServer`).
+    async fn action(&self) -> &str {
+        &self.0.action
+    }
+    /// The kind of target.
+    async fn target_type(&self) -> Option<&str> {
+        self.0.target_type.as_deref()
+    }
+    /// The target's id (a global id, a row id, or `subject/namespace` for grants).
+    async fn target_id(&self) -> Option<&str> {
+        self.0.target_id.as_deref()
+    }
+    /// The outcome.
+    async fn outcome(&self) -> AuditOutcome {
+        AuditOutcome::from_db(&self.0.outcome)
+    }
+    /// The request's correlation id (`x-request-id`).
+    async fn request_id(&self) -> Option<&str> {
+        self.0.request_id.as_deref()
+    }
+    /// Details: for failures the error code; for changes their parameters (never secrets).
+    async fn details(&self) -> Json<serde_json::Value> {
+        Json(self.0.details.clone())
+    }
 }
 
 /// The query root: registries, servers, instances, deployments and clusters.
@@ -171,6 +307,7 @@ impl QueryRoot {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Registry>> {
+        RequestCtx::of(ctx).require_authenticated()?;
         let args = PageArgs::parse(first, after)?;
         let filter = RegistryFilter {
             status: filter.unwrap_or_default().status,
@@ -197,6 +334,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The registry's id.")] id: ID,
     ) -> AppResult<Option<Registry>> {
+        RequestCtx::of(ctx).require_authenticated()?;
         let id = ids::decode(Kind::Registry, &id, "id")?;
         Ok(RequestCtx::of(ctx)
             .loader
@@ -224,6 +362,7 @@ impl QueryRoot {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Server>> {
+        RequestCtx::of(ctx).require_authenticated()?;
         let args = PageArgs::parse(first, after)?;
         let filter = server_filter(filter, search)?;
         let search = filter.search.clone();
@@ -277,6 +416,7 @@ impl QueryRoot {
             i32,
         >,
     ) -> AppResult<ServerFacets> {
+        RequestCtx::of(ctx).require_authenticated()?;
         let limit = limit.unwrap_or(50);
         if !(1..=dataloaders::search::MAX_FACET_VALUES as i32).contains(&limit) {
             return Err(AppError::bad_input(
@@ -298,6 +438,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The server's id.")] id: ID,
     ) -> AppResult<Option<Server>> {
+        RequestCtx::of(ctx).require_authenticated()?;
         let id = ids::decode(Kind::Server, &id, "id")?;
         Ok(RequestCtx::of(ctx)
             .loader
@@ -317,6 +458,7 @@ impl QueryRoot {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Instance>> {
+        RequestCtx::of(ctx).require_authenticated()?;
         let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
         let f = filter.unwrap_or_default();
         let filter = InstanceFilter {
@@ -355,6 +497,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The instance's id.")] id: ID,
     ) -> AppResult<Option<Instance>> {
+        RequestCtx::of(ctx).require_authenticated()?;
         let id = ids::decode(Kind::Instance, &id, "id")?;
         Instance::load(ctx, id).await
     }
@@ -370,6 +513,7 @@ impl QueryRoot {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Deployment>> {
+        RequestCtx::of(ctx).require_authenticated()?;
         let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
         let f = filter.unwrap_or_default();
         let filter = DeploymentFilter {
@@ -407,6 +551,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The operation's id.")] id: ID,
     ) -> AppResult<Option<Deployment>> {
+        RequestCtx::of(ctx).require_authenticated()?;
         let id = ids::decode(Kind::Deployment, &id, "id")?;
         Ok(RequestCtx::of(ctx)
             .loader
@@ -423,6 +568,7 @@ impl QueryRoot {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Cluster>> {
+        RequestCtx::of(ctx).require_authenticated()?;
         let args = PageArgs::parse(first, after)?;
         let rows = RequestCtx::of(ctx)
             .reader
@@ -446,6 +592,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The cluster's id.")] id: ID,
     ) -> AppResult<Option<Cluster>> {
+        RequestCtx::of(ctx).require_authenticated()?;
         let id = ids::decode(Kind::Cluster, &id, "id")?;
         Ok(RequestCtx::of(ctx)
             .loader
@@ -465,7 +612,60 @@ impl QueryRoot {
             can_deploy: p.authenticated && p.has(crate::auth::Role::Deployer),
             can_administer: p.authenticated && p.has(crate::auth::Role::Admin),
             expires_at: p.expires_at,
+            namespaces: RequestCtx::of(ctx).access.as_filter(),
         }
+    }
+
+    /// Namespace grants (admin only), by subject then namespace; at most 1000.
+    async fn namespace_grants(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only the grants of this user (token subject).")] subject: Option<String>,
+        #[graphql(desc = "Only the grants of this namespace.")] namespace: Option<String>,
+    ) -> AppResult<Vec<crate::graphql::mutation::NamespaceGrant>> {
+        let rc = RequestCtx::of(ctx);
+        admin_only(ctx, "namespaceGrants").await?;
+        let rows = rc
+            .reader
+            .grants(subject.as_deref(), namespace.as_deref(), 1000)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// The audit trail (admin only), newest first: every mutation and every refused attempt,
+    /// with who, what, when, the target, the outcome and the request id. Kept for one year.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Conditions the records must meet.")] filter: Option<AuditLogFilter>,
+        #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
+        #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
+    ) -> AppResult<Page<AuditRecord>> {
+        let rc = RequestCtx::of(ctx);
+        admin_only(ctx, "auditLog").await?;
+        let args = PageArgs::parse(first, after)?;
+        let after_id = args
+            .after
+            .as_ref()
+            .map(|a| a.value.parse::<i64>())
+            .transpose()
+            .map_err(|_| AppError::bad_input("after", "malformed cursor"))?;
+        let filter = filter.unwrap_or_default().into_read()?;
+        let rows = rc
+            .reader
+            .audit_page(&filter, after_id, args.fetch_limit())
+            .await?;
+        Ok(build_page(
+            &args,
+            rows,
+            TotalCount::Audit(filter),
+            |r| SortKey {
+                value: r.id.to_string(),
+                id: uuid::Uuid::nil(),
+            },
+            AuditRecord,
+        ))
     }
 
     /// Any object by its global id.
@@ -474,6 +674,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "A global id.")] id: ID,
     ) -> AppResult<Option<Node>> {
+        RequestCtx::of(ctx).require_authenticated()?;
         let Some((kind, id)) = ids::decode_any(&id) else {
             return Err(AppError::bad_input("id", "malformed id"));
         };

@@ -54,24 +54,78 @@ fn hub(ctx: &Context<'_>) -> (PubSub, dataloaders::DbPool) {
     (services.pubsub.clone(), services.pool.clone())
 }
 
-async fn require_exists(
+/// The caller, who must be authenticated (a schema executed without a request context has no
+/// caller: refused).
+fn caller<'a>(ctx: &'a Context<'_>) -> Result<&'a RequestCtx, AppError> {
+    let rc = ctx
+        .data_opt::<std::sync::Arc<RequestCtx>>()
+        .ok_or(AppError::Unauthenticated)?;
+    rc.require_authenticated()?;
+    Ok(rc)
+}
+
+/// Checked at subscribe time: the topic's object exists and the caller may see it. Registries
+/// are readable by every authenticated caller; instances (and so their events, metrics and
+/// operations) only in the caller's namespaces. A hidden object answers NOT_FOUND, like a missing
+/// one, and the refusal is audited.
+async fn authorize(
+    ctx: &Context<'_>,
+    action: &'static str,
+    topic: Topic,
+    what: &'static str,
+) -> Result<(), AppError> {
+    let result = check_visible(ctx, topic, what).await;
+    if let Err(e) = &result
+        && e.is_denial()
+        && let (Some(services), Some(rc)) = (
+            ctx.data_opt::<Services>(),
+            ctx.data_opt::<std::sync::Arc<RequestCtx>>(),
+        )
+    {
+        let actor = crate::registries::store::Actor {
+            name: rc.actor.clone(),
+            request_id: rc.request_id.clone(),
+        };
+        let target = match topic {
+            Topic::Instance(id) | Topic::Deployment(id) | Topic::Registry(id) => {
+                Some(id.to_string())
+            }
+            _ => None,
+        };
+        crate::audit::record_standalone(
+            &services.pool,
+            crate::audit::AuditEntry::raw(&actor, action, what, target, "denied")
+                .details(serde_json::json!({ "code": e.code() })),
+        )
+        .await;
+    }
+    result
+}
+
+async fn check_visible(
     ctx: &Context<'_>,
     topic: Topic,
     what: &'static str,
 ) -> Result<(), AppError> {
+    let rc = caller(ctx)?;
     let (_, pool) = hub(ctx);
-    match load(&pool, topic).await? {
-        Snapshot::Gone => Err(AppError::NotFound(what)),
+    let namespace = match load(&pool, topic).await? {
+        Snapshot::Gone => return Err(AppError::NotFound(what)),
+        Snapshot::Instance(row) => Some(row.namespace.clone()),
+        Snapshot::Deployment(row) => match load(&pool, Topic::Instance(row.instance_id)).await? {
+            Snapshot::Instance(inst) => Some(inst.namespace.clone()),
+            _ => return Err(AppError::NotFound(what)),
+        },
+        _ => None,
+    };
+    match namespace {
+        Some(ns) if !rc.access.allows(&ns) => Err(AppError::Hidden(what)),
         _ => Ok(()),
     }
 }
 
-fn authenticated(ctx: &Context<'_>) -> Result<(), AppError> {
-    match ctx.data_opt::<std::sync::Arc<RequestCtx>>() {
-        Some(rc) if !rc.principal.authenticated => Err(AppError::Unauthenticated),
-        _ => Ok(()),
-    }
-}
+/// The audit action of a refused instance subscription.
+const SUBSCRIBE_INSTANCE: &str = "subscribeInstance";
 
 /// The subscription root: live instance status, events, metrics, deployment progress and registry sync.
 pub struct SubscriptionRoot;
@@ -87,9 +141,9 @@ impl SubscriptionRoot {
         #[graphql(desc = "The instance's id.")] instance_id: ID,
     ) -> async_graphql::Result<impl Stream<Item = Result<Instance, AppError>>> {
         use futures_util::StreamExt;
-        authenticated(ctx)?;
+        caller(ctx)?;
         let id = ids::decode(Kind::Instance, &instance_id, "instanceId")?;
-        require_exists(ctx, Topic::Instance(id), "instance").await?;
+        authorize(ctx, SUBSCRIBE_INSTANCE, Topic::Instance(id), "instance").await?;
         let (hub, pool) = hub(ctx);
         let mut last = None;
         Ok(follow(hub, pool, Topic::Instance(id)).filter_map(move |s| {
@@ -112,9 +166,9 @@ impl SubscriptionRoot {
         #[graphql(desc = "The instance's id.")] instance_id: ID,
     ) -> async_graphql::Result<impl Stream<Item = Result<InstanceEvent, AppError>>> {
         use futures_util::StreamExt;
-        authenticated(ctx)?;
+        caller(ctx)?;
         let id = ids::decode(Kind::Instance, &instance_id, "instanceId")?;
-        require_exists(ctx, Topic::Instance(id), "instance").await?;
+        authorize(ctx, SUBSCRIBE_INSTANCE, Topic::Instance(id), "instance").await?;
         let (hub, pool) = hub(ctx);
         let mut seen: HashSet<String> = HashSet::new();
         Ok(follow(hub, pool, Topic::Instance(id)).flat_map(move |s| {
@@ -143,9 +197,9 @@ impl SubscriptionRoot {
         #[graphql(desc = "The instance's id.")] instance_id: ID,
     ) -> async_graphql::Result<impl Stream<Item = Result<MonitoringMetrics, AppError>>> {
         use futures_util::StreamExt;
-        authenticated(ctx)?;
+        caller(ctx)?;
         let id = ids::decode(Kind::Instance, &instance_id, "instanceId")?;
-        require_exists(ctx, Topic::Instance(id), "instance").await?;
+        authorize(ctx, SUBSCRIBE_INSTANCE, Topic::Instance(id), "instance").await?;
         let (hub, pool) = hub(ctx);
         let mut last = None;
         Ok(metrics_stream(hub, pool, id).filter_map(move |s| {
@@ -168,9 +222,15 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The operation's id.")] deployment_id: ID,
     ) -> async_graphql::Result<impl Stream<Item = Result<Deployment, AppError>>> {
-        authenticated(ctx)?;
+        caller(ctx)?;
         let id = ids::decode(Kind::Deployment, &deployment_id, "deploymentId")?;
-        require_exists(ctx, Topic::Deployment(id), "deployment").await?;
+        authorize(
+            ctx,
+            "deploymentProgress",
+            Topic::Deployment(id),
+            "deployment",
+        )
+        .await?;
         let (hub, pool) = hub(ctx);
         let source = follow(hub, pool, Topic::Deployment(id));
         Ok(async_stream::stream! {
@@ -204,9 +264,9 @@ impl SubscriptionRoot {
         #[graphql(desc = "The registry's id.")] registry_id: ID,
     ) -> async_graphql::Result<impl Stream<Item = Result<Registry, AppError>>> {
         use futures_util::StreamExt;
-        authenticated(ctx)?;
+        caller(ctx)?;
         let id = ids::decode(Kind::Registry, &registry_id, "registryId")?;
-        require_exists(ctx, Topic::Registry(id), "registry").await?;
+        authorize(ctx, "registrySync", Topic::Registry(id), "registry").await?;
         let (hub, pool) = hub(ctx);
         let mut last = None;
         Ok(follow(hub, pool, Topic::Registry(id)).filter_map(move |s| {

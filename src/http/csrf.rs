@@ -26,11 +26,14 @@ const ALLOWED_TYPES: &[&str] = &[
 ];
 
 fn has_preflight_header(req: &Request) -> bool {
-    PREFLIGHT_HEADERS.iter().any(|h| {
-        req.headers()
-            .get(*h)
-            .is_some_and(|v| !v.as_bytes().is_empty())
-    })
+    has_preflight(req.headers())
+}
+
+/// Whether `headers` hold one of [`PREFLIGHT_HEADERS`], non-empty.
+pub fn has_preflight(headers: &axum::http::HeaderMap) -> bool {
+    PREFLIGHT_HEADERS
+        .iter()
+        .any(|h| headers.get(*h).is_some_and(|v| !v.as_bytes().is_empty()))
 }
 
 /// The media type of a request, lower-cased, without parameters.

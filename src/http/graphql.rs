@@ -107,7 +107,22 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
             return resp;
         }
     };
-    let rc = RequestCtx::new(state.services.pool.clone(), request_id.clone(), principal);
+    // The caller's namespace grants, loaded once per request (none for admins and anonymous
+    // callers); the request's reader filters every instance statement by them.
+    let rc =
+        match RequestCtx::authorized(state.services.pool.clone(), request_id.clone(), principal)
+            .await
+        {
+            Ok(rc) => rc,
+            Err(e) => {
+                state.metrics.reject("unavailable");
+                return refuse_with_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &e.public_message(),
+                    e.code(),
+                );
+            }
+        };
     let stats = rc.stats();
     if debug_sql {
         stats.record_statements();
@@ -254,6 +269,17 @@ pub async fn get_graphql(State(state): State<AppState>, req: Request) -> Respons
         );
     }
     let headers = req.headers().clone();
+    // In production a query in the URL must prove a preflight too (graphql-cop's "GET method
+    // support"): a cross-site page cannot make a browser send it.
+    if state.services.config.serve.mode == crate::config::Mode::Production
+        && !super::csrf::has_preflight(&headers)
+    {
+        state.metrics.reject("csrf");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "GET /graphql?query= needs an x-hivegraph-csrf header in production; or POST application/json",
+        );
+    }
     let batch = match GraphQLBatchRequest::<GraphQLRejection>::from_request(req, &()).await {
         Ok(b) => b.into_inner(),
         Err(_) => {
@@ -319,12 +345,12 @@ async fn websocket(state: AppState, req: Request) -> Response {
                         .authenticate(header.as_deref())
                         .await
                         .map_err(|e| async_graphql::Error::new(e.to_string()))?;
+                    let rc =
+                        RequestCtx::authorized(pool, uuid::Uuid::new_v4().to_string(), principal)
+                            .await
+                            .map_err(|e| async_graphql::Error::new(e.public_message()))?;
                     let mut data = Data::default();
-                    data.insert(std::sync::Arc::new(RequestCtx::new(
-                        pool,
-                        uuid::Uuid::new_v4().to_string(),
-                        principal,
-                    )));
+                    data.insert(std::sync::Arc::new(rc));
                     Ok(data)
                 })
                 .keepalive_timeout(std::time::Duration::from_secs(30))
