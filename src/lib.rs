@@ -16,6 +16,7 @@ pub mod http;
 pub mod ids;
 pub mod k8s;
 pub mod metrics;
+pub mod monitoring;
 pub mod pubsub;
 pub mod registries;
 pub mod secrets;
