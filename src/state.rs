@@ -49,11 +49,13 @@ impl AppState {
         );
         let metrics = Metrics::new();
         metrics.register_caches(&services.caches);
+        let starts = services.config.database.pool_size / 2;
         AppState {
             services,
             schema,
             metrics: Arc::new(metrics),
-            sockets: crate::http::ws::Sockets::new(),
+            // Half the pool may serve subscription starts; the rest stays for queries.
+            sockets: crate::http::ws::Sockets::new(starts),
         }
     }
 }

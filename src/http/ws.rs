@@ -61,21 +61,25 @@ pub struct Sockets {
     shutdown: watch::Sender<bool>,
     open: Arc<AtomicUsize>,
     subscriptions: Arc<AtomicUsize>,
+    /// Subscriptions starting at once (each reads its current state from the database): a
+    /// burst of subscribes queues here instead of exhausting the connection pool.
+    starting: Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for Sockets {
     fn default() -> Self {
-        Self::new()
+        Self::new(8)
     }
 }
 
 impl Sockets {
-    /// No sockets yet.
-    pub fn new() -> Self {
+    /// No sockets yet; at most `concurrent_starts` subscriptions read their first state at once.
+    pub fn new(concurrent_starts: usize) -> Self {
         Sockets {
             shutdown: watch::channel(false).0,
             open: Arc::new(AtomicUsize::new(0)),
             subscriptions: Arc::new(AtomicUsize::new(0)),
+            starting: Arc::new(tokio::sync::Semaphore::new(concurrent_starts.max(1))),
         }
     }
 
@@ -363,10 +367,16 @@ impl Conn {
                     .execute_stream_with_session_data(payload, Arc::new(data));
                 let (tx, rx) = mpsc::channel(self.settings.ws_buffer.max(1));
                 let counter = self.state.sockets.subscriptions.clone();
+                let starting = self.state.sockets.starting.clone();
                 self.generation += 1;
                 let generation = self.generation;
-                let task =
-                    tokio::spawn(pump((id.clone(), generation), stream.boxed(), tx, counter));
+                let task = tokio::spawn(pump(
+                    (id.clone(), generation),
+                    stream.boxed(),
+                    tx,
+                    counter,
+                    starting,
+                ));
                 self.running
                     .insert(id.clone(), (generation, task.abort_handle()));
                 outgoing.push(
@@ -450,12 +460,17 @@ async fn pump(
     mut stream: BoxStream<'static, Response>,
     tx: mpsc::Sender<Tagged>,
     counter: Arc<AtomicUsize>,
+    starting: Arc<tokio::sync::Semaphore>,
 ) {
     counter.fetch_add(1, Ordering::Relaxed);
     let _live = OpenGuard(counter);
+    // The first response is the current state, read from the database.
+    let permit = starting.acquire_owned().await.ok();
+    let first = stream.next().await;
+    drop(permit);
     // An operation that fails before producing anything (validation, a refused argument) is
     // reported as an error, not as data.
-    let first = match stream.next().await {
+    let first = match first {
         None => None,
         Some(resp) if !resp.errors.is_empty() && resp.data == async_graphql::Value::Null => {
             let _ = tx.send((id, generation, Out::Failed(Box::new(resp)))).await;
@@ -540,7 +555,13 @@ mod tests {
             )
             .boxed();
         let counter = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(pump(("a".into(), 1), stream, tx, counter.clone()));
+        let task = tokio::spawn(pump(
+            ("a".into(), 1),
+            stream,
+            tx,
+            counter.clone(),
+            Arc::new(tokio::sync::Semaphore::new(1)),
+        ));
         for n in 0..100 {
             feed.send(response(n)).unwrap();
         }
