@@ -70,6 +70,82 @@ pub struct ServeConfig {
     pub sync: SyncConfig,
     #[command(flatten)]
     pub k8s: K8sConfig,
+    #[command(flatten)]
+    pub ws: WsConfig,
+    #[command(flatten)]
+    pub monitoring: MonitoringConfig,
+}
+
+/// Websocket subscriptions: handshake timeout, keep-alives and backpressure (see `crate::http::ws`).
+#[derive(Debug, Clone, Args)]
+pub struct WsConfig {
+    /// How long a client may take to send `connection_init`, in milliseconds (then close 4408).
+    #[arg(long, env = "HIVEGRAPH_WS_INIT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub ws_init_timeout_ms: u64,
+    /// Interval of server keep-alives (websocket pings; `ka` on the legacy protocol), in
+    /// milliseconds. A client silent for three intervals is dropped.
+    #[arg(long, env = "HIVEGRAPH_WS_KEEPALIVE_MS", default_value_t = 15_000)]
+    pub ws_keepalive_ms: u64,
+    /// Messages buffered per subscription before newer states replace unsent ones (the client
+    /// then gets a gap notice in `extensions.gap`).
+    #[arg(long, env = "HIVEGRAPH_WS_BUFFER", default_value_t = 16)]
+    pub ws_buffer: usize,
+    /// Longest a single write to a client may take, in milliseconds; a slower client is
+    /// disconnected.
+    #[arg(long, env = "HIVEGRAPH_WS_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub ws_write_timeout_ms: u64,
+    /// Most subscriptions one socket may hold at a time.
+    #[arg(long, env = "HIVEGRAPH_WS_MAX_SUBSCRIPTIONS", default_value_t = 100)]
+    pub ws_max_subscriptions: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            ws_init_timeout_ms: 10_000,
+            ws_keepalive_ms: 15_000,
+            ws_buffer: 16,
+            ws_write_timeout_ms: 10_000,
+            ws_max_subscriptions: 100,
+        }
+    }
+}
+
+/// Metrics collection and retention (see `crate::monitoring`).
+#[derive(Debug, Clone, Args)]
+pub struct MonitoringConfig {
+    /// Collect metrics of running instances (PodMetrics, Prometheus endpoint, MCP health check).
+    #[arg(
+        long = "monitoring",
+        env = "HIVEGRAPH_MONITORING",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub enabled: bool,
+    /// Collection interval, in milliseconds.
+    #[arg(long, env = "HIVEGRAPH_METRICS_INTERVAL_MS", default_value_t = 15_000)]
+    pub metrics_interval_ms: u64,
+    /// How often the rollup and retention job runs, in seconds.
+    #[arg(long, env = "HIVEGRAPH_METRICS_ROLLUP_SECONDS", default_value_t = 300)]
+    pub rollup_seconds: u64,
+    /// Days of detailed samples kept.
+    #[arg(long, env = "HIVEGRAPH_METRICS_RAW_DAYS", default_value_t = 7)]
+    pub raw_days: i64,
+    /// Days of hourly aggregates kept.
+    #[arg(long, env = "HIVEGRAPH_METRICS_HOURLY_DAYS", default_value_t = 90)]
+    pub hourly_days: i64,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig {
+            enabled: true,
+            metrics_interval_ms: 15_000,
+            rollup_seconds: 300,
+            raw_days: 7,
+            hourly_days: 90,
+        }
+    }
 }
 
 /// Bearer-token validation, with `HIVEGRAPH_AUTH=jwt`.
@@ -448,6 +524,11 @@ impl Config {
                 },
                 sync: SyncConfig::for_tests(),
                 k8s: K8sConfig::for_tests(),
+                ws: WsConfig::default(),
+                monitoring: MonitoringConfig {
+                    metrics_interval_ms: 500,
+                    ..MonitoringConfig::default()
+                },
             },
         }
     }

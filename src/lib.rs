@@ -18,6 +18,7 @@ pub mod ids;
 pub mod k8s;
 pub mod keys;
 pub mod metrics;
+pub mod monitoring;
 pub mod pubsub;
 pub mod registries;
 pub mod retention;

@@ -62,7 +62,14 @@ pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
     let k8s = crate::k8s::ClusterManager::new(pool.clone(), config.serve.k8s.clone())?;
     let pubsub = crate::pubsub::PubSub::new(pool.clone(), config.database.database_url.clone());
     pubsub.start();
+    let monitor = crate::monitoring::Monitor::new(
+        pool.clone(),
+        k8s.clone(),
+        config.serve.monitoring.clone(),
+        Arc::new(crate::monitoring::SystemClock),
+    );
     let services = Services {
+        monitor,
         caches,
         pubsub,
         k8s,
@@ -98,19 +105,30 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         state.services.pool.clone(),
         Arc::new(crate::retention::SystemClock),
     );
+    // Metrics collection and the rollup/retention job.
+    state.services.monitor.start();
+    let sockets = state.sockets.clone();
+    let state_monitor = state.services.monitor.clone();
     let app = crate::http::router(state);
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     // The registry sync scheduler: periodic syncs, retries with backoff, crash recovery.
     let scheduler = run_scheduler.then(|| sync.spawn_scheduler());
     tracing::info!(%addr, "hivegraph listening; GraphiQL at http://{addr}/graphql");
+    let closing = sockets.clone();
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Websockets are not part of axum's drain: tell every client to reconnect (1012).
+            closing.shutdown();
+        })
         .await?;
+    sockets.drained(std::time::Duration::from_secs(5)).await;
     // Interrupted syncs end in ERROR and are due again at once.
     sync.shutdown(std::time::Duration::from_secs(10)).await;
     // Drivers give their leases back so that another gateway process takes over at once.
     k8s.shutdown().await;
+    state_monitor.shutdown();
     if let Some(s) = scheduler {
         let _ = s.await;
     }

@@ -25,6 +25,8 @@ pub struct Services {
     pub pubsub: crate::pubsub::PubSub,
     /// Cross-request read caches (see `crate::cache`).
     pub caches: crate::cache::Caches,
+    /// Metrics collection, rollups and retention (see `crate::monitoring`).
+    pub monitor: crate::monitoring::Monitor,
 }
 
 /// Everything the HTTP layer needs.
@@ -33,6 +35,8 @@ pub struct AppState {
     pub services: Services,
     pub schema: HivegraphSchema,
     pub metrics: Arc<Metrics>,
+    /// Open websockets and the planned-shutdown switch (close code 1012).
+    pub sockets: crate::http::ws::Sockets,
 }
 
 impl AppState {
@@ -45,10 +49,13 @@ impl AppState {
         );
         let metrics = Metrics::new();
         metrics.register_caches(&services.caches);
+        let starts = services.config.database.pool_size / 2;
         AppState {
             services,
             schema,
             metrics: Arc::new(metrics),
+            // Half the pool may serve subscription starts; the rest stays for queries.
+            sockets: crate::http::ws::Sockets::new(starts),
         }
     }
 }

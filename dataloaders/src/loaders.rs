@@ -147,6 +147,7 @@ ranked_row!(RankedServer, ServerRow);
 ranked_row!(RankedInstance, InstanceRow);
 ranked_row!(RankedDeployment, DeploymentRow);
 ranked_row!(RankedMetrics, MetricsRow);
+ranked_row!(RankedHourly, HourlyMetricsRow);
 ranked_row!(RankedLogLine, DeploymentLogRow);
 
 /// Parent ids, cursor values, cursor ids and limits, as parallel arrays.
@@ -323,6 +324,51 @@ impl Loader<MetricsOfInstance> for Reader {
     }
 }
 
+/// A page of an instance's hourly aggregates, newest first, optionally within a time range.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HourlyMetricsOfInstance {
+    pub instance_id: Uuid,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub page: ChildPage,
+}
+
+impl Loader<HourlyMetricsOfInstance> for Reader {
+    type Value = Vec<HourlyMetricsRow>;
+    type Error = ReadError;
+
+    async fn load(
+        &self,
+        keys: &[HourlyMetricsOfInstance],
+    ) -> Result<HashMap<HourlyMetricsOfInstance, Vec<HourlyMetricsRow>>, ReadError> {
+        let (parents, after_values, _, limits) = page_arrays(keys, |k| (k.instance_id, &k.page));
+        let since: Vec<Option<DateTime<Utc>>> = keys.iter().map(|k| k.since).collect();
+        let until: Vec<Option<DateTime<Utc>>> = keys.iter().map(|k| k.until).collect();
+        let mut conn = self.conn().await?;
+        // `since` selects the hours that end after it, so that a range starting mid-hour still
+        // gets the hour it starts in.
+        let rows: Vec<RankedHourly> = diesel::sql_query(
+            "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::timestamptz[], $5::timestamptz[]) \
+               WITH ORDINALITY AS k(parent, after_value, lim, since, until, ord) \
+             CROSS JOIN LATERAL ( \
+               SELECT * FROM monitoring_metrics_hourly x WHERE x.instance_id = k.parent \
+                 AND (k.after_value IS NULL OR x.bucket < k.after_value::timestamptz) \
+                 AND (k.since IS NULL OR x.bucket > k.since - interval '1 hour') \
+                 AND (k.until IS NULL OR x.bucket < k.until) \
+               ORDER BY x.bucket DESC LIMIT k.lim) s \
+             ORDER BY k.ord, s.bucket DESC",
+        )
+        .bind::<Array<SqlUuid>, _>(parents)
+        .bind::<Array<Nullable<Text>>, _>(after_values)
+        .bind::<Array<Int8>, _>(limits)
+        .bind::<Array<Nullable<Timestamptz>>, _>(since)
+        .bind::<Array<Nullable<Timestamptz>>, _>(until)
+        .load(&mut conn)
+        .await?;
+        Ok(regroup(keys, rows.into_iter().map(|r| (r.ord, r.row))))
+    }
+}
+
 /// The newest monitoring sample of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LatestMetricsOfInstance(pub Uuid);
@@ -399,6 +445,8 @@ pub enum CountOf {
     DeploymentsOfInstance(Uuid),
     /// Monitoring samples of an instance.
     MetricsOfInstance(Uuid),
+    /// Hourly metric aggregates of an instance.
+    HourlyMetricsOfInstance(Uuid),
     /// Log lines of an operation.
     LogsOfDeployment(Uuid),
 }
@@ -414,6 +462,9 @@ impl CountOf {
                 loader.load_one(OperationCountOfInstance(id)).await?
             }
             CountOf::MetricsOfInstance(id) => loader.load_one(MetricsCountOfInstance(id)).await?,
+            CountOf::HourlyMetricsOfInstance(id) => {
+                loader.load_one(HourlyCountOfInstance(id)).await?
+            }
             CountOf::LogsOfDeployment(id) => loader.load_one(LogCountOfDeployment(id)).await?,
         }
         .unwrap_or(0))
@@ -492,6 +543,11 @@ count_loader!(
     /// The number of monitoring samples of an instance.
     MetricsCountOfInstance,
     "SELECT instance_id AS parent, count(*) AS n FROM monitoring_metrics WHERE instance_id = ANY($1) GROUP BY 1"
+);
+count_loader!(
+    /// The number of hourly aggregates of an instance.
+    HourlyCountOfInstance,
+    "SELECT instance_id AS parent, count(*) AS n FROM monitoring_metrics_hourly WHERE instance_id = ANY($1) GROUP BY 1"
 );
 count_loader!(
     /// The number of log lines of an operation.

@@ -163,6 +163,23 @@ pub struct MetricsRow {
     pub health_checks: Json,
 }
 
+/// An hourly aggregate of an instance's monitoring samples.
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
+#[diesel(table_name = monitoring_metrics_hourly, check_for_backend(diesel::pg::Pg))]
+pub struct HourlyMetricsRow {
+    pub instance_id: Uuid,
+    pub bucket: DateTime<Utc>,
+    pub samples: i32,
+    pub cpu_usage_avg: Option<f64>,
+    pub cpu_usage_max: Option<f64>,
+    pub memory_usage_avg: Option<f64>,
+    pub memory_usage_max: Option<i64>,
+    pub request_count_sum: Option<i64>,
+    pub response_time_avg: Option<f64>,
+    pub error_rate_avg: Option<f64>,
+    pub healthy_ratio: Option<f64>,
+}
+
 /// An audit log row.
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Identifiable)]
 #[diesel(table_name = audit_log, check_for_backend(diesel::pg::Pg))]

@@ -158,6 +158,25 @@ diesel::table! {
         request_count_sum -> Nullable<Int8>,
         response_time_avg -> Nullable<Float8>,
         error_rate_avg -> Nullable<Float8>,
+        healthy_ratio -> Nullable<Float8>,
+    }
+}
+
+diesel::table! {
+    metrics_claims (job, scope, slot) {
+        job -> Text,
+        scope -> Text,
+        slot -> Int8,
+        holder -> Text,
+        claimed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    metrics_rollup_state (id) {
+        id -> Int2,
+        rolled_until -> Nullable<Timestamptz>,
+        ran_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -201,6 +220,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     deployment_logs,
     monitoring_metrics,
     monitoring_metrics_hourly,
+    metrics_claims,
+    metrics_rollup_state,
     audit_log,
     namespace_grants,
 );

@@ -206,7 +206,7 @@ impl SubscriptionRoot {
             let out = match s {
                 Ok(Snapshot::Metrics(row)) if last != Some(row.id) => {
                     last = Some(row.id);
-                    Some(Ok(MonitoringMetrics((*row).clone())))
+                    Some(Ok(MonitoringMetrics::raw((*row).clone())))
                 }
                 Ok(_) => None,
                 Err(e) => Some(Err(e)),

@@ -4,11 +4,8 @@ use std::time::Instant;
 
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
-use async_graphql::{BatchRequest, BatchResponse, Data};
-use async_graphql_axum::{
-    GraphQLBatchRequest, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket,
-    rejection::GraphQLRejection,
-};
+use async_graphql::{BatchRequest, BatchResponse};
+use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse, rejection::GraphQLRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -312,49 +309,25 @@ fn graphiql_page() -> Response {
 
 async fn websocket(state: AppState, req: Request) -> Response {
     let (mut parts, _body) = req.into_parts();
-    let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &()).await {
-        Ok(p) => p,
-        Err(_) => {
-            return (StatusCode::BAD_REQUEST, "unsupported websocket subprotocol").into_response();
-        }
+    let protocol = parts
+        .headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',').find_map(|p| {
+                p.trim()
+                    .parse::<async_graphql::http::WebSocketProtocols>()
+                    .ok()
+            })
+        });
+    let Some(protocol) = protocol else {
+        return (StatusCode::BAD_REQUEST, "unsupported websocket subprotocol").into_response();
     };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
         Err(r) => return r.into_response(),
     };
-    let schema = state.schema.clone();
-    let pool = state.services.pool.clone();
-    let auth = state.services.auth.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| async move {
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    // The token travels in connection_init: `authorization` (or `Authorization`)
-                    // holding "Bearer <token>", or `token` holding the bare token.
-                    let header = ["authorization", "Authorization"]
-                        .iter()
-                        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()).map(str::to_string))
-                        .or_else(|| {
-                            payload
-                                .get("token")
-                                .and_then(|v| v.as_str())
-                                .map(|t| format!("Bearer {t}"))
-                        });
-                    let principal = auth
-                        .authenticate(header.as_deref())
-                        .await
-                        .map_err(|e| async_graphql::Error::new(e.to_string()))?;
-                    let rc =
-                        RequestCtx::authorized(pool, uuid::Uuid::new_v4().to_string(), principal)
-                            .await
-                            .map_err(|e| async_graphql::Error::new(e.public_message()))?;
-                    let mut data = Data::default();
-                    data.insert(std::sync::Arc::new(rc));
-                    Ok(data)
-                })
-                .keepalive_timeout(std::time::Duration::from_secs(30))
-                .serve()
-                .await
-        })
+        .on_upgrade(move |socket| super::ws::serve(socket, protocol, state))
 }

@@ -4,6 +4,7 @@ mod csrf;
 mod graphiql;
 mod graphql;
 mod ops;
+pub mod ws;
 
 use axum::Router;
 use axum::routing::get;

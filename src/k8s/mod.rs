@@ -466,6 +466,11 @@ impl ClusterManager {
         Ok(c)
     }
 
+    /// Timeout of one Kubernetes API request, in milliseconds.
+    pub fn request_timeout_ms(&self) -> u64 {
+        self.inner.cfg.timeout_ms
+    }
+
     pub(crate) async fn clients_of(&self, cluster: Uuid) -> AppResult<Clients> {
         let row = store::cluster(&self.inner.pool, cluster)
             .await?

@@ -121,3 +121,140 @@ test('an unknown subprotocol is refused', { skip }, async () => {
   });
   assert.equal(status, 400);
 });
+
+// --- live instances on the simulated cluster ------------------------------------------------
+// Needs EMULATOR_CONTEXT (a kubeconfig context of the gateways' KUBECONFIG, served by
+// kube-emulator) and file registries allowed; scripts/test sets both.
+const CONTEXT = process.env.EMULATOR_CONTEXT;
+const liveSkip = skip || (!CONTEXT ? 'EMULATOR_CONTEXT is not set' : false);
+const FIXTURE = new URL('./fixtures/live-registry.json', import.meta.url).href;
+
+let livePromise;
+/** Registers the cluster and syncs the fixture registry once; returns their ids. */
+function live() {
+  livePromise ??= (async () => {
+    const suffix = Date.now().toString(36);
+    const cluster = await gql(A, 'mutation($i: RegisterClusterInput!) { registerCluster(input: $i) { id status } }', {
+      i: { name: `emu-${suffix}`, context: CONTEXT },
+    });
+    assert.equal(cluster.registerCluster.status, 'CONNECTED');
+    const reg = await gql(A, 'mutation($i: CreateRegistryInput!) { createRegistry(input: $i) { id } }', {
+      i: { name: `live-${suffix}`, url: FIXTURE },
+    });
+    const registryId = reg.createRegistry.id;
+    await gql(A, 'mutation($id: ID!) { syncRegistry(id: $id) { id } }', { id: registryId });
+    const servers = {};
+    for (let i = 0; i < 100 && Object.keys(servers).length < 2; i++) {
+      const data = await gql(A, 'query($id: ID!) { registry(id: $id) { status servers(first: 10) { edges { node { id name } } } } }', { id: registryId });
+      for (const e of data.registry.servers.edges) servers[e.node.name] = e.node.id;
+      if (Object.keys(servers).length < 2) await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.ok(servers['healthy-web'] && servers['crashing-web'], JSON.stringify(servers));
+    return { clusterId: cluster.registerCluster.id, servers };
+  })();
+  return livePromise;
+}
+
+async function deploy(serverName, name) {
+  const { clusterId, servers } = await live();
+  const data = await gql(A, 'mutation($i: DeployServerInput!) { deployServer(input: $i) { id instanceId } }', {
+    i: { serverId: servers[serverName], clusterId, namespace: 'hivegraph', name: `${name}-${Date.now().toString(36)}`,
+         resources: { limits: { cpu: '250m', memory: '128Mi' } } },
+  });
+  return data.deployServer;
+}
+
+/** Messages until `done(message)` holds; returns them all. */
+async function until(q, done, ms = 60000) {
+  const seen = [];
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const left = deadline - Date.now();
+    if (left <= 0) throw new Error(`condition not met in ${ms} ms; saw ${JSON.stringify(seen)}`);
+    const m = await q.next(left);
+    if (m.error) throw new Error(JSON.stringify(m.error));
+    seen.push(m);
+    if (done(m)) return seen;
+  }
+}
+
+const STATUS = 'subscription($id: ID!) { instanceStatus(instanceId: $id) { status phase healthStatus replicas { desired ready } } }';
+
+test('a healthy deploy streams DEPLOYING then READY (graphql-ws client, subscribed on the other gateway)', { skip: liveSkip }, async () => {
+  const op = await deploy('healthy-web', 'healthy');
+  const client = createClient({ url: wsUrl(B), webSocketImpl: WebSocket, retryAttempts: 0 });
+  const q = queue();
+  const dispose = client.subscribe({ query: STATUS, variables: { id: op.instanceId } }, {
+    next: (v) => q.push(v), error: (e) => q.push({ error: e }), complete: () => {},
+  });
+  try {
+    const seen = await until(q, (m) => m.data.instanceStatus.phase === 'READY');
+    const phases = seen.map((m) => m.data.instanceStatus.phase);
+    assert.equal(phases[0], 'DEPLOYING', JSON.stringify(phases));
+    const last = seen.at(-1).data.instanceStatus;
+    assert.equal(last.status, 'RUNNING');
+    assert.equal(last.replicas.ready, last.replicas.desired);
+  } finally {
+    dispose();
+    await client.dispose();
+  }
+});
+
+test('a crash loop streams FAILED/UNHEALTHY and its BackOff events (legacy client)', { skip: liveSkip }, async () => {
+  const op = await deploy('crashing-web', 'crashing');
+  const client = new SubscriptionClient(wsUrl(A), { reconnect: false }, WebSocket);
+  const statusQ = queue();
+  const eventsQ = queue();
+  const s1 = client.request({ query: STATUS, variables: { id: op.instanceId } }).subscribe({
+    next: (v) => statusQ.push(v), error: (e) => statusQ.push({ error: e }),
+  });
+  const s2 = client.request({
+    query: 'subscription($id: ID!) { instanceEvents(instanceId: $id) { type reason message objectKind } }',
+    variables: { id: op.instanceId },
+  }).subscribe({ next: (v) => eventsQ.push(v), error: (e) => eventsQ.push({ error: e }) });
+  try {
+    const statuses = await until(statusQ, (m) => {
+      const s = m.data.instanceStatus;
+      return s.status === 'FAILED' || s.healthStatus === 'UNHEALTHY';
+    });
+    assert.ok(statuses.length >= 1);
+    const events = await until(eventsQ, (m) => m.data.instanceEvents.reason === 'BackOff');
+    const backoff = events.at(-1).data.instanceEvents;
+    assert.equal(backoff.type, 'Warning');
+    assert.equal(backoff.objectKind, 'Pod');
+  } finally {
+    s1.unsubscribe();
+    s2.unsubscribe();
+    client.close();
+  }
+});
+
+test('metrics arrive on the fast test interval over both protocols', { skip: liveSkip }, async () => {
+  const op = await deploy('healthy-web', 'metered');
+  const METRICS = 'subscription($id: ID!) { instanceMetrics(instanceId: $id) { timestamp cpuUsage memoryUsage requestCount healthChecks } }';
+  const client = createClient({ url: wsUrl(A), webSocketImpl: WebSocket, retryAttempts: 0 });
+  const legacy = new SubscriptionClient(wsUrl(B), { reconnect: false }, WebSocket);
+  const q = queue();
+  const lq = queue();
+  const dispose = client.subscribe({ query: METRICS, variables: { id: op.instanceId } }, {
+    next: (v) => q.push(v), error: (e) => q.push({ error: e }), complete: () => {},
+  });
+  const sub = legacy.request({ query: METRICS, variables: { id: op.instanceId } }).subscribe({
+    next: (v) => lq.push(v), error: (e) => lq.push({ error: e }),
+  });
+  try {
+    const seen = await until(q, (m) => m.data.instanceMetrics.healthChecks?.mcp?.ok === true);
+    const last = seen.at(-1).data.instanceMetrics;
+    assert.ok(last.cpuUsage >= 0 && last.cpuUsage <= 100, JSON.stringify(last));
+    assert.ok(last.memoryUsage > 0);
+    assert.ok(last.requestCount >= 1);
+    const stamps = new Set();
+    const legacySeen = await until(lq, (m) => { stamps.add(m.data.instanceMetrics.timestamp); return stamps.size >= 2; });
+    assert.ok(legacySeen.length >= 2);
+  } finally {
+    dispose();
+    await client.dispose();
+    sub.unsubscribe();
+    legacy.close();
+  }
+});

@@ -1,0 +1,605 @@
+//! GraphQL over websockets: `graphql-transport-ws` and the legacy `graphql-ws`
+//! (subscriptions-transport-ws) protocol.
+//!
+//! async-graphql-axum's `GraphQLWebSocket` gets the happy path right but not the rest of the
+//! protocol: it has no init timeout, replaces a subscription whose id is reused, answers a
+//! subscribe before `connection_init` with 1011, rejects a failed init with 1002, never sends
+//! `ka`, polls every stream of a socket inline (one slow socket has no per-subscription buffer
+//! and no gap notice) and knows nothing about token expiry or a planned shutdown. So this module
+//! drives the connection itself and reuses only async-graphql's message types and executor.
+//!
+//! Close codes: 4400 bad message, 4401 subscribe before init, 4403 forbidden (bad credentials at
+//! init, or the token expired), 4408 init timeout, 4409 duplicate subscription id, 4429 repeated
+//! init, 1012 planned shutdown (clients reconnect). Close reasons are cut to 123 bytes, so that
+//! the close frame (code + reason) fits the 125 bytes of a control frame.
+//!
+//! Backpressure: each subscription runs in its own task and hands its messages to the socket
+//! through a bounded channel. When the channel is full, the newest message waits in a one-slot
+//! mailbox and replaces any older one waiting there; when it is finally sent it carries
+//! `extensions.gap = { missed: n }`, the number of messages replaced. So memory per subscription
+//! is bounded, the shared fan-out never waits for a socket, and a socket whose writes stall past
+//! the write timeout is dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_graphql::http::{ClientMessage, WebSocketProtocols as Protocols};
+use async_graphql::{Data, Response};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{BoxStream, SelectAll};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::config::WsConfig;
+use crate::graphql::context::RequestCtx;
+use crate::state::AppState;
+
+/// Close code: the client sent something that is not a message of the protocol.
+pub const BAD_REQUEST: u16 = 4400;
+/// Close code: subscribe before `connection_init` was acknowledged.
+pub const UNAUTHORIZED: u16 = 4401;
+/// Close code: the credentials were refused, or the token expired.
+pub const FORBIDDEN: u16 = 4403;
+/// Close code: no `connection_init` within the init timeout.
+pub const INIT_TIMEOUT: u16 = 4408;
+/// Close code: a subscription id that is already in use.
+pub const DUPLICATE_ID: u16 = 4409;
+/// Close code: a second `connection_init`.
+pub const TOO_MANY_INITS: u16 = 4429;
+/// Close code: the gateway is restarting; reconnect.
+pub const SERVICE_RESTART: u16 = 1012;
+/// Longest close reason sent, in bytes (a control frame holds 125 bytes, 2 are the code).
+pub const MAX_REASON_BYTES: usize = 123;
+
+/// The websocket side of the gateway: a shutdown switch and a count of open sockets.
+#[derive(Clone)]
+pub struct Sockets {
+    shutdown: watch::Sender<bool>,
+    open: Arc<AtomicUsize>,
+    subscriptions: Arc<AtomicUsize>,
+    /// Subscriptions starting at once (each reads its current state from the database): a
+    /// burst of subscribes queues here instead of exhausting the connection pool.
+    starting: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Sockets {
+    fn default() -> Self {
+        Self::new(8)
+    }
+}
+
+impl Sockets {
+    /// No sockets yet; at most `concurrent_starts` subscriptions read their first state at once.
+    pub fn new(concurrent_starts: usize) -> Self {
+        Sockets {
+            shutdown: watch::channel(false).0,
+            open: Arc::new(AtomicUsize::new(0)),
+            subscriptions: Arc::new(AtomicUsize::new(0)),
+            starting: Arc::new(tokio::sync::Semaphore::new(concurrent_starts.max(1))),
+        }
+    }
+
+    /// Planned shutdown: every socket gets close code 1012 and new ones are refused the same way.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Sockets open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Subscriptions running now, over all sockets.
+    pub fn subscriptions(&self) -> usize {
+        self.subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every socket is closed, at most `limit`.
+    pub async fn drained(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.open() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Counts a socket while it lives.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `reason` cut at a character boundary to at most [`MAX_REASON_BYTES`].
+pub fn close_reason(reason: &str) -> String {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason.to_string();
+    }
+    let mut end = MAX_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
+}
+
+/// What a subscription task hands to its socket.
+enum Out {
+    Next(Box<Response>),
+    /// The operation failed before producing anything (the first response holds only errors).
+    Failed(Box<Response>),
+    Complete,
+}
+
+/// A subscription's output, tagged with the id and the generation of the id's use.
+type Tagged = (String, u64, Out);
+
+/// Why the connection loop ended.
+enum End {
+    Close(u16, String),
+    /// The peer is gone or stalled: drop the connection without a close handshake.
+    Drop,
+}
+
+struct Conn {
+    protocol: Protocols,
+    settings: WsConfig,
+    state: AppState,
+    ctx: Option<Arc<RequestCtx>>,
+    init_seen: bool,
+    /// Running subscriptions, by client id: the generation of the id's use and the task.
+    running: HashMap<String, (u64, tokio::task::AbortHandle)>,
+    generation: u64,
+}
+
+/// Serves one upgraded socket until it closes.
+pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
+    let sockets = state.sockets.clone();
+    sockets.open.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGuard(sockets.open.clone());
+    let settings = state.services.config.serve.ws.clone();
+    let mut shutdown = sockets.shutdown.subscribe();
+    let (mut sink, mut source) = socket.split();
+    let mut conn = Conn {
+        protocol,
+        settings: settings.clone(),
+        state,
+        ctx: None,
+        init_seen: false,
+        running: HashMap::new(),
+        generation: 0,
+    };
+    let mut outgoing: SelectAll<BoxStream<'static, Tagged>> = SelectAll::new();
+    let write_timeout = Duration::from_millis(settings.ws_write_timeout_ms.max(1));
+    let keepalive = Duration::from_millis(settings.ws_keepalive_ms.max(10));
+    let init_deadline = Instant::now() + Duration::from_millis(settings.ws_init_timeout_ms);
+    let mut ticker = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+    let mut last_heard = Instant::now();
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+
+    macro_rules! send {
+        ($msg:expr) => {
+            match tokio::time::timeout(write_timeout, sink.send($msg)).await {
+                Ok(Ok(())) => true,
+                _ => false,
+            }
+        };
+    }
+
+    let end = 'conn: loop {
+        if *shutdown.borrow() {
+            break End::Close(SERVICE_RESTART, "the gateway is restarting".into());
+        }
+        let expiry = conn
+            .ctx
+            .as_ref()
+            .and_then(|c| c.principal.expires_at)
+            .map(|at| {
+                let left = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+                Instant::now() + left
+            })
+            .unwrap_or(far);
+        let init_by = if conn.init_seen { far } else { init_deadline };
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = tokio::time::sleep_until(init_by) => {
+                break End::Close(INIT_TIMEOUT, "Connection initialisation timeout".into());
+            }
+            _ = tokio::time::sleep_until(expiry) => {
+                break End::Close(FORBIDDEN, "Forbidden: the token expired".into());
+            }
+            _ = ticker.tick() => {
+                if last_heard.elapsed() > keepalive * 3 {
+                    break End::Drop;
+                }
+                if !send!(Message::Ping(Default::default())) {
+                    break End::Drop;
+                }
+                if conn.protocol == Protocols::SubscriptionsTransportWS
+                    && conn.ctx.is_some()
+                    && !send!(text(json!({ "type": "ka" })))
+                {
+                    break End::Drop;
+                }
+            }
+            Some((id, generation, out)) = outgoing.next(), if !outgoing.is_empty() => {
+                for msg in conn.render(&id, generation, out) {
+                    if !send!(text(msg)) {
+                        break 'conn End::Drop;
+                    }
+                }
+            }
+            frame = source.next() => {
+                last_heard = Instant::now();
+                let bytes = match frame {
+                    None | Some(Err(_)) => break End::Drop,
+                    Some(Ok(Message::Close(_))) => break End::Drop,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
+                    Some(Ok(Message::Binary(b))) => b.to_vec(),
+                };
+                let message = match ClientMessage::from_bytes(&bytes) {
+                    Ok(m) => m,
+                    Err(e) => break End::Close(BAD_REQUEST, format!("Invalid message received: {e}")),
+                };
+                match conn.handle(message, &mut outgoing).await {
+                    Step::Continue => {}
+                    Step::Reply(values) => {
+                        for v in values {
+                            if !send!(text(v)) {
+                                break 'conn End::Drop;
+                            }
+                        }
+                    }
+                    Step::End(replies, end) => {
+                        for v in replies {
+                            if !send!(text(v)) {
+                                break 'conn End::Drop;
+                            }
+                        }
+                        break end;
+                    }
+                }
+            }
+        }
+    };
+    for (_, (_, task)) in conn.running.drain() {
+        task.abort();
+    }
+    if let End::Close(code, reason) = end {
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(close_reason(&reason)),
+        }));
+        let _ = tokio::time::timeout(write_timeout, sink.send(frame)).await;
+        let _ = tokio::time::timeout(write_timeout, sink.close()).await;
+    }
+}
+
+fn text(v: Value) -> Message {
+    Message::Text(Utf8Bytes::from(v.to_string()))
+}
+
+enum Step {
+    Continue,
+    Reply(Vec<Value>),
+    /// Send these, then end the connection.
+    End(Vec<Value>, End),
+}
+
+fn close(code: u16, reason: &str) -> Step {
+    Step::End(Vec::new(), End::Close(code, reason.to_string()))
+}
+
+impl Conn {
+    async fn handle(
+        &mut self,
+        message: ClientMessage,
+        outgoing: &mut SelectAll<BoxStream<'static, Tagged>>,
+    ) -> Step {
+        match message {
+            ClientMessage::ConnectionInit { payload } => {
+                if self.init_seen {
+                    return close(TOO_MANY_INITS, "Too many initialisation requests");
+                }
+                self.init_seen = true;
+                let payload = payload.unwrap_or_default();
+                let header = ["authorization", "Authorization"]
+                    .iter()
+                    .find_map(|k| payload.get(*k).and_then(|v| v.as_str()).map(str::to_string))
+                    .or_else(|| {
+                        payload
+                            .get("token")
+                            .and_then(|v| v.as_str())
+                            .map(|t| format!("Bearer {t}"))
+                    });
+                let services = &self.state.services;
+                match services.auth.authenticate(header.as_deref()).await {
+                    Ok(principal) if principal.authenticated => {
+                        if principal
+                            .expires_at
+                            .is_some_and(|at| at <= chrono::Utc::now())
+                        {
+                            return self.refuse("Forbidden: the token expired".into());
+                        }
+                        // The caller's namespace grants are read once, here.
+                        match RequestCtx::authorized(
+                            services.pool.clone(),
+                            uuid::Uuid::new_v4().to_string(),
+                            principal,
+                        )
+                        .await
+                        {
+                            Ok(rc) => self.ctx = Some(Arc::new(rc)),
+                            Err(e) => {
+                                return self.refuse(format!("Forbidden: {}", e.public_message()));
+                            }
+                        }
+                        let mut replies = vec![json!({ "type": "connection_ack" })];
+                        if self.protocol == Protocols::SubscriptionsTransportWS {
+                            replies.push(json!({ "type": "ka" }));
+                        }
+                        Step::Reply(replies)
+                    }
+                    Ok(_) => self.refuse("Forbidden: credentials are required".into()),
+                    Err(e) => self.refuse(format!("Forbidden: {e}")),
+                }
+            }
+            ClientMessage::Start { id, payload } => {
+                let Some(ctx) = self.ctx.clone() else {
+                    return close(UNAUTHORIZED, "Unauthorized");
+                };
+                if self.running.contains_key(&id) {
+                    return close(DUPLICATE_ID, &format!("Subscriber for {id} already exists"));
+                }
+                if self.running.len() >= self.settings.ws_max_subscriptions {
+                    let error = json!([{
+                        "message": format!(
+                            "a socket may hold at most {} subscriptions",
+                            self.settings.ws_max_subscriptions
+                        ),
+                        "extensions": { "code": "QUERY_TOO_COMPLEX" }
+                    }]);
+                    return Step::Reply(self.error_messages(&id, error));
+                }
+                let mut data = Data::default();
+                data.insert(ctx);
+                let stream = self
+                    .state
+                    .schema
+                    .execute_stream_with_session_data(payload, Arc::new(data));
+                let (tx, rx) = mpsc::channel(self.settings.ws_buffer.max(1));
+                let counter = self.state.sockets.subscriptions.clone();
+                let starting = self.state.sockets.starting.clone();
+                self.generation += 1;
+                let generation = self.generation;
+                let task = tokio::spawn(pump(
+                    (id.clone(), generation),
+                    stream.boxed(),
+                    tx,
+                    counter,
+                    starting,
+                ));
+                self.running
+                    .insert(id.clone(), (generation, task.abort_handle()));
+                outgoing.push(
+                    futures_util::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|m| (m, rx))
+                    })
+                    .boxed(),
+                );
+                Step::Continue
+            }
+            ClientMessage::Stop { id } => {
+                if let Some((_, task)) = self.running.remove(&id) {
+                    task.abort();
+                    if self.protocol == Protocols::SubscriptionsTransportWS {
+                        return Step::Reply(vec![json!({ "type": "complete", "id": id })]);
+                    }
+                }
+                Step::Continue
+            }
+            ClientMessage::ConnectionTerminate => close(1000, "connection terminated"),
+            ClientMessage::Ping { payload } => {
+                let mut pong = json!({ "type": "pong" });
+                if let Some(p) = payload {
+                    pong["payload"] = p;
+                }
+                Step::Reply(vec![pong])
+            }
+            ClientMessage::Pong { .. } => Step::Continue,
+        }
+    }
+
+    /// Refuses a `connection_init`: 4403 (the legacy protocol first gets `connection_error`).
+    fn refuse(&self, reason: String) -> Step {
+        let mut replies = Vec::new();
+        if self.protocol == Protocols::SubscriptionsTransportWS {
+            replies.push(json!({ "type": "connection_error", "payload": { "message": reason } }));
+        }
+        Step::End(replies, End::Close(FORBIDDEN, reason))
+    }
+
+    fn error_messages(&self, id: &str, errors: Value) -> Vec<Value> {
+        match self.protocol {
+            Protocols::GraphQLWS => vec![json!({ "type": "error", "id": id, "payload": errors })],
+            Protocols::SubscriptionsTransportWS => vec![
+                json!({ "type": "data", "id": id, "payload": { "data": null, "errors": errors } }),
+                json!({ "type": "complete", "id": id }),
+            ],
+        }
+    }
+
+    /// The protocol messages for a subscription's output (none for a stopped subscription).
+    fn render(&mut self, id: &str, generation: u64, out: Out) -> Vec<Value> {
+        if self.running.get(id).map(|(g, _)| *g) != Some(generation) {
+            return Vec::new();
+        }
+        match out {
+            Out::Complete => {
+                self.running.remove(id);
+                vec![json!({ "type": "complete", "id": id })]
+            }
+            Out::Failed(resp) => {
+                self.running.remove(id);
+                let errors = serde_json::to_value(&resp.errors).unwrap_or_default();
+                self.error_messages(id, errors)
+            }
+            Out::Next(resp) => {
+                let ty = match self.protocol {
+                    Protocols::GraphQLWS => "next",
+                    Protocols::SubscriptionsTransportWS => "data",
+                };
+                vec![json!({ "type": ty, "id": id, "payload": resp })]
+            }
+        }
+    }
+}
+
+/// Runs one subscription: moves its responses into the bounded channel, and when the channel is
+/// full keeps only the newest unsent response (counting the ones it replaced).
+async fn pump(
+    (id, generation): (String, u64),
+    mut stream: BoxStream<'static, Response>,
+    tx: mpsc::Sender<Tagged>,
+    counter: Arc<AtomicUsize>,
+    starting: Arc<tokio::sync::Semaphore>,
+) {
+    counter.fetch_add(1, Ordering::Relaxed);
+    let _live = OpenGuard(counter);
+    // The first response is the current state, read from the database.
+    let permit = starting.acquire_owned().await.ok();
+    let first = stream.next().await;
+    drop(permit);
+    // An operation that fails before producing anything (validation, a refused argument) is
+    // reported as an error, not as data.
+    let first = match first {
+        None => None,
+        Some(resp) if !resp.errors.is_empty() && resp.data == async_graphql::Value::Null => {
+            let _ = tx.send((id, generation, Out::Failed(Box::new(resp)))).await;
+            return;
+        }
+        Some(resp) => Some(resp),
+    };
+    let mut ended = first.is_none();
+    if let Some(resp) = first
+        && tx
+            .send((id.clone(), generation, Out::Next(Box::new(resp))))
+            .await
+            .is_err()
+    {
+        return;
+    }
+    let mut waiting: Option<Response> = None;
+    let mut missed: u64 = 0;
+    loop {
+        match waiting.take() {
+            None if ended => break,
+            None => match stream.next().await {
+                None => ended = true,
+                Some(resp) => {
+                    match tx.try_send((id.clone(), generation, Out::Next(Box::new(resp)))) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full((_, _, Out::Next(resp)))) => {
+                            waiting = Some(*resp);
+                        }
+                        Err(_) => return,
+                    }
+                }
+            },
+            Some(mut resp) => {
+                tokio::select! {
+                    biased;
+                    permit = tx.reserve() => {
+                        let Ok(permit) = permit else { return };
+                        if missed > 0 {
+                            resp.extensions.insert(
+                                "gap".into(),
+                                async_graphql::Value::from_json(json!({ "missed": missed }))
+                                    .unwrap_or_default(),
+                            );
+                            missed = 0;
+                        }
+                        permit.send((id.clone(), generation, Out::Next(Box::new(resp))));
+                    }
+                    next = stream.next(), if !ended => match next {
+                        Some(newer) => {
+                            missed += 1;
+                            waiting = Some(newer);
+                        }
+                        None => {
+                            ended = true;
+                            waiting = Some(resp);
+                        }
+                    },
+                }
+            }
+        }
+    }
+    let _ = tx.send((id, generation, Out::Complete)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(n: i32) -> Response {
+        Response::new(async_graphql::Value::from(n))
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_keeps_the_newest_response_and_announces_the_gap() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let (feed, source) = mpsc::unbounded_channel::<Response>();
+        let stream =
+            futures_util::stream::unfold(
+                source,
+                |mut s| async move { s.recv().await.map(|r| (r, s)) },
+            )
+            .boxed();
+        let counter = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(pump(
+            ("a".into(), 1),
+            stream,
+            tx,
+            counter.clone(),
+            Arc::new(tokio::sync::Semaphore::new(1)),
+        ));
+        for n in 0..100 {
+            feed.send(response(n)).unwrap();
+        }
+        // Let the pump drain its input while nobody reads: it must not buffer 100 responses.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(counter.load(Ordering::Relaxed), 1);
+        let mut got = Vec::new();
+        drop(feed);
+        while let Some((_, _, out)) = rx.recv().await {
+            match out {
+                Out::Next(r) => got.push(serde_json::to_value(&*r).unwrap()),
+                Out::Complete => break,
+                Out::Failed(_) => panic!("not a failure"),
+            }
+        }
+        task.await.unwrap();
+        // Two buffered, then the newest one, carrying the count of the replaced ones.
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0]["data"], 0);
+        assert_eq!(got[1]["data"], 1);
+        assert_eq!(got[2]["data"], 99);
+        assert_eq!(got[2]["extensions"]["gap"]["missed"], 97);
+        assert_eq!(counter.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn close_reasons_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(100);
+        let cut = close_reason(&long);
+        assert!(cut.len() <= MAX_REASON_BYTES && cut.len() >= MAX_REASON_BYTES - 1);
+        assert_eq!(close_reason("short"), "short");
+    }
+}
