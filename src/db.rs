@@ -60,7 +60,7 @@ pub fn pool(cfg: &DatabaseConfig) -> anyhow::Result<DbPool> {
 }
 
 /// The session advisory lock that serialises migrations of several processes on one database.
-const MIGRATION_LOCK: i64 = 0x6869_7665_6d69_67; // "hivemig"
+const MIGRATION_LOCK: i64 = 0x0068_6976_656d_6967; // "hivemig"
 
 /// Applies pending migrations; returns the versions applied. Several gateway processes starting
 /// at once on one database take turns (a session advisory lock): the first applies, the others
