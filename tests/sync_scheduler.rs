@@ -286,6 +286,8 @@ async fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
         .env("DATABASE_URL", &app.db.url)
         .env("HIVEGRAPH_SYNC_TIMEOUT_MS", "2000")
         .env("HIVEGRAPH_SYNC_RETRIES", "0")
+        // The test registries are served from loopback.
+        .env("HIVEGRAPH_ALLOW_PRIVATE_REGISTRIES", "true")
         .env("RUST_LOG", "warn")
         .env_remove("HIVEGRAPH_SECRET_KEY")
         .output()
