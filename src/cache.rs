@@ -17,7 +17,7 @@
 //! - **Invalidated at once by writes.** Every committed change of a registry, instance,
 //!   deployment or monitoring sample is announced by the database (`NOTIFY hivegraph_changes`,
 //!   see the `change_notifications` migration), whichever process or code path made it;
-//!   [`Caches::follow_changes`] listens and drops the affected entries within milliseconds. A
+//!   the pubsub hub's listener ([`crate::pubsub::PubSub`]) drops the affected entries within milliseconds. A
 //!   sync commit updates its registry row, so it invalidates that registry's server lists too.
 //!   Writers in this process may also call the `invalidate_*` methods after committing, for an
 //!   invalidation that is complete before they answer (the registry mutations do). A load that
@@ -419,7 +419,7 @@ impl Caches {
             .invalidate_if(move |k, _| k.deployment_id == deployment_id);
     }
 
-    /// Applies one change notification of the database (see [`Caches::follow_changes`]).
+    /// Applies one change notification of the database (called by [`crate::pubsub::PubSub`]).
     pub fn changed(&self, topic: Topic) {
         match topic {
             Topic::Registry(id) => self.invalidate_registry(id),
@@ -443,67 +443,6 @@ impl Caches {
     /// The last change notification applied, if any.
     pub fn last_change(&self) -> Option<Topic> {
         self.inner.last_change.lock().ok().and_then(|l| *l)
-    }
-
-    /// Listens to the database's change notifications and applies them, reconnecting with
-    /// backoff (and emptying the caches, since changes may have been missed) after a drop. Runs
-    /// until the process ends; does nothing when the caches are off.
-    pub fn follow_changes(&self, database_url: String) -> Option<tokio::task::JoinHandle<()>> {
-        if !self.enabled() {
-            return None;
-        }
-        let caches = self.clone();
-        Some(tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(200);
-            loop {
-                if let Err(e) = caches.follow_once(&database_url).await {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
-                        "read caches: change listener disconnected");
-                }
-                caches.invalidate_all();
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }))
-    }
-
-    async fn follow_once(&self, database_url: &str) -> anyhow::Result<()> {
-        use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
-        use futures_util::StreamExt;
-        let mut conn = AsyncPgConnection::establish(database_url).await?;
-        conn.batch_execute(&format!(
-            "SET application_name = 'hivegraph-caches'; LISTEN {}",
-            crate::pubsub::CHANNEL
-        ))
-        .await?;
-        // Whatever changed before we listened is unknown: start empty.
-        self.invalidate_all();
-        loop {
-            {
-                let stream = conn.notifications_stream();
-                tokio::pin!(stream);
-                let deadline = tokio::time::sleep(Duration::from_secs(5));
-                tokio::pin!(deadline);
-                loop {
-                    tokio::select! {
-                        next = stream.next() => match next {
-                            Some(Ok(n)) => {
-                                if let Some(topic) = Topic::parse(&n.payload) {
-                                    self.changed(topic);
-                                }
-                            }
-                            Some(Err(e)) => return Err(e.into()),
-                            None => anyhow::bail!("the listening connection closed"),
-                        },
-                        _ = &mut deadline => break,
-                    }
-                }
-            }
-            // A silent drop would otherwise go unnoticed until a notification that never comes.
-            tokio::time::timeout(Duration::from_secs(3), conn.batch_execute("SELECT 1"))
-                .await
-                .map_err(|_| anyhow::anyhow!("the listening connection stopped answering"))??;
-        }
     }
 
     /// Drops everything.

@@ -108,6 +108,8 @@ struct TopicState {
 struct Inner {
     pool: DbPool,
     database_url: String,
+    /// The read caches, told of every notification on the same listening connection.
+    caches: crate::cache::Caches,
     topics: Mutex<HashMap<Topic, TopicState>>,
     connected: AtomicBool,
     reconnects: AtomicU64,
@@ -122,12 +124,15 @@ pub struct PubSub {
 }
 
 impl PubSub {
-    /// A hub; call [`PubSub::start`] to begin listening.
-    pub fn new(pool: DbPool, database_url: String) -> Self {
+    /// A hub; call [`PubSub::start`] to begin listening. Each notification also drops the
+    /// entries of `caches` it names, and each (re)connection empties them, since changes may have
+    /// been missed while disconnected.
+    pub fn new(pool: DbPool, database_url: String, caches: crate::cache::Caches) -> Self {
         PubSub {
             inner: Arc::new(Inner {
                 pool,
                 database_url,
+                caches,
                 topics: Mutex::new(HashMap::new()),
                 connected: AtomicBool::new(false),
                 reconnects: AtomicU64::new(0),
@@ -271,7 +276,9 @@ impl PubSub {
         if n > 0 {
             tracing::info!("change listener reconnected; re-sending current state to subscribers");
         }
-        // Whatever happened while disconnected, subscribers get the current state again.
+        // Whatever happened while disconnected, subscribers get the current state again, and
+        // cached reads are dropped.
+        self.inner.caches.invalidate_all();
         self.resync_all();
         loop {
             {
@@ -285,6 +292,7 @@ impl PubSub {
                             Some(Ok(n)) => {
                                 self.inner.notifications.fetch_add(1, Ordering::Relaxed);
                                 if let Some(topic) = Topic::parse(&n.payload) {
+                                    self.inner.caches.changed(topic);
                                     self.changed(topic);
                                 }
                             }

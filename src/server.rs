@@ -43,8 +43,8 @@ pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
     let keys = Arc::new(keys);
     // Read caches, invalidated by writes in this process and by the database's change
     // notifications from every process.
+    // The pubsub hub's listener applies every process's change notifications to them.
     let caches = crate::cache::Caches::from_env();
-    caches.follow_changes(config.database.database_url.clone());
     let sync = SyncService::new(
         pool.clone(),
         keys.clone(),
@@ -60,7 +60,11 @@ pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
         }
     };
     let k8s = crate::k8s::ClusterManager::new(pool.clone(), config.serve.k8s.clone())?;
-    let pubsub = crate::pubsub::PubSub::new(pool.clone(), config.database.database_url.clone());
+    let pubsub = crate::pubsub::PubSub::new(
+        pool.clone(),
+        config.database.database_url.clone(),
+        caches.clone(),
+    );
     pubsub.start();
     let monitor = crate::monitoring::Monitor::new(
         pool.clone(),
