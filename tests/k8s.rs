@@ -977,6 +977,9 @@ async fn in_flight_operations_survive_a_gateway_restart_and_are_driven_once() {
     cfg.serve.k8s.kubeconfig = Some(e.kubeconfig.clone());
     cfg.database.pool_size = 3;
     cfg.database.wait_ms = 10_000;
+    // A lease that a loaded machine cannot let lapse by accident (a renewal waits for one of
+    // three pooled connections), so that a second take-over would mean a bug.
+    cfg.serve.k8s.lease_seconds = 10;
     // Two new gateway processes on the same database.
     let second =
         hivegraph::server::build_state(cfg.clone(), hivegraph::secrets::Keyring::ephemeral())

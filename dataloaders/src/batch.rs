@@ -150,6 +150,19 @@ impl<F: Future> Future for Holding<F> {
     }
 }
 
+impl<F> Drop for Holding<F> {
+    /// A request dropped before it finished (a timeout, a closed connection) no longer holds
+    /// its loaders back.
+    fn drop(&mut self) {
+        {
+            let mut st = lock(&self.gate.state);
+            st.polling = false;
+            st.woken = false;
+        }
+        self.gate.wake_waiters_if_idle();
+    }
+}
+
 /// A loader task that is polled only while the request is idle. See [`PollGate::waiting`].
 pub struct Waiting<F> {
     gate: Arc<GateInner>,
@@ -171,18 +184,18 @@ impl<F: Future> Future for Waiting<F> {
             if exclusive.is_some() && st.idle() {
                 drop(st);
                 let out = self.fut.as_mut().poll(cx);
-                drop(exclusive);
-                let holder = lock(&gate.state).holder.take();
-                if let Some(h) = holder {
-                    h.wake();
-                }
-                gate.wake_waiters_if_idle();
+                gate.release(exclusive);
                 return out;
             }
             // Registered under the state lock, so the next idle moment wakes us: the request's,
             // or the end of another loader's poll.
             st.waiters.push(cx.waker().clone());
-            if !st.idle() {
+            let idle = st.idle();
+            drop(st);
+            // The request may have found us holding `exclusive` while we looked: it waits for
+            // this release to be woken.
+            gate.release(exclusive);
+            if !idle {
                 return Poll::Pending;
             }
             // Idle, but another loader task is polling; it may have finished before we
@@ -193,6 +206,20 @@ impl<F: Future> Future for Waiting<F> {
 }
 
 impl GateInner {
+    /// Gives `exclusive` back (if held), then wakes the request if it found the gate taken, and
+    /// the waiting loader tasks if the request is idle.
+    fn release(&self, exclusive: Option<MutexGuard<'_, ()>>) {
+        let Some(guard) = exclusive else {
+            return;
+        };
+        drop(guard);
+        let holder = lock(&self.state).holder.take();
+        if let Some(h) = holder {
+            h.wake();
+        }
+        self.wake_waiters_if_idle();
+    }
+
     /// Wakes the waiting loader tasks if the request is idle. Call after releasing `exclusive`.
     fn wake_waiters_if_idle(&self) {
         let waiters = {
@@ -240,19 +267,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn loaders_wait_while_the_request_yields_and_run_once_it_waits() {
+    type Loader = Waiting<Probe>;
+
+    /// A request that yielded (woke itself), so it is busy, and a loader that had to wait.
+    fn busy_request() -> (Holding<Yielding>, Loader, Arc<AtomicUsize>) {
         let gate = PollGate::new();
         let polls = Arc::new(AtomicUsize::new(0));
         let mut loader = gate.waiting(Probe(polls.clone()));
         let mut request = gate.holding(Yielding(0));
         let mut cx = Context::from_waker(Waker::noop());
-
-        // The request yields (woke itself): it is busy, the loader must wait.
         assert!(Pin::new(&mut request).poll(&mut cx).is_pending());
         assert!(Pin::new(&mut loader).poll(&mut cx).is_pending());
         assert_eq!(polls.load(Ordering::SeqCst), 0);
+        (request, loader, polls)
+    }
 
+    #[test]
+    fn loaders_wait_while_the_request_yields_and_run_once_it_waits() {
+        let (mut request, mut loader, polls) = busy_request();
+        let mut cx = Context::from_waker(Waker::noop());
         // Its next poll ends without a wake-up: idle, the loader runs.
         assert!(Pin::new(&mut request).poll(&mut cx).is_pending());
         assert!(Pin::new(&mut loader).poll(&mut cx).is_ready());
@@ -289,6 +322,44 @@ mod tests {
         }
         assert!(!lock(&gate.inner.state).waiters.is_empty());
         assert!(Pin::new(&mut loader).poll(&mut cx).is_ready());
+    }
+
+    /// Counts its wake-ups.
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_loader_that_only_looked_at_the_gate_wakes_the_request_it_kept_out() {
+        // The request was woken and tried to poll while a loader task held `exclusive` just to
+        // look at the state; it asked to be woken and returned. The loader finds the request
+        // busy and leaves: it must wake the request, or nothing ever will.
+        let gate = PollGate::new();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let mut loader = gate.waiting(Probe(polls.clone()));
+        let request = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        {
+            let mut st = lock(&gate.inner.state);
+            st.woken = true;
+            st.holder = Some(Waker::from(request.clone()));
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(Pin::new(&mut loader).poll(&mut cx).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 0);
+        assert_eq!(request.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_dropped_request_lets_its_loaders_run() {
+        let (request, mut loader, polls) = busy_request();
+        let mut cx = Context::from_waker(Waker::noop());
+        drop(request);
+        assert!(Pin::new(&mut loader).poll(&mut cx).is_ready());
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -587,7 +587,8 @@ impl Driver {
                 tracing::debug!(op = %self.op.id, status = ?o.status, phase = ?o.phase,
                     verdict = ?o.verdict, generation = o.generation,
                     observed = o.observed_generation, min = self.min_generation, "driver observed");
-                self.mgr.record(self.inst.id, &o, scaling).await;
+                // The driver follows a Deployment that it (or the operation before it) applied.
+                self.mgr.record(self.inst.id, &o, scaling, true).await;
                 if o.reason != self.last_reason && !o.reason.is_empty() {
                     self.last_reason = o.reason.clone();
                     let _ = store::log_line(self.pool(), self.op.id, "info", &o.reason).await;

@@ -231,7 +231,15 @@ impl ClusterManager {
     /// Writes an observation into the instance row unless a fresher one was written already
     /// (observations of a missing Deployment are confirmed by their callers and always count).
     /// Returns whether the observation was current.
-    pub(crate) async fn record(&self, id: Uuid, o: &Observed, scaling: bool) -> bool {
+    /// `deployed_before`: the observer knew the instance deployed before it looked (see
+    /// `store::apply_observation`).
+    pub(crate) async fn record(
+        &self,
+        id: Uuid,
+        o: &Observed,
+        scaling: bool,
+        deployed_before: bool,
+    ) -> bool {
         {
             let mut seen = self.inner.applied_rv.lock().unwrap();
             let last = seen.entry(id).or_insert(0);
@@ -240,7 +248,9 @@ impl ClusterManager {
             }
             *last = if o.missing { 0 } else { o.rv.max(*last) };
         }
-        if let Err(e) = store::apply_observation(&self.inner.pool, id, o, scaling).await {
+        if let Err(e) =
+            store::apply_observation(&self.inner.pool, id, o, scaling, deployed_before).await
+        {
             tracing::warn!(error = ?e, %id, "instance update failed");
         }
         true

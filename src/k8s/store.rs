@@ -273,13 +273,16 @@ pub async fn set_configuration(pool: &DbPool, id: Uuid, configuration: &Value) -
 }
 
 /// Writes an observation into the instance row when it changes anything. A terminated instance
-/// stays terminated; an instance never seen deployed is not terminated by a missing Deployment.
+/// stays terminated. A missing Deployment terminates the instance only when the observer knew
+/// the instance deployed before it looked (`deployed_before`): the row's `deployed_at` read
+/// now may have been set by a driver that created the Deployment after the observer looked.
 /// `scaling` reports a progressing rollout as SCALING (a scale operation is open).
 pub async fn apply_observation(
     pool: &DbPool,
     id: Uuid,
     o: &Observed,
     scaling: bool,
+    deployed_before: bool,
 ) -> AppResult<bool> {
     let mut c = conn(pool).await?;
     let Some(row) = instances::table
@@ -294,7 +297,7 @@ pub async fn apply_observation(
     if row.status == InstanceStatus::Terminated {
         return Ok(false);
     }
-    if o.missing && row.deployed_at.is_none() {
+    if o.missing && (row.deployed_at.is_none() || !deployed_before) {
         return Ok(false);
     }
     let mut phase = o.phase;

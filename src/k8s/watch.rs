@@ -272,6 +272,9 @@ async fn refresh(
         .status_cache
         .insert(id, Arc::new(observed.clone()))
         .await;
-    mgr.record(id, &observed, scaling).await;
+    // `inst` was read before the stores and the API were: a Deployment marked applied by then
+    // existed before we looked.
+    mgr.record(id, &observed, scaling, inst.deployed_at.is_some())
+        .await;
     mgr.wake(id);
 }
