@@ -6,6 +6,7 @@
 //! | `instance_status`       | 30 s  | instances by id, `Server.instances`, `Cluster.instances`   |
 //! | `monitoring_metrics`    | 15 s  | `Instance.latestMetrics`, `Instance.metrics` pages, counts |
 //! | `deployment_logs`       | 2 min | `Deployment.logs` of finished operations                   |
+//! | `graphql_responses`     | the shortest of the above among what an answer reads | whole answers of read-only requests (see [`crate::response_cache`]) |
 //!
 //! Rules:
 //! - **Scoped.** Every key carries the caller's [`AuthScope`]; an answer cached for one scope is
@@ -27,7 +28,9 @@
 //!   it connects again.
 //! - **Fenced by the registry's last sync.** Server-list keys include the registry's
 //!   `last_sync_at` as the reader loaded it, so a sync committed by *another* gateway process
-//!   is seen at once too.
+//!   is seen by the next read that loads the registry row. Whole answers
+//!   ([`crate::response_cache`]) are served without reading anything, so they follow such a
+//!   sync when its notification arrives (milliseconds).
 //! - Open deployment operations' logs are not cached: they are still growing.
 //!
 //! Hit and miss counts, and the hit ratio, are exported on `/metrics` as
@@ -57,6 +60,7 @@ use uuid::Uuid;
 
 use crate::graphql::context::RequestCtx;
 use crate::pubsub::Topic;
+use crate::response_cache::{Kind, ResponseCache};
 
 /// How long a registry's server list is cached.
 pub const SERVER_LISTS_TTL: Duration = Duration::from_secs(5 * 60);
@@ -141,7 +145,7 @@ pub struct CacheMetrics {
 }
 
 /// Hit and miss counts of one named cache (shared by the underlying caches of that name).
-struct CacheStats {
+pub(crate) struct CacheStats {
     labels: CacheLabels,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -149,7 +153,7 @@ struct CacheStats {
 }
 
 impl CacheStats {
-    fn new(name: &str, metrics: &CacheMetrics) -> Arc<Self> {
+    pub(crate) fn new(name: &str, metrics: &CacheMetrics) -> Arc<Self> {
         Arc::new(CacheStats {
             labels: CacheLabels {
                 cache: name.to_string(),
@@ -160,7 +164,7 @@ impl CacheStats {
         })
     }
 
-    fn record(&self, hit: bool) {
+    pub(crate) fn record(&self, hit: bool) {
         let (hits, misses) = if hit {
             self.metrics.hits.get_or_create(&self.labels).inc();
             (
@@ -287,6 +291,8 @@ struct Inner {
     metrics_counts: TtlCache<Uuid, i64>,
     /// Deployment logs: a finished operation's lines.
     log_pages: TtlCache<LogsOfDeployment, Rows<DeploymentLogRow>>,
+    /// Whole answers of read-only requests (see [`crate::response_cache`]).
+    responses: ResponseCache,
 }
 
 /// The gateway's caches. Cheap to clone; clones share the caches.
@@ -315,11 +321,7 @@ impl Caches {
 
     /// Caches that never hold anything: every read goes to the database.
     pub fn disabled() -> Self {
-        let mut c = Self::new();
-        if let Some(inner) = Arc::get_mut(&mut c.inner) {
-            inner.enabled = false;
-        }
-        c
+        Self::build(false)
     }
 
     /// Whether the caches are in use.
@@ -329,6 +331,10 @@ impl Caches {
 
     /// Empty caches with the data model's TTLs.
     pub fn new() -> Self {
+        Self::build(true)
+    }
+
+    fn build(enabled: bool) -> Self {
         let metrics = CacheMetrics::default();
         let lists = CacheStats::new("registry_server_lists", &metrics);
         let status = CacheStats::new("instance_status", &metrics);
@@ -336,7 +342,8 @@ impl Caches {
         let logs = CacheStats::new("deployment_logs", &metrics);
         Caches {
             inner: Arc::new(Inner {
-                enabled: true,
+                enabled,
+                responses: ResponseCache::new(enabled, &metrics),
                 last_change: std::sync::Mutex::new(None),
                 server_pages: TtlCache::new(SERVER_LISTS_TTL, &lists),
                 server_counts: TtlCache::new(SERVER_LISTS_TTL, &lists),
@@ -351,6 +358,11 @@ impl Caches {
                 metrics,
             }),
         }
+    }
+
+    /// The cache of whole answers.
+    pub fn responses(&self) -> &ResponseCache {
+        &self.inner.responses
     }
 
     /// The metric families of the caches.
@@ -371,11 +383,13 @@ impl Caches {
             + i.metrics_pages.entry_count()
             + i.metrics_counts.entry_count()
             + i.log_pages.entry_count()
+            + i.responses.entry_count()
     }
 
     /// A registry's servers changed (sync committed) or the registry was updated or deleted:
     /// drops its cached server lists and counts, in every scope.
     pub fn invalidate_registry(&self, registry_id: Uuid) {
+        self.inner.responses.changed(Kind::Registry);
         self.inner
             .server_pages
             .invalidate_if(move |k, _| k.0 == registry_id);
@@ -388,6 +402,7 @@ impl Caches {
     /// its server and cluster, and any list that holds it, in every scope.
     pub fn invalidate_instance(&self, instance_id: Uuid, server_id: Uuid, cluster_id: Uuid) {
         let i = &self.inner;
+        i.responses.changed(Kind::Instance);
         i.instances.invalidate_if(move |k, _| *k == instance_id);
         i.instances_of_server.invalidate_if(move |k, v| {
             k.server_id == server_id || v.iter().any(|r| r.id == instance_id)
@@ -404,6 +419,7 @@ impl Caches {
     /// New monitoring samples of an instance were stored.
     pub fn invalidate_metrics(&self, instance_id: Uuid) {
         let i = &self.inner;
+        i.responses.changed(Kind::Metrics);
         i.latest_metrics
             .invalidate_if(move |k, _| *k == instance_id);
         i.metrics_pages
@@ -415,6 +431,7 @@ impl Caches {
     /// Log lines of a deployment operation were written.
     pub fn invalidate_deployment_logs(&self, deployment_id: Uuid) {
         let i = &self.inner;
+        i.responses.changed(Kind::Deployment);
         i.log_pages
             .invalidate_if(move |k, _| k.deployment_id == deployment_id);
     }
@@ -427,6 +444,7 @@ impl Caches {
                 // The notification names the instance only; a new instance belongs in lists not
                 // cached with it, so every instance list and count goes (they live 30 s anyway).
                 let i = &self.inner;
+                i.responses.changed(Kind::Instance);
                 i.instances.invalidate_if(move |k, _| *k == id);
                 i.instances_of_server.invalidate_all();
                 i.instances_of_cluster.invalidate_all();
@@ -448,6 +466,7 @@ impl Caches {
     /// Drops everything.
     pub fn invalidate_all(&self) {
         let i = &self.inner;
+        i.responses.changed_all();
         i.server_pages.invalidate_all();
         i.server_counts.invalidate_all();
         i.instances.invalidate_all();

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod monitoring;
 pub mod pubsub;
 pub mod registries;
+pub mod response_cache;
 pub mod retention;
 pub mod secrets;
 pub mod server;

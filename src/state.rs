@@ -37,15 +37,21 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Open websockets and the planned-shutdown switch (close code 1012).
     pub sockets: crate::http::ws::Sockets,
+    /// The per-user rate limiter (the schema's extension and the response cache charge it).
+    pub limiter: Arc<crate::graphql::abuse::RateLimiter>,
 }
 
 impl AppState {
     /// Builds the state: the schema gets its limits from the configuration.
     pub fn new(services: Services) -> Self {
+        let limiter = Arc::new(crate::graphql::abuse::RateLimiter::from_limits(
+            &services.config.serve.limits,
+        ));
         let schema = crate::graphql::build_schema(
             Some(services.clone()),
             &services.config.serve.limits,
             services.config.serve.mode,
+            Some(limiter.clone()),
         );
         let metrics = Metrics::new();
         metrics.register_caches(&services.caches);
@@ -56,6 +62,7 @@ impl AppState {
             metrics: Arc::new(metrics),
             // Half the pool may serve subscription starts; the rest stays for queries.
             sockets: crate::http::ws::Sockets::new(starts),
+            limiter,
         }
     }
 }

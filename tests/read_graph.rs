@@ -523,12 +523,15 @@ async fn writes_invalidate_cached_server_lists_at_once() {
         "the other registry is still cached"
     );
 
-    // A sync committed by another gateway process moves last_sync_at: the cache is bypassed.
+    // A sync committed by another gateway process moves last_sync_at: once its notification
+    // arrives (milliseconds), whole cached answers are dropped, and the server-list cache is
+    // bypassed because its keys carry last_sync_at.
     conn.batch_execute(&format!(
         "UPDATE registries SET last_sync_at = now() + interval '1 second' WHERE name = '{reg2}'"
     ))
     .await
     .unwrap();
+    settle(&app).await;
     assert_eq!(server_names(&app, &r2).await.1, 4);
 
     // The invalidation API the sync calls after committing.
@@ -657,5 +660,94 @@ async fn changes_written_by_any_process_reach_the_caches() {
     assert_eq!(
         app.graphql(by_id, json!({ "id": id })).await["data"]["instance"]["status"],
         "FAILED"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_reads_are_answered_whole_until_their_data_changes() {
+    let app = TestApp::spawn().await;
+    seed(&app, 2, 2, 1, 2).await;
+    let q = r#"query Page { registries(first: 5) { nodes { id name servers(first: 5) { nodes { name
+        instances(first: 2) { nodes { id status latestMetrics { cpuUsage } } } } } } } }"#;
+    let ask = |q: &'static str| {
+        let app = &app;
+        async move {
+            let r = app.graphql_with_headers(q, json!({}), &[]).await;
+            let cache = r
+                .headers
+                .get("x-hivegraph-cache")
+                .map(|v| v.to_str().unwrap().to_string());
+            (r.json(), cache)
+        }
+    };
+    let (first, c1) = ask(q).await;
+    assert_ok(&first);
+    assert_eq!(c1.as_deref(), Some("miss"));
+    let (second, c2) = ask(q).await;
+    assert_eq!(c2.as_deref(), Some("hit"));
+    assert_eq!(second, first);
+    let inst =
+        &first["data"]["registries"]["nodes"][0]["servers"]["nodes"][0]["instances"]["nodes"][0];
+    assert_eq!(inst["status"], "RUNNING");
+
+    // A write by another process reaches the cache through the database's notification.
+    let mut conn = app.db.conn().await;
+    conn.batch_execute(&format!(
+        "UPDATE instances SET status = 'failed' WHERE id = '{}'",
+        hivegraph::ids::decode_any(inst["id"].as_str().unwrap())
+            .unwrap()
+            .1
+    ))
+    .await
+    .unwrap();
+    settle(&app).await;
+    let (third, c3) = ask(q).await;
+    assert_eq!(c3.as_deref(), Some("miss"));
+    let inst3 =
+        &third["data"]["registries"]["nodes"][0]["servers"]["nodes"][0]["instances"]["nodes"][0];
+    assert_eq!(inst3["status"], "FAILED");
+    assert_eq!(ask(q).await.1.as_deref(), Some("hit"));
+
+    // A mutation of this process is visible to the very next read, notification or not.
+    let q2 = "query { registries(first: 5) { nodes { id description } } }";
+    ask(q2).await;
+    assert_eq!(ask(q2).await.1.as_deref(), Some("hit"));
+    let reg = first["data"]["registries"]["nodes"][0]["id"].clone();
+    let renamed = app
+        .graphql(
+            "mutation($id: ID!) { updateRegistry(id: $id, input: { description: \"renamed\" }) { id } }",
+            json!({ "id": reg }),
+        )
+        .await;
+    assert_ok(&renamed);
+    let (before, c) = ask(q2).await;
+    assert_eq!(c.as_deref(), Some("miss"));
+    // (An answer executed while the write's own notification arrived is not stored.)
+    settle(&app).await;
+    ask(q2).await;
+    let (again, c) = ask(q2).await;
+    assert_eq!(c.as_deref(), Some("hit"));
+    assert_eq!(again, before);
+    assert_eq!(
+        before["data"]["registries"]["nodes"][0]["description"],
+        "renamed"
+    );
+
+    // What no notification covers is never cached; nor are debug answers, or errors.
+    let (_, c) = ask("query { clusters { totalCount } }").await;
+    assert_eq!(c, None);
+    let dbg = app
+        .graphql_with_headers(q, json!({}), &[("x-hivegraph-debug", "sql")])
+        .await;
+    assert!(dbg.headers.get("x-hivegraph-cache").is_none());
+    assert!(dbg.json()["extensions"]["sqlStatements"].as_u64().unwrap() > 0);
+    let bad = "query { registries(first: -1) { nodes { id } } }";
+    let (e1, _) = ask(bad).await;
+    assert!(error_code(&e1).is_some(), "{e1}");
+    let (_, c) = ask(bad).await;
+    assert_eq!(
+        c.as_deref(),
+        Some("miss"),
+        "an error answer is executed every time"
     );
 }

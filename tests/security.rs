@@ -246,3 +246,60 @@ async fn keys_rotate_reencrypts_every_secret_under_the_current_key() {
     let old_only = hivegraph::secrets::Keyring::new(&key(1), &[]).unwrap();
     assert!(hivegraph::registries::store::open_auth(&old_only, &stored).is_err());
 }
+
+#[tokio::test]
+async fn answers_from_the_response_cache_are_charged_like_executions() {
+    let app = TestApp::spawn_with(|c| {
+        c.serve.limits.rate_limit_per_hour = 1000;
+        c.serve.limits.rate_limit_per_minute = 100;
+    })
+    .await;
+    let q = "{ registries(first: 20) { edges { node { servers(first: 20) { totalCount } } } } }";
+    // Until the change listener has connected (it empties every cache when it does), an answer
+    // may be executed again: ask until one comes from the cache.
+    let mut last: Option<serde_json::Value> = None;
+    let mut hit = None;
+    for _ in 0..50 {
+        let r = app.graphql_with_headers(q, json!({}), &[]).await;
+        let from_cache = r.headers["x-hivegraph-cache"] == "hit";
+        let body = r.json();
+        assert_ok(&body);
+        if from_cache {
+            hit = Some(body);
+            break;
+        }
+        last = Some(body);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (executed, hit) = (last.expect("executed first"), hit.expect("then cached"));
+    assert_eq!(hit["data"], executed["data"]);
+    let (was, now) = (
+        &executed["extensions"]["rateLimit"],
+        &hit["extensions"]["rateLimit"],
+    );
+    let cost = was["cost"].as_u64().unwrap();
+    assert!(cost > 1, "{executed}");
+    assert_eq!(now["cost"].as_u64(), Some(cost));
+    assert_eq!(
+        now["remaining"].as_u64(),
+        Some(was["remaining"].as_u64().unwrap() - cost),
+        "{hit}"
+    );
+    assert!(now["resetAt"].as_str().is_some());
+    // Once the minute's budget is spent, a cached answer is refused like any other.
+    let mut refused = None;
+    for _ in 0..100 {
+        let r = app.graphql(q, json!({})).await;
+        if r["errors"].is_array() {
+            refused = Some(r);
+            break;
+        }
+    }
+    let refused = refused.expect("the budget runs out");
+    assert_eq!(
+        error_code(&refused).as_deref(),
+        Some("RATE_LIMITED"),
+        "{refused}"
+    );
+    assert!(refused["data"].is_null(), "{refused}");
+}

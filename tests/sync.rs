@@ -859,16 +859,22 @@ async fn the_server_list_cache_is_dropped_when_a_sync_commits() {
         (servers["totalCount"].as_i64().unwrap(), list)
     };
     assert_eq!(names().await, (2, vec!["alpha".into(), "beta".into()]));
+    // The server-list cache, or the whole-answer cache in front of it.
     let hits = || {
-        app.state
-            .services
-            .caches
-            .metrics()
-            .hits
-            .get_or_create(&hivegraph::cache::CacheLabels {
-                cache: "registry_server_lists".into(),
+        ["registry_server_lists", "graphql_responses"]
+            .iter()
+            .map(|c| {
+                app.state
+                    .services
+                    .caches
+                    .metrics()
+                    .hits
+                    .get_or_create(&hivegraph::cache::CacheLabels {
+                        cache: c.to_string(),
+                    })
+                    .get()
             })
-            .get()
+            .sum::<u64>()
     };
     let hits_before = hits();
     assert_eq!(names().await.0, 2);

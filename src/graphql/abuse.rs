@@ -108,6 +108,11 @@ impl RateLimiter {
         }
     }
 
+    /// A limiter with the configured budgets.
+    pub fn from_limits(limits: &crate::config::Limits) -> Self {
+        Self::new(limits.rate_limit_per_hour, limits.rate_limit_per_minute)
+    }
+
     /// Whether any window is on.
     pub fn enabled(&self) -> bool {
         self.per_hour > 0 || self.per_minute > 0
@@ -264,26 +269,11 @@ impl Extension for RateLimitExt {
             Some(Some(doc)) => cost(doc, name.as_deref(), result.complexity),
             _ => ((result.complexity as u64 + 50) / 100).max(1),
         };
-        match self.limiter.charge(&key, points, Instant::now()) {
-            Ok(c) => {
-                if let Ok(mut slot) = self.charged.lock() {
-                    *slot = Some(c);
-                }
-                Ok(result)
-            }
-            Err(over) => Err(vec![error(
-                "RATE_LIMITED",
-                format!(
-                    "rate limit of {} points exceeded; retry in {} s",
-                    over.limit, over.retry_after_secs
-                ),
-                &[
-                    ("retryAfterSeconds", over.retry_after_secs),
-                    ("limit", over.limit),
-                    ("cost", points),
-                ],
-            )]),
+        let c = charge(&self.limiter, &key, points).map_err(|e| vec![e])?;
+        if let Ok(mut slot) = self.charged.lock() {
+            *slot = Some(c);
         }
+        Ok(result)
     }
 
     async fn execute(
@@ -295,22 +285,49 @@ impl Extension for RateLimitExt {
         let mut resp = next.run(ctx, operation_name).await;
         let charged = self.charged.lock().ok().and_then(|c| *c);
         if let Some(c) = charged {
-            let reset_at = chrono::Utc::now() + chrono::Duration::seconds(c.reset_in_secs as i64);
-            let mut m = async_graphql::indexmap::IndexMap::new();
-            m.insert(async_graphql::Name::new("limit"), c.limit.into());
-            m.insert(async_graphql::Name::new("cost"), c.cost.into());
-            m.insert(async_graphql::Name::new("remaining"), c.remaining.into());
-            m.insert(
-                async_graphql::Name::new("resetAt"),
-                reset_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    .into(),
-            );
             resp.extensions
-                .insert("rateLimit".into(), async_graphql::Value::Object(m));
+                .insert(RATE_LIMIT_EXTENSION.into(), rate_limit_value(&c));
         }
         resp
     }
+}
+
+/// The key of the rate-limit report in a response's `extensions`.
+pub const RATE_LIMIT_EXTENSION: &str = "rateLimit";
+
+/// Charges `points` to the principal `key`, or the `RATE_LIMITED` error that refuses the
+/// operation. Shared by the extension and by answers served from the response cache.
+pub fn charge(limiter: &RateLimiter, key: &str, points: u64) -> Result<Charged, ServerError> {
+    limiter.charge(key, points, Instant::now()).map_err(|over| {
+        error(
+            "RATE_LIMITED",
+            format!(
+                "rate limit of {} points exceeded; retry in {} s",
+                over.limit, over.retry_after_secs
+            ),
+            &[
+                ("retryAfterSeconds", over.retry_after_secs),
+                ("limit", over.limit),
+                ("cost", points),
+            ],
+        )
+    })
+}
+
+/// `extensions.rateLimit` of an answer: `limit`, `cost`, `remaining` and `resetAt`.
+pub fn rate_limit_value(c: &Charged) -> async_graphql::Value {
+    let reset_at = chrono::Utc::now() + chrono::Duration::seconds(c.reset_in_secs as i64);
+    let mut m = async_graphql::indexmap::IndexMap::new();
+    m.insert(async_graphql::Name::new("limit"), c.limit.into());
+    m.insert(async_graphql::Name::new("cost"), c.cost.into());
+    m.insert(async_graphql::Name::new("remaining"), c.remaining.into());
+    m.insert(
+        async_graphql::Name::new("resetAt"),
+        reset_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            .into(),
+    );
+    async_graphql::Value::Object(m)
 }
 
 /// The allow-list of persisted operations: sha256 hex digest → document.

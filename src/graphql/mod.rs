@@ -22,7 +22,15 @@ pub use subscription::SubscriptionRoot;
 pub type HivegraphSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema with its limits and policies. `services` is `None` only for printing SDL.
-pub fn build_schema(services: Option<Services>, limits: &Limits, mode: Mode) -> HivegraphSchema {
+///
+/// `limiter` is the per-user rate limiter (shared with the response cache, which charges the
+/// answers it serves); `None` builds one from `limits`.
+pub fn build_schema(
+    services: Option<Services>,
+    limits: &Limits,
+    mode: Mode,
+    limiter: Option<std::sync::Arc<abuse::RateLimiter>>,
+) -> HivegraphSchema {
     let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
@@ -36,9 +44,10 @@ pub fn build_schema(services: Option<Services>, limits: &Limits, mode: Mode) -> 
     if mode == Mode::Production {
         builder = builder.disable_introspection().disable_suggestions();
     }
-    let limiter = abuse::RateLimiter::new(limits.rate_limit_per_hour, limits.rate_limit_per_minute);
+    let limiter =
+        limiter.unwrap_or_else(|| std::sync::Arc::new(abuse::RateLimiter::from_limits(limits)));
     if limiter.enabled() {
-        builder = builder.extension(abuse::RateLimit(std::sync::Arc::new(limiter)));
+        builder = builder.extension(abuse::RateLimit(limiter));
     }
     if let Some(path) = &limits.persisted_operations {
         // Validated at start-up (`Config::validate`); if the file went bad since, nothing runs.
@@ -56,5 +65,5 @@ pub fn build_schema(services: Option<Services>, limits: &Limits, mode: Mode) -> 
 
 /// The SDL, exactly as `schema.graphql` holds it.
 pub fn sdl() -> String {
-    build_schema(None, &Limits::default(), Mode::Dev).sdl()
+    build_schema(None, &Limits::default(), Mode::Dev, None).sdl()
 }

@@ -10,9 +10,15 @@ use axum::extract::{FromRequest, FromRequestParts, Request, State, WebSocketUpgr
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use axum::body::Bytes;
+
 use super::csrf::{refuse, refuse_with_code};
+use crate::authz::NamespaceAccess;
+use crate::cache::AuthScope;
+use crate::graphql::abuse::{RATE_LIMIT_EXTENSION, charge, rate_limit_value};
 use crate::graphql::context::RequestCtx;
 use crate::metrics::OperationLabels;
+use crate::response_cache::{Entry, Plan, ResponseCache};
 use crate::state::AppState;
 
 /// The header that asks for SQL statement counts (`sqlStatements`) and the shortened statements
@@ -106,20 +112,40 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
     };
     // The caller's namespace grants, loaded once per request (none for admins and anonymous
     // callers); the request's reader filters every instance statement by them.
-    let rc =
-        match RequestCtx::authorized(state.services.pool.clone(), request_id.clone(), principal)
-            .await
-        {
-            Ok(rc) => rc,
-            Err(e) => {
-                state.metrics.reject("unavailable");
-                return refuse_with_code(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &e.public_message(),
-                    e.code(),
-                );
+    let access = match NamespaceAccess::load(&state.services.pool, &principal).await {
+        Ok(a) => a,
+        Err(e) => {
+            state.metrics.reject("unavailable");
+            return refuse_with_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &e.public_message(),
+                e.code(),
+            );
+        }
+    };
+    // A read-only request asked before, by a caller with the same rights, whose data has not
+    // changed since: answered from the response cache.
+    let responses = state.services.caches.responses();
+    let mut ticket = None;
+    if responses.enabled()
+        && !debug_sql
+        && let BatchRequest::Single(req) = &batch
+    {
+        let plan = responses.plan(&req.query, req.operation_name.as_deref());
+        if let Some(deps) = plan.deps {
+            let key = ResponseCache::key(&AuthScope::of(&principal, &access), req);
+            if let Some(entry) = responses.get(&key) {
+                return cached_answer(state, &principal.subject, &plan, &entry, &request_id);
             }
-        };
+            ticket = Some(responses.ticket(key, deps));
+        }
+    }
+    let rc = RequestCtx::with_access(
+        state.services.pool.clone(),
+        request_id.clone(),
+        principal,
+        access,
+    );
     let stats = rc.stats();
     if debug_sql {
         stats.record_statements();
@@ -169,6 +195,17 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
             );
         }
     };
+    if labels.iter().any(|(_, kind)| *kind == "mutation") {
+        // Read-your-writes within this process, before the change notifications arrive.
+        responses.changed_all();
+    }
+    let mut cache_state = None;
+    if let (Some(ticket), BatchResponse::Single(r)) = (ticket, &resp) {
+        cache_state = Some("miss");
+        if let Some((body, cost)) = cacheable(r) {
+            responses.put(ticket, body, cost);
+        }
+    }
     let outcomes: Vec<bool> = match &resp {
         BatchResponse::Single(r) => vec![r.errors.is_empty()],
         BatchResponse::Batch(rs) => rs.iter().map(|r| r.errors.is_empty()).collect(),
@@ -209,6 +246,91 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
     let mut out = GraphQLResponse::from(resp).into_response();
     if let Ok(v) = request_id.parse() {
         out.headers_mut().insert("x-request-id", v);
+    }
+    if let Some(c) = cache_state {
+        out.headers_mut()
+            .insert(CACHE_HEADER, axum::http::HeaderValue::from_static(c));
+    }
+    out
+}
+
+/// The response header that tells whether an answer came from the response cache (`hit`) or was
+/// executed and may be cached (`miss`); absent for answers that are never cached.
+pub const CACHE_HEADER: &str = "x-hivegraph-cache";
+
+/// The `{"data":…}` body of an answer that may be cached, and the rate-limit points it cost:
+/// no errors, no extensions but the rate-limit report, no headers or cache hints of its own.
+fn cacheable(r: &async_graphql::Response) -> Option<(Bytes, Option<u64>)> {
+    if !r.errors.is_empty()
+        || !r.http_headers.is_empty()
+        || r.cache_control.value().is_some()
+        || r.extensions.keys().any(|k| k != RATE_LIMIT_EXTENSION)
+        || matches!(r.data, async_graphql::Value::Null)
+    {
+        return None;
+    }
+    let cost = match r.extensions.get(RATE_LIMIT_EXTENSION) {
+        Some(async_graphql::Value::Object(m)) => match m.get("cost") {
+            Some(async_graphql::Value::Number(n)) => Some(n.as_u64()?),
+            _ => return None,
+        },
+        Some(_) => return None,
+        None => None,
+    };
+    let mut body = Vec::with_capacity(4096);
+    body.extend_from_slice(b"{\"data\":");
+    serde_json::to_writer(&mut body, &r.data).ok()?;
+    body.push(b'}');
+    Some((Bytes::from(body), cost))
+}
+
+/// An answer from the response cache: charged to the caller's rate limit like an execution, with
+/// a fresh `extensions.rateLimit`.
+fn cached_answer(
+    state: &AppState,
+    subject: &str,
+    plan: &Plan,
+    entry: &Entry,
+    request_id: &str,
+) -> Response {
+    let started = Instant::now();
+    let mut body = entry.body.clone();
+    let mut outcome = "ok";
+    if let Some(cost) = entry.cost.filter(|_| state.limiter.enabled()) {
+        match charge(&state.limiter, subject, cost) {
+            Ok(c) => {
+                let report = serde_json::to_string(&rate_limit_value(&c)).unwrap_or_default();
+                let mut b = Vec::with_capacity(body.len() + report.len() + 32);
+                b.extend_from_slice(&body[..body.len() - 1]);
+                b.extend_from_slice(b",\"extensions\":{\"rateLimit\":");
+                b.extend_from_slice(report.as_bytes());
+                b.extend_from_slice(b"}}");
+                body = Bytes::from(b);
+            }
+            Err(e) => {
+                outcome = "error";
+                let refused = async_graphql::Response::from_errors(vec![e]);
+                body = Bytes::from(serde_json::to_vec(&refused).unwrap_or_default());
+            }
+        }
+    }
+    state.metrics.observe(
+        OperationLabels {
+            operation: plan.operation.clone(),
+            kind: "query".into(),
+            outcome: outcome.into(),
+        },
+        started.elapsed().as_secs_f64(),
+    );
+    let mut out = Response::new(axum::body::Body::from(body));
+    let h = out.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/graphql-response+json"),
+    );
+    h.insert(CACHE_HEADER, axum::http::HeaderValue::from_static("hit"));
+    if let Ok(v) = request_id.parse() {
+        h.insert("x-request-id", v);
     }
     out
 }
