@@ -356,6 +356,8 @@ pub struct Entry {
     pub body: Bytes,
     /// The rate-limit points its execution cost (`None` with the rate limit off).
     pub cost: Option<u64>,
+    /// The operation's name, or `anonymous` (the metrics' label).
+    pub operation: String,
     deps: Deps,
     generations: [u64; 4],
     expires: Instant,
@@ -365,6 +367,7 @@ pub struct Entry {
 /// changed meanwhile.
 pub struct Ticket {
     key: Arc<str>,
+    operation: String,
     deps: Deps,
     generations: [u64; 4],
 }
@@ -478,21 +481,26 @@ impl ResponseCache {
             .all(|k| !deps.has(*k) || now[*k as usize] == generations[*k as usize])
     }
 
-    /// The cached answer under `key`, if it is still current.
+    /// The cached answer under `key`, if it is still current (counted as a hit).
     pub fn get(&self, key: &Arc<str>) -> Option<Arc<Entry>> {
         let hit = self
             .inner
             .entries
             .get(key)
             .filter(|e| e.expires > Instant::now() && self.fresh(e.deps, &e.generations));
-        self.inner.stats.record(hit.is_some());
+        if hit.is_some() {
+            self.inner.stats.record(true);
+        }
         hit
     }
 
-    /// Starts an execution whose answer may be stored under `key`.
-    pub fn ticket(&self, key: Arc<str>, deps: Deps) -> Ticket {
+    /// Starts an execution whose answer may be stored under `key` (counted as a miss; requests
+    /// that are never cached are not counted at all).
+    pub fn ticket(&self, key: Arc<str>, deps: Deps, operation: &str) -> Ticket {
+        self.inner.stats.record(false);
         Ticket {
             key,
+            operation: operation.to_string(),
             deps,
             generations: self.current(),
         }
@@ -509,6 +517,7 @@ impl ResponseCache {
         let entry = Entry {
             body,
             cost,
+            operation: ticket.operation,
             deps: ticket.deps,
             generations: ticket.generations,
             expires: Instant::now() + ticket.deps.ttl(),
@@ -590,12 +599,12 @@ mod tests {
         let mut deps = Deps::default();
         deps.add(Kind::Instance);
         let key: Arc<str> = Arc::from("k");
-        let t = c.ticket(key.clone(), deps);
+        let t = c.ticket(key.clone(), deps, "q");
         c.changed(Kind::Instance);
         c.put(t, Bytes::from_static(b"{\"data\":1}"), None);
         assert!(c.get(&key).is_none());
 
-        let t = c.ticket(key.clone(), deps);
+        let t = c.ticket(key.clone(), deps, "q");
         c.put(t, Bytes::from_static(b"{\"data\":2}"), Some(3));
         let e = c.get(&key).expect("stored");
         assert_eq!(&e.body[..], b"{\"data\":2}");
@@ -611,7 +620,7 @@ mod tests {
     fn a_disabled_cache_holds_nothing() {
         let c = ResponseCache::new(false, &CacheMetrics::default());
         let key: Arc<str> = Arc::from("k");
-        let t = c.ticket(key.clone(), Deps(1));
+        let t = c.ticket(key.clone(), Deps(1), "q");
         c.put(t, Bytes::from_static(b"{}"), None);
         assert!(c.get(&key).is_none());
     }

@@ -187,6 +187,12 @@ def main():
     if fanout:
         lines += ["", "## Subscription fan-out (scripts/bench-fanout)", "", "```json",
                   json.dumps(fanout, indent=2), "```"]
+    # What profiling found and what was done about it: written by hand, kept next to this script,
+    # and copied in so that the figures and their explanation travel together.
+    findings = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench-findings.md")
+    if os.path.exists(findings):
+        with open(findings) as f:
+            lines += ["", f.read().rstrip()]
     with open(a.markdown, "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -18,7 +18,7 @@ use crate::cache::AuthScope;
 use crate::graphql::abuse::{RATE_LIMIT_EXTENSION, charge, rate_limit_value};
 use crate::graphql::context::RequestCtx;
 use crate::metrics::OperationLabels;
-use crate::response_cache::{Entry, Plan, ResponseCache};
+use crate::response_cache::{Entry, ResponseCache};
 use crate::state::AppState;
 
 /// The header that asks for SQL statement counts (`sqlStatements`) and the shortened statements
@@ -131,13 +131,14 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
         && !debug_sql
         && let BatchRequest::Single(req) = &batch
     {
+        // The key first: a hit needs nothing else (not even the plan).
+        let key = ResponseCache::key(&AuthScope::of(&principal, &access), req);
+        if let Some(entry) = responses.get(&key) {
+            return cached_answer(state, &principal.subject, &entry, &request_id);
+        }
         let plan = responses.plan(&req.query, req.operation_name.as_deref());
         if let Some(deps) = plan.deps {
-            let key = ResponseCache::key(&AuthScope::of(&principal, &access), req);
-            if let Some(entry) = responses.get(&key) {
-                return cached_answer(state, &principal.subject, &plan, &entry, &request_id);
-            }
-            ticket = Some(responses.ticket(key, deps));
+            ticket = Some(responses.ticket(key, deps, &plan.operation));
         }
     }
     let rc = RequestCtx::with_access(
@@ -286,13 +287,7 @@ fn cacheable(r: &async_graphql::Response) -> Option<(Bytes, Option<u64>)> {
 
 /// An answer from the response cache: charged to the caller's rate limit like an execution, with
 /// a fresh `extensions.rateLimit`.
-fn cached_answer(
-    state: &AppState,
-    subject: &str,
-    plan: &Plan,
-    entry: &Entry,
-    request_id: &str,
-) -> Response {
+fn cached_answer(state: &AppState, subject: &str, entry: &Entry, request_id: &str) -> Response {
     let started = Instant::now();
     let mut body = entry.body.clone();
     let mut outcome = "ok";
@@ -316,7 +311,7 @@ fn cached_answer(
     }
     state.metrics.observe(
         OperationLabels {
-            operation: plan.operation.clone(),
+            operation: entry.operation.clone(),
             kind: "query".into(),
             outcome: outcome.into(),
         },

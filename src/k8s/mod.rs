@@ -405,7 +405,23 @@ impl ClusterManager {
             None => Kubeconfig::read(),
         }
         .map_err(|e| {
-            tracing::warn!(error = %e, "kubeconfig");
+            // Every cluster check, watcher and collector asks again: say it once a minute, not
+            // once per instance.
+            static LAST_WARNED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+            let now = chrono::Utc::now().timestamp();
+            let last = LAST_WARNED.load(std::sync::atomic::Ordering::Relaxed);
+            if now - last >= 60
+                && LAST_WARNED
+                    .compare_exchange(
+                        last,
+                        now,
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                tracing::warn!(error = %e, "the gateway's kubeconfig cannot be read");
+            }
             AppError::Unavailable("the gateway's kubeconfig cannot be read".into())
         })?;
         match context {
