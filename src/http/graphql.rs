@@ -201,9 +201,15 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
         responses.changed_all();
     }
     let mut cache_state = None;
+    // A cacheable answer is serialized once: the cached `{"data":…}` plus its rate-limit report.
+    let mut reply = None;
     if let (Some(ticket), BatchResponse::Single(r)) = (ticket, &resp) {
         cache_state = Some("miss");
         if let Some((body, cost)) = cacheable(r) {
+            reply = Some(with_rate_limit(
+                &body,
+                r.extensions.get(RATE_LIMIT_EXTENSION),
+            ));
             responses.put(ticket, body, cost);
         }
     }
@@ -244,7 +250,10 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
             }
         }
     }
-    let mut out = GraphQLResponse::from(resp).into_response();
+    let mut out = match reply {
+        Some(body) => json_answer(body),
+        None => GraphQLResponse::from(resp).into_response(),
+    };
     if let Ok(v) = request_id.parse() {
         out.headers_mut().insert("x-request-id", v);
     }
@@ -285,6 +294,30 @@ fn cacheable(r: &async_graphql::Response) -> Option<(Bytes, Option<u64>)> {
     Some((Bytes::from(body), cost))
 }
 
+/// `{"data":…}` with `extensions.rateLimit` added when there is a report.
+fn with_rate_limit(data: &Bytes, report: Option<&async_graphql::Value>) -> Bytes {
+    let Some(report) = report else {
+        return data.clone();
+    };
+    let report = serde_json::to_vec(report).unwrap_or_default();
+    let mut b = Vec::with_capacity(data.len() + report.len() + 32);
+    b.extend_from_slice(&data[..data.len() - 1]);
+    b.extend_from_slice(b",\"extensions\":{\"rateLimit\":");
+    b.extend_from_slice(&report);
+    b.extend_from_slice(b"}}");
+    Bytes::from(b)
+}
+
+/// A serialized GraphQL answer, with the content type async-graphql-axum gives its own.
+fn json_answer(body: Bytes) -> Response {
+    let mut out = Response::new(axum::body::Body::from(body));
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/graphql-response+json"),
+    );
+    out
+}
+
 /// An answer from the response cache: charged to the caller's rate limit like an execution, with
 /// a fresh `extensions.rateLimit`.
 fn cached_answer(state: &AppState, subject: &str, entry: &Entry, request_id: &str) -> Response {
@@ -293,15 +326,7 @@ fn cached_answer(state: &AppState, subject: &str, entry: &Entry, request_id: &st
     let mut outcome = "ok";
     if let Some(cost) = entry.cost.filter(|_| state.limiter.enabled()) {
         match charge(&state.limiter, subject, cost) {
-            Ok(c) => {
-                let report = serde_json::to_string(&rate_limit_value(&c)).unwrap_or_default();
-                let mut b = Vec::with_capacity(body.len() + report.len() + 32);
-                b.extend_from_slice(&body[..body.len() - 1]);
-                b.extend_from_slice(b",\"extensions\":{\"rateLimit\":");
-                b.extend_from_slice(report.as_bytes());
-                b.extend_from_slice(b"}}");
-                body = Bytes::from(b);
-            }
+            Ok(c) => body = with_rate_limit(&body, Some(&rate_limit_value(&c))),
             Err(e) => {
                 outcome = "error";
                 let refused = async_graphql::Response::from_errors(vec![e]);
@@ -317,12 +342,8 @@ fn cached_answer(state: &AppState, subject: &str, entry: &Entry, request_id: &st
         },
         started.elapsed().as_secs_f64(),
     );
-    let mut out = Response::new(axum::body::Body::from(body));
+    let mut out = json_answer(body);
     let h = out.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/graphql-response+json"),
-    );
     h.insert(CACHE_HEADER, axum::http::HeaderValue::from_static("hit"));
     if let Ok(v) = request_id.parse() {
         h.insert("x-request-id", v);
