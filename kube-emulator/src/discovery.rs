@@ -1,6 +1,6 @@
 //! /version, /api, /apis and APIResourceList documents, plus a minimal OpenAPI v3 index.
 
-use crate::resources::{self, RESOURCES, ResourceDef};
+use crate::resources::{self, ResourceDef};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -30,8 +30,8 @@ pub fn api_versions(server_addr: &str) -> Value {
     })
 }
 
-fn group_entry(group: &str) -> Value {
-    let versions: Vec<Value> = resources::group_versions()
+fn group_entry(defs: &[&'static ResourceDef], group: &str) -> Value {
+    let versions: Vec<Value> = resources::group_versions(defs)
         .into_iter()
         .filter(|(g, _)| *g == group)
         .map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
@@ -39,22 +39,22 @@ fn group_entry(group: &str) -> Value {
     json!({"name": group, "versions": versions.clone(), "preferredVersion": versions[0]})
 }
 
-pub fn api_group_list() -> Value {
+pub fn api_group_list(defs: &[&'static ResourceDef]) -> Value {
     let mut groups: Vec<&str> = Vec::new();
-    for (g, _) in resources::group_versions() {
+    for (g, _) in resources::group_versions(defs) {
         if !g.is_empty() && !groups.contains(&g) {
             groups.push(g);
         }
     }
-    let groups: Vec<Value> = groups.into_iter().map(group_entry).collect();
+    let groups: Vec<Value> = groups.into_iter().map(|g| group_entry(defs, g)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-pub fn api_group(group: &str) -> Option<Value> {
-    if group.is_empty() || !RESOURCES.iter().any(|r| r.group == group) {
+pub fn api_group(defs: &[&'static ResourceDef], group: &str) -> Option<Value> {
+    if group.is_empty() || !defs.iter().any(|r| r.group == group) {
         return None;
     }
-    let mut g = group_entry(group);
+    let mut g = group_entry(defs, group);
     g["kind"] = json!("APIGroup");
     g["apiVersion"] = json!("v1");
     Some(g)
@@ -84,9 +84,10 @@ fn sub_entry(r: &ResourceDef, sub: &str) -> Value {
     }
 }
 
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let defs: Vec<&ResourceDef> = RESOURCES
+pub fn resource_list(defs: &[&'static ResourceDef], group: &str, version: &str) -> Option<Value> {
+    let defs: Vec<&ResourceDef> = defs
         .iter()
+        .copied()
         .filter(|r| r.group == group && r.version == version)
         .collect();
     if defs.is_empty() {
@@ -126,9 +127,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 }
 
 /// `/openapi/v3`: the index of group-version documents.
-pub fn openapi_v3_root() -> Value {
+pub fn openapi_v3_root(defs: &[&'static ResourceDef]) -> Value {
     let mut paths = serde_json::Map::new();
-    for (g, v) in resources::group_versions() {
+    for (g, v) in resources::group_versions(defs) {
         let key = if g.is_empty() {
             format!("api/{v}")
         } else {
@@ -144,9 +145,10 @@ pub fn openapi_v3_root() -> Value {
 
 /// A minimal OpenAPI v3 document for one group-version: enough for kubectl to learn that
 /// PATCH supports `fieldValidation` (so it delegates validation to the server).
-pub fn openapi_v3_gv(group: &str, version: &str) -> Option<Value> {
-    let defs: Vec<&ResourceDef> = RESOURCES
+pub fn openapi_v3_gv(defs: &[&'static ResourceDef], group: &str, version: &str) -> Option<Value> {
+    let defs: Vec<&ResourceDef> = defs
         .iter()
+        .copied()
         .filter(|r| r.group == group && r.version == version)
         .collect();
     if defs.is_empty() {

@@ -4,12 +4,14 @@
 //! `127.0.0.1:0` by default and can write a kubeconfig usable by kube-rs and kubectl.
 
 pub mod controllers;
+pub mod crd;
 pub mod defaults;
 pub mod discovery;
 pub mod kubelet;
 pub mod patch;
 pub mod policy;
 pub mod resources;
+pub mod schema_validate;
 pub mod selectors;
 pub mod server;
 pub mod status;
@@ -71,6 +73,8 @@ pub struct Config {
     pub version: (u32, u32, u32),
     /// Name of the simulated node.
     pub node_name: String,
+    /// Install the bundled ToolHive CRDs at start and run the simulated ToolHive operator.
+    pub toolhive_operator: bool,
 }
 
 impl Default for Config {
@@ -92,6 +96,7 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(60),
             version: (1, 33, 0),
             node_name: "kwok-node-0".into(),
+            toolhive_operator: false,
         }
     }
 }
@@ -169,6 +174,11 @@ impl EmulatorBuilder {
     }
     pub fn version(mut self, major: u32, minor: u32, patch: u32) -> Self {
         self.config.version = (major, minor, patch);
+        self
+    }
+    /// Install the ToolHive CRDs at start and run the simulated ToolHive operator.
+    pub fn toolhive_operator(mut self, on: bool) -> Self {
+        self.config.toolhive_operator = on;
         self
     }
     pub async fn start(self) -> anyhow::Result<Emulator> {
@@ -322,6 +332,12 @@ fn bootstrap(shared: &Shared) {
             ns,
             json!({"metadata": {"name": "default"}}),
         );
+    }
+    if shared.config.toolhive_operator {
+        let def = resources::by_storage(crd::CRD_STORAGE);
+        for c in crd::toolhive_crds() {
+            let _ = store.create(def, "", crd::establish_status(c));
+        }
     }
     let _ = store.create(
         resources::by_storage("services"),

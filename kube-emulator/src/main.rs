@@ -36,6 +36,9 @@ struct Args {
     /// Access policy: admin, read-only, or deploy-only:ns1,ns2.
     #[arg(long, default_value = "admin")]
     access: String,
+    /// Install the ToolHive CRDs (MCPServer, MCPRemoteProxy) and run a simulated ToolHive operator.
+    #[arg(long, env = "KUBE_EMULATOR_TOOLHIVE_OPERATOR")]
+    toolhive_operator: bool,
 }
 
 #[tokio::main]
@@ -63,7 +66,8 @@ async fn main() -> anyhow::Result<()> {
         .tls(!args.no_tls)
         .speed(args.scenario_speed)
         .namespaces(args.namespaces.iter().filter(|n| !n.is_empty()).cloned())
-        .policy(policy);
+        .policy(policy)
+        .toolhive_operator(args.toolhive_operator);
     if args.no_auth {
         b = b.token(None);
     } else if let Some(t) = args.token {

@@ -228,6 +228,21 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_spec: true,
     },
     ResourceDef {
+        group: "apiextensions.k8s.io",
+        version: "v1",
+        plural: "customresourcedefinitions",
+        singular: "customresourcedefinition",
+        kind: "CustomResourceDefinition",
+        namespaced: false,
+        short_names: &["crd", "crds"],
+        categories: &["api-extensions"],
+        subresources: &["status"],
+        field_labels: &[],
+        storage: "customresourcedefinitions",
+        verbs: ALL_VERBS,
+        has_spec: true,
+    },
+    ResourceDef {
         group: "events.k8s.io",
         version: "v1",
         plural: "events",
@@ -373,9 +388,10 @@ pub fn by_storage(storage: &str) -> &'static ResourceDef {
         .expect("known storage")
 }
 
-pub fn group_versions() -> Vec<(&'static str, &'static str)> {
+/// The (group, version) pairs of `defs`, in order of first appearance.
+pub fn group_versions(defs: &[&'static ResourceDef]) -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in RESOURCES {
+    for r in defs {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }

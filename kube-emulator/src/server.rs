@@ -1,8 +1,9 @@
 //! HTTP(S) serving, routing and the generic REST handlers.
 
+use crate::crd;
 use crate::discovery;
 use crate::patch;
-use crate::resources::{self, ResourceDef};
+use crate::resources::ResourceDef;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::{self, ApiError};
 use crate::store::{DeleteOutcome, EventType, meta_str};
@@ -249,6 +250,7 @@ async fn route(shared: &Arc<Shared>, path: &str, r: Req) -> Result<Resp, ApiErro
         segs
     };
     let addr = shared.addr.read().unwrap().to_string();
+    let defs = shared.store.all_defs();
     match segs.as_slice() {
         ["healthz"] | ["livez"] | ["readyz"] => {
             return Ok(Response::builder()
@@ -259,26 +261,31 @@ async fn route(shared: &Arc<Shared>, path: &str, r: Req) -> Result<Resp, ApiErro
         }
         ["version"] => return Ok(json_resp(200, &discovery::version(shared.config.version))),
         ["api"] => return Ok(json_resp(200, &discovery::api_versions(&addr))),
-        ["apis"] => return Ok(json_resp(200, &discovery::api_group_list())),
-        ["openapi", "v3"] => return Ok(json_resp(200, &discovery::openapi_v3_root())),
+        ["apis"] => return Ok(json_resp(200, &discovery::api_group_list(&defs))),
+        ["openapi", "v3"] => return Ok(json_resp(200, &discovery::openapi_v3_root(&defs))),
         ["openapi", "v3", "api", v] => {
-            return discovery::openapi_v3_gv("", v)
+            return discovery::openapi_v3_gv(&defs, "", v)
                 .map(|d| json_resp(200, &d))
                 .ok_or_else(ApiError::page_not_found);
         }
         ["openapi", "v3", "apis", g, v] => {
-            return discovery::openapi_v3_gv(g, v)
+            return discovery::openapi_v3_gv(&defs, g, v)
                 .map(|d| json_resp(200, &d))
                 .ok_or_else(ApiError::page_not_found);
         }
         ["apis", g] => {
-            return discovery::api_group(g)
+            return discovery::api_group(&defs, g)
                 .map(|d| json_resp(200, &d))
                 .ok_or_else(ApiError::page_not_found);
         }
-        ["api", "v1"] => return Ok(json_resp(200, &discovery::resource_list("", "v1").unwrap())),
+        ["api", "v1"] => {
+            return Ok(json_resp(
+                200,
+                &discovery::resource_list(&defs, "", "v1").unwrap(),
+            ));
+        }
         ["apis", g, v] => {
-            return discovery::resource_list(g, v)
+            return discovery::resource_list(&defs, g, v)
                 .map(|d| json_resp(200, &d))
                 .ok_or_else(ApiError::page_not_found);
         }
@@ -289,7 +296,7 @@ async fn route(shared: &Arc<Shared>, path: &str, r: Req) -> Result<Resp, ApiErro
         ["apis", g, v, rest @ ..] => (g, v, rest),
         _ => return Err(ApiError::page_not_found()),
     };
-    if !resources::RESOURCES
+    if !defs
         .iter()
         .any(|d| d.group == group && d.version == version)
     {
@@ -311,9 +318,12 @@ async fn route(shared: &Arc<Shared>, path: &str, r: Req) -> Result<Resp, ApiErro
         String,
     ) = if rest.len() >= 3
         && rest[0] == "namespaces"
-        && resources::find(group, version, rest[2]).is_some_and(|d| d.namespaced)
+        && shared
+            .store
+            .find_def(group, version, rest[2])
+            .is_some_and(|d| d.namespaced)
     {
-        let d = resources::find(group, version, rest[2]).unwrap();
+        let d = shared.store.find_def(group, version, rest[2]).unwrap();
         (
             d,
             Some(rest[1].to_string()),
@@ -322,7 +332,10 @@ async fn route(shared: &Arc<Shared>, path: &str, r: Req) -> Result<Resp, ApiErro
             rest.get(5..).map(|x| x.join("/")).unwrap_or_default(),
         )
     } else if !rest.is_empty() {
-        let d = resources::find(group, version, rest[0]).ok_or_else(not_found_res)?;
+        let d = shared
+            .store
+            .find_def(group, version, rest[0])
+            .ok_or_else(not_found_res)?;
         (
             d,
             None,
@@ -514,6 +527,52 @@ fn internal(def: &ResourceDef, o: Value) -> Value {
     }
 }
 
+/// A Table of `items`: the CRD's printer columns for custom resources, else the built-in ones.
+fn to_table(
+    def: &ResourceDef,
+    ver: Option<&crd::Version>,
+    items: &[Value],
+    meta: Value,
+    include_object: &str,
+) -> Value {
+    let ext = |o: &Value| external(def, o);
+    match ver {
+        Some(v) => tables::render(
+            crd::table_columns(v),
+            |o| crd::table_cells(v, o),
+            items,
+            meta,
+            include_object,
+            ext,
+        ),
+        None => tables::table(def, items, meta, include_object, ext),
+    }
+}
+
+/// Defaults and validation of a write: CR schemas, CRD establishment, built-in rules.
+fn admit(
+    shared: &Shared,
+    def: &ResourceDef,
+    mut obj: Value,
+    r: &Req,
+    sub: Option<&str>,
+) -> Result<Value, ApiError> {
+    if let Some(v) = shared.store.crds.version_of(def) {
+        crd::admit(&v, &mut obj, r.q("fieldValidation") == Some("Strict"))?;
+        return Ok(obj);
+    }
+    if sub.is_some() {
+        return Ok(obj);
+    }
+    let mut obj = defaults::apply(def.storage, obj);
+    if def.storage == crd::CRD_STORAGE {
+        crd::validate_crd(def, &obj)?;
+        obj = crd::establish_status(obj);
+    }
+    defaults::validate(def, &obj)?;
+    Ok(obj)
+}
+
 fn check_kind(def: &ResourceDef, o: &Value) -> Result<(), ApiError> {
     if let Some(k) = o.get("kind").and_then(Value::as_str)
         && !k.is_empty()
@@ -609,9 +668,10 @@ fn list(
     }
     if r.wants_table() {
         let inc = r.q("includeObject").unwrap_or("Metadata");
+        let ver = shared.store.crds.version_of(def);
         return Ok(json_resp(
             200,
-            &tables::table(def, &items, meta, inc, |o| external(def, o)),
+            &to_table(def, ver.as_ref(), &items, meta, inc),
         ));
     }
     let items: Vec<Value> = items
@@ -645,11 +705,10 @@ fn get(
     if r.wants_table() {
         let inc = r.q("includeObject").unwrap_or("Metadata");
         let meta = json!({"resourceVersion": meta_str(&o, "resourceVersion")});
+        let ver = shared.store.crds.version_of(def);
         return Ok(json_resp(
             200,
-            &tables::table(def, std::slice::from_ref(&o), meta, inc, |o| {
-                external(def, o)
-            }),
+            &to_table(def, ver.as_ref(), std::slice::from_ref(&o), meta, inc),
         ));
     }
     Ok(json_resp(200, &external(def, &o)))
@@ -686,16 +745,17 @@ fn watch(
     let bookmark_every = shared.config.bookmark_interval;
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
     let mut rv_rx = store.subscribe();
+    let ver = shared.store.crds.version_of(def);
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + timeout;
         let render = |etype: &str, o: &Value| -> Bytes {
             let obj = if table {
-                tables::table(
+                to_table(
                     def,
+                    ver.as_ref(),
                     std::slice::from_ref(o),
                     json!({"resourceVersion": meta_str(o, "resourceVersion")}),
                     "Object",
-                    |o| external(def, o),
                 )
             } else {
                 external(def, o)
@@ -817,8 +877,7 @@ fn create(
 ) -> Result<Resp, ApiError> {
     let body = r.json_body()?;
     check_kind(def, &body)?;
-    let mut obj = defaults::apply(def.storage, internal(def, body));
-    defaults::validate(def, &obj)?;
+    let mut obj = admit(shared, def, internal(def, body), r, None)?;
     patch::track_update(None, &mut obj, &r.field_manager(), "", &def.api_version());
     if r.dry_run() {
         if def.namespaced && !shared.store.namespace_exists(ns) {
@@ -847,11 +906,7 @@ fn replace(
         .store
         .get(def.storage, ns, name)
         .ok_or_else(|| ApiError::not_found(def, name))?;
-    let mut obj = internal(def, body);
-    if sub.is_none() {
-        obj = defaults::apply(def.storage, obj);
-        defaults::validate(def, &obj)?;
-    }
+    let mut obj = admit(shared, def, internal(def, body), r, sub)?;
     patch::track_update(
         Some(&current),
         &mut obj,
@@ -987,6 +1042,10 @@ fn patch_handler(
     {
         return Err(ApiError::unsupported_media_type(&ct));
     }
+    if ct == "application/strategic-merge-patch+json" && shared.store.crds.version_of(def).is_some()
+    {
+        return Err(ApiError::unsupported_media_type(&ct));
+    }
     let p: Value = if is_apply {
         serde_json::from_slice(&r.body).map_err(|e| {
             ApiError::bad_request(format!(
@@ -1037,8 +1096,7 @@ fn patch_handler(
                 return Err(ApiError::not_found(def, name));
             }
             let merged = server_side_apply(def, None, &p, &manager, force, "")?;
-            let mut obj = defaults::apply(def.storage, internal(def, merged));
-            defaults::validate(def, &obj)?;
+            let mut obj = admit(shared, def, internal(def, merged), r, None)?;
             if let Some(m) = obj["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
             }
@@ -1074,10 +1132,7 @@ fn patch_handler(
         if !explicit_rv {
             obj["metadata"]["resourceVersion"] = json!(meta_str(&cur, "resourceVersion"));
         }
-        if sub.is_none() {
-            obj = defaults::apply(def.storage, obj);
-            defaults::validate(def, &obj)?;
-        }
+        obj = admit(shared, def, obj, r, sub)?;
         if !is_apply {
             patch::track_update(Some(&cur), &mut obj, &manager, subs, &def.api_version());
         }

@@ -65,6 +65,8 @@ struct Inner {
 pub struct Store {
     inner: Mutex<Inner>,
     rv_tx: watch::Sender<u64>,
+    /// The established CustomResourceDefinitions (kept in step with the stored CRD objects).
+    pub crds: crate::crd::Registry,
 }
 
 /// What a delete did.
@@ -76,7 +78,16 @@ pub enum DeleteOutcome {
 }
 
 fn has_generation(storage: &str) -> bool {
-    matches!(storage, "deployments" | "replicasets" | "networkpolicies")
+    // custom resources (storage `plural.group`) have a generation, like the built-in workloads
+    storage.contains('.')
+        || matches!(
+            storage,
+            "deployments"
+                | "replicasets"
+                | "statefulsets"
+                | "networkpolicies"
+                | "customresourcedefinitions"
+        )
 }
 
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
@@ -120,7 +131,34 @@ impl Store {
                 compacted: 0,
             }),
             rv_tx,
+            crds: Default::default(),
         })
+    }
+
+    /// The definition a storage's objects are kept as (built-in or a CRD's storage version).
+    pub fn def_of(&self, storage: &str) -> &'static ResourceDef {
+        resources::RESOURCES
+            .iter()
+            .find(|r| r.storage == storage)
+            .or_else(|| self.crds.by_storage(storage))
+            .expect("known storage")
+    }
+
+    /// A served definition: built-in first, then the established CRDs.
+    pub fn find_def(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Option<&'static ResourceDef> {
+        resources::find(group, version, plural).or_else(|| self.crds.find(group, version, plural))
+    }
+
+    /// Every served definition (built-ins then custom resources).
+    pub fn all_defs(&self) -> Vec<&'static ResourceDef> {
+        let mut v: Vec<&'static ResourceDef> = resources::RESOURCES.iter().collect();
+        v.extend(self.crds.defs());
+        v
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -189,6 +227,7 @@ impl Store {
     }
 
     fn record(&self, g: &mut Inner, change: Change) {
+        let crd_gone = self.follow_crd(&change);
         let rv = change.rv;
         g.history.push_back(Arc::new(change));
         while g.history.len() > g.history_limit {
@@ -197,6 +236,44 @@ impl Store {
             }
         }
         self.rv_tx.send_replace(rv);
+        if let Some(storage) = crd_gone {
+            self.drop_storage(g, storage);
+        }
+    }
+
+    /// Keep the CRD registry in step; returns the storage of a deleted CRD's resources.
+    fn follow_crd(&self, change: &Change) -> Option<&'static str> {
+        if change.storage != crate::crd::CRD_STORAGE {
+            return None;
+        }
+        match change.etype {
+            EventType::Deleted => self.crds.remove(meta_str(&change.object, "name")),
+            _ => {
+                self.crds.establish(&change.object);
+                None
+            }
+        }
+    }
+
+    /// Delete every object of a storage (the resources of a deleted CRD).
+    fn drop_storage(&self, g: &mut Inner, storage: &'static str) {
+        let Some(objs) = g.objects.remove(storage) else {
+            return;
+        };
+        for ((ns, _), mut o) in objs {
+            let rv = Self::next_rv(g);
+            o["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let change = Change {
+                rv,
+                storage,
+                namespace: ns,
+                etype: EventType::Deleted,
+                object: o,
+                old: None,
+            };
+            self.record(g, change);
+        }
+        self.gc_locked(g);
     }
 
     fn next_rv(g: &mut Inner) -> u64 {
@@ -207,7 +284,7 @@ impl Store {
     /// Create an object. `obj` must carry metadata.name (or generateName).
     pub fn create(&self, def: &ResourceDef, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
         let storage = def.storage;
-        let primary = resources::by_storage(storage);
+        let primary = self.def_of(storage);
         if !obj.is_object() {
             return Err(ApiError::bad_request(
                 "the body of the request must be an object",
@@ -351,7 +428,7 @@ impl Store {
         subresource: Option<&str>,
     ) -> Result<Value, ApiError> {
         let storage = def.storage;
-        let primary = resources::by_storage(storage);
+        let primary = self.def_of(storage);
         let mut g = self.lock();
         let key_ns = if def.namespaced {
             ns.to_string()
@@ -518,7 +595,7 @@ impl Store {
         subresource: Option<&str>,
         f: impl FnOnce(&mut Value),
     ) -> Option<Value> {
-        let def = resources::by_storage(storage);
+        let def = self.def_of(storage);
         let mut obj = self.get(storage, ns, name)?;
         f(&mut obj);
         obj["metadata"].as_object_mut()?.remove("resourceVersion");

@@ -554,6 +554,25 @@ pub fn table(
     include_object: &str,
     external: impl Fn(&Value) -> Value,
 ) -> Value {
+    render(
+        columns(def),
+        |o| cells(def, o),
+        items,
+        list_meta,
+        include_object,
+        external,
+    )
+}
+
+/// A Table from given column definitions and a cell function.
+pub fn render(
+    columns: Vec<Value>,
+    cells: impl Fn(&Value) -> Vec<Value>,
+    items: &[Value],
+    list_meta: Value,
+    include_object: &str,
+    external: impl Fn(&Value) -> Value,
+) -> Value {
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {
@@ -562,7 +581,7 @@ pub fn table(
                 "Object" => external(o),
                 _ => partial_metadata(o),
             };
-            let mut row = json!({"cells": cells(def, o)});
+            let mut row = json!({"cells": cells(o)});
             if !object.is_null() {
                 row["object"] = object;
             }
@@ -573,7 +592,7 @@ pub fn table(
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": list_meta,
-        "columnDefinitions": columns(def),
+        "columnDefinitions": columns,
         "rows": rows,
     })
 }
