@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod kubelet;
 pub mod patch;
 pub mod policy;
+pub mod protobuf;
 pub mod resources;
 pub mod schema_validate;
 pub mod selectors;

@@ -3,6 +3,7 @@
 use crate::crd;
 use crate::discovery;
 use crate::patch;
+use crate::protobuf;
 use crate::resources::ResourceDef;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::{self, ApiError};
@@ -178,6 +179,20 @@ impl Req {
     }
     fn dry_run(&self) -> bool {
         self.q("dryRun") == Some("All")
+    }
+    /// The object of a create/replace: JSON, or protobuf for the kinds kubectl sends that way.
+    fn object_body(&self, def: &ResourceDef) -> Result<Value, ApiError> {
+        let ct = self.content_type();
+        if ct != protobuf::CONTENT_TYPE {
+            return self.json_body();
+        }
+        protobuf::decode(&self.body, def.kind).map_err(|e| {
+            if e.contains("not supported") {
+                ApiError::unsupported_media_type(&ct)
+            } else {
+                ApiError::bad_request(format!("unable to decode the protobuf body: {e}"))
+            }
+        })
     }
     fn json_body(&self) -> Result<Value, ApiError> {
         let ct = self.content_type();
@@ -875,7 +890,7 @@ fn create(
     ns: &str,
     r: &Req,
 ) -> Result<Resp, ApiError> {
-    let body = r.json_body()?;
+    let body = r.object_body(def)?;
     check_kind(def, &body)?;
     let mut obj = admit(shared, def, internal(def, body), r, None)?;
     patch::track_update(None, &mut obj, &r.field_manager(), "", &def.api_version());
@@ -900,7 +915,7 @@ fn replace(
     sub: Option<&str>,
     r: &Req,
 ) -> Result<Resp, ApiError> {
-    let body = r.json_body()?;
+    let body = r.object_body(def)?;
     check_kind(def, &body)?;
     let current = shared
         .store
@@ -1383,12 +1398,7 @@ fn scale(
 // ------------------------------------------------------------------------------------------
 
 fn access_review(shared: &Arc<Shared>, def: &ResourceDef, r: &Req) -> Result<Resp, ApiError> {
-    let mut body = if r.content_type() == "application/vnd.kubernetes.protobuf" {
-        decode_review_protobuf(&r.body, def.kind)
-            .ok_or_else(|| ApiError::bad_request("unable to decode protobuf body"))?
-    } else {
-        r.json_body()?
-    };
+    let mut body = r.object_body(def)?;
     check_kind(def, &body)?;
     let policy = shared.policy();
     let status = if def.storage == "selfsubjectaccessreviews" {
@@ -1433,104 +1443,4 @@ fn access_review(shared: &Arc<Shared>, def: &ResourceDef, r: &Req) -> Result<Res
     }
     body["metadata"]["creationTimestamp"] = Value::Null;
     Ok(json_resp(201, &body))
-}
-
-// ------------------------------------------------------------------------------------------
-// minimal protobuf decoding (kubectl sends access reviews as application/vnd.kubernetes.protobuf)
-// ------------------------------------------------------------------------------------------
-
-fn pb_varint(b: &[u8], i: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    let mut shift = 0;
-    loop {
-        let byte = *b.get(*i)?;
-        *i += 1;
-        v |= ((byte & 0x7f) as u64) << shift;
-        if byte & 0x80 == 0 {
-            return Some(v);
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
-        }
-    }
-}
-
-/// Length-delimited fields of a protobuf message: (field number, bytes).
-fn pb_fields(b: &[u8]) -> Option<Vec<(u64, &[u8])>> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let key = pb_varint(b, &mut i)?;
-        match key & 7 {
-            0 => {
-                pb_varint(b, &mut i)?;
-            }
-            1 => i += 8,
-            5 => i += 4,
-            2 => {
-                let len = pb_varint(b, &mut i)? as usize;
-                out.push((key >> 3, b.get(i..i + len)?));
-                i += len;
-            }
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-fn pb_strings(b: &[u8], names: &[(u64, &str)]) -> Value {
-    let mut m = serde_json::Map::new();
-    for (f, bytes) in pb_fields(b).unwrap_or_default() {
-        if let Some((_, n)) = names.iter().find(|(k, _)| *k == f) {
-            m.insert(n.to_string(), json!(String::from_utf8_lossy(bytes)));
-        }
-    }
-    Value::Object(m)
-}
-
-/// Decode a protobuf SelfSubjectAccessReview / SelfSubjectRulesReview into its JSON form.
-pub fn decode_review_protobuf(body: &[u8], kind: &str) -> Option<Value> {
-    let env = body.strip_prefix(b"k8s\x00")?;
-    let raw = pb_fields(env)?.into_iter().find(|(f, _)| *f == 2)?.1;
-    let spec_bytes = pb_fields(raw)?
-        .into_iter()
-        .find(|(f, _)| *f == 2)
-        .map(|x| x.1)
-        .unwrap_or_default();
-    let mut spec = serde_json::Map::new();
-    for (f, bytes) in pb_fields(spec_bytes)? {
-        match (kind, f) {
-            ("SelfSubjectAccessReview", 1) => {
-                spec.insert(
-                    "resourceAttributes".into(),
-                    pb_strings(
-                        bytes,
-                        &[
-                            (1, "namespace"),
-                            (2, "verb"),
-                            (3, "group"),
-                            (4, "version"),
-                            (5, "resource"),
-                            (6, "subresource"),
-                            (7, "name"),
-                        ],
-                    ),
-                );
-            }
-            ("SelfSubjectAccessReview", 2) => {
-                spec.insert(
-                    "nonResourceAttributes".into(),
-                    pb_strings(bytes, &[(1, "path"), (2, "verb")]),
-                );
-            }
-            ("SelfSubjectRulesReview", 1) => {
-                spec.insert("namespace".into(), json!(String::from_utf8_lossy(bytes)));
-            }
-            _ => {}
-        }
-    }
-    Some(
-        json!({"apiVersion": "authorization.k8s.io/v1", "kind": kind, "metadata": {}, "spec": spec}),
-    )
 }
