@@ -24,6 +24,7 @@ async fn run(shared: Arc<Shared>) {
     loop {
         reconcile_replicasets(&shared);
         reconcile_deployments(&shared, &mut state);
+        crate::statefulsets::reconcile(&shared);
         tokio::select! {
             r = rx.changed() => { if r.is_err() { return; } }
             _ = tokio::time::sleep(tick) => {}
@@ -39,7 +40,7 @@ struct State {
     progress: HashMap<String, (Instant, String)>,
 }
 
-fn owned_by<'a>(items: &'a [Value], uid: &str) -> Vec<&'a Value> {
+pub(crate) fn owned_by<'a>(items: &'a [Value], uid: &str) -> Vec<&'a Value> {
     items
         .iter()
         .filter(|o| {
@@ -53,11 +54,11 @@ fn owned_by<'a>(items: &'a [Value], uid: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn is_terminating(o: &Value) -> bool {
+pub(crate) fn is_terminating(o: &Value) -> bool {
     o.pointer("/metadata/deletionTimestamp").is_some()
 }
 
-fn pod_ready_since(p: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+pub(crate) fn pod_ready_since(p: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
     p.pointer("/status/conditions")
         .and_then(Value::as_array)?
         .iter()
@@ -70,7 +71,7 @@ fn i(v: &Value) -> i64 {
     v.as_i64().unwrap_or(0)
 }
 
-fn owner_ref(o: &Value) -> Value {
+pub(crate) fn owner_ref(o: &Value) -> Value {
     json!({
         "apiVersion": o["apiVersion"], "kind": o["kind"], "name": meta_str(o, "name"),
         "uid": meta_str(o, "uid"), "controller": true, "blockOwnerDeletion": true

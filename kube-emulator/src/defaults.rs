@@ -181,6 +181,29 @@ pub fn deployment(mut d: Value) -> Value {
     d
 }
 
+pub fn statefulset(mut s: Value) -> Value {
+    set_default(&mut s, "spec", json!({}));
+    let spec = &mut s["spec"];
+    set_default(spec, "replicas", json!(1));
+    set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+    set_default(spec, "revisionHistoryLimit", json!(10));
+    set_default(spec, "updateStrategy", json!({}));
+    set_default(&mut spec["updateStrategy"], "type", json!("RollingUpdate"));
+    if spec["updateStrategy"]["type"] == json!("RollingUpdate") {
+        set_default(
+            &mut spec["updateStrategy"],
+            "rollingUpdate",
+            json!({"partition": 0}),
+        );
+    }
+    set_default(spec, "template", json!({}));
+    set_default(&mut spec["template"], "metadata", json!({}));
+    set_default(&mut spec["template"], "spec", json!({}));
+    pod_spec(&mut spec["template"]["spec"]);
+    set_default(&mut s, "status", json!({"replicas": 0}));
+    s
+}
+
 pub fn replicaset(mut rs: Value) -> Value {
     set_default(&mut rs, "spec", json!({}));
     set_default(&mut rs["spec"], "replicas", json!(1));
@@ -199,6 +222,7 @@ pub fn apply(storage: &str, obj: Value) -> Value {
         "pods" => pod(obj),
         "deployments" => deployment(obj),
         "replicasets" => replicaset(obj),
+        "statefulsets" => statefulset(obj),
         "secrets" => {
             let mut o = obj;
             set_default(&mut o, "type", json!("Opaque"));
@@ -249,7 +273,7 @@ pub fn validate(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
         .unwrap_or_default();
     let mut causes: Vec<(String, String)> = Vec::new();
     match def.storage {
-        "deployments" | "replicasets" => {
+        "deployments" | "replicasets" | "statefulsets" => {
             let spec = &obj["spec"];
             if let Some(r) = spec["replicas"].as_i64()
                 && r < 0

@@ -15,6 +15,7 @@ pub mod resources;
 pub mod schema_validate;
 pub mod selectors;
 pub mod server;
+pub mod statefulsets;
 pub mod status;
 pub mod store;
 pub mod tables;

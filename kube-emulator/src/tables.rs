@@ -224,6 +224,31 @@ fn columns(def: &ResourceDef) -> Vec<Value> {
             ),
             col("Readiness Gates", "string", "", "Readiness gates.", 1),
         ],
+        ("apps", "statefulsets") => vec![
+            name_col(),
+            col(
+                "Ready",
+                "string",
+                "",
+                "Number of the pod with ready state",
+                0,
+            ),
+            age_col(),
+            col(
+                "Containers",
+                "string",
+                "",
+                "Names of each container in the template.",
+                1,
+            ),
+            col(
+                "Images",
+                "string",
+                "",
+                "Images referenced by each container in the template.",
+                1,
+            ),
+        ],
         ("apps", "deployments") => vec![
             name_col(),
             col(
@@ -428,6 +453,20 @@ fn cells(def: &ResourceDef, o: &Value) -> Vec<Value> {
                 json!(node),
                 json!("<none>"),
                 json!("<none>"),
+            ]
+        }
+        ("apps", "statefulsets") => {
+            let (c, im) = containers(&o["spec"]["template"]);
+            vec![
+                json!(name),
+                json!(format!(
+                    "{}/{}",
+                    i(&o["status"]["readyReplicas"]),
+                    i(&o["spec"]["replicas"])
+                )),
+                json!(created),
+                json!(c),
+                json!(im),
             ]
         }
         ("apps", "deployments") => {
