@@ -6,7 +6,8 @@
 //!
 //! `crds/` holds copies of the ToolHive operator's CRDs (`crd-mcpservers.yaml`,
 //! `crd-mcpremoteproxies.yaml`, taken unchanged from `shared/data/toolhive-operator/`), which
-//! `--toolhive-operator` installs at start.
+//! `--toolhive-operator` installs at start, plus `toolhive-config-crds.yaml`: emulator-written
+//! stand-ins for MCPExternalAuthConfig and MCPOIDCConfig (not upstream; see the file).
 
 use crate::resources::ResourceDef;
 use crate::schema_validate;
@@ -30,10 +31,11 @@ const CR_VERBS: &[&str] = &[
     "watch",
 ];
 
-/// The bundled ToolHive CRDs (YAML, unchanged upstream copies).
+/// The bundled ToolHive CRDs (YAML; the first two are unchanged upstream copies).
 pub const TOOLHIVE_CRDS: &[&str] = &[
     include_str!("../crds/crd-mcpservers.yaml"),
     include_str!("../crds/crd-mcpremoteproxies.yaml"),
+    include_str!("../crds/toolhive-config-crds.yaml"),
 ];
 
 /// One served version of a CRD.
@@ -457,7 +459,7 @@ mod tests {
     #[test]
     fn bundled_crds_parse_and_establish() {
         let crds = toolhive_crds();
-        assert_eq!(crds.len(), 2);
+        assert_eq!(crds.len(), 4);
         let reg = Registry::default();
         for c in &crds {
             reg.establish(c);

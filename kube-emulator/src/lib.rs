@@ -8,6 +8,7 @@ pub mod crd;
 pub mod defaults;
 pub mod discovery;
 pub mod kubelet;
+pub mod operator;
 pub mod patch;
 pub mod policy;
 pub mod protobuf;
@@ -243,6 +244,9 @@ impl Emulator {
         )));
         tasks.extend(controllers::spawn(shared.clone()));
         tasks.push(tokio::spawn(kubelet::run(shared.clone())));
+        if shared.config.toolhive_operator {
+            tasks.push(tokio::spawn(operator::run(shared.clone())));
+        }
         Ok(Emulator {
             shared,
             ca_pem,
