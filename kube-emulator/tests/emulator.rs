@@ -81,6 +81,31 @@ async fn kubectl_discovery() {
     scenarios::kubectl_discovery(&target().await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crd_install() {
+    scenarios::crd_install(&target().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cr_crud_watch_ssa() {
+    scenarios::cr_crud_watch_ssa(&target().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cr_schema_refusal() {
+    scenarios::cr_schema_refusal(&target().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cr_status_subresource() {
+    scenarios::cr_status_subresource(&target().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statefulset_basics() {
+    scenarios::statefulset_basics(&target().await).await;
+}
+
 // ------------------------------------------------------------------------------------------
 // emulator-only
 // ------------------------------------------------------------------------------------------

@@ -31,5 +31,10 @@ real!(
     kubectl_healthy,
     kubectl_progress_deadline,
     kubectl_crash_loop,
-    kubectl_discovery
+    kubectl_discovery,
+    crd_install,
+    cr_crud_watch_ssa,
+    cr_schema_refusal,
+    cr_status_subresource,
+    statefulset_basics
 );

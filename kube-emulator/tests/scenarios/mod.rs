@@ -15,6 +15,9 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::json;
 use std::time::Duration;
 
+mod custom;
+pub use custom::*;
+
 fn api_err(e: kube::Error) -> (u16, String, String) {
     match e {
         kube::Error::Api(s) => (s.code, s.reason.clone(), s.message.clone()),
