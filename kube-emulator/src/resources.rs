@@ -376,6 +376,11 @@ impl ResourceDef {
         }
     }
 
+    /// A custom resource (served for a CRD; its storage is `plural.group`)?
+    pub fn is_custom(&self) -> bool {
+        self.storage.contains('.')
+    }
+
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
     }

@@ -1025,7 +1025,12 @@ fn server_side_apply(
     if let Some(m) = clean.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("managedFields");
     }
-    patch::strategic_merge(&mut merged, &clean);
+    if def.is_custom() {
+        // custom resources have no strategic merge keys: their lists are atomic
+        patch::merge_patch(&mut merged, &clean);
+    } else {
+        patch::strategic_merge(&mut merged, &clean);
+    }
     for p in old_set.difference(&new_set) {
         let owned_by_other = managers.iter().any(|(k, s)| *k != my_key && s.contains(p));
         if !owned_by_other {

@@ -458,3 +458,69 @@ async fn restart_scale_and_delete() {
     })
     .await;
 }
+
+/// The upstream CRD files load unchanged with `kubectl apply` (client-side and server-side) on
+/// an emulator started without the operator; an example then shows in `kubectl get`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_crds_load_unchanged() {
+    let t = Target::emulator(20.0).await;
+    let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let (ok, _, err) = t.kubectl(&["get", "mcpservers"]).await;
+    assert!(
+        !ok && err.contains("the server doesn't have a resource type"),
+        "{err}"
+    );
+    let servers = crds.join("crd-mcpservers.yaml");
+    let proxies = crds.join("crd-mcpremoteproxies.yaml");
+    kubectl_ok(&t, &["apply", "-f", servers.to_str().unwrap()]).await;
+    kubectl_ok(
+        &t,
+        &["apply", "--server-side", "-f", proxies.to_str().unwrap()],
+    )
+    .await;
+    let out = kubectl_ok(&t, &["get", "crds"]).await;
+    assert!(
+        out.contains("mcpservers.toolhive.stacklok.dev")
+            && out.contains("mcpremoteproxies.toolhive.stacklok.dev"),
+        "{out}"
+    );
+    kubectl_ok(&t, &["create", "namespace", "toolhive-system"]).await;
+    let example = examples_dir().join("mcpserver_fetch.yaml");
+    kubectl_ok(&t, &["apply", "-f", example.to_str().unwrap()]).await;
+    let out = kubectl_ok(
+        &t,
+        &[
+            "get",
+            "mcpserver",
+            "fetch",
+            "-n",
+            "toolhive-system",
+            "-o",
+            "jsonpath={.spec.transport}/{.spec.proxyPort}/{.spec.sessionAffinity}",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out, "streamable-http/8080/ClientIP",
+        "schema defaults applied"
+    );
+    // no operator: nothing made of it
+    let deps: Api<Deployment> = Api::namespaced(t.client.clone(), "toolhive-system");
+    assert!(
+        deps.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    kubectl_ok(&t, &["delete", "-f", servers.to_str().unwrap()]).await;
+    kubectl_ok(&t, &["apply", "-f", servers.to_str().unwrap()]).await;
+    let left = mcpservers(&t, "toolhive-system")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        left.items.is_empty(),
+        "deleting the CRD deleted its objects"
+    );
+}
