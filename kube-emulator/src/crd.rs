@@ -20,17 +20,6 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 /// The storage name of CustomResourceDefinition objects.
 pub const CRD_STORAGE: &str = "customresourcedefinitions";
 
-const CR_VERBS: &[&str] = &[
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "create",
-    "update",
-    "watch",
-];
-
 /// The bundled ToolHive CRDs (YAML; the first two are unchanged upstream copies).
 pub const TOOLHIVE_CRDS: &[&str] = &[
     include_str!("../crds/crd-mcpservers.yaml"),
@@ -131,7 +120,7 @@ fn version_def(spec: &Value, v: &Value, storage: &'static str) -> ResourceDef {
         subresources: subs,
         field_labels: &[],
         storage,
-        verbs: CR_VERBS,
+        verbs: crate::resources::ALL_VERBS,
         has_spec: false,
     }
 }

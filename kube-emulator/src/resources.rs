@@ -23,7 +23,8 @@ pub struct ResourceDef {
     pub has_spec: bool,
 }
 
-const ALL_VERBS: &[&str] = &[
+/// The verbs of a fully served resource.
+pub const ALL_VERBS: &[&str] = &[
     "create",
     "delete",
     "deletecollection",

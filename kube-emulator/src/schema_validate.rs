@@ -25,9 +25,8 @@ pub fn prune(schema: &Value, v: &mut Value, path: &str, pruned: &mut Vec<String>
                 for k in keys {
                     let child = join(path, &k);
                     match props.get(&k) {
-                        Some(s) if path.is_empty() && k == "metadata" => {
-                            let _ = s;
-                        }
+                        // metadata is validated by the apiserver itself, never pruned
+                        Some(_) if path.is_empty() && k == "metadata" => {}
                         Some(s) => prune(s, m.get_mut(&k).unwrap(), &child, pruned),
                         None if keep_unknown || (path.is_empty() && is_type_meta(&k)) => {}
                         None => {

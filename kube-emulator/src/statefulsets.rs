@@ -86,7 +86,7 @@ fn reconcile_one(shared: &Shared, sts: &Value, mine: &[&Value]) {
             delete_pod(shared, sts, p);
         }
     }
-    write_status(shared, sts, mine, &rev);
+    write_status(shared, sts, &rev);
 }
 
 fn create_pod(shared: &Shared, sts: &Value, ord: i64, rev: &str) {
@@ -159,14 +159,13 @@ fn delete_pod(shared: &Shared, sts: &Value, p: &Value) {
     }
 }
 
-fn write_status(shared: &Shared, sts: &Value, mine: &[&Value], rev: &str) {
+fn write_status(shared: &Shared, sts: &Value, rev: &str) {
     let ns = meta_str(sts, "namespace");
     let (pods_now, _) = shared.store.list("pods", Some(ns));
     let live: Vec<&Value> = owned_by(&pods_now, meta_str(sts, "uid"))
         .into_iter()
         .filter(|p| !is_terminating(p))
         .collect();
-    let _ = mine;
     let ready = live.iter().filter(|p| pod_ready_since(p).is_some()).count();
     let updated = live.iter().filter(|p| pod_revision(p) == rev).count();
     let want = sts["spec"]["replicas"].as_i64().unwrap_or(1) as usize;
