@@ -265,6 +265,27 @@ async fn workloads_and_missing_secret() {
             .await
             .is_ok()
     );
+
+    // a configmap permission profile that does not exist keeps the server Pending
+    let pp = json!({"image": "ghcr.io/x/p:1", "permissionProfile": {"type": "configmap", "name": "perms", "key": "p.json"}});
+    api.create(&PostParams::default(), &mcpserver("perm", pp))
+        .await
+        .unwrap();
+    let o = wait_phase(&t, &ns, "perm", "Pending").await;
+    let cond = ready_condition(&o);
+    assert_eq!(cond["reason"], "ConfigMapNotFound");
+    assert!(
+        cond["message"].as_str().unwrap().contains("\"perms\""),
+        "{cond}"
+    );
+    let cm: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "perms"}, "data": {"p.json": "{}"}}))
+            .unwrap();
+    Api::namespaced(t.client.clone(), &ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    wait_phase(&t, &ns, "perm", "Ready").await;
 }
 
 /// Failure paths: a bad image gives Failed with the pull reason; a crash loop gives Failed
