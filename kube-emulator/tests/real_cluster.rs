@@ -5,9 +5,10 @@
 //!   pods Running/Ready: `tools/real-k8s.sh` (v1.20.2 from Debian's source, a fake kubelet)
 //!   satisfies them, and `scripts/test` runs them there (the CRD scenarios install the ToolHive
 //!   CRDs themselves, made loadable by 1.20).
-//! * `full_cluster::*` need a real kubelet (image pulls, container logs, metrics, crash loops,
-//!   `kubectl top`): a fake kubelet pulls no image and runs no process, so they stay
-//!   emulator-only in CI. Run them against a kind/minikube cluster able to pull busybox.
+//! * `full_cluster::*` need a real kubelet and scheduler (their events `Scheduled`, `Pulling`,
+//!   `Started`…, image pulls, container logs, metrics, crash loops, `kubectl top`): a fake
+//!   kubelet pulls no image, runs no process and writes no event, so they stay emulator-only in
+//!   CI. Run them against a kind/minikube cluster able to pull busybox.
 //! * The simulated ToolHive operator (`tests/operator.rs`) is emulator-only: a real cluster
 //!   needs the real operator for that.
 
@@ -32,7 +33,6 @@ mod fake_kubelet {
     real!(
         crud_status_codes,
         server_side_apply,
-        deployment_lifecycle_and_gc,
         watcher_reflector,
         paging_and_selectors,
         kubectl_discovery,
@@ -46,6 +46,7 @@ mod fake_kubelet {
 
 mod full_cluster {
     real!(
+        deployment_lifecycle_and_gc,
         pod_logs,
         image_pull_failure,
         crash_loop,
