@@ -1,6 +1,6 @@
 //! `application/vnd.kubernetes.protobuf` request bodies. kubectl sends protobuf for the typed
 //! objects it builds itself (`kubectl create namespace|secret|configmap|deployment|
-//! serviceaccount`, `kubectl auth can-i`). The `k8s\0` envelope and the object messages are
+//! serviceaccount|service`, `kubectl auth can-i`). The `k8s\0` envelope and the object messages are
 //! decoded with kube-rs's `k8s-pb` types and turned into the JSON form the handlers work on;
 //! answers stay JSON (kubectl accepts `application/json`).
 
@@ -59,6 +59,7 @@ fn object(raw: &[u8], kind: &str) -> Result<Value, String> {
             ])
         }
         "Deployment" => deployment(apps::Deployment::decode(raw).map_err(err)?),
+        "Service" => service(core::Service::decode(raw).map_err(err)?),
         "SelfSubjectAccessReview" => access_review(raw).map_err(err)?,
         "SelfSubjectRulesReview" => {
             let r = authz::SelfSubjectRulesReview::decode(raw).map_err(err)?;
@@ -138,6 +139,45 @@ fn config_map(c: core::ConfigMap) -> Value {
         ("data", map(&c.data)),
         ("binaryData", Value::Object(bin)),
         ("immutable", opt(c.immutable)),
+    ])
+}
+
+fn int_or_string(v: Option<k8s_pb::apimachinery::pkg::util::intstr::IntOrString>) -> Value {
+    match v {
+        Some(x) if x.r#type == Some(1) => opt(x.str_val),
+        Some(x) => opt(x.int_val),
+        None => Value::Null,
+    }
+}
+
+fn service(svc: core::Service) -> Value {
+    let s = svc.spec.unwrap_or_default();
+    let ports: Vec<Value> = s
+        .ports
+        .into_iter()
+        .map(|p| {
+            obj([
+                ("name", opt(p.name)),
+                ("protocol", opt(p.protocol)),
+                ("port", opt(p.port)),
+                ("targetPort", int_or_string(p.target_port)),
+                ("nodePort", opt(p.node_port)),
+            ])
+        })
+        .collect();
+    obj([
+        ("metadata", object_meta(svc.metadata)),
+        (
+            "spec",
+            obj([
+                ("ports", json!(ports)),
+                ("selector", map(&s.selector)),
+                ("clusterIP", opt(s.cluster_ip)),
+                ("type", opt(s.r#type)),
+                ("externalName", opt(s.external_name)),
+                ("sessionAffinity", opt(s.session_affinity)),
+            ]),
+        ),
     ])
 }
 

@@ -102,6 +102,11 @@ async fn cr_status_subresource() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_protobuf() {
+    scenarios::kubectl_create_protobuf(&target().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statefulset_basics() {
     scenarios::statefulset_basics(&target().await).await;
 }

@@ -40,7 +40,8 @@ mod fake_kubelet {
         cr_crud_watch_ssa,
         cr_schema_refusal,
         cr_status_subresource,
-        statefulset_basics
+        statefulset_basics,
+        kubectl_create_protobuf
     );
 }
 

@@ -475,3 +475,113 @@ pub async fn statefulset_basics(t: &Target) {
     })
     .await;
 }
+
+/// `kubectl create` of built-in kinds sends protobuf bodies; the server answers JSON.
+pub async fn kubectl_create_protobuf(t: &Target) {
+    let ns = format!("pb-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    ok(
+        t.kubectl(&["create", "namespace", &ns]).await,
+        "create namespace",
+    );
+    let n = ns.as_str();
+    ok(
+        t.kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "s1",
+            "-n",
+            n,
+            "--from-literal=token=abc",
+        ])
+        .await,
+        "create secret",
+    );
+    ok(
+        t.kubectl(&["create", "configmap", "c1", "-n", n, "--from-literal=k=v"])
+            .await,
+        "create configmap",
+    );
+    ok(
+        t.kubectl(&["create", "serviceaccount", "bot", "-n", n])
+            .await,
+        "create serviceaccount",
+    );
+    ok(
+        t.kubectl(&[
+            "create",
+            "deployment",
+            "web",
+            "-n",
+            n,
+            "--image=busybox:1.36",
+            "--replicas=2",
+            "--port=8080",
+        ])
+        .await,
+        "create deployment",
+    );
+    ok(
+        t.kubectl(&[
+            "create",
+            "service",
+            "clusterip",
+            "web",
+            "-n",
+            n,
+            "--tcp=80:8080",
+        ])
+        .await,
+        "create service",
+    );
+    let data = ok(
+        t.kubectl(&[
+            "get",
+            "secret",
+            "s1",
+            "-n",
+            n,
+            "-o",
+            "jsonpath={.data.token}",
+        ])
+        .await,
+        "get secret",
+    );
+    assert_eq!(data, "YWJj");
+    let cm = ok(
+        t.kubectl(&[
+            "get",
+            "configmap",
+            "c1",
+            "-n",
+            n,
+            "-o",
+            "jsonpath={.data.k}",
+        ])
+        .await,
+        "get configmap",
+    );
+    assert_eq!(cm, "v");
+    let dep = ok(t.kubectl(&["get", "deployment", "web", "-n", n, "-o", "jsonpath={.spec.replicas}/{.spec.template.spec.containers[0].image}/{.spec.selector.matchLabels.app}"]).await, "get deployment");
+    assert_eq!(dep, "2/busybox:1.36/web");
+    let svc = ok(
+        t.kubectl(&[
+            "get",
+            "service",
+            "web",
+            "-n",
+            n,
+            "-o",
+            "jsonpath={.spec.ports[0].port}/{.spec.ports[0].targetPort}/{.spec.selector.app}",
+        ])
+        .await,
+        "get service",
+    );
+    assert_eq!(svc, "80/8080/web");
+    let (created, _, err) = t.kubectl(&["create", "configmap", "c1", "-n", n]).await;
+    assert!(!created && err.contains("\"c1\" already exists"), "{err}");
+    ok(
+        t.kubectl(&["delete", "namespace", n, "--wait=false"]).await,
+        "delete namespace",
+    );
+}
