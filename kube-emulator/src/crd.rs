@@ -301,8 +301,10 @@ pub fn admit(v: &Version, obj: &mut Value, strict: bool) -> Result<(), ApiError>
             .iter()
             .map(|p| format!("unknown field \"{p}\""))
             .collect();
+        let kind = v.def.kind;
         return Err(ApiError::bad_request(format!(
-            "strict decoding error: {}",
+            "{kind} in version \"{}\" cannot be handled as a {kind}: strict decoding error: {}",
+            v.def.version,
             list.join(", ")
         )));
     }

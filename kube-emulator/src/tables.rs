@@ -224,6 +224,16 @@ fn columns(def: &ResourceDef) -> Vec<Value> {
             ),
             col("Readiness Gates", "string", "", "Readiness gates.", 1),
         ],
+        ("apiextensions.k8s.io", "customresourcedefinitions") => vec![
+            name_col(),
+            col(
+                "Created At",
+                "date",
+                "",
+                "CreationTimestamp is a timestamp representing the server time when this object was created.",
+                0,
+            ),
+        ],
         ("apps", "statefulsets") => vec![
             name_col(),
             col(
@@ -454,6 +464,9 @@ fn cells(def: &ResourceDef, o: &Value) -> Vec<Value> {
                 json!("<none>"),
                 json!("<none>"),
             ]
+        }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            vec![json!(name), json!(meta_str(o, "creationTimestamp"))]
         }
         ("apps", "statefulsets") => {
             let (c, im) = containers(&o["spec"]["template"]);

@@ -572,3 +572,86 @@ async fn unschedulable_and_readiness_failure() {
             .any(|c| c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable"))
     );
 }
+
+/// Custom resources, what only the emulator can show: unknown fields pruned or refused
+/// (`fieldValidation=Strict`, which v1.20 lacks), in-stream 410 and bookmarks on a CR watch,
+/// strategic merge refused with 415, `kubectl get crds` columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_resources_emulator_only() {
+    let t = target().await;
+    scenarios::install_toolhive_crds(&t).await;
+    let path = "/apis/toolhive.stacklok.dev/v1beta1/namespaces/default/mcpservers";
+    let body = json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
+        "metadata": {"name": "p"}, "spec": {"image": "x", "bogus": 1}});
+    let err = raw(
+        &t.client,
+        "POST",
+        &format!("{path}?fieldValidation=Strict"),
+        "application/json",
+        body.clone(),
+    )
+    .await
+    .unwrap_err();
+    let kube::Error::Api(s) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"));
+    assert!(
+        s.message
+            .ends_with("strict decoding error: unknown field \"spec.bogus\""),
+        "{}",
+        s.message
+    );
+    let created = raw(&t.client, "POST", path, "application/json", body)
+        .await
+        .unwrap();
+    assert!(created["spec"].get("bogus").is_none(), "pruned: {created}");
+    let err = raw(
+        &t.client,
+        "PATCH",
+        &format!("{path}/p"),
+        "application/strategic-merge-patch+json",
+        json!({"spec": {"image": "y"}}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 415),
+        "{err:?}"
+    );
+
+    let api = scenarios::mcpservers(&t, "default");
+    let emu = t.emulator.as_ref().unwrap();
+    emu.compact();
+    let mut s = api
+        .watch(&WatchParams::default().timeout(5), "1")
+        .await
+        .unwrap()
+        .boxed();
+    match s.try_next().await.unwrap() {
+        Some(WatchEvent::Error(e)) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        other => panic!("expected ERROR 410, got {other:?}"),
+    }
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut s = api
+        .watch(&WatchParams::default().timeout(3), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let mut bookmark = false;
+    while let Some(ev) = s.try_next().await.unwrap() {
+        bookmark |= matches!(ev, WatchEvent::Bookmark(_));
+    }
+    assert!(bookmark, "a bookmark before the deadline");
+    let (ok, out, _) = t.kubectl(&["get", "crds"]).await;
+    assert!(
+        ok && out.starts_with("NAME") && out.contains("CREATED AT"),
+        "{out}"
+    );
+}
