@@ -182,6 +182,7 @@ fn reconcile_server(shared: &Shared, cr: &Value) -> Outcome {
             spec["image"].as_str().unwrap_or_default().to_string(),
         ],
     );
+    let had_proxy = shared.store.get("deployments", ns, name).is_some();
     ensure(shared, "deployments", ns, proxy);
     ensure(
         shared,
@@ -189,6 +190,9 @@ fn reconcile_server(shared: &Shared, cr: &Value) -> Outcome {
         ns,
         service(cr, &format!("mcp-{name}-proxy"), port),
     );
+    if had_proxy && shared.store.get("statefulsets", ns, name).is_none() {
+        bounce_proxy(shared, ns, name);
+    }
     ensure(
         shared,
         "statefulsets",
@@ -299,6 +303,17 @@ fn backend_statefulset(cr: &Value, replicas: i64, stdio: bool) -> Value {
         "spec": {"replicas": replicas, "serviceName": name, "selector": {"matchLabels": l},
                  "template": {"metadata": tmeta, "spec": {"containers": [c]}}},
     })
+}
+
+/// A missing StatefulSet: the proxy Deployment is bounced (the runner re-applies the workload),
+/// as mcpserver-workloads.md describes; the server stays Pending until both are back.
+fn bounce_proxy(shared: &Shared, ns: &str, name: &str) {
+    shared
+        .store
+        .update_with("deployments", ns, name, None, |o| {
+            o["spec"]["template"]["metadata"]["annotations"][KUBECTL_RESTARTED_AT] =
+                json!(now_ts());
+        });
 }
 
 /// Create the child, or bring its spec back to the desired one (keeping restart annotations).

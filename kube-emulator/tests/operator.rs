@@ -233,6 +233,11 @@ async fn workloads_and_missing_secret() {
         .get("gh")
         .await
         .unwrap();
+    assert_eq!(
+        dep.metadata.generation,
+        Some(1),
+        "no bounce of a new server"
+    );
     let pc = &dep.spec.template.spec.as_ref().unwrap().containers[0];
     assert_eq!(
         pc.image.as_deref(),
@@ -432,12 +437,16 @@ async fn restart_scale_and_delete() {
     assert_eq!(dep.spec.replicas, Some(1));
 
     let sts: Api<StatefulSet> = Api::namespaced(t.client.clone(), &ns);
+    let deps: Api<Deployment> = Api::namespaced(t.client.clone(), &ns);
+    let gen_before = deps.get("r").await.unwrap().metadata.generation;
     sts.delete("r", &DeleteParams::default()).await.unwrap();
     wait_for("StatefulSet recreated", t.budget(30.0), || async {
         sts.get("r").await.is_ok()
     })
     .await;
     wait_phase(&t, &ns, "r", "Ready").await;
+    let gen_after = deps.get("r").await.unwrap().metadata.generation;
+    assert!(gen_after > gen_before, "the proxy Deployment was bounced");
 
     api.patch(
         "r",
