@@ -463,6 +463,13 @@ pub async fn statefulset_basics(t: &Target) {
         uid0,
         "db-0 was replaced"
     );
+    let timeout = format!("--timeout={}s", t.budget(30.0).as_secs());
+    let out = ok(
+        t.kubectl(&["rollout", "status", "statefulset/db", "-n", &ns, &timeout])
+            .await,
+        "rollout status",
+    );
+    assert!(out.contains("roll out complete"), "{out}");
     let out = ok(
         t.kubectl(&["get", "statefulset", "-n", &ns]).await,
         "get statefulset",
