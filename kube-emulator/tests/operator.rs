@@ -554,3 +554,62 @@ async fn upstream_crds_load_unchanged() {
         "deleting the CRD deleted its objects"
     );
 }
+
+/// MCPRemoteProxy: Pending while a referenced auth config is missing, then a Deployment and a
+/// Service `mcp-<name>-remote-proxy`, Ready with the URL; deleting it collects both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_proxy_waits_for_its_auth_config() {
+    let t = target().await;
+    let ns = t.namespace("thv-remote").await;
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(t.client.clone(), &ns, &remote_proxy_resource());
+    let rp: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPRemoteProxy",
+        "metadata": {"name": "rp"},
+        "spec": {"remoteUrl": "https://mcp.example.com/api", "externalAuthConfigRef": {"name": "auth"}},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &rp).await.unwrap();
+    let phase = |want: &'static str| {
+        let api = api.clone();
+        async move {
+            api.get("rp")
+                .await
+                .is_ok_and(|o| o.data["status"]["phase"] == want)
+        }
+    };
+    wait_for("remote proxy Pending", t.budget(30.0), || phase("Pending")).await;
+    let o = api.get("rp").await.unwrap();
+    assert_eq!(
+        ready_condition(&o)["reason"],
+        "MCPExternalAuthConfigNotFound"
+    );
+    let gvk = kube::api::GroupVersionKind::gvk(
+        "toolhive.stacklok.dev",
+        "v1beta1",
+        "MCPExternalAuthConfig",
+    );
+    let ar = kube::api::ApiResource::from_gvk_with_plural(&gvk, "mcpexternalauthconfigs");
+    let auth: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPExternalAuthConfig",
+        "metadata": {"name": "auth"}, "spec": {"type": "bearerToken"},
+    }))
+    .unwrap();
+    Api::<DynamicObject>::namespaced_with(t.client.clone(), &ns, &ar)
+        .create(&PostParams::default(), &auth)
+        .await
+        .unwrap();
+    wait_for("remote proxy Ready", t.budget(60.0), || phase("Ready")).await;
+    let o = api.get("rp").await.unwrap();
+    let url = format!("http://mcp-rp-remote-proxy.{ns}.svc.cluster.local:8080");
+    assert_eq!(o.data["status"]["url"], json!(url));
+    let svc = Api::<Service>::namespaced(t.client.clone(), &ns);
+    assert!(svc.get("mcp-rp-remote-proxy").await.is_ok());
+    api.delete("rp", &DeleteParams::default()).await.unwrap();
+    wait_for(
+        "remote proxy children collected",
+        t.budget(30.0),
+        || async { owned_objects(&t, &ns, "rp").await == 0 },
+    )
+    .await;
+}
