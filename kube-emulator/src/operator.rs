@@ -128,9 +128,11 @@ impl Outcome {
     }
 }
 
-fn labels(name: &str, component: &str) -> Value {
+/// The labels of a CR's children (and their pod selectors).
+fn labels(cr: &Value, component: &str) -> Value {
+    let name = meta_str(cr, "name");
     json!({
-        "app.kubernetes.io/name": "mcpserver",
+        "app.kubernetes.io/name": cr["kind"].as_str().unwrap_or_default().to_ascii_lowercase(),
         "app.kubernetes.io/instance": name,
         "app.kubernetes.io/component": component,
         "app.kubernetes.io/managed-by": "toolhive-operator",
@@ -241,7 +243,7 @@ fn missing_reference(shared: &Shared, ns: &str, spec: &Value) -> Option<Outcome>
 
 fn proxy_deployment(cr: &Value, replicas: i64, port: i64, args: &[String]) -> Value {
     let name = meta_str(cr, "name");
-    let l = labels(name, "proxy");
+    let l = labels(cr, "proxy");
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "labels": l, "ownerReferences": [owner_ref(cr)]},
@@ -257,11 +259,10 @@ fn proxy_deployment(cr: &Value, replicas: i64, port: i64, args: &[String]) -> Va
 }
 
 fn service(cr: &Value, svc_name: &str, port: i64) -> Value {
-    let name = meta_str(cr, "name");
     json!({
         "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": svc_name, "labels": labels(name, "proxy"), "ownerReferences": [owner_ref(cr)]},
-        "spec": {"selector": labels(name, "proxy"), "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}]},
+        "metadata": {"name": svc_name, "labels": labels(cr, "proxy"), "ownerReferences": [owner_ref(cr)]},
+        "spec": {"selector": labels(cr, "proxy"), "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}]},
     })
 }
 
@@ -280,7 +281,7 @@ fn backend_env(spec: &Value) -> Vec<Value> {
 fn backend_statefulset(cr: &Value, replicas: i64, stdio: bool) -> Value {
     let name = meta_str(cr, "name");
     let spec = &cr["spec"];
-    let l = labels(name, "mcp-server");
+    let l = labels(cr, "mcp-server");
     let mut c = json!({"name": "mcp", "image": spec["image"], "env": backend_env(spec)});
     for k in ["args", "resources"] {
         if let Some(v) = spec.get(k) {
