@@ -9,6 +9,7 @@ use common::{Target, wait_for};
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::ResourceExt;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
     WatchParams,
@@ -120,6 +121,29 @@ async fn kubectl_examples_ready_and_deleted() {
         kubectl_ok(&t, &["apply", "-f", dir.join(file).to_str().unwrap()]).await;
     }
     wait_phase(&t, "toolhive-system", "fetch", "Ready").await;
+    // the documented bounce: kubectl annotate (a merge patch of the CR)
+    kubectl_ok(
+        &t,
+        &[
+            "annotate",
+            "mcpserver",
+            "fetch",
+            "-n",
+            "toolhive-system",
+            "--overwrite",
+            "mcpserver.toolhive.stacklok.dev/restarted-at=2030-01-01T00:00:00Z",
+        ],
+    )
+    .await;
+    let fetch = mcpservers(&t, "toolhive-system");
+    wait_for("restart processed", t.budget(30.0), || async {
+        fetch.get("fetch").await.is_ok_and(|o| {
+            o.annotations()
+                .get("mcpserver.toolhive.stacklok.dev/last-processed-restart")
+                == Some(&"2030-01-01T00:00:00Z".to_string())
+        })
+    })
+    .await;
     wait_phase(&t, "default", "my-server", "Ready").await;
     let remote: Api<DynamicObject> =
         Api::namespaced_with(t.client.clone(), "default", &remote_proxy_resource());
