@@ -1,9 +1,12 @@
 //! Running the gateway: build the services, serve HTTP, shut down gracefully.
 
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
+use std::time::Duration;
 
 use secrecy::SecretString;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::config::{Config, Mode};
 use crate::secrets::Keyring;
@@ -86,7 +89,10 @@ pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
     Ok(AppState::new(services))
 }
 
-/// Serves until SIGINT or SIGTERM, then drains in-flight requests.
+/// Serves until SIGINT or SIGTERM, then shuts down gracefully: `/readyz` turns unready at once,
+/// connections are still accepted for `HIVEGRAPH_DRAIN_DELAY_MS`, then in-flight requests get
+/// `HIVEGRAPH_SHUTDOWN_GRACE_MS` to finish while websockets are closed with 1012, and finally
+/// syncs, operation leases and metric claims are handed back for other processes to take.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     if config.serve.auth == crate::config::AuthMode::None {
@@ -99,46 +105,86 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let keys = load_keyring(config.serve.mode)?;
     let listen = config.serve.listen;
     let run_scheduler = config.serve.sync.scheduler;
+    let shutdown = config.serve.shutdown.clone();
     let state = build_state(config, keys)?;
-    let sync = state.services.sync.clone();
-    let k8s = state.services.k8s.clone();
+    let services = state.services.clone();
     // Cluster checks, watchers, and pick-up of operations left by a previous process.
-    k8s.start_background();
+    services.k8s.start_background();
     // Retention of deployment logs and the audit log (one replica at a time).
     let retention = crate::retention::spawn(
-        state.services.pool.clone(),
+        services.pool.clone(),
         Arc::new(crate::retention::SystemClock),
     );
     // Metrics collection and the rollup/retention job.
-    state.services.monitor.start();
+    services.monitor.start();
     let sockets = state.sockets.clone();
-    let state_monitor = state.services.monitor.clone();
+    let draining = state.draining.clone();
     let app = crate::http::router(state);
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     // The registry sync scheduler: periodic syncs, retries with backoff, crash recovery.
-    let scheduler = run_scheduler.then(|| sync.spawn_scheduler());
+    let scheduler = run_scheduler.then(|| services.sync.spawn_scheduler());
     tracing::info!(%addr, "hivegraph listening; GraphiQL at http://{addr}/graphql");
+    let (stop, stopped) = watch::channel(false);
+    let drain_delay = Duration::from_millis(shutdown.drain_delay_ms);
     let closing = sockets.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Websockets are not part of axum's drain: tell every client to reconnect (1012).
-            closing.shutdown();
-        })
-        .await?;
-    sockets.drained(std::time::Duration::from_secs(5)).await;
-    // Interrupted syncs end in ERROR and are due again at once.
-    sync.shutdown(std::time::Duration::from_secs(10)).await;
-    // Drivers give their leases back so that another gateway process takes over at once.
-    k8s.shutdown().await;
-    state_monitor.shutdown();
+    let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        draining.begin();
+        stop.send_replace(true);
+        // Load balancers learn from /readyz that this process is going; until they do, it
+        // keeps serving new connections.
+        tokio::time::sleep(drain_delay).await;
+        tracing::info!("drain delay over: refusing new connections");
+        // Websockets are not part of axum's drain: tell every client to reconnect (1012).
+        closing.shutdown();
+    });
+    let grace = drain_delay + Duration::from_millis(shutdown.shutdown_grace_ms);
+    serve_until_drained(serving.into_future(), stopped, grace).await?;
+    sockets.drained(Duration::from_secs(5)).await;
+    hand_over(&services).await;
     if let Some(s) = scheduler {
         let _ = s.await;
     }
     retention.abort();
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Runs the server; once shutdown has begun, it gets at most `grace` to finish in-flight
+/// requests, after which they are cut.
+async fn serve_until_drained(
+    serving: impl Future<Output = std::io::Result<()>>,
+    mut stopped: watch::Receiver<bool>,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    tokio::pin!(serving);
+    tokio::select! {
+        r = &mut serving => return Ok(r?),
+        _ = stopped.wait_for(|s| *s) => {}
+    }
+    match tokio::time::timeout(grace, serving).await {
+        Ok(r) => Ok(r?),
+        Err(_) => {
+            tracing::warn!(
+                ?grace,
+                "requests still in flight after the shutdown grace: cut"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Stops the background work and gives back what other processes wait for: interrupted syncs
+/// end in ERROR and are due again at once, drivers release their operation leases, and the
+/// metric collection claims of unfinished rounds are dropped.
+async fn hand_over(services: &Services) {
+    services.monitor.shutdown();
+    tokio::join!(
+        services.sync.shutdown(Duration::from_secs(10)),
+        services.k8s.shutdown(),
+        services.monitor.release_claims(),
+    );
 }
 
 async fn shutdown_signal() {
