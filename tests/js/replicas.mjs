@@ -112,8 +112,8 @@ let gw = [];
 let instanceId;
 
 test('kill -9 of the replica driving a deploy: another one finishes it, once, seen in order by every subscriber', { skip, timeout: 120000 }, async () => {
-  // A slow start (image pull 15 s, Ready at 30 s simulated) at 4x: the deploy takes ~8 s.
-  const kubeconfig = await startEmulator(4);
+  // A slow start (image pull 15 s, Ready at 30 s simulated) at 3x: the deploy takes ~10 s.
+  const kubeconfig = await startEmulator(3);
   gw = await Promise.all(['a', 'b', 'c'].map((n) => startGateway(n, kubeconfig)));
   const cluster = await gql(gw[0].url, 'mutation { registerCluster(input: {name: "emu", context: "kube-emulator"}) { id status } }');
   assert.equal(cluster.registerCluster.status, 'CONNECTED');
@@ -138,6 +138,7 @@ test('kill -9 of the replica driving a deploy: another one finishes it, once, se
   driver.proc.kill('SIGKILL');
   await driver.proc.exited;
   const killedAt = Date.now();
+  assert.equal(psql(`SELECT status FROM deployments WHERE id = '${opRaw}'`), 'in_progress', 'killed mid-deploy');
 
   const done = await until('the deploy completes on a survivor', 60000, async () => {
     const o = (await gql(survivors[0].url, 'query($id: ID!) { deployment(id: $id) { status steps { name status } } }', { id: d.id })).deployment;
@@ -172,11 +173,12 @@ test('SIGTERM: unready at once, websockets closed with 1012, the client reconnec
   await until('first state', 10000, async () => sub.data.length > 0);
   assert.equal(sub.data[0].data.instanceStatus.status, 'RUNNING');
 
-  // Drain: a fresh gateway process with a drain delay replaces nothing; `leaving` has none,
-  // so start its successor with one to see /readyz turn unready while connections are accepted.
-  const drained = await startGateway('d', `${WORK}/kubeconfig`, { HIVEGRAPH_DRAIN_DELAY_MS: '1500' });
+  // The drain delay, on a fourth process: after SIGTERM /readyz answers 503 at once while
+  // requests are still served; the process exits cleanly once the delay is over.
+  const drained = await startGateway('d', `${WORK}/kubeconfig`, { HIVEGRAPH_DRAIN_DELAY_MS: '3000' });
+  const termAt = Date.now();
   drained.proc.kill('SIGTERM');
-  const unready = await until('/readyz 503 during the drain delay', 1000, async () => {
+  const unready = await until('/readyz 503 during the drain delay', 2000, async () => {
     const r = await fetch(drained.url + '/readyz');
     return r.status === 503 ? await r.text() : undefined;
   });
@@ -184,6 +186,8 @@ test('SIGTERM: unready at once, websockets closed with 1012, the client reconnec
   const served = await post(drained.url, '{ viewer { subject } }');
   assert.equal(served.data.viewer.subject, 'local', 'requests are still served during the drain delay');
   assert.deepEqual(await drained.proc.exited, { code: 0, signal: null });
+  const took = Date.now() - termAt;
+  assert.ok(took >= 2900 && took < 20000, `exited ${took} ms after SIGTERM`);
 
   const before = sub.data.length;
   leaving.proc.kill('SIGTERM');
