@@ -115,6 +115,11 @@ check_image() {
   for src in $(awk '/^COPY/ && !/--from/ { for (i = 2; i < NF; i++) print $i }' Dockerfile); do
     [ -e "$src" ] || { echo "image: Dockerfile copies $src, which does not exist" >&2; rc=1; }
   done
+  # Every workspace member is in the build context.
+  for src in $(sed -n 's/^members *= *\[\(.*\)\]/\1/p' Cargo.toml | tr -d '",' ); do
+    [ "$src" = . ] && continue
+    grep -q "^COPY $src " Dockerfile || { echo "image: workspace member $src is not copied" >&2; rc=1; }
+  done
   # The binary the Dockerfile installs is the one Cargo.toml builds.
   bin=$(awk '/^\[\[bin\]\]/{b=1} b && /^name *=/{gsub(/"/,"",$3); print $3; exit}' Cargo.toml)
   grep -q "target/release/$bin " Dockerfile || { echo "image: Dockerfile does not install target/release/$bin" >&2; rc=1; }
