@@ -46,7 +46,7 @@ check_render() {
 # namespace to exist, so the Namespace is created for real first.
 dry_run() {
   local file=$1 kc=$2
-  kubectl --kubeconfig "$kc" create namespace hivegraph >/dev/null 2>&1 || true
+  kubectl --kubeconfig "$kc" create namespace hivegraph --save-config >/dev/null 2>&1 || true
   kubectl --kubeconfig "$kc" apply --dry-run=server -f "$file"
 }
 
