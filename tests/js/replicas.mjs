@@ -166,7 +166,7 @@ test('kill -9 of the replica driving a deploy: another one finishes it, once, se
   gw = survivors;
 });
 
-test('SIGTERM: unready at once, websockets closed with 1012, the client reconnects to another replica and is current', { skip, timeout: 60000 }, async () => {
+test('SIGTERM: unready at once, websockets closed with 1012, the client reconnects to another replica and is current, leases handed over', { skip, timeout: 60000 }, async () => {
   assert.equal(gw.length, 2, 'the first test left two gateways');
   const [leaving, staying] = gw;
   const sub = subscribe([leaving.ws, staying.ws], STATUS, { id: instanceId });
@@ -206,6 +206,22 @@ test('SIGTERM: unready at once, websockets closed with 1012, the client reconnec
     (await gql(staying.url, 'query($id: ID!) { deployment(id: $id) { status } }', { id: op.id })).deployment.status === 'COMPLETED');
   assert.equal(sub.errors.length, 0);
   await sub.stop();
+
+  // SIGTERM gives the lease back: a replica with a 60 s lease is stopped while it drives a
+  // restart, and the other one finishes the operation long before that lease would lapse.
+  const holder = await startGateway('e', `${WORK}/kubeconfig`, { HIVEGRAPH_K8S_LEASE_SECONDS: '60' });
+  const restart = (await gql(holder.url, 'mutation($id: ID!) { restartInstance(id: $id) { id } }', { id: instanceId })).restartInstance;
+  await until('the restart is driven by the new replica', 10000, async () =>
+    psql(`SELECT lease_owner FROM deployments WHERE status = 'in_progress' AND lease_owner LIKE '%/${holder.proc.pid}/%'`) || undefined);
+  const stoppedAt = Date.now();
+  holder.proc.kill('SIGTERM');
+  assert.deepEqual(await holder.proc.exited, { code: 0, signal: null });
+  const steps = () => gql(staying.url, 'query($id: ID!) { deployment(id: $id) { status steps { name message } } }', { id: restart.id });
+  await until('the other replica picks the restart up', 10000, async () =>
+    (await steps()).deployment.steps.some((st) => st.name === 'resume' && st.message.includes(`/${staying.proc.pid}/`)));
+  const pickedUp = Date.now() - stoppedAt;
+  assert.ok(pickedUp < 10000, `picked up ${pickedUp} ms after SIGTERM, long before the 60 s lease`);
+  await until('the restart completes', 60000, async () => (await steps()).deployment.status === 'COMPLETED');
   gw = [staying];
 });
 
@@ -244,7 +260,7 @@ test('PostgreSQL restarts: UPSTREAM_UNAVAILABLE while down, everything back with
   });
   assert.equal(end, 'COMPLETED');
   assert.equal(psql("SELECT count(*) FROM deployments WHERE status IN ('initiated', 'in_progress')"), '0');
-  assert.equal(psql('SELECT count(*) FROM deployments'), '3', 'deploy, scale and restart: none lost');
+  assert.equal(psql('SELECT count(*) FROM deployments'), '4', 'deploy, scale and two restarts: none lost');
   console.log(`database back: queries answered ${back} ms after PostgreSQL accepted connections`);
   await sub.stop();
 });
