@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, ShutdownConfig};
 use crate::secrets::Keyring;
 use crate::state::{AppState, Services};
 use crate::sync::SyncService;
@@ -125,11 +125,41 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // The registry sync scheduler: periodic syncs, retries with backoff, crash recovery.
     let scheduler = run_scheduler.then(|| services.sync.spawn_scheduler());
     tracing::info!(%addr, "hivegraph listening; GraphiQL at http://{addr}/graphql");
+    serve_draining(
+        listener,
+        app,
+        &sockets,
+        draining,
+        &shutdown,
+        shutdown_signal(),
+    )
+    .await?;
+    sockets.drained(Duration::from_secs(5)).await;
+    hand_over(&services).await;
+    if let Some(s) = scheduler {
+        let _ = s.await;
+    }
+    retention.abort();
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// Serves `app` until `signal`, then drains: `draining` is set at once (`/readyz` answers 503),
+/// connections are still accepted for the drain delay, then websockets are told to reconnect
+/// (1012), new connections are refused, and in-flight requests get the shutdown grace to finish.
+pub async fn serve_draining(
+    listener: TcpListener,
+    app: axum::Router,
+    sockets: &crate::http::ws::Sockets,
+    draining: crate::http::Draining,
+    cfg: &ShutdownConfig,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
-    let drain_delay = Duration::from_millis(shutdown.drain_delay_ms);
+    let drain_delay = Duration::from_millis(cfg.drain_delay_ms);
     let closing = sockets.clone();
     let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        signal.await;
         draining.begin();
         stop.send_replace(true);
         // Load balancers learn from /readyz that this process is going; until they do, it
@@ -139,16 +169,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         // Websockets are not part of axum's drain: tell every client to reconnect (1012).
         closing.shutdown();
     });
-    let grace = drain_delay + Duration::from_millis(shutdown.shutdown_grace_ms);
-    serve_until_drained(serving.into_future(), stopped, grace).await?;
-    sockets.drained(Duration::from_secs(5)).await;
-    hand_over(&services).await;
-    if let Some(s) = scheduler {
-        let _ = s.await;
-    }
-    retention.abort();
-    tracing::info!("shut down");
-    Ok(())
+    let grace = drain_delay + Duration::from_millis(cfg.shutdown_grace_ms);
+    serve_until_drained(serving.into_future(), stopped, grace).await
 }
 
 /// Runs the server; once shutdown has begun, it gets at most `grace` to finish in-flight
@@ -202,4 +224,108 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutdown requested; draining");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One HTTP/1.1 GET on a new connection: the response text, or an error when refused.
+    async fn fetch(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok(out)
+    }
+
+    /// A server with a fast and a slow (`ms`) route, stopped by the returned sender.
+    async fn server(
+        ms: u64,
+        cfg: ShutdownConfig,
+    ) -> (
+        std::net::SocketAddr,
+        crate::http::Draining,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let slow = move || async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            "done"
+        };
+        let app = axum::Router::new()
+            .route("/slow", get(slow))
+            .route("/fast", get(|| async { "ok" }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let draining = crate::http::Draining::default();
+        let d = draining.clone();
+        let task = tokio::spawn(async move {
+            let sockets = crate::http::ws::Sockets::default();
+            let signal = async move {
+                let _ = rx.await;
+            };
+            serve_draining(listener, app, &sockets, d, &cfg, signal).await
+        });
+        (addr, draining, tx, task)
+    }
+
+    #[tokio::test]
+    async fn in_flight_requests_finish_and_connections_are_accepted_during_the_drain_delay() {
+        let cfg = ShutdownConfig {
+            drain_delay_ms: 400,
+            shutdown_grace_ms: 5_000,
+        };
+        let (addr, draining, stop, task) = server(1_000, cfg).await;
+        let slow = tokio::spawn(fetch(addr, "/slow"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!draining.is_draining());
+        stop.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(draining.is_draining(), "unready at once");
+        let fresh = fetch(addr, "/fast")
+            .await
+            .expect("served during the drain delay");
+        assert!(
+            fresh.starts_with("HTTP/1.1 200") && fresh.ends_with("ok"),
+            "{fresh}"
+        );
+        let slow = slow.await.unwrap().expect("the in-flight request finishes");
+        assert!(
+            slow.starts_with("HTTP/1.1 200") && slow.ends_with("done"),
+            "{slow}"
+        );
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the server ends")
+            .unwrap()
+            .unwrap();
+        assert!(
+            fetch(addr, "/fast").await.is_err(),
+            "refused after the drain"
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_longer_than_the_grace_are_cut() {
+        let cfg = ShutdownConfig {
+            drain_delay_ms: 0,
+            shutdown_grace_ms: 200,
+        };
+        let (addr, _, stop, task) = server(60_000, cfg).await;
+        let _slow = tokio::spawn(fetch(addr, "/slow"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = std::time::Instant::now();
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the server ends after the grace")
+            .unwrap()
+            .unwrap();
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
 }
