@@ -98,7 +98,8 @@ check_emulator() {
 
 real_k8s_script() {
   local s
-  for s in "${REALK8S_SCRIPT:-}" "$ROOT/../shared/tools/real-k8s.sh" /work/shared/tools/real-k8s.sh; do
+  for s in "${REALK8S_SCRIPT:-}" "$ROOT/kube-emulator/tools/real-k8s.sh" "$ROOT/../shared/tools/real-k8s.sh" \
+           /work/shared/tools/real-k8s.sh; do
     [ -n "$s" ] && [ -x "$s" ] && { echo "$s"; return 0; }
   done
   echo "real-k8s.sh not found (set REALK8S_SCRIPT)" >&2
