@@ -118,6 +118,7 @@ check_real() {
   sed 's#^apiVersion: policy/v1$#apiVersion: policy/v1beta1#' "$WORK/dev.yaml" >"$WORK/dev-v1.20.yaml"
   dry_run "$WORK/base-v1.20.yaml" "$dir/kubeconfig" && dry_run "$WORK/dev-v1.20.yaml" "$dir/kubeconfig" || rc=1
   "$script" stop "$dir" >/dev/null 2>&1 || true
+  rm -rf "$dir"
   [ $rc = 0 ] && echo "real kube-apiserver v1.20 dry-run: ok"
   return $rc
 }
