@@ -74,6 +74,31 @@ pub struct ServeConfig {
     pub ws: WsConfig,
     #[command(flatten)]
     pub monitoring: MonitoringConfig,
+    #[command(flatten)]
+    pub shutdown: ShutdownConfig,
+}
+
+/// Graceful shutdown on SIGTERM (see `crate::server::serve`).
+#[derive(Debug, Clone, Args)]
+pub struct ShutdownConfig {
+    /// How long the process keeps accepting connections after SIGTERM while `/readyz` already
+    /// answers 503, in milliseconds: time for load balancers (Kubernetes endpoints) to stop
+    /// sending new requests here.
+    #[arg(long, env = "HIVEGRAPH_DRAIN_DELAY_MS", default_value_t = 0)]
+    pub drain_delay_ms: u64,
+    /// How long in-flight HTTP requests may take to finish once new connections are refused, in
+    /// milliseconds; then they are cut.
+    #[arg(long, env = "HIVEGRAPH_SHUTDOWN_GRACE_MS", default_value_t = 15_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_delay_ms: 0,
+            shutdown_grace_ms: 15_000,
+        }
+    }
 }
 
 /// Websocket subscriptions: handshake timeout, keep-alives and backpressure (see `crate::http::ws`).
@@ -529,6 +554,7 @@ impl Config {
                     metrics_interval_ms: 500,
                     ..MonitoringConfig::default()
                 },
+                shutdown: ShutdownConfig::default(),
             },
         }
     }

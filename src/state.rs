@@ -37,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Open websockets and the planned-shutdown switch (close code 1012).
     pub sockets: crate::http::ws::Sockets,
+    /// Set on SIGTERM: `/readyz` turns unready at once.
+    pub draining: crate::http::Draining,
     /// The per-user rate limiter (the schema's extension and the response cache charge it).
     pub limiter: Arc<crate::graphql::abuse::RateLimiter>,
 }
@@ -62,6 +64,7 @@ impl AppState {
             metrics: Arc::new(metrics),
             // Half the pool may serve subscription starts; the rest stays for queries.
             sockets: crate::http::ws::Sockets::new(starts),
+            draining: crate::http::Draining::default(),
             limiter,
         }
     }

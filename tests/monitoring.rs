@@ -348,3 +348,65 @@ async fn metrics_of_a_deployed_server_arrive_on_a_fast_interval() {
     );
     drop(emu);
 }
+
+/// A Kubernetes API server that accepts connections and never answers.
+async fn tarpit_kubeconfig(dir: &std::path::Path) -> std::path::PathBuf {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: tarpit\n\
+             clusters: [{{name: tarpit, cluster: {{server: \"http://{addr}\"}}}}]\n\
+             users: [{{name: u, user: {{token: t}}}}]\n\
+             contexts: [{{name: tarpit, context: {{cluster: tarpit, user: u}}}}]\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_stopped_process_gives_back_the_claim_of_its_unfinished_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = tarpit_kubeconfig(dir.path()).await;
+    let app = TestApp::spawn_with(move |c| {
+        c.serve.k8s.kubeconfig = Some(kubeconfig);
+        c.serve.k8s.timeout_ms = 60_000;
+    })
+    .await;
+    seed_instance(&app).await;
+    let mut c = app.db.conn().await;
+    c.batch_execute("UPDATE clusters SET context = 'tarpit'")
+        .await
+        .unwrap();
+    let clock = ManualClock::new(Utc::now());
+    let a = monitor(&app, clock.clone(), MonitoringConfig::default());
+    // `a` claims the interval, then hangs on the cluster; it is stopped mid-round.
+    a.start();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.db.count("metrics_claims").await == 0 {
+        assert!(Instant::now() < deadline, "no claim");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.shutdown();
+    let b = monitor(&app, clock.clone(), MonitoringConfig::default());
+    let before = b.collect().await.unwrap();
+    assert_eq!((before.claimed, before.skipped), (0, 1), "{before:?}");
+    a.release_claims().await;
+    assert_eq!(app.db.count("metrics_claims").await, 0);
+    // Another process measures the same interval at once.
+    let after = tokio::time::timeout(Duration::from_millis(500), b.collect()).await;
+    assert!(
+        after.is_err(),
+        "b claimed the interval and is now measuring the cluster"
+    );
+    assert_eq!(app.db.count("metrics_claims").await, 1);
+}

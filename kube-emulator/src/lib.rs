@@ -3,6 +3,7 @@
 //! Start one in-process with [`Emulator::builder`]`().start().await`; it listens on
 //! `127.0.0.1:0` by default and can write a kubeconfig usable by kube-rs and kubectl.
 
+pub mod access_log;
 pub mod controllers;
 pub mod crd;
 pub mod defaults;
@@ -114,6 +115,7 @@ pub struct Shared {
     pub logs: kubelet::Logs,
     pub addr: RwLock<SocketAddr>,
     pub outage: watch::Sender<bool>,
+    pub access_log: access_log::AccessLog,
 }
 
 impl Shared {
@@ -224,6 +226,7 @@ impl Emulator {
             logs: kubelet::Logs::default(),
             addr: RwLock::new(config.listen),
             outage,
+            access_log: access_log::AccessLog::default(),
             config,
         });
         bootstrap(&shared);
@@ -297,6 +300,11 @@ impl Emulator {
     /// Replace the access policy (SelfSubjectAccessReview/RulesReview and enforcement).
     pub fn set_policy(&self, policy: AccessPolicy) {
         *self.shared.policy.write().unwrap() = policy;
+    }
+
+    /// Every distinct (verb, group, resource, allowed) authorization decision so far.
+    pub fn access_log(&self) -> std::collections::BTreeSet<access_log::Access> {
+        self.shared.access_log.snapshot()
     }
 
     /// Make every request fail with 401 Unauthorized (credentials revoked).

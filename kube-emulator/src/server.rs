@@ -391,7 +391,11 @@ async fn route(shared: &Arc<Shared>, path: &str, r: Req) -> Result<Resp, ApiErro
         None => def.plural.to_string(),
     };
     let policy = shared.policy();
-    if !policy.allows(verb, def.group, &res_name, ns.as_deref()) {
+    let allowed = policy.allows(verb, def.group, &res_name, ns.as_deref());
+    shared
+        .access_log
+        .record(verb, def.group, &res_name, allowed);
+    if !allowed {
         return Err(ApiError::forbidden(
             &shared.config.user,
             verb,

@@ -6,6 +6,8 @@ mod graphql;
 mod ops;
 pub mod ws;
 
+pub use ops::Draining;
+
 use axum::Router;
 use axum::routing::get;
 use tower_http::limit::RequestBodyLimitLayer;

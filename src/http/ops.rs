@@ -1,5 +1,7 @@
 //! Operational endpoints.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -8,13 +10,36 @@ use axum::response::IntoResponse;
 
 use crate::state::AppState;
 
+/// Set when a planned shutdown begins: `/readyz` answers 503 from then on, so that load
+/// balancers stop sending new requests while in-flight ones finish.
+#[derive(Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    /// The process is shutting down.
+    pub fn begin(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// Liveness: the process serves requests.
 pub async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
 }
 
-/// Readiness: the database answers and every migration is applied.
+/// Readiness: not shutting down, the database answers and every migration is applied.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.draining.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n".to_string(),
+        );
+    }
     let pool = state.services.pool.clone();
     let check = async move {
         use diesel_async::SimpleAsyncConnection;

@@ -115,6 +115,9 @@ struct Inner {
     stored: AtomicU64,
     rejected: AtomicU64,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Claims of rounds still measuring: (job, scope, slot). Given back on shutdown, so that
+    /// another process measures that interval.
+    unfinished: Mutex<Vec<(String, String, i64)>>,
 }
 
 /// The monitoring service (one per process; cheap to clone).
@@ -163,6 +166,7 @@ impl Monitor {
                 holder: format!("{}-{}", std::process::id(), Uuid::new_v4()),
                 stored: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
+                unfinished: Mutex::new(Vec::new()),
                 background: Mutex::new(Vec::new()),
             }),
         }
@@ -227,7 +231,8 @@ impl Monitor {
             .extend([collect, rollup]);
     }
 
-    /// Stops the background tasks.
+    /// Stops the background tasks; the claims of interrupted rounds stay until
+    /// [`Monitor::release_claims`].
     pub fn shutdown(&self) {
         for t in self.inner.background.lock().unwrap().drain(..) {
             t.abort();
@@ -250,20 +255,28 @@ impl Monitor {
         }
         let mut round = Round::default();
         for (cluster, rows) in by_cluster {
-            if !self.claim("collect", &cluster.to_string()).await? {
+            let Some(slot) = self.claim("collect", &cluster.to_string()).await? else {
                 round.skipped += 1;
                 continue;
-            }
+            };
             round.claimed += 1;
+            let claim = ("collect".to_string(), cluster.to_string(), slot);
+            self.inner.unfinished.lock().unwrap().push(claim.clone());
             let (stored, rejected) = self.collect_cluster(cluster, rows).await;
+            self.inner
+                .unfinished
+                .lock()
+                .unwrap()
+                .retain(|c| *c != claim);
             round.stored += stored;
             round.rejected += rejected;
         }
         Ok(round)
     }
 
-    /// Claims the current interval of `scope` for this process; false when another process has.
-    async fn claim(&self, job: &str, scope: &str) -> anyhow::Result<bool> {
+    /// Claims the current interval of `scope` for this process: its slot, or `None` when another
+    /// process has claimed it.
+    async fn claim(&self, job: &str, scope: &str) -> anyhow::Result<Option<i64>> {
         let interval_ms = self.interval().as_millis() as i64;
         let slot = self.inner.clock.now().timestamp_millis() / interval_ms;
         let mut conn = self.inner.pool.get().await?;
@@ -277,7 +290,34 @@ impl Monitor {
         .bind::<Text, _>(&self.inner.holder)
         .execute(&mut conn)
         .await?;
-        Ok(n == 1)
+        Ok((n == 1).then_some(slot))
+    }
+
+    /// Gives back the claims of rounds that [`Monitor::shutdown`] interrupted, so another
+    /// process measures those intervals at once instead of leaving a gap.
+    pub async fn release_claims(&self) {
+        let claims: Vec<_> = self.inner.unfinished.lock().unwrap().drain(..).collect();
+        if claims.is_empty() {
+            return;
+        }
+        let Ok(mut conn) = self.inner.pool.get().await else {
+            tracing::warn!("metric claims not released: no database connection");
+            return;
+        };
+        for (job, scope, slot) in claims {
+            let r = diesel::sql_query(
+                "DELETE FROM metrics_claims WHERE job = $1 AND scope = $2 AND slot = $3 AND holder = $4",
+            )
+            .bind::<Text, _>(&job)
+            .bind::<Text, _>(&scope)
+            .bind::<Int8, _>(slot)
+            .bind::<Text, _>(&self.inner.holder)
+            .execute(&mut conn)
+            .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, %scope, "metric claim not released");
+            }
+        }
     }
 
     async fn collect_cluster(&self, cluster: Uuid, rows: Vec<InstanceRow>) -> (usize, usize) {
