@@ -433,6 +433,18 @@ async fn every_mutation_follows_the_access_rules_and_refusals_are_audited() {
             [Code("NOT_FOUND"), Code("FORBIDDEN"), Code("FORBIDDEN")],
         ),
         (
+            "updateCluster",
+            r#"mutation($id: ID!) { updateCluster(id: $id, input: { name: "renamed" }) { id } }"#,
+            json!({ "id": id(Kind::Cluster, MISSING) }),
+            [Code("NOT_FOUND"), Code("FORBIDDEN"), Code("FORBIDDEN")],
+        ),
+        (
+            "deleteCluster",
+            r#"mutation($id: ID!) { deleteCluster(id: $id) { pastInstances } }"#,
+            json!({ "id": id(Kind::Cluster, MISSING) }),
+            [Code("NOT_FOUND"), Code("FORBIDDEN"), Code("FORBIDDEN")],
+        ),
+        (
             "grantNamespace",
             r#"mutation { grantNamespace(subject: "eve", namespace: "team-c") { namespace } }"#,
             json!({}),

@@ -223,8 +223,7 @@ pub async fn remove_cluster(pool: &DbPool, actor: &Actor, id: Uuid) -> AppResult
     let c: &mut AsyncPgConnection = &mut pooled;
     let actor = actor.clone();
     // A refusal is returned as Ok(Err(..)) so that its audit record commits.
-    let outcome = c
-        .transaction::<Result<i64, AppError>, AppError, _>(async move |c| {
+    c.transaction::<Result<i64, AppError>, AppError, _>(async move |c| {
             let target = clusters::table
                 .find(id)
                 .filter(clusters::removed_at.is_null());
@@ -292,8 +291,7 @@ pub async fn remove_cluster(pool: &DbPool, actor: &Actor, id: Uuid) -> AppResult
             .await?;
             Ok(Ok(past))
         })
-        .await?;
-    outcome
+        .await?
 }
 
 /// Locks a registered cluster's row against removal for the rest of the transaction; false
