@@ -552,8 +552,8 @@ async fn every_mutation_follows_the_access_rules_and_refusals_are_audited() {
         rows.len() as i64
     );
     assert_eq!(n(app.db.scalar(&denied("vera")).await), rows.len() as i64);
-    // The deployer: 8 admin-only mutations, deployServer in B, and the 5 operations on B.
-    assert_eq!(n(app.db.scalar(&denied("dan")).await), 8 + 1 + 5);
+    // The deployer: 10 admin-only mutations, deployServer in B, and the 5 operations on B.
+    assert_eq!(n(app.db.scalar(&denied("dan")).await), 10 + 1 + 5);
     let hidden = app
         .db
         .scalar("SELECT details->>'code' FROM audit_log WHERE actor = 'dan' AND action = 'scaleInstance' AND outcome = 'denied'")
@@ -567,7 +567,7 @@ async fn every_mutation_follows_the_access_rules_and_refusals_are_audited() {
         json!({}),
     )
     .await;
-    assert_eq!(log["data"]["auditLog"]["totalCount"], json!(14), "{log}");
+    assert_eq!(log["data"]["auditLog"]["totalCount"], json!(16), "{log}");
     let page = ask(
         &app,
         Who::Admin,
