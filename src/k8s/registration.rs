@@ -163,8 +163,13 @@ impl ClusterManager {
         self.start_background();
         check_name(&input.name)?;
         if input.in_cluster && (input.context.is_some() || input.credentials.is_some()) {
+            let field = if input.context.is_some() {
+                "context"
+            } else {
+                "credentials"
+            };
             return Err(AppError::bad_input(
-                "inCluster",
+                field,
                 "give one of context, inCluster or credentials",
             ));
         }
