@@ -321,6 +321,14 @@ async fn a_cluster_registered_by_url_ca_and_token_deploys_rotates_and_is_removed
     assert_eq!(error_code(&r).as_deref(), Some("NOT_FOUND"), "{r}");
     let r = app.graphql(delete, json!({"id": cluster})).await;
     assert_eq!(error_code(&r).as_deref(), Some("NOT_FOUND"), "{r}");
+    let r = app
+        .graphql(
+            "mutation($i: DeployServerInput!) { deployServer(input: $i) { id } }",
+            json!({"i": {"serverId": server, "clusterId": cluster, "namespace": "team", "name": "web2"}}),
+        )
+        .await;
+    assert_eq!(error_field(&r).as_deref(), Some("clusterId"), "{r}");
+    assert_eq!(app.db.count("instances").await, 1, "no instance on a removed cluster");
     let third = gateway(
         same_db(&app.db),
         hivegraph::secrets::Keyring::new(&key(2), &[]).unwrap(),
