@@ -236,7 +236,24 @@ async fn a_cluster_registered_by_url_ca_and_token_deploys_rotates_and_is_removed
         hivegraph::ids::decode(hivegraph::ids::Kind::Cluster, &cluster, "id").unwrap();
     let k8s2 = second.state.services.k8s.clone();
     wait_until("the second gateway watches the cluster", 20, || {
-        !k8s2.watched_namespaces(cluster_uuid).is_empty()
+        !k8s2.watches_of(cluster_uuid).is_empty()
+    })
+    .await;
+
+    // New credentials (the same identity, through a kubeconfig) given to one process: the
+    // other one restarts its watchers with them at once.
+    let before = k8s2.watches_of(cluster_uuid);
+    let r = app
+        .graphql(
+            "mutation($id: ID!, $i: UpdateClusterInput!) { updateCluster(id: $id, input: $i) { status } }",
+            json!({"id": cluster, "i": {"credentials": {"kubeconfig": emu.kubeconfig_yaml()}}}),
+        )
+        .await;
+    assert_ok(&r);
+    assert_eq!(r["data"]["updateCluster"]["status"], json!("CONNECTED"));
+    wait_until("the other process follows the new credentials", 5, || {
+        let now = k8s2.watches_of(cluster_uuid);
+        !now.is_empty() && now.iter().all(|w| !before.contains(w))
     })
     .await;
 
@@ -305,10 +322,7 @@ async fn a_cluster_registered_by_url_ca_and_token_deploys_rotates_and_is_removed
     wait_until(
         "watchers of the removed cluster stop everywhere",
         15,
-        || {
-            k8s1.watched_namespaces(cluster_uuid).is_empty()
-                && k8s2.watched_namespaces(cluster_uuid).is_empty()
-        },
+        || k8s1.watches_of(cluster_uuid).is_empty() && k8s2.watches_of(cluster_uuid).is_empty(),
     )
     .await;
     // Operations on it are gone with it; its name can be used again.
@@ -328,7 +342,11 @@ async fn a_cluster_registered_by_url_ca_and_token_deploys_rotates_and_is_removed
         )
         .await;
     assert_eq!(error_field(&r).as_deref(), Some("clusterId"), "{r}");
-    assert_eq!(app.db.count("instances").await, 1, "no instance on a removed cluster");
+    assert_eq!(
+        app.db.count("instances").await,
+        1,
+        "no instance on a removed cluster"
+    );
     let third = gateway(
         same_db(&app.db),
         hivegraph::secrets::Keyring::new(&key(2), &[]).unwrap(),

@@ -337,16 +337,17 @@ impl ClusterManager {
         }
     }
 
-    /// Namespaces of `cluster` this process is watching.
-    pub fn watched_namespaces(&self, cluster: Uuid) -> Vec<String> {
-        let mut out: Vec<String> = self
+    /// The running watches of `cluster` in this process: namespace and the source of the
+    /// credentials they use (a fingerprint, never the credentials).
+    pub fn watches_of(&self, cluster: Uuid) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
             .inner
             .watches
             .lock()
             .unwrap()
             .iter()
             .filter(|((c, _), h)| *c == cluster && !h.task.is_finished())
-            .map(|((_, ns), _)| ns.clone())
+            .map(|((_, ns), h)| (ns.clone(), h.source.clone()))
             .collect();
         out.sort();
         out
