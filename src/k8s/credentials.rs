@@ -482,13 +482,15 @@ pub fn seal(keys: &Keyring, row: Uuid, creds: &Credentials) -> serde_json::Value
     serde_json::to_value(sealed).expect("a sealed value serializes")
 }
 
+/// The message of the error when this process's keyring cannot open a cluster's credentials.
+pub const UNOPENED: &str =
+    "the cluster's stored credentials cannot be opened with the configured keys";
+
 /// Opens the sealed credentials of the cluster row `row`.
 pub fn open(keys: &Keyring, row: Uuid, stored: &serde_json::Value) -> AppResult<Credentials> {
     let unavailable = |why: &str| {
         tracing::warn!(cluster = %row, why, "the cluster's stored credentials cannot be opened");
-        AppError::Unavailable(
-            "the cluster's stored credentials cannot be opened with the configured keys".into(),
-        )
+        AppError::Unavailable(UNOPENED.into())
     };
     let sealed: Sealed =
         serde_json::from_value(stored.clone()).map_err(|_| unavailable("malformed"))?;
