@@ -115,7 +115,12 @@ struct Inner {
     reconnects: AtomicU64,
     notifications: AtomicU64,
     loads: AtomicU64,
+    /// Told of `cluster:<id>` notifications (a cluster's credentials changed or it was removed).
+    on_cluster: Mutex<Option<ClusterHook>>,
 }
+
+/// What [`PubSub::on_cluster_change`] calls.
+type ClusterHook = Arc<dyn Fn(Uuid) + Send + Sync>;
 
 /// The process-wide hub.
 #[derive(Clone)]
@@ -138,8 +143,29 @@ impl PubSub {
                 reconnects: AtomicU64::new(0),
                 notifications: AtomicU64::new(0),
                 loads: AtomicU64::new(0),
+                on_cluster: Mutex::new(None),
             }),
         }
+    }
+
+    /// Calls `hook` with the id of every cluster whose credentials change or that is removed, in
+    /// any process (so that this process rebuilds its clients or stops its watchers).
+    pub fn on_cluster_change(&self, hook: impl Fn(Uuid) + Send + Sync + 'static) {
+        *self.inner.on_cluster.lock().expect("hook lock") = Some(Arc::new(hook));
+    }
+
+    fn cluster_changed(&self, payload: &str) -> bool {
+        let Some(id) = payload
+            .strip_prefix("cluster:")
+            .and_then(|id| Uuid::parse_str(id).ok())
+        else {
+            return false;
+        };
+        let hook = self.inner.on_cluster.lock().expect("hook lock").clone();
+        if let Some(hook) = hook {
+            hook(id);
+        }
+        true
     }
 
     /// Spawns the listener task. It runs until the process ends.
@@ -291,6 +317,9 @@ impl PubSub {
                         next = stream.next() => match next {
                             Some(Ok(n)) => {
                                 self.inner.notifications.fetch_add(1, Ordering::Relaxed);
+                                if self.cluster_changed(&n.payload) {
+                                    continue;
+                                }
                                 if let Some(topic) = Topic::parse(&n.payload) {
                                     self.inner.caches.changed(topic);
                                     self.changed(topic);

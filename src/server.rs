@@ -62,12 +62,15 @@ pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
             crate::auth::Authenticator::jwt(config.serve.jwt.settings())?
         }
     };
-    let k8s = crate::k8s::ClusterManager::new(pool.clone(), config.serve.k8s.clone())?;
+    let k8s =
+        crate::k8s::ClusterManager::new(pool.clone(), config.serve.k8s.clone(), keys.clone())?;
     let pubsub = crate::pubsub::PubSub::new(
         pool.clone(),
         config.database.database_url.clone(),
         caches.clone(),
     );
+    let cluster_manager = k8s.clone();
+    pubsub.on_cluster_change(move |id| cluster_manager.cluster_changed(id));
     pubsub.start();
     let monitor = crate::monitoring::Monitor::new(
         pool.clone(),

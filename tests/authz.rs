@@ -433,6 +433,18 @@ async fn every_mutation_follows_the_access_rules_and_refusals_are_audited() {
             [Code("NOT_FOUND"), Code("FORBIDDEN"), Code("FORBIDDEN")],
         ),
         (
+            "updateCluster",
+            r#"mutation($id: ID!) { updateCluster(id: $id, input: { name: "renamed" }) { id } }"#,
+            json!({ "id": id(Kind::Cluster, MISSING) }),
+            [Code("NOT_FOUND"), Code("FORBIDDEN"), Code("FORBIDDEN")],
+        ),
+        (
+            "deleteCluster",
+            r#"mutation($id: ID!) { deleteCluster(id: $id) { pastInstances } }"#,
+            json!({ "id": id(Kind::Cluster, MISSING) }),
+            [Code("NOT_FOUND"), Code("FORBIDDEN"), Code("FORBIDDEN")],
+        ),
+        (
             "grantNamespace",
             r#"mutation { grantNamespace(subject: "eve", namespace: "team-c") { namespace } }"#,
             json!({}),
@@ -540,8 +552,8 @@ async fn every_mutation_follows_the_access_rules_and_refusals_are_audited() {
         rows.len() as i64
     );
     assert_eq!(n(app.db.scalar(&denied("vera")).await), rows.len() as i64);
-    // The deployer: 8 admin-only mutations, deployServer in B, and the 5 operations on B.
-    assert_eq!(n(app.db.scalar(&denied("dan")).await), 8 + 1 + 5);
+    // The deployer: 10 admin-only mutations, deployServer in B, and the 5 operations on B.
+    assert_eq!(n(app.db.scalar(&denied("dan")).await), 10 + 1 + 5);
     let hidden = app
         .db
         .scalar("SELECT details->>'code' FROM audit_log WHERE actor = 'dan' AND action = 'scaleInstance' AND outcome = 'denied'")
@@ -555,7 +567,7 @@ async fn every_mutation_follows_the_access_rules_and_refusals_are_audited() {
         json!({}),
     )
     .await;
-    assert_eq!(log["data"]["auditLog"]["totalCount"], json!(14), "{log}");
+    assert_eq!(log["data"]["auditLog"]["totalCount"], json!(16), "{log}");
     let page = ask(
         &app,
         Who::Admin,

@@ -111,18 +111,17 @@ async fn the_canary_never_leaks() {
         .with_writer(logs.clone())
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The cluster's bearer token is a canary too: the gateway has no kubeconfig and holds it only
+    // as credentials registered through the API.
     let emu = Emulator::builder()
         .speed(20.0)
         .namespaces(["team"])
+        .token(Some(format!("{CANARY}-cluster")))
         .start()
         .await
         .expect("emulator starts");
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    emu.write_kubeconfig(&kubeconfig).unwrap();
-    let kc = kubeconfig.clone();
     let app = TestApp::spawn_with(move |c| {
-        c.serve.k8s.kubeconfig = Some(kc);
+        c.serve.k8s.kubeconfig = Some("/nonexistent/hivegraph-kubeconfig".into());
         c.serve.k8s.progress_deadline_seconds = 120;
     })
     .await;
@@ -208,16 +207,88 @@ async fn the_canary_never_leaks() {
         seen.add("registrySync frame", f.clone());
     }
 
-    // A deployment whose secret env value is the canary.
+    // A cluster registered with the canary as its token; refusals that carry the canary.
+    let ca = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        emu.ca_pem().unwrap(),
+    );
+    let creds = json!({ "server": emu.url(), "certificateAuthorityData": ca,
+                        "bearerToken": emu.token().unwrap() });
+    let register = "mutation($i: RegisterClusterInput!) { registerCluster(input: $i) { id status lastError hasStoredCredentials } }";
+    let exec_kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: '{}'}}\n\
+         users:\n- name: u\n  user:\n    exec: {{apiVersion: v1, command: {CANARY}}}\n\
+         contexts:\n- name: x\n  context: {{cluster: c, user: u}}\n",
+        emu.url()
+    );
+    for (what, bad) in [
+        (
+            "wrong token",
+            json!({ "server": emu.url(), "certificateAuthorityData": ca, "bearerToken": format!("{CANARY}-wrong") }),
+        ),
+        (
+            "no CA",
+            json!({ "server": emu.url(), "bearerToken": emu.token().unwrap() }),
+        ),
+        (
+            "token and certificate",
+            json!({ "server": emu.url(), "bearerToken": CANARY, "clientCertificateData": CANARY }),
+        ),
+        (
+            "token with a space",
+            json!({ "server": emu.url(), "bearerToken": format!("{CANARY} x") }),
+        ),
+        (
+            "CA that is not PEM",
+            json!({ "server": emu.url(), "bearerToken": "t", "certificateAuthorityData": CANARY }),
+        ),
+        ("exec kubeconfig", json!({ "kubeconfig": exec_kubeconfig })),
+        (
+            "broken kubeconfig",
+            json!({ "kubeconfig": format!("users: [{{token: {CANARY}") }),
+        ),
+        (
+            "token kubeconfig with a server",
+            json!({ "kubeconfig": emu.kubeconfig_yaml(), "server": emu.url() }),
+        ),
+    ] {
+        let r = gql(
+            &app,
+            &mut seen,
+            what,
+            register,
+            json!({ "i": { "name": "emu", "credentials": bad } }),
+        )
+        .await;
+        assert_eq!(
+            error_code(&r).as_deref(),
+            Some("BAD_USER_INPUT"),
+            "{what}: {r}"
+        );
+    }
     let cluster = gql(
         &app,
         &mut seen,
         "registerCluster",
-        r#"mutation { registerCluster(input: { name: "emu", context: "kube-emulator" }) { id status } }"#,
-        json!({}),
+        register,
+        json!({ "i": { "name": "emu", "credentials": creds } }),
     )
     .await;
     assert_ok(&cluster);
+    assert_eq!(
+        cluster["data"]["registerCluster"]["status"],
+        json!("CONNECTED"),
+        "{cluster}"
+    );
+    let r = gql(
+        &app,
+        &mut seen,
+        "updateCluster",
+        "mutation($id: ID!, $i: UpdateClusterInput!) { updateCluster(id: $id, input: $i) { status lastError } }",
+        json!({ "id": cluster["data"]["registerCluster"]["id"], "i": { "credentials": { "kubeconfig": emu.kubeconfig_yaml() } } }),
+    )
+    .await;
+    assert_ok(&r);
     let cluster = cluster["data"]["registerCluster"]["id"]
         .as_str()
         .unwrap()
@@ -303,6 +374,7 @@ async fn the_canary_never_leaks() {
         instance(id: $inst) { configuration events { message } logs(tailLines: 50) { lines reason }
           operations { edges { node { parameters } } } }
         auditLog(first: 100) { edges { node { action details targetId } } }
+        clusters { nodes { endpoint context hasStoredCredentials lastError resourceQuota } }
         node(id: $inst) { id }
     }"#;
     let r = gql(
@@ -331,6 +403,17 @@ async fn the_canary_never_leaks() {
     ] {
         gql(&app, &mut seen, what, q, json!({ "id": inst })).await;
     }
+    // Removing the cluster, refused then not: the errors and audit records stay clean too.
+    let cluster_id = cluster.clone();
+    let r = gql(
+        &app,
+        &mut seen,
+        "deleteCluster refused",
+        "mutation($id: ID!) { deleteCluster(id: $id) { pastInstances } }",
+        json!({ "id": cluster_id }),
+    )
+    .await;
+    assert_eq!(error_code(&r).as_deref(), Some("CONFLICT"), "{r}");
     let metrics = app.get("/metrics").await;
     seen.add("/metrics", metrics.text);
 
@@ -373,6 +456,31 @@ async fn the_canary_never_leaks() {
         sealed.is_some(),
         "the registry credentials are stored, sealed"
     );
+    let sealed = app
+        .db
+        .scalar("SELECT credentials->>'kid' FROM clusters WHERE name = 'emu'")
+        .await;
+    assert!(
+        sealed.is_some(),
+        "the cluster credentials are stored, sealed"
+    );
+    // A plain dump of the whole database (every table, sequence and function).
+    let dump = std::process::Command::new("pg_dump")
+        .arg("--no-owner")
+        .arg(&app.db.url)
+        .output()
+        .expect("pg_dump runs (installed with PostgreSQL)");
+    assert!(
+        dump.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dump = String::from_utf8_lossy(&dump.stdout).into_owned();
+    assert!(
+        dump.contains("COPY public.clusters"),
+        "the dump has the clusters"
+    );
+    seen.add("pg_dump", dump);
 
     assert!(seen.0.len() > 15);
     for (what, text) in &seen.0 {

@@ -232,6 +232,8 @@ fn the_contract_names_are_all_there() {
             "syncRegistry",
             "registerCluster",
             "refreshCluster",
+            "updateCluster",
+            "deleteCluster",
             "deployServer",
             "cancelDeployment",
             "scaleInstance",
@@ -272,7 +274,22 @@ fn the_contract_names_are_all_there() {
             "headerValue",
         ],
     );
-    expect("RegisterClusterInput", &["name", "context", "inCluster"]);
+    expect(
+        "RegisterClusterInput",
+        &["name", "context", "inCluster", "credentials"],
+    );
+    expect(
+        "ClusterCredentialsInput",
+        &[
+            "kubeconfig",
+            "server",
+            "certificateAuthorityData",
+            "bearerToken",
+            "clientCertificateData",
+            "clientKeyData",
+            "insecureSkipTlsVerify",
+        ],
+    );
     expect(
         "DeployServerInput",
         &[

@@ -87,6 +87,8 @@ pub struct ClusterRow {
     pub credentials: Option<Json>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the cluster was removed (`deleteCluster`); the row stays for its instances' history.
+    pub removed_at: Option<DateTime<Utc>>,
 }
 
 /// An instance row.

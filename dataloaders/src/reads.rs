@@ -225,13 +225,15 @@ impl Reader {
         Ok(q.select(count_star()).first(&mut conn).await?)
     }
 
-    /// A page of clusters ordered by name.
+    /// A page of registered clusters (not removed ones) ordered by name.
     pub async fn clusters_page(
         &self,
         after: Option<&SortKey>,
         limit: i64,
     ) -> Result<Vec<ClusterRow>, ReadError> {
-        let mut q = clusters::table.into_boxed();
+        let mut q = clusters::table
+            .filter(clusters::removed_at.is_null())
+            .into_boxed();
         if let Some(a) = after {
             q = q.filter(
                 clusters::name.gt(a.value.clone()).or(clusters::name
@@ -247,10 +249,11 @@ impl Reader {
             .await?)
     }
 
-    /// How many clusters are registered.
+    /// How many clusters are registered (removed ones are not).
     pub async fn clusters_count(&self) -> Result<i64, ReadError> {
         let mut conn = self.conn().await?;
         Ok(clusters::table
+            .filter(clusters::removed_at.is_null())
             .select(count_star())
             .first(&mut conn)
             .await?)

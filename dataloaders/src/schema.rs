@@ -73,6 +73,7 @@ diesel::table! {
         credentials -> Nullable<Jsonb>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        removed_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -96,15 +96,78 @@ pub struct DeleteRegistryPayload {
     pub deleted_instances: i64,
 }
 
-/// Settings for registering a cluster.
+/// Settings for registering a cluster. Give one of `context`, `inCluster` or `credentials`
+/// (with `credentials.kubeconfig`, `context` picks one of its contexts).
 #[derive(InputObject)]
 pub struct RegisterClusterInput {
     /// Display name: 1 to 64 letters, digits and hyphens.
     pub name: String,
-    /// A context of the gateway's kubeconfig; absent means its current context.
+    /// A context of the gateway's kubeconfig; absent means its current context. With
+    /// `credentials.kubeconfig`: a context of that kubeconfig.
     pub context: Option<String>,
     /// Use the gateway's in-cluster service account instead of a kubeconfig.
     pub in_cluster: Option<bool>,
+    /// Credentials of the cluster, kept by the gateway (sealed at rest, never readable back).
+    pub credentials: Option<ClusterCredentialsInput>,
+}
+
+/// Credentials of a cluster: either `kubeconfig` (one cluster, user and context, or name the
+/// context), or `server` with its CA and one kind of credential (`bearerToken`, or
+/// `clientCertificateData` with `clientKeyData`). Write-only: sealed at rest, checked against
+/// the cluster before anything is stored, never returned. Refused with BAD_USER_INPUT naming the
+/// field: exec and auth-provider plugins, file paths, and plain `http://` servers unless
+/// `insecureSkipTlsVerify` is true.
+#[derive(InputObject)]
+pub struct ClusterCredentialsInput {
+    /// A kubeconfig document (YAML or JSON) with everything inline.
+    pub kubeconfig: Option<String>,
+    /// URL of the Kubernetes API server, such as `https://10.0.0.1:6443`.
+    pub server: Option<String>,
+    /// CA bundle that signs the API server's certificate: base64 of PEM (or PEM).
+    pub certificate_authority_data: Option<String>,
+    /// A bearer token (for example a service account token).
+    pub bearer_token: Option<String>,
+    /// Client certificate: base64 of PEM (or PEM).
+    pub client_certificate_data: Option<String>,
+    /// Client key: base64 of PEM (or PEM).
+    pub client_key_data: Option<String>,
+    /// Skip verification of the server's certificate; needed for a plain `http://` server.
+    pub insecure_skip_tls_verify: Option<bool>,
+}
+
+impl From<ClusterCredentialsInput> for crate::k8s::credentials::CredentialsInput {
+    fn from(c: ClusterCredentialsInput) -> Self {
+        crate::k8s::credentials::CredentialsInput {
+            kubeconfig: c.kubeconfig,
+            server: c.server,
+            certificate_authority_data: c.certificate_authority_data,
+            bearer_token: c.bearer_token,
+            client_certificate_data: c.client_certificate_data,
+            client_key_data: c.client_key_data,
+            insecure_skip_tls_verify: c.insecure_skip_tls_verify,
+        }
+    }
+}
+
+/// Changes to a cluster; absent fields stay as they are.
+#[derive(InputObject)]
+pub struct UpdateClusterInput {
+    /// New display name: 1 to 64 letters, digits and hyphens.
+    pub name: Option<String>,
+    /// Reach the cluster through this context of the gateway's kubeconfig (dropping stored
+    /// credentials); with `credentials.kubeconfig`, a context of that kubeconfig.
+    pub context: Option<String>,
+    /// New credentials, checked like a registration before they replace the stored ones.
+    pub credentials: Option<ClusterCredentialsInput>,
+}
+
+/// The result of `deleteCluster`.
+#[derive(SimpleObject)]
+pub struct DeleteClusterPayload {
+    /// Id of the removed cluster.
+    pub deleted_cluster_id: ID,
+    /// Terminated instances of the cluster whose records (and deployment history) are kept.
+    pub past_instances: i64,
 }
 
 /// An environment variable for a deployment.
@@ -178,7 +241,9 @@ async fn audited<T>(
     let outcome = match &result {
         Ok(_) if !record_success => return result,
         // The registry store audits this refusal itself, with the running instances it found.
-        Err(AppError::Conflict(_)) if action == "deleteRegistry" => return result,
+        Err(AppError::Conflict(_)) if action == "deleteRegistry" || action == "deleteCluster" => {
+            return result;
+        }
         Ok(_) => "success",
         Err(e) if e.is_denial() => "denied",
         Err(_) => "error",
@@ -420,11 +485,15 @@ impl MutationRoot {
         .await
     }
 
-    /// Registers a Kubernetes cluster (admin only) from a kubeconfig context or the in-cluster
-    /// config, and checks it: status, version, capabilities, resource quota and access level
-    /// (from the cluster's own RBAC answers). Clusters older than `HIVEGRAPH_K8S_MIN_VERSION`
-    /// (default 1.24) are refused with BAD_USER_INPUT. An unreachable cluster is registered as
-    /// DISCONNECTED and checked again periodically.
+    /// Registers a Kubernetes cluster (admin only, audited) from a context of the gateway's
+    /// kubeconfig, the in-cluster config, or `credentials` given here (sealed at rest), and
+    /// checks it: status, version, capabilities, resource quota and access level (from the
+    /// cluster's own RBAC answers). Clusters older than `HIVEGRAPH_K8S_MIN_VERSION` (default
+    /// 1.24) are refused with BAD_USER_INPUT. With `credentials`, a cluster that cannot be used
+    /// with them is refused and nothing is stored: the message starts with UNAUTHORIZED, TLS,
+    /// UNREACHABLE or TOO_OLD and `extensions.field` names the input to fix. Through the
+    /// gateway's kubeconfig, an unreachable cluster is registered as DISCONNECTED and checked
+    /// again periodically.
     async fn register_cluster(
         &self,
         ctx: &Context<'_>,
@@ -441,10 +510,66 @@ impl MutationRoot {
                         name: input.name,
                         context: input.context,
                         in_cluster: input.in_cluster.unwrap_or(false),
+                        credentials: input.credentials.map(Into::into),
                     },
                 )
                 .await?;
             Ok(Cluster(row))
+        })
+        .await
+    }
+
+    /// Changes a cluster (admin only, audited): its name, and/or how it is reached (new
+    /// credentials, or a context of the gateway's kubeconfig), checked like a registration
+    /// before anything is stored. Every gateway process switches to the new credentials.
+    async fn update_cluster(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The cluster's id.")] id: ID,
+        input: UpdateClusterInput,
+    ) -> AppResult<Cluster> {
+        audited(
+            ctx,
+            "updateCluster",
+            "cluster",
+            Some(id.to_string()),
+            false,
+            async {
+                RequestCtx::of(ctx).require(Role::Admin)?;
+                let services = ctx.data_unchecked::<Services>();
+                let id = ids::decode(Kind::Cluster, &id, "id")?;
+                let update = crate::k8s::ClusterUpdate {
+                    name: input.name,
+                    context: input.context,
+                    credentials: input.credentials.map(Into::into),
+                };
+                Ok(Cluster(
+                    services.k8s.update_cluster(&actor(ctx), id, update).await?,
+                ))
+            },
+        )
+        .await
+    }
+
+    /// Removes a cluster and its stored credentials (admin only, audited). Refused with
+    /// CONFLICT, listing them, while any instance on the cluster is not TERMINATED (delete them
+    /// first with `deleteInstance`). The records of its terminated instances and their
+    /// deployment history stay readable; every gateway process stops watching the cluster.
+    async fn delete_cluster(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The cluster's id.")] id: ID,
+    ) -> AppResult<DeleteClusterPayload> {
+        let target = Some(id.to_string());
+        audited(ctx, "deleteCluster", "cluster", target, false, async {
+            RequestCtx::of(ctx).require(Role::Admin)?;
+            let services = ctx.data_unchecked::<Services>();
+            let uuid = ids::decode(Kind::Cluster, &id, "id")?;
+            let past = services.k8s.delete_cluster(&actor(ctx), uuid).await?;
+            Ok(DeleteClusterPayload {
+                deleted_cluster_id: id.clone(),
+                past_instances: past,
+            })
         })
         .await
     }

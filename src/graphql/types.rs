@@ -784,6 +784,11 @@ impl Cluster {
     async fn has_stored_credentials(&self) -> bool {
         self.0.credentials.is_some()
     }
+    /// When the cluster was removed with `deleteCluster` (null while registered). A removed
+    /// cluster stays readable through the instances it ran, for their history.
+    async fn removed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.removed_at
+    }
     /// Instances running in this cluster.
     #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
     async fn instances(

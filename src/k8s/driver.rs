@@ -82,6 +82,12 @@ pub async fn drive(mgr: ClusterManager, id: Uuid) {
                 .await;
                 return;
             }
+            // This process lacks the key that sealed the cluster's credentials (a rotation in
+            // progress): give the lease back so that a process holding the key drives it.
+            Err(e) if e.public_message() == super::credentials::UNOPENED => {
+                let _ = store::release(&inner.pool, id, &inner.owner).await;
+                return;
+            }
             Err(e) => {
                 tracing::warn!(error = ?e, "driver: no client yet");
                 if !mgr.pause(Duration::from_secs(1)).await {

@@ -11,9 +11,11 @@
 //!
 //! The oldest supported Kubernetes version is `HIVEGRAPH_K8S_MIN_VERSION` (default 1.24).
 
+pub mod credentials;
 pub mod driver;
 pub mod health;
 pub mod manifests;
+mod registration;
 pub mod store;
 pub mod watch;
 
@@ -49,6 +51,10 @@ pub struct Clients {
     pub watch: kube::Client,
     pub endpoint: String,
     pub default_namespace: String,
+    /// What the clients were built from (context, in-cluster identity, or a fingerprint of the
+    /// stored credentials): cached clients and running watchers whose source no longer matches
+    /// the cluster's row are rebuilt.
+    pub source: String,
 }
 
 /// Settings of `registerCluster`.
@@ -56,6 +62,15 @@ pub struct ClusterInput {
     pub name: String,
     pub context: Option<String>,
     pub in_cluster: bool,
+    /// Credentials given through the API (sealed at rest), instead of the gateway's kubeconfig.
+    pub credentials: Option<credentials::CredentialsInput>,
+}
+
+/// Settings of `updateCluster`: what is absent stays.
+pub struct ClusterUpdate {
+    pub name: Option<String>,
+    pub context: Option<String>,
+    pub credentials: Option<credentials::CredentialsInput>,
 }
 
 /// What `deployServer` was asked.
@@ -91,6 +106,8 @@ pub struct ClusterManager {
 pub(crate) struct Inner {
     pub(crate) pool: DbPool,
     pub(crate) cfg: K8sConfig,
+    /// Seals and opens the credentials of clusters registered through the API.
+    pub(crate) keys: Arc<crate::secrets::Keyring>,
     min_version: (u32, u32),
     /// Lease owner id of this process.
     pub(crate) owner: String,
@@ -180,7 +197,11 @@ pub(crate) fn kube_reason(e: &kube::Error) -> (String, String) {
 
 impl ClusterManager {
     /// A manager; nothing runs until the first use or [`Self::start_background`].
-    pub fn new(pool: DbPool, cfg: K8sConfig) -> anyhow::Result<Self> {
+    pub fn new(
+        pool: DbPool,
+        cfg: K8sConfig,
+        keys: Arc<crate::secrets::Keyring>,
+    ) -> anyhow::Result<Self> {
         let min_version = parse_version(&cfg.min_version).ok_or_else(|| {
             anyhow::anyhow!(
                 "HIVEGRAPH_K8S_MIN_VERSION must look like 1.24, not {:?}",
@@ -192,6 +213,7 @@ impl ClusterManager {
         Ok(ClusterManager {
             inner: Arc::new(Inner {
                 pool,
+                keys,
                 min_version,
                 owner,
                 clients: Mutex::new(HashMap::new()),
@@ -367,6 +389,7 @@ impl ClusterManager {
     async fn recovery_loop(&self) {
         let every = Duration::from_secs(self.inner.cfg.lease_seconds.clamp(1, 10));
         loop {
+            self.reconcile_watches().await;
             if let Ok(live) = store::live_instances(&self.inner.pool).await {
                 for (_, cluster, ns, _) in live {
                     self.ensure_watch(cluster, &ns).await;
@@ -453,8 +476,8 @@ impl ClusterManager {
             })
     }
 
-    async fn build_clients(&self, context: Option<&str>, in_cluster: bool) -> AppResult<Clients> {
-        let base = self.kube_config(context, in_cluster).await?;
+    /// Clients from a configuration; `source` says what it was built from.
+    fn clients_from(&self, base: kube::Config, source: String) -> AppResult<Clients> {
         let timeout = Duration::from_millis(self.inner.cfg.timeout_ms);
         let endpoint = base
             .cluster_url
@@ -477,17 +500,36 @@ impl ClusterManager {
             watch: mk(watch_cfg)?,
             endpoint,
             default_namespace,
+            source,
         })
     }
 
-    /// The clients of a registered cluster (built once, then cached).
+    /// Clients of a kubeconfig context or the in-cluster identity.
+    async fn build_clients(&self, context: Option<&str>, in_cluster: bool) -> AppResult<Clients> {
+        let base = self.kube_config(context, in_cluster).await?;
+        self.clients_from(base, source_of_config(context, in_cluster))
+    }
+
+    /// The clients of a registered cluster: from its stored credentials when it has some, else
+    /// from the gateway's kubeconfig or in-cluster identity. Built once, then cached while the
+    /// row's credentials stay the same.
     pub async fn clients(&self, row: &ClusterRow) -> AppResult<Clients> {
-        if let Some(c) = self.inner.clients.lock().unwrap().get(&row.id) {
+        if row.removed_at.is_some() {
+            return Err(AppError::NotFound("cluster"));
+        }
+        let (source, stored) = self.access_of(row)?;
+        if let Some(c) = self.inner.clients.lock().unwrap().get(&row.id)
+            && c.source == source
+        {
             return Ok(c.clone());
         }
-        let c = self
-            .build_clients(row.context.as_deref(), row.in_cluster)
-            .await?;
+        let c = match stored {
+            Some(creds) => self.clients_from(creds.kube_config().await?, source)?,
+            None => {
+                self.build_clients(row.context.as_deref(), row.in_cluster)
+                    .await?
+            }
+        };
         self.inner.clients.lock().unwrap().insert(row.id, c.clone());
         Ok(c)
     }
@@ -755,69 +797,6 @@ impl ClusterManager {
         store::update_cluster_check(&self.inner.pool, row.id, &check)
             .await?
             .ok_or(AppError::NotFound("cluster"))
-    }
-
-    /// `registerCluster`.
-    pub async fn register(&self, actor: &Actor, input: ClusterInput) -> AppResult<ClusterRow> {
-        self.start_background();
-        let name_ok = !input.name.is_empty()
-            && input.name.len() <= 64
-            && input
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-');
-        if !name_ok {
-            return Err(AppError::bad_input(
-                "name",
-                "name must be 1 to 64 letters, digits and hyphens",
-            ));
-        }
-        if input.in_cluster && input.context.is_some() {
-            return Err(AppError::bad_input(
-                "context",
-                "give either context or inCluster, not both",
-            ));
-        }
-        if store::cluster_name_taken(&self.inner.pool, &input.name).await? {
-            return Err(AppError::bad_input(
-                "name",
-                "a cluster with this name already exists",
-            ));
-        }
-        let clients = self
-            .build_clients(input.context.as_deref(), input.in_cluster)
-            .await?;
-        let check = self.check(&clients).await;
-        if let Some(v) = &check.version
-            && !self.version_ok(v)
-        {
-            return Err(AppError::bad_input(
-                if input.in_cluster {
-                    "inCluster"
-                } else {
-                    "context"
-                },
-                format!(
-                    "the cluster runs Kubernetes {v}, older than the oldest supported version {}.{} \
-                     (HIVEGRAPH_K8S_MIN_VERSION)",
-                    self.inner.min_version.0, self.inner.min_version.1
-                ),
-            ));
-        }
-        let row = store::insert_cluster(
-            &self.inner.pool,
-            actor,
-            store::NewCluster {
-                name: input.name,
-                endpoint: clients.endpoint.clone(),
-                context: input.context,
-                in_cluster: input.in_cluster,
-            },
-            &check,
-        )
-        .await?;
-        self.inner.clients.lock().unwrap().insert(row.id, clients);
-        Ok(row)
     }
 
     /// `refreshCluster`: rebuilds the clients (the kubeconfig may have changed) and checks again.
@@ -1626,6 +1605,15 @@ impl ClusterManager {
             },
             Err(e) => unavailable(kube_reason(&e).1, Some(pod_name), Some(container)),
         }
+    }
+}
+
+/// The source of clients built from the gateway's kubeconfig or in-cluster identity.
+fn source_of_config(context: Option<&str>, in_cluster: bool) -> String {
+    match (in_cluster, context) {
+        (true, _) => "in-cluster".into(),
+        (false, Some(c)) => format!("context:{c}"),
+        (false, None) => "context".into(),
     }
 }
 

@@ -25,6 +25,10 @@ pub struct WatchHandle {
     pub task: tokio::task::JoinHandle<()>,
     /// True while all three watches are listed and healthy.
     pub synced: Arc<AtomicBool>,
+    /// Asks the watch to stop (its cluster was removed or its credentials changed).
+    pub stop: Arc<tokio::sync::Notify>,
+    /// The credentials the watch's clients were built from ([`Clients::source`]).
+    pub source: String,
 }
 
 /// Starts watching `namespace` of `cluster`.
@@ -35,8 +39,21 @@ pub fn spawn(
     clients: Clients,
 ) -> WatchHandle {
     let synced = Arc::new(AtomicBool::new(false));
-    let task = tokio::spawn(run(mgr, cluster, namespace, clients, synced.clone()));
-    WatchHandle { task, synced }
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let source = clients.source.clone();
+    let task = tokio::spawn(run(
+        mgr,
+        (cluster, namespace),
+        clients,
+        synced.clone(),
+        stop.clone(),
+    ));
+    WatchHandle {
+        task,
+        synced,
+        stop,
+        source,
+    }
 }
 
 enum Kind {
@@ -60,10 +77,10 @@ fn instance_of(labels: Option<&std::collections::BTreeMap<String, String>>) -> O
 
 async fn run(
     mgr: ClusterManager,
-    cluster: Uuid,
-    ns: String,
+    (cluster, ns): (Uuid, String),
     clients: Clients,
     synced: Arc<AtomicBool>,
+    stop: Arc<tokio::sync::Notify>,
 ) {
     let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
     let cfg = watcher::Config::default().labels(&selector);
@@ -132,6 +149,7 @@ async fn run(
     loop {
         tokio::select! {
             _ = stopping.changed() => break,
+            _ = stop.notified() => break,
             item = merged.next() => match item {
                 None => break,
                 Some(Ok(Touch::Object(ids))) => {
