@@ -129,6 +129,10 @@ const UNCACHEABLE_FIELDS: &[(&str, &str)] = &[
     ("Deployment", "logs"),
 ];
 
+/// Fields that read a kind of data other than their type's: `Instance.resourceUsage` is the
+/// latest monitoring sample.
+const FIELDS_READING: &[((&str, &str), Kind)] = &[(("Instance", "resourceUsage"), Kind::Metrics)];
+
 /// The kinds of data an answer reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Deps(u8);
@@ -308,6 +312,11 @@ impl Walk<'_> {
                     }
                     if name.starts_with("__") || UNCACHEABLE_FIELDS.contains(&(ty, name)) {
                         return None;
+                    }
+                    for (field, kind) in FIELDS_READING {
+                        if *field == (ty, name) {
+                            self.deps.add(*kind);
+                        }
                     }
                     let ret = self.shapes.0.get(ty)?.fields.get(name)?.clone();
                     self.typed(&ret, &f.node.selection_set.node)?;

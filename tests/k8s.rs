@@ -868,24 +868,99 @@ async fn cancel_stops_the_rollout() {
     let o = op(app, &op_id).await;
     assert_eq!(o["status"], json!("CANCELLED"), "{o:#}");
     assert!(o["errors"].as_array().unwrap().is_empty());
-    // The rollout is stopped in the cluster: paused, back to 0 replicas (if it got there).
-    if let Some(dep) = Api::<Deployment>::namespaced(e.kube.clone(), "team")
-        .get_opt("web")
-        .await
-        .unwrap()
-    {
-        assert_eq!(dep.spec.paused, Some(true), "paused");
-        assert_eq!(
-            dep.spec.replicas,
-            Some(0),
-            "back to the previous replica count"
+    // A cancelled deploy removes what it created and leaves the instance TERMINATED, with the
+    // cancel as the reason.
+    let i = wait_instance(app, &inst_id, 10, |i| i["status"] == json!("TERMINATED")).await;
+    assert!(
+        i["healthReason"]
+            .as_str()
+            .unwrap()
+            .contains("deploy cancelled"),
+        "{i:#}"
+    );
+    assert_eq!(replicas(&i), (0, 0, 0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deployments_in(&e.kube, "team").await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled deploy's Deployment is gone"
         );
-        let i = wait_instance(app, &inst_id, 10, |i| {
-            replicas(i).0 == 0 && replicas(i).1 == 0
-        })
-        .await;
-        assert_eq!(i["status"], json!("PENDING"), "{i:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let services = Api::<Service>::namespaced(e.kube.clone(), "team");
+    assert!(services.get_opt("web").await.unwrap().is_none());
+    let secrets = Api::<Secret>::namespaced(e.kube.clone(), "team");
+    assert!(secrets.get_opt("web-env").await.unwrap().is_none());
+    // The state machine holds in the database too: an ended operation cannot be reopened, by
+    // the gateway or by hand.
+    let uuid = app
+        .db
+        .scalar(&format!(
+            "SELECT id FROM deployments WHERE instance_id = (SELECT id FROM instances WHERE name = 'web')"
+        ))
+        .await
+        .unwrap();
+    use diesel_async::SimpleAsyncConnection;
+    let mut c = app.db.conn().await;
+    let err = c
+        .batch_execute(&format!(
+            "UPDATE deployments SET status = 'in_progress' WHERE id = '{uuid}'"
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot move from cancelled to in_progress"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_completed_operation_cannot_be_moved_back_by_sql() {
+    let db = TestDb::new().await;
+    use diesel_async::SimpleAsyncConnection;
+    let mut c = db.conn().await;
+    c.batch_execute(
+        "INSERT INTO registries (name, url) VALUES ('r', 'https://example.com/r');
+         INSERT INTO servers (registry_id, name, original_name, image, transport)
+           SELECT id, 's', 'io.example/s', 'ghcr.io/example/s:1', 'http' FROM registries;
+         INSERT INTO clusters (name, endpoint) VALUES ('c', 'https://127.0.0.1:1');
+         INSERT INTO instances (server_id, cluster_id, name, namespace)
+           SELECT s.id, c.id, 'i', 'team' FROM servers s, clusters c;
+         INSERT INTO deployments (instance_id, server_id, operation, initiated_by)
+           SELECT i.id, i.server_id, 'deploy', 'tester' FROM instances i;",
+    )
+    .await
+    .unwrap();
+    let moves = |to: &str| {
+        let done = if matches!(to, "initiated" | "in_progress") {
+            "NULL"
+        } else {
+            "now()"
+        };
+        format!("UPDATE deployments SET status = '{to}', completed_at = {done}")
+    };
+    // Allowed: initiated -> in_progress -> completed.
+    c.batch_execute(&moves("in_progress")).await.unwrap();
+    c.batch_execute(&moves("completed")).await.unwrap();
+    for to in ["in_progress", "initiated", "failed", "cancelled"] {
+        let err = c.batch_execute(&moves(to)).await.unwrap_err().to_string();
+        assert!(err.contains("cannot move from completed"), "{to}: {err}");
+    }
+    assert_eq!(
+        db.scalar("SELECT status FROM deployments").await.as_deref(),
+        Some("completed")
+    );
+    // An ended operation needs its completion time.
+    let err = c
+        .batch_execute(
+            "INSERT INTO deployments (instance_id, server_id, operation, initiated_by, status)
+               SELECT i.id, i.server_id, 'scale', 'tester', 'completed' FROM instances i",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("deployments_completed_at_when_done"), "{err}");
 }
 
 #[tokio::test]

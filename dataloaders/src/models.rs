@@ -105,7 +105,6 @@ pub struct InstanceRow {
     pub replicas_ready: i32,
     pub deployed_at: Option<DateTime<Utc>>,
     pub configuration: Json,
-    pub resource_usage: Json,
     pub health_status: HealthStatus,
     pub health_reason: Option<String>,
     pub logs: Json,

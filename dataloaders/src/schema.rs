@@ -90,7 +90,6 @@ diesel::table! {
         replicas_ready -> Int4,
         deployed_at -> Nullable<Timestamptz>,
         configuration -> Jsonb,
-        resource_usage -> Jsonb,
         health_status -> Text,
         health_reason -> Nullable<Text>,
         logs -> Jsonb,

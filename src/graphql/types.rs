@@ -302,6 +302,44 @@ pub struct InstanceEvent {
     /// Name of the object the event is about.
     #[serde(default)]
     pub object_name: String,
+    /// Opaque position of the event in `Instance.events`, for `after`.
+    #[serde(skip)]
+    pub cursor: String,
+}
+
+impl InstanceEvent {
+    /// The stored events of an instance, newest first by last occurrence (then first
+    /// occurrence, object and reason, so that the order is stable), each with its cursor.
+    pub fn newest_first(stored: &Value) -> Vec<InstanceEvent> {
+        let mut events: Vec<InstanceEvent> =
+            serde_json::from_value(stored.clone()).unwrap_or_default();
+        events.sort_by(|a, b| {
+            (b.last_seen, b.first_seen)
+                .cmp(&(a.last_seen, a.first_seen))
+                .then_with(|| {
+                    (&a.object_kind, &a.object_name, &a.reason).cmp(&(
+                        &b.object_kind,
+                        &b.object_name,
+                        &b.reason,
+                    ))
+                })
+        });
+        for e in &mut events {
+            let key = format!(
+                "{}|{}|{}|{}|{}",
+                e.first_seen
+                    .map(|t| t.timestamp_micros())
+                    .unwrap_or_default(),
+                e.object_kind,
+                e.object_name,
+                e.reason,
+                e.message
+            );
+            use sha2::Digest;
+            e.cursor = hex::encode(&sha2::Sha256::digest(key.as_bytes())[..12]);
+        }
+        events
+    }
 }
 
 /// Log lines read from an instance's pods.
@@ -349,6 +387,10 @@ impl Instance {
             .map(Server)
             .ok_or(AppError::NotFound("server"))
     }
+    /// Id of the server this instance runs (without loading it).
+    async fn server_id(&self) -> ID {
+        ids::encode(Kind::Server, self.0.server_id)
+    }
     /// The cluster the instance runs in.
     async fn cluster(&self, ctx: &Context<'_>) -> AppResult<Cluster> {
         RequestCtx::of(ctx)
@@ -390,9 +432,12 @@ impl Instance {
     async fn configuration(&self) -> Json<Value> {
         Json(self.0.configuration.clone())
     }
-    /// Latest CPU, memory and storage usage.
-    async fn resource_usage(&self) -> Json<Value> {
-        Json(self.0.resource_usage.clone())
+    /// Latest resource usage, from the newest monitoring sample: `cpuPercent` (share of the CPU
+    /// limit), `cpuBasis`, `memoryBytes`, `storageBytes` (where known) and `measuredAt`. `null`
+    /// before the first sample.
+    async fn resource_usage(&self, ctx: &Context<'_>) -> AppResult<Option<Json<Value>>> {
+        let latest = CachedReads::of(ctx).latest_metrics(self.0.id).await?;
+        Ok(latest.map(|m| Json(resource_usage(&m))))
     }
     /// Health.
     async fn health_status(&self) -> HealthStatus {
@@ -402,9 +447,32 @@ impl Instance {
     async fn health_reason(&self) -> Option<&str> {
         self.0.health_reason.as_deref()
     }
-    /// Recent Kubernetes events of the instance and its pods, newest last.
-    async fn events(&self) -> Vec<InstanceEvent> {
-        serde_json::from_value(self.0.events.clone()).unwrap_or_default()
+    /// Recent Kubernetes events of the instance and its pods, newest first (by last
+    /// occurrence). Pages with `first` (1 to 100, default all) and `after` (an event's
+    /// `cursor`).
+    async fn events(
+        &self,
+        #[graphql(desc = "Most events to return, 1 to 100.")] first: Option<i32>,
+        #[graphql(desc = "The `cursor` of the last event of the previous page.")] after: Option<
+            String,
+        >,
+    ) -> AppResult<Vec<InstanceEvent>> {
+        let first = match first {
+            None => usize::MAX,
+            Some(n) if (1..=100).contains(&n) => n as usize,
+            Some(_) => return Err(AppError::bad_input("first", "first must be 1 to 100")),
+        };
+        let events = InstanceEvent::newest_first(&self.0.events);
+        let start = match after {
+            None => 0,
+            Some(c) => {
+                let i = events.iter().position(|e| e.cursor == c).ok_or_else(|| {
+                    AppError::bad_input("after", "no event of this instance has this cursor")
+                })?;
+                i + 1
+            }
+        };
+        Ok(events.into_iter().skip(start).take(first).collect())
     }
     /// The latest Warning event, if any.
     async fn last_warning(&self) -> Option<InstanceEvent> {
@@ -938,4 +1006,16 @@ impl MonitoringMetrics {
                 .map(|ok| if ok { 1.0 } else { 0.0 }),
         }
     }
+}
+
+/// `Instance.resourceUsage` from a monitoring sample.
+fn resource_usage(m: &MetricsRow) -> Value {
+    let basis = m.health_checks.pointer("/podMetrics/cpuBasis").cloned();
+    serde_json::json!({
+        "cpuPercent": m.cpu_usage,
+        "cpuBasis": basis,
+        "memoryBytes": m.memory_usage,
+        "storageBytes": m.health_checks.pointer("/podMetrics/storageBytes").cloned(),
+        "measuredAt": m.timestamp,
+    })
 }

@@ -920,10 +920,10 @@ impl ClusterManager {
                 ));
             }
         }
-        let resources = match input.resources {
-            None => None,
-            Some(r) => Some(validate_resources(r)?),
-        };
+        let resources = with_default_cpu_limit(
+            input.resources.map(validate_resources).transpose()?,
+            &self.inner.cfg.default_cpu_limit,
+        );
         // --- the server
         let server = store::server(pool, input.server_id)
             .await?
@@ -1347,9 +1347,10 @@ impl ClusterManager {
         Ok(op)
     }
 
-    /// `cancelDeployment`: records CANCELLED, then stops the rollout in the cluster: the
-    /// Deployment is paused and, for a deploy or scale, set back to the replica count it had
-    /// before (0 for a first deploy).
+    /// `cancelDeployment`: records CANCELLED, then stops the rollout in the cluster. A cancelled
+    /// deploy (the instance's first operation) removes what it created and leaves the instance
+    /// TERMINATED; any other operation pauses the Deployment and, for a scale, sets it back to
+    /// the replica count it had before.
     pub async fn cancel(&self, actor: &Actor, id: Uuid) -> AppResult<DeploymentRow> {
         self.start_background();
         // The driver notices on its next write (conditioned on the operation being open) and
@@ -1378,6 +1379,9 @@ impl ClusterManager {
         let inst = store::instance(&self.inner.pool, op.instance_id)
             .await?
             .ok_or(AppError::NotFound("instance"))?;
+        if op.operation == DeploymentOperation::Deploy {
+            return self.undo_deploy(op, &inst).await;
+        }
         let clients = self.clients_of(inst.cluster_id).await?;
         let api: Api<Deployment> = Api::namespaced(clients.api.clone(), &inst.namespace);
         if api
@@ -1416,6 +1420,30 @@ impl ClusterManager {
         )
         .await;
         self.inner.status_cache.invalidate(&inst.id).await;
+        self.wake(inst.id);
+        Ok(())
+    }
+
+    /// Cancelling a deploy: the instance is TERMINATED at once (the cancel is the record of
+    /// why), then its objects are deleted from the cluster.
+    async fn undo_deploy(&self, op: &DeploymentRow, inst: &InstanceRow) -> AppResult<()> {
+        let why = format!("deploy cancelled ({})", op.initiated_by);
+        store::terminate_instance(&self.inner.pool, inst.id, &why).await?;
+        self.inner.status_cache.invalidate(&inst.id).await;
+        let clients = self.clients_of(inst.cluster_id).await?;
+        driver::delete_objects(&clients.api, &inst.namespace, &inst.name)
+            .await
+            .map_err(|e| kube_err(&e, "deleting the cancelled deploy's objects"))?;
+        let _ = store::log_line(
+            &self.inner.pool,
+            op.id,
+            "info",
+            &format!(
+                "{}/{}: objects deleted, instance terminated",
+                inst.namespace, inst.name
+            ),
+        )
+        .await;
         self.wake(inst.id);
         Ok(())
     }
@@ -1667,9 +1695,40 @@ fn validate_resources(r: Value) -> AppResult<Value> {
     Ok(Value::Object(out))
 }
 
+/// Adds the configured default CPU limit to `resources` when they set no CPU limit (the share
+/// of that limit is what `MonitoringMetrics.cpuUsage` reports).
+fn with_default_cpu_limit(resources: Option<Value>, default: &str) -> Option<Value> {
+    if default.is_empty() {
+        return resources;
+    }
+    let mut r = resources.unwrap_or_else(|| json!({}));
+    if r.pointer("/limits/cpu").is_none() {
+        if r.get("limits").is_none() {
+            r["limits"] = json!({});
+        }
+        r["limits"]["cpu"] = json!(default);
+    }
+    Some(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_default_cpu_limit_fills_only_what_is_missing() {
+        assert_eq!(
+            with_default_cpu_limit(None, "500m"),
+            Some(json!({"limits": {"cpu": "500m"}}))
+        );
+        let own = json!({"requests": {"cpu": "100m"}, "limits": {"cpu": "2", "memory": "1Gi"}});
+        assert_eq!(with_default_cpu_limit(Some(own.clone()), "500m"), Some(own));
+        assert_eq!(
+            with_default_cpu_limit(Some(json!({"limits": {"memory": "1Gi"}})), "250m"),
+            Some(json!({"limits": {"memory": "1Gi", "cpu": "250m"}}))
+        );
+        assert_eq!(with_default_cpu_limit(None, ""), None);
+    }
 
     #[test]
     fn versions() {

@@ -655,6 +655,17 @@ pub async fn release(pool: &DbPool, id: Uuid, owner: &str) -> AppResult<()> {
     Ok(())
 }
 
+/// The states an operation may be in for an update that leaves it in `next`: those the state
+/// machine allows moving from, and `next` itself when it is not an end state (a step appended
+/// to a running operation). Every status write filters on this.
+fn moving_to(next: DeploymentStatus) -> Vec<DeploymentStatus> {
+    let mut from = DeploymentStatus::sources_of(next);
+    if !next.is_terminal() {
+        from.push(next);
+    }
+    from
+}
+
 /// Appends a step (and its log line), moving INITIATED to IN_PROGRESS. False when the lease is
 /// lost or the operation ended (cancelled).
 pub async fn add_step(
@@ -683,10 +694,7 @@ pub async fn add_step(
             deployments::table
                 .find(id)
                 .filter(deployments::lease_owner.eq(&owner))
-                .filter(
-                    deployments::status
-                        .eq_any([DeploymentStatus::Initiated, DeploymentStatus::InProgress]),
-                ),
+                .filter(deployments::status.eq_any(moving_to(DeploymentStatus::InProgress))),
         )
         .set((
             deployments::status.eq(DeploymentStatus::InProgress),
@@ -763,10 +771,7 @@ pub async fn finish(
             deployments::table
                 .find(id)
                 .filter(deployments::lease_owner.eq(&owner))
-                .filter(
-                    deployments::status
-                        .eq_any([DeploymentStatus::Initiated, DeploymentStatus::InProgress]),
-                ),
+                .filter(deployments::status.eq_any(moving_to(status))),
         )
         .set((
             deployments::status.eq(status),
