@@ -60,7 +60,10 @@ fn parse_ts(v: &str) -> Result<DateTime<Utc>, ReadError> {
 
 macro_rules! registry_filtered {
     ($f:expr) => {{
-        let mut q = registries::table.into_boxed();
+        // Deleted registries are archived: kept for history, never listed.
+        let mut q = registries::table
+            .filter(registries::archived_at.is_null())
+            .into_boxed();
         if let Some(s) = &$f.status {
             q = q.filter(registries::status.eq_any(s.clone()));
         }

@@ -19,3 +19,19 @@ END
 $$;
 CREATE TRIGGER deployments_status_transition BEFORE UPDATE OF status ON deployments
     FOR EACH ROW EXECUTE FUNCTION deployments_status_transition();
+
+-- Configuration history is kept forever: deleting a registry archives it and its servers
+-- (hidden from lists and search, still reachable from the instances and deployments that
+-- reference them), and nothing that an instance or operation references can be deleted.
+ALTER TABLE registries ADD COLUMN archived_at timestamptz;
+ALTER TABLE servers ADD COLUMN archived_at timestamptz;
+DROP INDEX registries_name_key;
+CREATE UNIQUE INDEX registries_name_key ON registries (lower(name)) WHERE archived_at IS NULL;
+ALTER TABLE servers DROP CONSTRAINT servers_registry_id_fkey,
+    ADD CONSTRAINT servers_registry_id_fkey FOREIGN KEY (registry_id) REFERENCES registries (id) ON DELETE RESTRICT;
+ALTER TABLE instances DROP CONSTRAINT instances_server_id_fkey,
+    ADD CONSTRAINT instances_server_id_fkey FOREIGN KEY (server_id) REFERENCES servers (id) ON DELETE RESTRICT;
+ALTER TABLE deployments DROP CONSTRAINT deployments_server_id_fkey,
+    ADD CONSTRAINT deployments_server_id_fkey FOREIGN KEY (server_id) REFERENCES servers (id) ON DELETE RESTRICT,
+    DROP CONSTRAINT deployments_instance_id_fkey,
+    ADD CONSTRAINT deployments_instance_id_fkey FOREIGN KEY (instance_id) REFERENCES instances (id) ON DELETE RESTRICT;

@@ -91,6 +91,11 @@ impl Registry {
     async fn next_sync_at(&self) -> Option<DateTime<Utc>> {
         self.0.next_sync_at
     }
+    /// When the registry was deleted: it is then archived, hidden from lists and never synced,
+    /// and kept for the history of the instances that ran its servers.
+    async fn archived_at(&self) -> Option<DateTime<Utc>> {
+        self.0.archived_at
+    }
     /// When the registry was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -240,6 +245,11 @@ impl Server {
     /// When the server vanished from its registry; it is kept while instances of it exist.
     async fn removed_upstream_at(&self) -> Option<DateTime<Utc>> {
         self.0.removed_upstream_at
+    }
+    /// When the server's registry was deleted (the server is archived with it: hidden from
+    /// lists and search, kept for the history of its instances).
+    async fn archived_at(&self) -> Option<DateTime<Utc>> {
+        self.0.archived_at
     }
     /// Deployed instances of this server.
     #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]

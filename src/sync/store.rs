@@ -124,6 +124,7 @@ pub async fn begin(
     conn.transaction::<_, AppError, _>(async move |conn| {
         let (status, next): (RegistryStatus, Option<DateTime<Utc>>) = registries::table
             .find(id)
+            .filter(registries::archived_at.is_null())
             .select((registries::status, registries::next_sync_at))
             .for_update()
             .first(conn)
