@@ -90,9 +90,8 @@ impl Kind {
             | "ServerEdge"
             | "ServerFacets"
             | "FacetCount" => Kind::Registry,
-            "Instance" | "InstanceConnection" | "InstanceEdge" | "InstanceEvent" | "Replicas" => {
-                Kind::Instance
-            }
+            "Instance" | "InstanceConnection" | "InstanceEdge" | "InstanceEvent" | "Replicas"
+            | "InstanceUpgrade" | "EnvChanges" => Kind::Instance,
             "Deployment"
             | "DeploymentConnection"
             | "DeploymentEdge"
@@ -131,7 +130,11 @@ const UNCACHEABLE_FIELDS: &[(&str, &str)] = &[
 
 /// Fields that read a kind of data other than their type's: `Instance.resourceUsage` is the
 /// latest monitoring sample.
-const FIELDS_READING: &[((&str, &str), Kind)] = &[(("Instance", "resourceUsage"), Kind::Metrics)];
+const FIELDS_READING: &[((&str, &str), Kind)] = &[
+    (("Instance", "resourceUsage"), Kind::Metrics),
+    // Compared with the server's current registry entry.
+    (("Instance", "upgrade"), Kind::Registry),
+];
 
 /// The kinds of data an answer reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -262,6 +262,8 @@ db_enum! {
         Rollback = "rollback",
         /// Removal from the cluster.
         Delete = "delete",
+        /// A move to the image, arguments and environment the catalog now offers.
+        Upgrade = "upgrade",
     }
 }
 

@@ -590,6 +590,41 @@ impl MutationRoot {
         .await
     }
 
+    /// Moves an instance to what its server's registry entry now offers (`Instance.upgrade`):
+    /// the new image, version and registry arguments, with its own arguments and values kept
+    /// (deployer role, in the instance's namespace). `env` gives values for variables that are
+    /// new or newly required; a missing one is refused with BAD_USER_INPUT naming it, and
+    /// nothing changes. Recorded as an UPGRADE operation; `rollbackInstance` returns to the
+    /// previous image and configuration. CONFLICT when the instance is up to date.
+    async fn upgrade_instance(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The instance's id.")] id: ID,
+        #[graphql(desc = "Values for new or changed environment variables.")] env: Option<
+            Vec<EnvValueInput>,
+        >,
+    ) -> AppResult<Deployment> {
+        audited(
+            ctx,
+            "upgradeInstance",
+            "instance",
+            Some(id.to_string()),
+            false,
+            async {
+                let (services, id) = instance_operation(ctx, &id).await?;
+                let env = env
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| (e.name, e.value))
+                    .collect();
+                Ok(Deployment(
+                    services.k8s.upgrade(&actor(ctx), id, env).await?,
+                ))
+            },
+        )
+        .await
+    }
+
     /// Rolls an instance back to its previous revision, as `kubectl rollout undo` (deployer
     /// role, in the instance's namespace); CONFLICT when there is none. Recorded as a ROLLBACK
     /// operation whose `rollbackInfo` names both revisions.

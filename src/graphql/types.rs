@@ -449,6 +449,25 @@ impl Instance {
         let latest = CachedReads::of(ctx).latest_metrics(self.0.id).await?;
         Ok(latest.map(|m| Json(resource_usage(&m))))
     }
+    /// What the instance's server now offers beyond what it runs: a newer image or version,
+    /// and how the declared environment changed. `null` when it is up to date (or terminated).
+    async fn upgrade(&self, ctx: &Context<'_>) -> AppResult<Option<InstanceUpgrade>> {
+        if self.0.status == InstanceStatus::Terminated {
+            return Ok(None);
+        }
+        let Ok(spec) = serde_json::from_value::<crate::k8s::manifests::InstanceSpec>(
+            self.0.configuration.clone(),
+        ) else {
+            return Ok(None);
+        };
+        let server = RequestCtx::of(ctx)
+            .loader
+            .load_one(ServerKey(self.0.server_id))
+            .await?;
+        Ok(server
+            .and_then(|s| crate::k8s::drift::upgrade_of(&spec, &s))
+            .map(InstanceUpgrade::from))
+    }
     /// Health.
     async fn health_status(&self) -> HealthStatus {
         self.0.health_status
@@ -1028,4 +1047,48 @@ fn resource_usage(m: &MetricsRow) -> Value {
         "storageBytes": m.health_checks.pointer("/podMetrics/storageBytes").cloned(),
         "measuredAt": m.timestamp,
     })
+}
+
+/// An upgrade available to an instance (`Instance.upgrade`), applied by `upgradeInstance`.
+#[derive(SimpleObject)]
+pub struct InstanceUpgrade {
+    /// The image the instance runs.
+    pub current_image: String,
+    /// The image its server's registry entry now gives.
+    pub available_image: String,
+    /// The server's version when the instance was deployed (unknown for older instances).
+    pub current_version: Option<String>,
+    /// The server's version now.
+    pub available_version: Option<String>,
+    /// How the server's declared environment changed since the instance was deployed.
+    pub env_changes: EnvChanges,
+}
+
+/// Changes in the environment variables a server declares.
+#[derive(SimpleObject)]
+pub struct EnvChanges {
+    /// Variables now required (with no default) that were not before: `upgradeInstance` needs
+    /// their values unless the instance already has them.
+    pub newly_required: Vec<String>,
+    /// Variables no longer declared.
+    pub removed: Vec<String>,
+    /// Variables whose secret flag changed (a variable that became secret moves into the
+    /// instance's Secret on upgrade).
+    pub secret_changed: Vec<String>,
+}
+
+impl From<crate::k8s::drift::Upgrade> for InstanceUpgrade {
+    fn from(u: crate::k8s::drift::Upgrade) -> Self {
+        InstanceUpgrade {
+            current_image: u.current_image,
+            available_image: u.available_image,
+            current_version: u.current_version,
+            available_version: u.available_version,
+            env_changes: EnvChanges {
+                newly_required: u.env_changes.newly_required,
+                removed: u.env_changes.removed,
+                secret_changed: u.env_changes.secret_changed,
+            },
+        }
+    }
 }

@@ -247,6 +247,7 @@ impl Driver {
             DeploymentOperation::Restart => self.restart().await?,
             DeploymentOperation::Rollback => self.rollback().await?,
             DeploymentOperation::Delete => self.delete().await?,
+            DeploymentOperation::Upgrade => self.upgrade().await?,
         }
         self.wait().await
     }
@@ -436,6 +437,48 @@ impl Driver {
         Ok(())
     }
 
+    /// Applies the upgraded configuration (recorded in the operation) as the Deployment's new
+    /// revision, then records it as the instance's configuration.
+    async fn upgrade(&mut self) -> Result<(), Stop> {
+        if self.step_done("apply-upgrade") {
+            return Ok(());
+        }
+        let next = self.op.parameters["spec"].clone();
+        let spec: InstanceSpec = serde_json::from_value(next.clone()).map_err(|e| {
+            Stop::Failed(
+                "InvalidConfiguration".into(),
+                format!("the upgrade's configuration is unreadable: {e}"),
+            )
+        })?;
+        let (id, name, ns) = (self.inst.id, self.name().to_string(), self.ns().to_string());
+        let obj = manifests::deployment(
+            id,
+            &name,
+            &ns,
+            &spec,
+            self.mgr.inner().cfg.progress_deadline_seconds,
+            None,
+        );
+        let d: Deployment = self.apply("apply-upgrade", &name, &obj).await?;
+        self.min_generation = d.metadata.generation.unwrap_or(0);
+        if let Some(svc) = manifests::service(id, &name, &ns, &spec) {
+            let _: Service = self.apply("apply-upgrade", &name, &svc).await?;
+        }
+        store::set_configuration(self.pool(), id, &next).await?;
+        self.invalidate().await;
+        self.step(
+            "apply-upgrade",
+            "succeeded",
+            Some(&format!(
+                "{} -> {} (generation {})",
+                self.op.parameters["fromImage"].as_str().unwrap_or_default(),
+                spec.image,
+                self.min_generation
+            )),
+        )
+        .await
+    }
+
     async fn rollback(&mut self) -> Result<(), Stop> {
         if self.step_done("rollback") {
             return Ok(());
@@ -484,6 +527,11 @@ impl Driver {
             }
         };
         self.min_generation = d.metadata.generation.unwrap_or(0);
+        // Rolling back an upgrade restores the configuration it replaced.
+        let restore = &self.op.parameters["restoreConfiguration"];
+        if restore.is_object() {
+            store::set_configuration(self.pool(), self.inst.id, restore).await?;
+        }
         self.invalidate().await;
         self.step(
             "rollback",

@@ -11,10 +11,12 @@
 //!
 //! The oldest supported Kubernetes version is `HIVEGRAPH_K8S_MIN_VERSION` (default 1.24).
 
+pub mod drift;
 pub mod driver;
 pub mod health;
 pub mod manifests;
 pub mod store;
+mod upgrade;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -899,27 +901,7 @@ impl ClusterManager {
                 "at most 64 args of at most 4096 characters",
             ));
         }
-        let mut seen = std::collections::HashSet::new();
-        for (n, v) in &input.env {
-            if !manifests::is_env_name(n) {
-                return Err(AppError::bad_input(
-                    "env",
-                    format!("{n:?} is not a valid environment variable name"),
-                ));
-            }
-            if !seen.insert(n.clone()) {
-                return Err(AppError::bad_input(
-                    "env",
-                    format!("environment variable {n} is given twice"),
-                ));
-            }
-            if v.len() > 32 * 1024 {
-                return Err(AppError::bad_input(
-                    "env",
-                    format!("the value of {n} is too long"),
-                ));
-            }
-        }
+        check_env_input(&input.env)?;
         let resources = with_default_cpu_limit(
             input.resources.map(validate_resources).transpose()?,
             &self.inner.cfg.default_cpu_limit,
@@ -1007,15 +989,8 @@ impl ClusterManager {
                 });
             }
         }
-        let mut args: Vec<String> = reqs
-            .get("args")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let server_args = registry_args(reqs);
+        let mut args = server_args.clone();
         args.extend(input.args.iter().cloned());
         let target_port = reqs
             .get("targetPort")
@@ -1034,6 +1009,9 @@ impl ClusterManager {
             resources,
             target_port,
             network_permissions: server.network_permissions.clone(),
+            server_version: server.version.clone(),
+            env_schema: Some(drift::declared_env(reqs)),
+            server_args: Some(server_args),
         };
         // --- the cluster (reads only)
         let (cluster, clients) = self
@@ -1303,12 +1281,19 @@ impl ClusterManager {
                 "the instance has no previous revision to roll back to".into(),
             ));
         };
+        // When the revision being left is an upgrade's, its configuration is restored too.
+        let restore = store::latest_op(&self.inner.pool, inst.id)
+            .await?
+            .filter(|op| op.operation == DeploymentOperation::Upgrade)
+            .and_then(|op| op.rollback_info)
+            .map(|info| info["configuration"].clone())
+            .unwrap_or(Value::Null);
         let op = store::insert_op(
             &self.inner.pool,
             actor,
             &inst,
             DeploymentOperation::Rollback,
-            json!({"toRevision": target, "fromRevision": current}),
+            json!({"toRevision": target, "fromRevision": current, "restoreConfiguration": restore}),
             json!({"previousRevision": current, "toRevision": target}),
         )
         .await?;
@@ -1693,6 +1678,45 @@ fn validate_resources(r: Value) -> AppResult<Value> {
         out.insert(k.clone(), Value::Object(q));
     }
     Ok(Value::Object(out))
+}
+
+/// Checks `env` input: valid names, each once, values of at most 32 KiB.
+fn check_env_input(env: &[(String, String)]) -> AppResult<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (n, v) in env {
+        if !manifests::is_env_name(n) {
+            return Err(AppError::bad_input(
+                "env",
+                format!("{n:?} is not a valid environment variable name"),
+            ));
+        }
+        if !seen.insert(n.clone()) {
+            return Err(AppError::bad_input(
+                "env",
+                format!("environment variable {n} is given twice"),
+            ));
+        }
+        if v.len() > 32 * 1024 {
+            return Err(AppError::bad_input(
+                "env",
+                format!("the value of {n} is too long"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The arguments a server's registry entry gives its container.
+fn registry_args(requirements: &Value) -> Vec<String> {
+    requirements
+        .get("args")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Adds the configured default CPU limit to `resources` when they set no CPU limit (the share

@@ -529,6 +529,7 @@ pub async fn insert_op(
             DeploymentOperation::Restart => "restartInstance",
             DeploymentOperation::Rollback => "rollbackInstance",
             DeploymentOperation::Delete => "deleteInstance",
+            DeploymentOperation::Upgrade => "upgradeInstance",
         };
         audit::record(
             c,
@@ -553,6 +554,25 @@ pub async fn operation(pool: &DbPool, id: Uuid) -> AppResult<Option<DeploymentRo
 }
 
 /// The open operation of an instance, if any.
+/// The newest operation of an instance that changed it (scale, restart, rollback or
+/// upgrade), whatever its outcome.
+pub async fn latest_op(pool: &DbPool, instance: Uuid) -> AppResult<Option<DeploymentRow>> {
+    let mut c = conn(pool).await?;
+    Ok(deployments::table
+        .filter(deployments::instance_id.eq(instance))
+        .filter(deployments::operation.eq_any([
+            DeploymentOperation::Scale,
+            DeploymentOperation::Restart,
+            DeploymentOperation::Rollback,
+            DeploymentOperation::Upgrade,
+        ]))
+        .order(deployments::started_at.desc())
+        .select(DeploymentRow::as_select())
+        .first(&mut c)
+        .await
+        .optional()?)
+}
+
 pub async fn open_op_of(pool: &DbPool, instance: Uuid) -> AppResult<Option<DeploymentRow>> {
     let mut c = conn(pool).await?;
     Ok(deployments::table

@@ -1,3 +1,6 @@
+ALTER TABLE deployments DROP CONSTRAINT deployments_operation_enum,
+    ADD CONSTRAINT deployments_operation_enum
+    CHECK (operation IN ('deploy', 'scale', 'restart', 'rollback', 'delete'));
 ALTER TABLE deployments DROP CONSTRAINT deployments_instance_id_fkey,
     ADD CONSTRAINT deployments_instance_id_fkey FOREIGN KEY (instance_id) REFERENCES instances (id) ON DELETE CASCADE,
     DROP CONSTRAINT deployments_server_id_fkey,

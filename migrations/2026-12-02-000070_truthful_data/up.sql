@@ -35,3 +35,8 @@ ALTER TABLE deployments DROP CONSTRAINT deployments_server_id_fkey,
     ADD CONSTRAINT deployments_server_id_fkey FOREIGN KEY (server_id) REFERENCES servers (id) ON DELETE RESTRICT,
     DROP CONSTRAINT deployments_instance_id_fkey,
     ADD CONSTRAINT deployments_instance_id_fkey FOREIGN KEY (instance_id) REFERENCES instances (id) ON DELETE RESTRICT;
+
+-- upgradeInstance records an UPGRADE operation.
+ALTER TABLE deployments DROP CONSTRAINT deployments_operation_enum,
+    ADD CONSTRAINT deployments_operation_enum
+    CHECK (operation IN ('deploy', 'scale', 'restart', 'rollback', 'delete', 'upgrade'));
