@@ -478,6 +478,15 @@ pub struct K8sConfig {
         default_value_t = 2_000
     )]
     pub poll_ms: u64,
+    /// CPU limit given to the containers the gateway deploys when `resources` sets none, so that
+    /// `cpuUsage` (the share of the limit) means something; empty for no default.
+    #[arg(
+        id = "k8s_default_cpu_limit",
+        long = "k8s-default-cpu-limit",
+        env = "HIVEGRAPH_K8S_DEFAULT_CPU_LIMIT",
+        default_value = "500m"
+    )]
+    pub default_cpu_limit: String,
 }
 
 impl Default for K8sConfig {
@@ -491,6 +500,7 @@ impl Default for K8sConfig {
             progress_deadline_seconds: 600,
             operation_timeout_seconds: 1800,
             poll_ms: 2_000,
+            default_cpu_limit: "500m".into(),
         }
     }
 }

@@ -90,9 +90,8 @@ impl Kind {
             | "ServerEdge"
             | "ServerFacets"
             | "FacetCount" => Kind::Registry,
-            "Instance" | "InstanceConnection" | "InstanceEdge" | "InstanceEvent" | "Replicas" => {
-                Kind::Instance
-            }
+            "Instance" | "InstanceConnection" | "InstanceEdge" | "InstanceEvent" | "Replicas"
+            | "InstanceUpgrade" | "EnvChanges" => Kind::Instance,
             "Deployment"
             | "DeploymentConnection"
             | "DeploymentEdge"
@@ -127,6 +126,14 @@ const UNCACHEABLE_FIELDS: &[(&str, &str)] = &[
     ("Instance", "logs"),
     ("Instance", "metrics"),
     ("Deployment", "logs"),
+];
+
+/// Fields that read a kind of data other than their type's: `Instance.resourceUsage` is the
+/// latest monitoring sample.
+const FIELDS_READING: &[((&str, &str), Kind)] = &[
+    (("Instance", "resourceUsage"), Kind::Metrics),
+    // Compared with the server's current registry entry.
+    (("Instance", "upgrade"), Kind::Registry),
 ];
 
 /// The kinds of data an answer reads.
@@ -308,6 +315,11 @@ impl Walk<'_> {
                     }
                     if name.starts_with("__") || UNCACHEABLE_FIELDS.contains(&(ty, name)) {
                         return None;
+                    }
+                    for (field, kind) in FIELDS_READING {
+                        if *field == (ty, name) {
+                            self.deps.add(*kind);
+                        }
                     }
                     let ret = self.shapes.0.get(ty)?.fields.get(name)?.clone();
                     self.typed(&ret, &f.node.selection_set.node)?;

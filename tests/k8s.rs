@@ -5,6 +5,8 @@
 //! record along the way, and what exists in the cluster.
 
 mod common;
+#[path = "common/registry_server.rs"]
+mod registry_server;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -868,24 +870,99 @@ async fn cancel_stops_the_rollout() {
     let o = op(app, &op_id).await;
     assert_eq!(o["status"], json!("CANCELLED"), "{o:#}");
     assert!(o["errors"].as_array().unwrap().is_empty());
-    // The rollout is stopped in the cluster: paused, back to 0 replicas (if it got there).
-    if let Some(dep) = Api::<Deployment>::namespaced(e.kube.clone(), "team")
-        .get_opt("web")
-        .await
-        .unwrap()
-    {
-        assert_eq!(dep.spec.paused, Some(true), "paused");
-        assert_eq!(
-            dep.spec.replicas,
-            Some(0),
-            "back to the previous replica count"
+    // A cancelled deploy removes what it created and leaves the instance TERMINATED, with the
+    // cancel as the reason.
+    let i = wait_instance(app, &inst_id, 10, |i| i["status"] == json!("TERMINATED")).await;
+    assert!(
+        i["healthReason"]
+            .as_str()
+            .unwrap()
+            .contains("deploy cancelled"),
+        "{i:#}"
+    );
+    assert_eq!(replicas(&i), (0, 0, 0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deployments_in(&e.kube, "team").await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled deploy's Deployment is gone"
         );
-        let i = wait_instance(app, &inst_id, 10, |i| {
-            replicas(i).0 == 0 && replicas(i).1 == 0
-        })
-        .await;
-        assert_eq!(i["status"], json!("PENDING"), "{i:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let services = Api::<Service>::namespaced(e.kube.clone(), "team");
+    assert!(services.get_opt("web").await.unwrap().is_none());
+    let secrets = Api::<Secret>::namespaced(e.kube.clone(), "team");
+    assert!(secrets.get_opt("web-env").await.unwrap().is_none());
+    // The state machine holds in the database too: an ended operation cannot be reopened, by
+    // the gateway or by hand.
+    let uuid = app
+        .db
+        .scalar(
+            "SELECT id FROM deployments WHERE instance_id = (SELECT id FROM instances WHERE name = 'web')",
+        )
+        .await
+        .unwrap();
+    use diesel_async::SimpleAsyncConnection;
+    let mut c = app.db.conn().await;
+    let err = c
+        .batch_execute(&format!(
+            "UPDATE deployments SET status = 'in_progress' WHERE id = '{uuid}'"
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot move from cancelled to in_progress"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_completed_operation_cannot_be_moved_back_by_sql() {
+    let db = TestDb::new().await;
+    use diesel_async::SimpleAsyncConnection;
+    let mut c = db.conn().await;
+    c.batch_execute(
+        "INSERT INTO registries (name, url) VALUES ('r', 'https://example.com/r');
+         INSERT INTO servers (registry_id, name, original_name, image, transport)
+           SELECT id, 's', 'io.example/s', 'ghcr.io/example/s:1', 'http' FROM registries;
+         INSERT INTO clusters (name, endpoint) VALUES ('c', 'https://127.0.0.1:1');
+         INSERT INTO instances (server_id, cluster_id, name, namespace)
+           SELECT s.id, c.id, 'i', 'team' FROM servers s, clusters c;
+         INSERT INTO deployments (instance_id, server_id, operation, initiated_by)
+           SELECT i.id, i.server_id, 'deploy', 'tester' FROM instances i;",
+    )
+    .await
+    .unwrap();
+    let moves = |to: &str| {
+        let done = if matches!(to, "initiated" | "in_progress") {
+            "NULL"
+        } else {
+            "now()"
+        };
+        format!("UPDATE deployments SET status = '{to}', completed_at = {done}")
+    };
+    // Allowed: initiated -> in_progress -> completed.
+    c.batch_execute(&moves("in_progress")).await.unwrap();
+    c.batch_execute(&moves("completed")).await.unwrap();
+    for to in ["in_progress", "initiated", "failed", "cancelled"] {
+        let err = c.batch_execute(&moves(to)).await.unwrap_err().to_string();
+        assert!(err.contains("cannot move from completed"), "{to}: {err}");
+    }
+    assert_eq!(
+        db.scalar("SELECT status FROM deployments").await.as_deref(),
+        Some("completed")
+    );
+    // An ended operation needs its completion time.
+    let err = c
+        .batch_execute(
+            "INSERT INTO deployments (instance_id, server_id, operation, initiated_by, status)
+               SELECT i.id, i.server_id, 'scale', 'tester', 'completed' FROM instances i",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("deployments_completed_at_when_done"), "{err}");
 }
 
 #[tokio::test]
@@ -1073,4 +1150,229 @@ async fn in_flight_operations_survive_a_gateway_restart_and_are_driven_once() {
     assert_eq!(inst, "running/ready/1");
     second.services.k8s.shutdown().await;
     third.services.k8s.shutdown().await;
+}
+
+/// A legacy registry.json with one server, `web`, at `tag`; `required` adds a required env var.
+fn catalog(tag: &str, required: Option<&str>) -> String {
+    let mut env = vec![json!({"name": "LOG_LEVEL", "required": false, "default": "info"})];
+    if let Some(name) = required {
+        env.push(json!({"name": name, "required": true, "secret": true}));
+    }
+    json!({ "version": "1.0.0", "last_updated": "2026-01-01T00:00:00Z", "servers": {
+        "web": { "description": "a web server", "image": format!("ghcr.io/example/web:{tag}"),
+                 "transport": "streamable-http", "target_port": 9090, "env_vars": env,
+                 "version": tag }
+    }})
+    .to_string()
+}
+
+fn deployed_image(d: &Deployment) -> String {
+    d.spec.template.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_sync_that_bumps_the_image_offers_an_upgrade_live_and_upgrade_then_rollback_move_the_instance()
+ {
+    use registry_server::{RegistryServer, gql};
+    let e = env().await;
+    let app = &e.app;
+    let cluster = register(app).await["id"].as_str().unwrap().to_string();
+    let srv = RegistryServer::start().await;
+    srv.state
+        .set_custom("cat", "application/json", catalog("1.0.0", None));
+    let reg = gql::create(app, "catalog", &srv.url("/custom/cat"), json!({})).await;
+    assert_eq!(gql::sync(app, &reg).await["status"], "ACTIVE");
+    let server = app
+        .db
+        .scalar("SELECT id FROM servers WHERE name = 'web'")
+        .await
+        .unwrap();
+    let r = deploy(
+        app,
+        json!({"serverId": server, "clusterId": cluster, "namespace": "team", "name": "web",
+               "args": ["--mine"]}),
+    )
+    .await;
+    assert_ok(&r);
+    let inst_id = r["data"]["deployServer"]["instanceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (o, seen) = wait_op(app, r["data"]["deployServer"]["id"].as_str().unwrap(), 60).await;
+    assert_completed(&o, &seen, "DEPLOY");
+    const UPGRADE: &str = "upgrade { currentImage availableImage currentVersion availableVersion
+        envChanges { newlyRequired removed secretChanged } }";
+    let q = format!("query($id: ID!) {{ instance(id: $id) {{ configuration {UPGRADE} }} }}");
+    let r = app.graphql(&q, json!({"id": inst_id})).await;
+    assert_ok(&r);
+    assert!(
+        r["data"]["instance"]["upgrade"].is_null(),
+        "up to date: {r}"
+    );
+
+    // A live instanceStatus subscriber sees the upgrade appear when a sync bumps the image.
+    let rc = hivegraph::graphql::context::RequestCtx::new(
+        app.state.services.pool.clone(),
+        "test".into(),
+        hivegraph::auth::Principal::local(),
+    );
+    let sub = async_graphql::Request::new(format!(
+        "subscription($id: ID!) {{ instanceStatus(instanceId: $id) {{ {UPGRADE} }} }}"
+    ))
+    .variables(async_graphql::Variables::from_json(json!({"id": inst_id})))
+    .data(std::sync::Arc::new(rc));
+    let mut stream = app.state.schema.execute_stream(sub);
+    use futures_util::StreamExt;
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.data.to_string().contains("upgrade: null"),
+        "{:?}",
+        first.data
+    );
+    srv.state
+        .set_custom("cat", "application/json", catalog("1.1.0", Some("API_KEY")));
+    assert_eq!(gql::sync(app, &reg).await["status"], "ACTIVE");
+    let offered = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let resp = stream.next().await.unwrap();
+            let v = resp.data.into_json().unwrap();
+            let up = v["instanceStatus"]["upgrade"].clone();
+            if !up.is_null() {
+                return up;
+            }
+        }
+    })
+    .await
+    .expect("the upgrade is pushed over instanceStatus");
+    assert_eq!(offered["currentImage"], "ghcr.io/example/web:1.0.0");
+    assert_eq!(offered["availableImage"], "ghcr.io/example/web:1.1.0");
+    assert_eq!(offered["currentVersion"], "1.0.0");
+    assert_eq!(offered["availableVersion"], "1.1.0");
+    assert_eq!(offered["envChanges"]["newlyRequired"], json!(["API_KEY"]));
+    let listed = app
+        .graphql(
+            "{ yes: instances(filter: {upgradeAvailable: true}) { totalCount }
+               no: instances(filter: {upgradeAvailable: false}) { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_ok(&listed);
+    assert_eq!(
+        (
+            listed["data"]["yes"]["totalCount"].as_i64(),
+            listed["data"]["no"]["totalCount"].as_i64()
+        ),
+        (Some(1), Some(0))
+    );
+
+    // Without the newly required variable the upgrade is refused, naming it; nothing changes.
+    let up = format!(
+        "mutation($id: ID!, $env: [EnvValueInput!]) {{ upgradeInstance(id: $id, env: $env) {{ {OP_FIELDS} }} }}"
+    );
+    let refused = app.graphql(&up, json!({"id": inst_id})).await;
+    assert_eq!(
+        error_code(&refused).as_deref(),
+        Some("BAD_USER_INPUT"),
+        "{refused}"
+    );
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("API_KEY")
+    );
+    assert_eq!(
+        app.db
+            .scalar("SELECT count(*) FROM deployments WHERE operation = 'upgrade'")
+            .await
+            .as_deref(),
+        Some("0")
+    );
+    let deployments = Api::<Deployment>::namespaced(e.kube.clone(), "team");
+    assert_eq!(
+        deployed_image(&deployments.get("web").await.unwrap()),
+        "ghcr.io/example/web:1.0.0"
+    );
+
+    // With it, the UPGRADE operation moves the instance to the new image; the value is secret.
+    let r = app
+        .graphql(
+            &up,
+            json!({"id": inst_id, "env": [{"name": "API_KEY", "value": CANARY}]}),
+        )
+        .await;
+    assert_ok(&r);
+    assert_eq!(r["data"]["upgradeInstance"]["operation"], "UPGRADE");
+    let (o, seen) = wait_op(
+        app,
+        r["data"]["upgradeInstance"]["id"].as_str().unwrap(),
+        60,
+    )
+    .await;
+    assert_completed(&o, &seen, "UPGRADE");
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(deployed_image(&d), "ghcr.io/example/web:1.1.0");
+    let args = d.spec.template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(
+        args.contains(&"--mine".to_string()),
+        "the user's arguments are kept: {args:?}"
+    );
+    let r = app.graphql(&q, json!({"id": inst_id})).await;
+    assert_ok(&r);
+    let inst = &r["data"]["instance"];
+    assert!(inst["upgrade"].is_null(), "{inst}");
+    assert_eq!(inst["configuration"]["image"], "ghcr.io/example/web:1.1.0");
+    assert!(
+        !inst.to_string().contains(CANARY),
+        "the secret value is never shown"
+    );
+    let secret = Api::<Secret>::namespaced(e.kube.clone(), "team")
+        .get("web-env")
+        .await
+        .unwrap();
+    assert!(secret.data.unwrap().contains_key("API_KEY"));
+    let audited = app
+        .db
+        .scalar("SELECT count(*) FROM audit_log WHERE action = 'upgradeInstance' AND outcome = 'success'")
+        .await;
+    assert_eq!(audited.as_deref(), Some("1"));
+
+    // Rollback returns to the previous image and configuration: the upgrade is offered again.
+    let r = app
+        .graphql(
+            &format!("mutation($id: ID!) {{ rollbackInstance(id: $id) {{ {OP_FIELDS} }} }}"),
+            json!({"id": inst_id}),
+        )
+        .await;
+    assert_ok(&r);
+    let (o, seen) = wait_op(
+        app,
+        r["data"]["rollbackInstance"]["id"].as_str().unwrap(),
+        60,
+    )
+    .await;
+    assert_completed(&o, &seen, "ROLLBACK");
+    assert_eq!(
+        deployed_image(&deployments.get("web").await.unwrap()),
+        "ghcr.io/example/web:1.0.0"
+    );
+    let r = app.graphql(&q, json!({"id": inst_id})).await;
+    assert_ok(&r);
+    assert_eq!(
+        r["data"]["instance"]["configuration"]["image"],
+        "ghcr.io/example/web:1.0.0"
+    );
+    assert_eq!(
+        r["data"]["instance"]["upgrade"]["availableImage"],
+        "ghcr.io/example/web:1.1.0"
+    );
 }

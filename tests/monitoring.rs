@@ -67,25 +67,25 @@ fn sample(instance: uuid::Uuid, at: DateTime<Utc>, cpu: f64) -> Sample {
 }
 
 #[tokio::test]
-async fn samples_outside_the_data_model_are_refused_and_not_stored() {
+async fn out_of_range_fields_are_clamped_or_nulled_and_stale_samples_refused() {
     let app = TestApp::spawn().await;
     let (id, _) = seed_instance(&app).await;
     let now = Utc::now();
     let m = monitor(&app, ManualClock::new(now), MonitoringConfig::default());
     assert!(m.store(sample(id, now, 42.0)).await.unwrap());
+    // A CPU-hungry pod above its limit: the sample is kept, memory included.
+    let busy = Sample {
+        cpu_usage: Some(180.0),
+        ..sample(id, now - Days::seconds(1), 1.0)
+    };
+    assert!(m.store(busy).await.unwrap());
+    let bad_fields = Sample {
+        error_rate: Some(250.0),
+        memory_usage: Some(-5),
+        ..sample(id, now - Days::seconds(2), 1.0)
+    };
+    assert!(m.store(bad_fields).await.unwrap());
     let refused = [
-        Sample {
-            cpu_usage: Some(101.0),
-            ..sample(id, now - Days::seconds(1), 1.0)
-        },
-        Sample {
-            error_rate: Some(250.0),
-            ..sample(id, now - Days::seconds(2), 1.0)
-        },
-        Sample {
-            memory_usage: Some(-5),
-            ..sample(id, now - Days::seconds(3), 1.0)
-        },
         // Older than the collection window.
         sample(id, now - Days::minutes(10), 1.0),
         // In the future.
@@ -94,9 +94,106 @@ async fn samples_outside_the_data_model_are_refused_and_not_stored() {
     for s in refused {
         assert!(!m.store(s.clone()).await.unwrap(), "stored {s:?}");
     }
-    assert_eq!(m.rejected(), 5);
-    assert_eq!(m.stored(), 1);
-    assert_eq!(app.db.count("monitoring_metrics").await, 1);
+    assert_eq!(m.rejected(), 2);
+    assert_eq!(m.stored(), 3);
+    let rows: serde_json::Value = serde_json::from_str(
+        &app.db
+            .scalar(
+                "SELECT json_agg(json_build_array(cpu_usage, memory_usage, error_rate, health_checks) \
+                 ORDER BY \"timestamp\" DESC) FROM monitoring_metrics",
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rows.as_array().map(Vec::len), Some(3));
+    let busy = &rows[1];
+    assert_eq!(
+        (busy[0].as_f64(), busy[1].as_i64()),
+        (Some(100.0), Some(1_000_000))
+    );
+    assert_eq!(busy[3]["adjusted"]["cpuUsage"]["raw"], 180.0);
+    let bad = &rows[2];
+    assert_eq!(bad[0].as_f64(), Some(1.0));
+    assert!(bad[1].is_null(), "impossible memory is dropped: {bad}");
+    assert_eq!(
+        bad[2].as_f64(),
+        Some(100.0),
+        "an error rate above 100 is clamped"
+    );
+    assert_eq!(bad[3]["adjusted"]["errorRate"]["raw"], 250.0);
+}
+
+#[tokio::test]
+async fn resource_usage_is_the_latest_sample_and_events_come_newest_first() {
+    let app = TestApp::spawn().await;
+    let (id, gid) = seed_instance(&app).await;
+    let q = "query($id: ID!) { instance(id: $id) { serverId server { id } resourceUsage
+        events { reason lastSeen cursor } page: events(first: 1) { reason cursor } } }";
+    let r = app.graphql(q, json!({ "id": gid })).await;
+    assert_ok(&r);
+    let inst = &r["data"]["instance"];
+    assert!(
+        inst["resourceUsage"].is_null(),
+        "null before the first sample: {inst}"
+    );
+    assert_eq!(inst["serverId"], inst["server"]["id"]);
+    // Events stored oldest first come out newest first, and page by cursor.
+    let mut c = app.db.conn().await;
+    c.batch_execute(
+        "UPDATE instances SET events = '[
+           {\"reason\": \"Pulled\", \"firstSeen\": \"2026-01-01T00:00:01Z\", \"lastSeen\": \"2026-01-01T00:00:01Z\"},
+           {\"reason\": \"Created\", \"firstSeen\": \"2026-01-01T00:00:02Z\", \"lastSeen\": \"2026-01-01T00:00:02Z\"},
+           {\"reason\": \"Started\", \"firstSeen\": \"2026-01-01T00:00:03Z\", \"lastSeen\": \"2026-01-01T00:00:03Z\"}
+         ]'::jsonb",
+    )
+    .await
+    .unwrap();
+    let now = Utc::now();
+    let m = monitor(&app, ManualClock::new(now), MonitoringConfig::default());
+    assert!(
+        m.store(sample(id, now - Days::seconds(5), 10.0))
+            .await
+            .unwrap()
+    );
+    let latest = Sample {
+        memory_usage: Some(7_340_032),
+        ..sample(id, now, 33.5)
+    };
+    assert!(m.store(latest).await.unwrap());
+    let r = app.graphql(q, json!({ "id": gid })).await;
+    assert_ok(&r);
+    let inst = &r["data"]["instance"];
+    let usage = &inst["resourceUsage"];
+    assert_eq!(usage["cpuPercent"], 33.5, "{usage}");
+    assert_eq!(usage["memoryBytes"], 7_340_032, "{usage}");
+    let reasons: Vec<&str> = inst["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["Started", "Created", "Pulled"]);
+    assert_eq!(inst["page"].as_array().unwrap().len(), 1);
+    let after = inst["page"][0]["cursor"].as_str().unwrap();
+    let r = app
+        .graphql(
+            "query($id: ID!, $a: String) { instance(id: $id) { events(first: 5, after: $a) { reason } } }",
+            json!({ "id": gid, "a": after }),
+        )
+        .await;
+    assert_ok(&r);
+    assert_eq!(
+        r["data"]["instance"]["events"],
+        json!([{ "reason": "Created" }, { "reason": "Pulled" }])
+    );
+    let r = app
+        .graphql(
+            "query($id: ID!) { instance(id: $id) { events(after: \"nope\") { reason } } }",
+            json!({ "id": gid }),
+        )
+        .await;
+    assert_eq!(error_code(&r).as_deref(), Some("BAD_USER_INPUT"), "{r}");
 }
 
 #[tokio::test]

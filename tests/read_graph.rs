@@ -543,16 +543,50 @@ async fn writes_invalidate_cached_server_lists_at_once() {
     app.state.services.caches.invalidate_registry(uuid);
     assert_eq!(server_names(&app, &r1).await.1, 5);
 
-    // Deleting the registry drops its entries too.
+    // Deleting (archiving) the registry drops its cached entries too: it leaves the lists at
+    // once, and stays readable by id with `archivedAt` set.
+    conn.batch_execute("UPDATE instances SET status = 'terminated', phase = 'terminating'")
+        .await
+        .unwrap();
+    let listed = "{ registries(first: 50) { nodes { id } } servers(first: 100) { totalCount } }";
+    let before = app.graphql(listed, json!({})).await;
     let del = app
         .graphql(
-            "mutation($id: ID!) { deleteRegistry(id: $id, force: true) { deletedServers } }",
+            "mutation($id: ID!) { deleteRegistry(id: $id) { deletedServers } }",
             json!({ "id": r1 }),
         )
         .await;
     assert_ok(&del);
-    let gone = app.graphql(SERVERS_OF, json!({ "id": r1 })).await;
-    assert!(gone["data"]["registry"].is_null(), "{gone}");
+    let after = app.graphql(listed, json!({})).await;
+    let ids = |v: &Value| {
+        v["data"]["registries"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["id"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        ids(&before).contains(&r1) && !ids(&after).contains(&r1),
+        "{after}"
+    );
+    let removed = del["data"]["deleteRegistry"]["deletedServers"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        after["data"]["servers"]["totalCount"].as_i64().unwrap(),
+        before["data"]["servers"]["totalCount"].as_i64().unwrap() - removed
+    );
+    let archived = app
+        .graphql(
+            "query($id: ID!) { registry(id: $id) { archivedAt } }",
+            json!({ "id": r1 }),
+        )
+        .await;
+    assert!(
+        archived["data"]["registry"]["archivedAt"].is_string(),
+        "{archived}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -380,43 +380,96 @@ async fn seed_running_instance(app: &TestApp, registry_name: &str) {
 }
 
 #[tokio::test]
-async fn delete_refuses_while_instances_run_unless_forced() {
+async fn delete_refuses_while_instances_live_and_then_archives_keeping_history() {
     let app = TestApp::spawn().await;
     let r = create_ok(&app, "busy").await;
     seed_running_instance(&app, "busy").await;
+    use diesel_async::SimpleAsyncConnection;
+    let mut c = app.db.conn().await;
+    c.batch_execute(
+        "INSERT INTO deployments (instance_id, server_id, operation, initiated_by, status, completed_at)
+           SELECT id, server_id, 'deploy', 'tester', 'completed', now() FROM instances",
+    )
+    .await
+    .unwrap();
 
-    let refused = app.graphql(DELETE, json!({ "id": r["id"] })).await;
+    // Refused, naming the instance, even with the old `force`.
+    for force in [None, Some(true)] {
+        let refused = app
+            .graphql(DELETE, json!({ "id": r["id"], "force": force }))
+            .await;
+        assert_eq!(
+            error_code(&refused).as_deref(),
+            Some("CONFLICT"),
+            "{refused}"
+        );
+        let msg = refused["errors"][0]["message"].as_str().unwrap();
+        assert!(msg.contains("default/fetch (RUNNING)"), "{msg}");
+    }
     assert_eq!(
-        error_code(&refused).as_deref(),
-        Some("CONFLICT"),
-        "{refused}"
+        app.db
+            .scalar("SELECT count(*) FROM registries WHERE archived_at IS NULL")
+            .await
+            .as_deref(),
+        Some("1")
     );
-    assert_eq!(app.db.count("registries").await, 1);
-    assert_eq!(app.db.count("servers").await, 1);
-    assert_eq!(app.db.count("instances").await, 1);
     let denied = app
         .db
-        .scalar("SELECT outcome FROM audit_log WHERE action = 'deleteRegistry'")
+        .scalar("SELECT outcome FROM audit_log WHERE action = 'deleteRegistry' LIMIT 1")
         .await;
     assert_eq!(denied.as_deref(), Some("denied"), "the refusal is audited");
 
-    let forced = app
-        .graphql(DELETE, json!({ "id": r["id"], "force": true }))
+    // Once the instance is TERMINATED, the registry is archived: out of lists and search...
+    c.batch_execute("UPDATE instances SET status = 'terminated', phase = 'terminating'")
+        .await
+        .unwrap();
+    let done = app.graphql(DELETE, json!({ "id": r["id"] })).await;
+    assert_ok(&done);
+    assert_eq!(done["data"]["deleteRegistry"]["deletedServers"], 1);
+    assert_eq!(done["data"]["deleteRegistry"]["deletedInstances"], 0);
+    let lists = app
+        .graphql(
+            "{ registries { totalCount } servers(search: \"fetch\") { totalCount } serverFacets { totalCount } }",
+            json!({}),
+        )
         .await;
-    assert_ok(&forced);
-    assert_eq!(forced["data"]["deleteRegistry"]["deletedServers"], 1);
-    assert_eq!(forced["data"]["deleteRegistry"]["deletedInstances"], 1);
-    assert_eq!(app.db.count("registries").await, 0);
-    assert_eq!(app.db.count("servers").await, 0);
-    assert_eq!(app.db.count("instances").await, 0);
-    assert_eq!(
-        app.db.count("clusters").await,
-        1,
-        "clusters outlive registries"
-    );
-
+    assert_ok(&lists);
+    assert_eq!(lists["data"]["registries"]["totalCount"], 0, "{lists}");
+    assert_eq!(lists["data"]["servers"]["totalCount"], 0, "{lists}");
+    assert_eq!(lists["data"]["serverFacets"]["totalCount"], 0, "{lists}");
+    // ...and every record of the instance's history is still readable through it.
+    let history = app
+        .graphql(
+            "{ instances(first: 5) { nodes { status server { name archivedAt registry { name archivedAt } }
+                 operations(first: 5) { nodes { status server { name } } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_ok(&history);
+    let inst = &history["data"]["instances"]["nodes"][0];
+    assert_eq!(inst["server"]["name"], "fetch", "{history}");
+    assert!(inst["server"]["archivedAt"].is_string());
+    assert_eq!(inst["server"]["registry"]["name"], "busy");
+    assert!(inst["server"]["registry"]["archivedAt"].is_string());
+    assert_eq!(inst["operations"]["nodes"][0]["status"], "COMPLETED");
+    // The database keeps referenced history from being deleted by hand too.
+    let err = c
+        .batch_execute("DELETE FROM servers")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("foreign key"), "{err}");
+    // The name is free again; the archived registry is never synced or updated.
+    create_ok(&app, "busy").await;
     let again = app.graphql(DELETE, json!({ "id": r["id"] })).await;
-    assert_eq!(error_code(&again).as_deref(), Some("NOT_FOUND"));
+    assert_eq!(error_code(&again).as_deref(), Some("NOT_FOUND"), "{again}");
+    let sync = app
+        .graphql(
+            "mutation($id: ID!) { syncRegistry(id: $id) { id } }",
+            json!({ "id": r["id"] }),
+        )
+        .await;
+    assert_eq!(error_code(&sync).as_deref(), Some("NOT_FOUND"), "{sync}");
 }
 
 #[tokio::test]
@@ -434,7 +487,13 @@ async fn an_idle_registry_deletes_with_its_servers() {
     let resp = app.graphql(DELETE, json!({ "id": r["id"] })).await;
     assert_ok(&resp);
     assert_eq!(resp["data"]["deleteRegistry"]["deletedServers"], 1);
-    assert_eq!(app.db.count("servers").await, 0);
+    assert_eq!(
+        app.db
+            .scalar("SELECT count(*) FROM servers WHERE archived_at IS NOT NULL")
+            .await
+            .as_deref(),
+        Some("1")
+    );
 }
 
 #[tokio::test]

@@ -214,6 +214,37 @@ async fn toolhive_registry_json_syncs_to_102_servers() {
 }
 
 #[tokio::test]
+async fn an_mcp_registry_registered_by_its_bare_origin_syncs_in_full() {
+    let app = app().await;
+    let srv = RegistryServer::start().await;
+    // AUTO on `http://HOST/`: the root is 404, so the API is probed at /v0.1/servers.
+    let id = gql::create(&app, "origin", &srv.url("/"), json!({})).await;
+    let reg = gql::sync(&app, &id).await;
+    assert_eq!(reg["status"], "ACTIVE", "{reg:#}");
+    let report = &reg["lastSyncReport"];
+    assert_eq!(report["format"], "MCP_REGISTRY");
+    assert_eq!(report["entries"], 358, "every page is read");
+    assert_eq!(report["pages"], 4);
+    assert_eq!(srv.state.requests("/v0.1/servers").len(), 4);
+    // The next sync goes to the list URL that answered, without probing again.
+    let reg = gql::sync(&app, &id).await;
+    assert_eq!(reg["status"], "ACTIVE", "{reg:#}");
+
+    // An origin that serves neither a document nor the API says what was tried.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new()).await });
+    let id = gql::create(&app, "nothing", &format!("http://{addr}"), json!({})).await;
+    let reg = gql::sync(&app, &id).await;
+    assert_eq!(reg["status"], "ERROR", "{reg:#}");
+    let err = reg["lastError"].as_str().unwrap();
+    assert!(
+        err.contains("/v0.1/servers") && err.contains("/v0/servers") && err.contains("404"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn mcp_registry_seed_syncs_every_page_then_only_changes() {
     let app = app().await;
     let srv = RegistryServer::start().await;

@@ -350,3 +350,45 @@ async fn a_stalled_client_does_not_hold_up_another() {
     }
     assert!(got <= 21);
 }
+
+#[tokio::test]
+async fn a_subscriber_gets_one_payload_per_change_of_what_it_selected() {
+    let app = TestApp::spawn_with(|c| c.serve.limits.rate_limit_per_hour = 5_000).await;
+    let registry = create_registry(&app, "changes").await;
+    let url = listen(&app).await;
+    let mut ws = connect(&url, "graphql-transport-ws").await;
+    init(&mut ws).await;
+    send(&mut ws, subscribe_msg("1", &registry)).await;
+    let first = recv(&mut ws).await;
+    assert_eq!(first["type"], "next", "{first}");
+    assert!(
+        first["payload"]["extensions"]["rateLimit"].is_object(),
+        "the rate limit rides on the first payload: {first}"
+    );
+    // Changes to fields the subscription did not select send nothing...
+    for seconds in [600, 900] {
+        let resp = app
+            .graphql(
+                "mutation($id: ID!, $s: Int) { updateRegistry(id: $id, input: { syncIntervalSeconds: $s }) { id } }",
+                json!({ "id": registry, "s": seconds }),
+            )
+            .await;
+        assert_ok(&resp);
+    }
+    // ...and a change to a selected field sends exactly one payload, without the rate limit.
+    describe(&app, &registry, "changed").await;
+    let next = recv(&mut ws).await;
+    assert_eq!(
+        next["payload"]["data"]["registrySync"]["description"], "changed",
+        "no repeat of the unchanged state came first: {next}"
+    );
+    assert!(
+        next["payload"]["extensions"].get("rateLimit").is_none(),
+        "{next}"
+    );
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), ws.next()).await;
+    assert!(
+        !matches!(quiet, Ok(Some(Ok(Message::Text(_))))),
+        "nothing more was sent: {quiet:?}"
+    );
+}

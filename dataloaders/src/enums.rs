@@ -201,7 +201,9 @@ db_enum! {
 
 db_enum! {
     /// The state of a deployment operation. Transitions: INITIATED → IN_PROGRESS → COMPLETED or
-    /// FAILED; INITIATED or IN_PROGRESS → CANCELLED.
+    /// FAILED; INITIATED or IN_PROGRESS → CANCELLED; INITIATED → FAILED when the operation is
+    /// refused before its first step (its cluster or instance is gone when a driver takes it
+    /// up). An ended operation never changes again; the database refuses any other move.
     pub enum DeploymentStatus {
         /// Recorded, not started.
         Initiated = "initiated",
@@ -220,6 +222,16 @@ impl DeploymentStatus {
     /// Whether the operation has ended.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    /// The states an operation may move to `next` from (the migration
+    /// `deployments_status_transition` trigger enforces the same table).
+    pub fn sources_of(next: DeploymentStatus) -> Vec<DeploymentStatus> {
+        use DeploymentStatus::*;
+        [Initiated, InProgress, Completed, Failed, Cancelled]
+            .into_iter()
+            .filter(|s| s.can_transition_to(next))
+            .collect()
     }
 
     /// Whether the data model's workflow allows moving from `self` to `next`.
@@ -250,6 +262,8 @@ db_enum! {
         Rollback = "rollback",
         /// Removal from the cluster.
         Delete = "delete",
+        /// A move to the image, arguments and environment the catalog now offers.
+        Upgrade = "upgrade",
     }
 }
 

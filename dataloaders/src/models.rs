@@ -35,6 +35,8 @@ pub struct RegistryRow {
     pub last_sync_report: Option<Json>,
     /// Upstream sync state (detected format, incremental watermark); written by the sync.
     pub sync_state: Json,
+    /// When the registry was deleted (archived: hidden from lists, kept for history).
+    pub archived_at: Option<DateTime<Utc>>,
 }
 
 /// A server row.
@@ -65,6 +67,8 @@ pub struct ServerRow {
     pub updated_at: DateTime<Utc>,
     /// Hash of the normalised upstream entry, so that a sync skips unchanged servers.
     pub sync_hash: Option<String>,
+    /// When the server's registry was deleted (archived with it).
+    pub archived_at: Option<DateTime<Utc>>,
 }
 
 /// A cluster row.
@@ -107,7 +111,6 @@ pub struct InstanceRow {
     pub replicas_ready: i32,
     pub deployed_at: Option<DateTime<Utc>>,
     pub configuration: Json,
-    pub resource_usage: Json,
     pub health_status: HealthStatus,
     pub health_reason: Option<String>,
     pub logs: Json,

@@ -42,6 +42,20 @@ pub struct InstanceFilter {
     pub cluster_id: Option<Uuid>,
     pub namespace: Option<String>,
     pub status: Option<Vec<InstanceStatus>>,
+    /// `Some(true)`: only instances that match [`InstanceFilter::UPGRADE_AVAILABLE_SQL`];
+    /// `Some(false)`: only those that do not.
+    pub upgrade_available: Option<bool>,
+}
+
+impl InstanceFilter {
+    /// Whether an instance's server offers another image or version than the one it runs:
+    /// the rule of `hivegraph::k8s::drift::upgrade_of`, in SQL over `instances`.
+    pub const UPGRADE_AVAILABLE_SQL: &str = "(instances.status <> 'terminated' AND EXISTS (\
+        SELECT 1 FROM servers s WHERE s.id = instances.server_id AND s.image IS NOT NULL \
+        AND s.image NOT LIKE '%://%' \
+        AND ((instances.configuration->>'image') IS DISTINCT FROM s.image \
+          OR (instances.configuration ? 'serverVersion' \
+              AND (instances.configuration->>'serverVersion') IS DISTINCT FROM s.version))))";
 }
 
 /// Filter of the root `deployments` list.
@@ -60,7 +74,10 @@ fn parse_ts(v: &str) -> Result<DateTime<Utc>, ReadError> {
 
 macro_rules! registry_filtered {
     ($f:expr) => {{
-        let mut q = registries::table.into_boxed();
+        // Deleted registries are archived: kept for history, never listed.
+        let mut q = registries::table
+            .filter(registries::archived_at.is_null())
+            .into_boxed();
         if let Some(s) = &$f.status {
             q = q.filter(registries::status.eq_any(s.clone()));
         }
@@ -82,6 +99,14 @@ macro_rules! instance_filtered {
         }
         if let Some(s) = &$f.status {
             q = q.filter(instances::status.eq_any(s.clone()));
+        }
+        if let Some(wanted) = $f.upgrade_available {
+            let cond = if wanted {
+                InstanceFilter::UPGRADE_AVAILABLE_SQL.to_string()
+            } else {
+                format!("NOT {}", InstanceFilter::UPGRADE_AVAILABLE_SQL)
+            };
+            q = q.filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&cond));
         }
         q
     }};

@@ -24,6 +24,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         last_sync_report -> Nullable<Jsonb>,
         sync_state -> Jsonb,
+        archived_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -52,6 +53,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         sync_hash -> Nullable<Text>,
+        archived_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -91,7 +93,6 @@ diesel::table! {
         replicas_ready -> Int4,
         deployed_at -> Nullable<Timestamptz>,
         configuration -> Jsonb,
-        resource_usage -> Jsonb,
         health_status -> Text,
         health_reason -> Nullable<Text>,
         logs -> Jsonb,

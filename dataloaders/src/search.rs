@@ -253,7 +253,8 @@ fn is_single_word(q: &str) -> bool {
 
 /// The filter's conditions (ANDed), binding their values; plus the search placeholders.
 fn conditions(sql: &mut Sql, f: &ServerFilter) -> (Vec<String>, Option<SearchRefs>) {
-    let mut conds = Vec::new();
+    // Servers of deleted (archived) registries are kept for history, never listed.
+    let mut conds = vec!["s.archived_at IS NULL".to_string()];
     let search = f.search.as_ref().map(|q| {
         let text = sql.bind::<Text, _>(q.clone());
         let cond = if is_single_word(q) {
@@ -553,6 +554,7 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
             sync_hash: None,
+            archived_at: None,
         }
     }
 

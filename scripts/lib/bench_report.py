@@ -103,7 +103,18 @@ def main():
         checked.append({"target": name, "value": value,
                         "met": (ok(value) if ok else None) if value is not None else None})
 
+    # The contract's top-level keys (../shared/CONTRACT.md, scripts/bench), then the details.
     summary = {
+        "nested_vs_postgraphile_v4": ratios.get("hivegraph_cold_over_postgraphile_v4"),
+        "nested_vs_postgraphile_v5": ratios.get("hivegraph_cold_over_postgraphile_v5"),
+        "cached_vs_limit": ratios.get("hivegraph_warm_over_limit"),
+        "sql_statements_nested": (nested or {}).get("sql_statements_nested", peers.get("sql_statements")),
+        "fanout_subscribers": (fanout or {}).get("fanout_subscribers"),
+        "fanout_p99_ms": (fanout or {}).get("fanout_p99_ms"),
+        "fanout_bytes_per_subscriber": (fanout or {}).get("fanout_bytes_per_subscriber",
+                                                          (fanout or {}).get("bytes_per_subscriber")),
+        "sync_10k_seconds": (sync or {}).get("sync_10k_seconds"),
+        "sync_10k_peak_rss_mb": (sync or {}).get("sync_10k_peak_rss_mb"),
         "quick": a.quick == "true",
         "profile": a.profile,
         "scale": dict(zip(["registries", "servers_per_registry", "instances_per_server",
@@ -114,7 +125,6 @@ def main():
         "medians": {k: {"rps": v["median_rps"], "p50_ms": v["median_p50_ms"],
                         "p99_ms": v["median_p99_ms"]} for k, v in t.items()},
         "peer_failures": peers.get("failures", {}),
-        "sql_statements_nested": (nested or {}).get("sql_statements_nested"),
         "sync": sync,
         "fanout": fanout,
         "targets": checked,

@@ -90,9 +90,11 @@ pub struct UpdateRegistryInput {
 pub struct DeleteRegistryPayload {
     /// Id of the deleted registry.
     pub deleted_registry_id: ID,
-    /// Number of server definitions removed with it.
+    /// Number of server definitions archived with it (kept for the history of their
+    /// instances, hidden from lists and search).
     pub deleted_servers: i64,
-    /// Number of instance records removed with it (only with `force`).
+    /// Always 0: instance records and their operations are configuration history, never
+    /// deleted.
     pub deleted_instances: i64,
 }
 
@@ -424,18 +426,19 @@ impl MutationRoot {
         .await
     }
 
-    /// Deletes a registry and its server definitions (admin only). While any instance of its
-    /// servers is PENDING or RUNNING the deletion is refused with CONFLICT, unless `force` is
-    /// true; with `force`, the gateway's instance records of those servers are deleted too (the
-    /// workloads in the clusters are not touched: delete them first with `deleteInstance` to stop
-    /// them).
+    /// Deletes a registry (admin only): it and its servers are archived, hidden from lists,
+    /// search and sync, and stay readable from the instances and deployments that reference
+    /// them. Refused with CONFLICT, listing them, while any instance of its servers is not
+    /// TERMINATED (delete those with `deleteInstance` first).
     async fn delete_registry(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The registry's id.")] id: ID,
-        #[graphql(desc = "Delete even while instances are running (default false).")] force: Option<
-            bool,
-        >,
+        #[graphql(
+            desc = "No longer has any effect: instances must be deleted first.",
+            deprecation = "instance history is never deleted; delete the instances first"
+        )]
+        force: Option<bool>,
     ) -> AppResult<DeleteRegistryPayload> {
         audited(
             ctx,
@@ -447,9 +450,8 @@ impl MutationRoot {
                 RequestCtx::of(ctx).require(Role::Admin)?;
                 let services = ctx.data_unchecked::<Services>();
                 let uuid = ids::decode(Kind::Registry, &id, "id")?;
-                let deleted =
-                    store::delete(&services.pool, &actor(ctx), uuid, force.unwrap_or(false))
-                        .await?;
+                let _ = force;
+                let deleted = store::delete(&services.pool, &actor(ctx), uuid).await?;
                 services.caches.invalidate_registry(uuid);
                 Ok(DeleteRegistryPayload {
                     deleted_registry_id: ids::encode(Kind::Registry, uuid),
@@ -708,6 +710,41 @@ impl MutationRoot {
             async {
                 let (services, id) = instance_operation(ctx, &id).await?;
                 Ok(Deployment(services.k8s.restart(&actor(ctx), id).await?))
+            },
+        )
+        .await
+    }
+
+    /// Moves an instance to what its server's registry entry now offers (`Instance.upgrade`):
+    /// the new image, version and registry arguments, with its own arguments and values kept
+    /// (deployer role, in the instance's namespace). `env` gives values for variables that are
+    /// new or newly required; a missing one is refused with BAD_USER_INPUT naming it, and
+    /// nothing changes. Recorded as an UPGRADE operation; `rollbackInstance` returns to the
+    /// previous image and configuration. CONFLICT when the instance is up to date.
+    async fn upgrade_instance(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The instance's id.")] id: ID,
+        #[graphql(desc = "Values for new or changed environment variables.")] env: Option<
+            Vec<EnvValueInput>,
+        >,
+    ) -> AppResult<Deployment> {
+        audited(
+            ctx,
+            "upgradeInstance",
+            "instance",
+            Some(id.to_string()),
+            false,
+            async {
+                let (services, id) = instance_operation(ctx, &id).await?;
+                let env = env
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| (e.name, e.value))
+                    .collect();
+                Ok(Deployment(
+                    services.k8s.upgrade(&actor(ctx), id, env).await?,
+                ))
             },
         )
         .await

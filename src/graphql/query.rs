@@ -57,6 +57,9 @@ pub struct InstanceFilterInput {
     pub namespace: Option<String>,
     /// Only instances in one of these states.
     pub status: Option<Vec<InstanceStatus>>,
+    /// Only instances whose server's registry entry offers a newer image or version (`true`),
+    /// or only those up to date (`false`); see `Instance.upgrade`.
+    pub upgrade_available: Option<bool>,
 }
 
 /// Filter for `deployments`. Conditions combine with AND.
@@ -472,6 +475,7 @@ impl QueryRoot {
                 .transpose()?,
             namespace: f.namespace,
             status: f.status,
+            upgrade_available: f.upgrade_available,
         };
         let rows = RequestCtx::of(ctx)
             .reader

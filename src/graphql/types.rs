@@ -91,6 +91,11 @@ impl Registry {
     async fn next_sync_at(&self) -> Option<DateTime<Utc>> {
         self.0.next_sync_at
     }
+    /// When the registry was deleted: it is then archived, hidden from lists and never synced,
+    /// and kept for the history of the instances that ran its servers.
+    async fn archived_at(&self) -> Option<DateTime<Utc>> {
+        self.0.archived_at
+    }
     /// When the registry was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -241,6 +246,11 @@ impl Server {
     async fn removed_upstream_at(&self) -> Option<DateTime<Utc>> {
         self.0.removed_upstream_at
     }
+    /// When the server's registry was deleted (the server is archived with it: hidden from
+    /// lists and search, kept for the history of its instances).
+    async fn archived_at(&self) -> Option<DateTime<Utc>> {
+        self.0.archived_at
+    }
     /// Deployed instances of this server.
     #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
     async fn instances(
@@ -302,6 +312,44 @@ pub struct InstanceEvent {
     /// Name of the object the event is about.
     #[serde(default)]
     pub object_name: String,
+    /// Opaque position of the event in `Instance.events`, for `after`.
+    #[serde(skip)]
+    pub cursor: String,
+}
+
+impl InstanceEvent {
+    /// The stored events of an instance, newest first by last occurrence (then first
+    /// occurrence, object and reason, so that the order is stable), each with its cursor.
+    pub fn newest_first(stored: &Value) -> Vec<InstanceEvent> {
+        let mut events: Vec<InstanceEvent> =
+            serde_json::from_value(stored.clone()).unwrap_or_default();
+        events.sort_by(|a, b| {
+            (b.last_seen, b.first_seen)
+                .cmp(&(a.last_seen, a.first_seen))
+                .then_with(|| {
+                    (&a.object_kind, &a.object_name, &a.reason).cmp(&(
+                        &b.object_kind,
+                        &b.object_name,
+                        &b.reason,
+                    ))
+                })
+        });
+        for e in &mut events {
+            let key = format!(
+                "{}|{}|{}|{}|{}",
+                e.first_seen
+                    .map(|t| t.timestamp_micros())
+                    .unwrap_or_default(),
+                e.object_kind,
+                e.object_name,
+                e.reason,
+                e.message
+            );
+            use sha2::Digest;
+            e.cursor = hex::encode(&sha2::Sha256::digest(key.as_bytes())[..12]);
+        }
+        events
+    }
 }
 
 /// Log lines read from an instance's pods.
@@ -349,6 +397,10 @@ impl Instance {
             .map(Server)
             .ok_or(AppError::NotFound("server"))
     }
+    /// Id of the server this instance runs (without loading it).
+    async fn server_id(&self) -> ID {
+        ids::encode(Kind::Server, self.0.server_id)
+    }
     /// The cluster the instance runs in.
     async fn cluster(&self, ctx: &Context<'_>) -> AppResult<Cluster> {
         RequestCtx::of(ctx)
@@ -390,9 +442,31 @@ impl Instance {
     async fn configuration(&self) -> Json<Value> {
         Json(self.0.configuration.clone())
     }
-    /// Latest CPU, memory and storage usage.
-    async fn resource_usage(&self) -> Json<Value> {
-        Json(self.0.resource_usage.clone())
+    /// Latest resource usage, from the newest monitoring sample: `cpuPercent` (share of the CPU
+    /// limit), `cpuBasis`, `memoryBytes`, `storageBytes` (where known) and `measuredAt`. `null`
+    /// before the first sample.
+    async fn resource_usage(&self, ctx: &Context<'_>) -> AppResult<Option<Json<Value>>> {
+        let latest = CachedReads::of(ctx).latest_metrics(self.0.id).await?;
+        Ok(latest.map(|m| Json(resource_usage(&m))))
+    }
+    /// What the instance's server now offers beyond what it runs: a newer image or version,
+    /// and how the declared environment changed. `null` when it is up to date (or terminated).
+    async fn upgrade(&self, ctx: &Context<'_>) -> AppResult<Option<InstanceUpgrade>> {
+        if self.0.status == InstanceStatus::Terminated {
+            return Ok(None);
+        }
+        let Ok(spec) = serde_json::from_value::<crate::k8s::manifests::InstanceSpec>(
+            self.0.configuration.clone(),
+        ) else {
+            return Ok(None);
+        };
+        let server = RequestCtx::of(ctx)
+            .loader
+            .load_one(ServerKey(self.0.server_id))
+            .await?;
+        Ok(server
+            .and_then(|s| crate::k8s::drift::upgrade_of(&spec, &s))
+            .map(InstanceUpgrade::from))
     }
     /// Health.
     async fn health_status(&self) -> HealthStatus {
@@ -402,9 +476,32 @@ impl Instance {
     async fn health_reason(&self) -> Option<&str> {
         self.0.health_reason.as_deref()
     }
-    /// Recent Kubernetes events of the instance and its pods, newest last.
-    async fn events(&self) -> Vec<InstanceEvent> {
-        serde_json::from_value(self.0.events.clone()).unwrap_or_default()
+    /// Recent Kubernetes events of the instance and its pods, newest first (by last
+    /// occurrence). Pages with `first` (1 to 100, default all) and `after` (an event's
+    /// `cursor`).
+    async fn events(
+        &self,
+        #[graphql(desc = "Most events to return, 1 to 100.")] first: Option<i32>,
+        #[graphql(desc = "The `cursor` of the last event of the previous page.")] after: Option<
+            String,
+        >,
+    ) -> AppResult<Vec<InstanceEvent>> {
+        let first = match first {
+            None => usize::MAX,
+            Some(n) if (1..=100).contains(&n) => n as usize,
+            Some(_) => return Err(AppError::bad_input("first", "first must be 1 to 100")),
+        };
+        let events = InstanceEvent::newest_first(&self.0.events);
+        let start = match after {
+            None => 0,
+            Some(c) => {
+                let i = events.iter().position(|e| e.cursor == c).ok_or_else(|| {
+                    AppError::bad_input("after", "no event of this instance has this cursor")
+                })?;
+                i + 1
+            }
+        };
+        Ok(events.into_iter().skip(start).take(first).collect())
     }
     /// The latest Warning event, if any.
     async fn last_warning(&self) -> Option<InstanceEvent> {
@@ -941,6 +1038,62 @@ impl MonitoringMetrics {
                 .and_then(|m| m.get("ok"))
                 .and_then(Value::as_bool)
                 .map(|ok| if ok { 1.0 } else { 0.0 }),
+        }
+    }
+}
+
+/// `Instance.resourceUsage` from a monitoring sample.
+fn resource_usage(m: &MetricsRow) -> Value {
+    let basis = m.health_checks.pointer("/podMetrics/cpuBasis").cloned();
+    serde_json::json!({
+        "cpuPercent": m.cpu_usage,
+        "cpuBasis": basis,
+        "memoryBytes": m.memory_usage,
+        "storageBytes": m.health_checks.pointer("/podMetrics/storageBytes").cloned(),
+        "measuredAt": m.timestamp,
+    })
+}
+
+/// An upgrade available to an instance (`Instance.upgrade`), applied by `upgradeInstance`.
+#[derive(SimpleObject)]
+pub struct InstanceUpgrade {
+    /// The image the instance runs.
+    pub current_image: String,
+    /// The image its server's registry entry now gives.
+    pub available_image: String,
+    /// The server's version when the instance was deployed (unknown for older instances).
+    pub current_version: Option<String>,
+    /// The server's version now.
+    pub available_version: Option<String>,
+    /// How the server's declared environment changed since the instance was deployed.
+    pub env_changes: EnvChanges,
+}
+
+/// Changes in the environment variables a server declares.
+#[derive(SimpleObject)]
+pub struct EnvChanges {
+    /// Variables now required (with no default) that were not before: `upgradeInstance` needs
+    /// their values unless the instance already has them.
+    pub newly_required: Vec<String>,
+    /// Variables no longer declared.
+    pub removed: Vec<String>,
+    /// Variables whose secret flag changed (a variable that became secret moves into the
+    /// instance's Secret on upgrade).
+    pub secret_changed: Vec<String>,
+}
+
+impl From<crate::k8s::drift::Upgrade> for InstanceUpgrade {
+    fn from(u: crate::k8s::drift::Upgrade) -> Self {
+        InstanceUpgrade {
+            current_image: u.current_image,
+            available_image: u.available_image,
+            current_version: u.current_version,
+            available_version: u.available_version,
+            env_changes: EnvChanges {
+                newly_required: u.env_changes.newly_required,
+                removed: u.env_changes.removed,
+                secret_changed: u.env_changes.secret_changed,
+            },
         }
     }
 }

@@ -380,7 +380,7 @@ impl Conn {
                 let generation = self.generation;
                 let task = tokio::spawn(pump(
                     (id.clone(), generation),
-                    stream.boxed(),
+                    changes_only(stream.boxed()),
                     tx,
                     counter,
                     starting,
@@ -459,6 +459,30 @@ impl Conn {
             }
         }
     }
+}
+
+/// A subscription's responses as its subscriber sees them: a response equal to the previous
+/// one (the same selected data and errors: nothing the subscriber asked for changed) is not
+/// sent again, and the rate-limit report rides on the first response only.
+fn changes_only(stream: BoxStream<'static, Response>) -> BoxStream<'static, Response> {
+    use std::hash::{Hash, Hasher};
+    let mut previous: Option<u64> = None;
+    stream
+        .filter_map(move |mut resp| {
+            if previous.is_some() {
+                resp.extensions
+                    .remove(crate::graphql::abuse::RATE_LIMIT_EXTENSION);
+            }
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            serde_json::to_vec(&(&resp.data, &resp.errors))
+                .unwrap_or_default()
+                .hash(&mut h);
+            let digest = h.finish();
+            let fresh = previous != Some(digest);
+            previous = Some(digest);
+            futures_util::future::ready(fresh.then_some(resp))
+        })
+        .boxed()
 }
 
 /// Runs one subscription: moves its responses into the bounded channel, and when the channel is

@@ -117,7 +117,8 @@ pub async fn drive(mgr: ClusterManager, id: Uuid) {
         last_reason: String::new(),
     };
     match d.run().await {
-        Ok(()) | Err(Stop::Lost) => {}
+        Ok(()) => {}
+        Err(Stop::Lost) => d.after_cancel().await,
         Err(Stop::Failed(reason, message)) => {
             let _ = store::finish(
                 &d.mgr.inner().pool,
@@ -131,6 +132,22 @@ pub async fn drive(mgr: ClusterManager, id: Uuid) {
 }
 
 impl Driver {
+    /// A deploy cancelled while this driver was applying objects: `cancelDeployment` deleted
+    /// what existed then; delete again what this driver may have created since.
+    async fn after_cancel(&self) {
+        if self.op.operation != DeploymentOperation::Deploy {
+            return;
+        }
+        let cancelled = store::operation(self.pool(), self.op.id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|op| op.status == dataloaders::enums::DeploymentStatus::Cancelled);
+        if cancelled {
+            let _ = delete_objects(&self.clients.api, self.ns(), self.name()).await;
+        }
+    }
+
     fn pool(&self) -> &dataloaders::DbPool {
         &self.mgr.inner().pool
     }
@@ -236,6 +253,7 @@ impl Driver {
             DeploymentOperation::Restart => self.restart().await?,
             DeploymentOperation::Rollback => self.rollback().await?,
             DeploymentOperation::Delete => self.delete().await?,
+            DeploymentOperation::Upgrade => self.upgrade().await?,
         }
         self.wait().await
     }
@@ -425,6 +443,48 @@ impl Driver {
         Ok(())
     }
 
+    /// Applies the upgraded configuration (recorded in the operation) as the Deployment's new
+    /// revision, then records it as the instance's configuration.
+    async fn upgrade(&mut self) -> Result<(), Stop> {
+        if self.step_done("apply-upgrade") {
+            return Ok(());
+        }
+        let next = self.op.parameters["spec"].clone();
+        let spec: InstanceSpec = serde_json::from_value(next.clone()).map_err(|e| {
+            Stop::Failed(
+                "InvalidConfiguration".into(),
+                format!("the upgrade's configuration is unreadable: {e}"),
+            )
+        })?;
+        let (id, name, ns) = (self.inst.id, self.name().to_string(), self.ns().to_string());
+        let obj = manifests::deployment(
+            id,
+            &name,
+            &ns,
+            &spec,
+            self.mgr.inner().cfg.progress_deadline_seconds,
+            None,
+        );
+        let d: Deployment = self.apply("apply-upgrade", &name, &obj).await?;
+        self.min_generation = d.metadata.generation.unwrap_or(0);
+        if let Some(svc) = manifests::service(id, &name, &ns, &spec) {
+            let _: Service = self.apply("apply-upgrade", &name, &svc).await?;
+        }
+        store::set_configuration(self.pool(), id, &next).await?;
+        self.invalidate().await;
+        self.step(
+            "apply-upgrade",
+            "succeeded",
+            Some(&format!(
+                "{} -> {} (generation {})",
+                self.op.parameters["fromImage"].as_str().unwrap_or_default(),
+                spec.image,
+                self.min_generation
+            )),
+        )
+        .await
+    }
+
     async fn rollback(&mut self) -> Result<(), Stop> {
         if self.step_done("rollback") {
             return Ok(());
@@ -473,6 +533,11 @@ impl Driver {
             }
         };
         self.min_generation = d.metadata.generation.unwrap_or(0);
+        // Rolling back an upgrade restores the configuration it replaced.
+        let restore = &self.op.parameters["restoreConfiguration"];
+        if restore.is_object() {
+            store::set_configuration(self.pool(), self.inst.id, restore).await?;
+        }
         self.invalidate().await;
         self.step(
             "rollback",
@@ -486,43 +551,11 @@ impl Driver {
         if self.step_done("delete-objects") {
             return Ok(());
         }
-        let name = self.name().to_string();
-        let ns = self.ns().to_string();
-        let dp = DeleteParams::background();
-        let c = self.clients.api.clone();
-        let ignore_404 = |r: Result<(), kube::Error>| match r {
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            other => other,
-        };
-        let d_api: Api<Deployment> = Api::namespaced(c.clone(), &ns);
-        let (d_api, name_r, dp_r) = (&d_api, &name, &dp);
-        self.retry("delete-objects", || async move {
-            ignore_404(d_api.delete(name_r, dp_r).await.map(|_| ()))
-        })
-        .await?;
-        let s_api: Api<Service> = Api::namespaced(c.clone(), &ns);
-        let s_api = &s_api;
-        self.retry("delete-objects", || async move {
-            ignore_404(s_api.delete(name_r, dp_r).await.map(|_| ()))
-        })
-        .await?;
-        let n_api: Api<NetworkPolicy> = Api::namespaced(c.clone(), &ns);
-        let n_api = &n_api;
-        self.retry("delete-objects", || async move {
-            match n_api.delete(name_r, dp_r).await {
-                // A cluster without NetworkPolicy support answers 404 for the whole group.
-                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                other => other.map(|_| ()),
-            }
-        })
-        .await?;
-        let sec_api: Api<Secret> = Api::namespaced(c, &ns);
-        let secret = manifests::secret_name(&name);
-        let (sec_api, secret) = (&sec_api, &secret);
-        self.retry("delete-objects", || async move {
-            ignore_404(sec_api.delete(secret, dp_r).await.map(|_| ()))
-        })
-        .await?;
+        let (c, ns, name) = (self.clients.api.clone(), self.ns(), self.name());
+        let (ns, name) = (ns.to_string(), name.to_string());
+        let (c, ns_r, name_r) = (&c, &ns, &name);
+        self.retry("delete-objects", || delete_objects(c, ns_r, name_r))
+            .await?;
         self.invalidate().await;
         self.step(
             "delete-objects",
@@ -641,4 +674,31 @@ impl Driver {
             }
         }
     }
+}
+
+/// Deletes what a deploy creates for an instance (Deployment, Service, NetworkPolicy, Secret);
+/// objects already gone are fine. Used by `deleteInstance` and by cancelling a first deploy.
+pub(crate) async fn delete_objects(
+    c: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<(), kube::Error> {
+    let dp = DeleteParams::background();
+    // 404: the object is gone (or, for NetworkPolicy, the cluster lacks the whole group).
+    let gone = |r: Result<(), kube::Error>| match r {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => other,
+    };
+    let d: Api<Deployment> = Api::namespaced(c.clone(), ns);
+    gone(d.delete(name, &dp).await.map(|_| ()))?;
+    let s: Api<Service> = Api::namespaced(c.clone(), ns);
+    gone(s.delete(name, &dp).await.map(|_| ()))?;
+    let n: Api<NetworkPolicy> = Api::namespaced(c.clone(), ns);
+    gone(n.delete(name, &dp).await.map(|_| ()))?;
+    let sec: Api<Secret> = Api::namespaced(c.clone(), ns);
+    gone(
+        sec.delete(&manifests::secret_name(name), &dp)
+            .await
+            .map(|_| ()),
+    )
 }

@@ -57,6 +57,16 @@ pub struct InstanceSpec {
     pub target_port: Option<u16>,
     #[serde(default)]
     pub network_permissions: Value,
+    /// The server's version when this was deployed (for version drift).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// The server's declared environment when this was deployed (for drift in required and
+    /// secret variables); absent in configurations recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_schema: Option<Vec<super::drift::EnvDecl>>,
+    /// The registry's own arguments at deploy time; `args` minus these are the user's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_args: Option<Vec<String>>,
 }
 
 impl InstanceSpec {
@@ -290,6 +300,9 @@ mod tests {
             resources: None,
             target_port: Some(9000),
             network_permissions: json!({"outbound": {"allowPort": [443], "allowHost": ["a.b"]}}),
+            server_version: None,
+            env_schema: None,
+            server_args: None,
         }
     }
 

@@ -12,11 +12,13 @@
 //! The oldest supported Kubernetes version is `HIVEGRAPH_K8S_MIN_VERSION` (default 1.24).
 
 pub mod credentials;
+pub mod drift;
 pub mod driver;
 pub mod health;
 pub mod manifests;
 mod registration;
 pub mod store;
+mod upgrade;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -878,31 +880,11 @@ impl ClusterManager {
                 "at most 64 args of at most 4096 characters",
             ));
         }
-        let mut seen = std::collections::HashSet::new();
-        for (n, v) in &input.env {
-            if !manifests::is_env_name(n) {
-                return Err(AppError::bad_input(
-                    "env",
-                    format!("{n:?} is not a valid environment variable name"),
-                ));
-            }
-            if !seen.insert(n.clone()) {
-                return Err(AppError::bad_input(
-                    "env",
-                    format!("environment variable {n} is given twice"),
-                ));
-            }
-            if v.len() > 32 * 1024 {
-                return Err(AppError::bad_input(
-                    "env",
-                    format!("the value of {n} is too long"),
-                ));
-            }
-        }
-        let resources = match input.resources {
-            None => None,
-            Some(r) => Some(validate_resources(r)?),
-        };
+        check_env_input(&input.env)?;
+        let resources = with_default_cpu_limit(
+            input.resources.map(validate_resources).transpose()?,
+            &self.inner.cfg.default_cpu_limit,
+        );
         // --- the server
         let server = store::server(pool, input.server_id)
             .await?
@@ -986,15 +968,8 @@ impl ClusterManager {
                 });
             }
         }
-        let mut args: Vec<String> = reqs
-            .get("args")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let server_args = registry_args(reqs);
+        let mut args = server_args.clone();
         args.extend(input.args.iter().cloned());
         let target_port = reqs
             .get("targetPort")
@@ -1013,6 +988,9 @@ impl ClusterManager {
             resources,
             target_port,
             network_permissions: server.network_permissions.clone(),
+            server_version: server.version.clone(),
+            env_schema: Some(drift::declared_env(reqs)),
+            server_args: Some(server_args),
         };
         // --- the cluster (reads only)
         let (cluster, clients) = self
@@ -1282,12 +1260,19 @@ impl ClusterManager {
                 "the instance has no previous revision to roll back to".into(),
             ));
         };
+        // When the revision being left is an upgrade's, its configuration is restored too.
+        let restore = store::latest_op(&self.inner.pool, inst.id)
+            .await?
+            .filter(|op| op.operation == DeploymentOperation::Upgrade)
+            .and_then(|op| op.rollback_info)
+            .map(|info| info["configuration"].clone())
+            .unwrap_or(Value::Null);
         let op = store::insert_op(
             &self.inner.pool,
             actor,
             &inst,
             DeploymentOperation::Rollback,
-            json!({"toRevision": target, "fromRevision": current}),
+            json!({"toRevision": target, "fromRevision": current, "restoreConfiguration": restore}),
             json!({"previousRevision": current, "toRevision": target}),
         )
         .await?;
@@ -1326,9 +1311,10 @@ impl ClusterManager {
         Ok(op)
     }
 
-    /// `cancelDeployment`: records CANCELLED, then stops the rollout in the cluster: the
-    /// Deployment is paused and, for a deploy or scale, set back to the replica count it had
-    /// before (0 for a first deploy).
+    /// `cancelDeployment`: records CANCELLED, then stops the rollout in the cluster. A cancelled
+    /// deploy (the instance's first operation) removes what it created and leaves the instance
+    /// TERMINATED; any other operation pauses the Deployment and, for a scale, sets it back to
+    /// the replica count it had before.
     pub async fn cancel(&self, actor: &Actor, id: Uuid) -> AppResult<DeploymentRow> {
         self.start_background();
         // The driver notices on its next write (conditioned on the operation being open) and
@@ -1357,6 +1343,9 @@ impl ClusterManager {
         let inst = store::instance(&self.inner.pool, op.instance_id)
             .await?
             .ok_or(AppError::NotFound("instance"))?;
+        if op.operation == DeploymentOperation::Deploy {
+            return self.undo_deploy(op, &inst).await;
+        }
         let clients = self.clients_of(inst.cluster_id).await?;
         let api: Api<Deployment> = Api::namespaced(clients.api.clone(), &inst.namespace);
         if api
@@ -1395,6 +1384,30 @@ impl ClusterManager {
         )
         .await;
         self.inner.status_cache.invalidate(&inst.id).await;
+        self.wake(inst.id);
+        Ok(())
+    }
+
+    /// Cancelling a deploy: the instance is TERMINATED at once (the cancel is the record of
+    /// why), then its objects are deleted from the cluster.
+    async fn undo_deploy(&self, op: &DeploymentRow, inst: &InstanceRow) -> AppResult<()> {
+        let why = format!("deploy cancelled ({})", op.initiated_by);
+        store::terminate_instance(&self.inner.pool, inst.id, &why).await?;
+        self.inner.status_cache.invalidate(&inst.id).await;
+        let clients = self.clients_of(inst.cluster_id).await?;
+        driver::delete_objects(&clients.api, &inst.namespace, &inst.name)
+            .await
+            .map_err(|e| kube_err(&e, "deleting the cancelled deploy's objects"))?;
+        let _ = store::log_line(
+            &self.inner.pool,
+            op.id,
+            "info",
+            &format!(
+                "{}/{}: objects deleted, instance terminated",
+                inst.namespace, inst.name
+            ),
+        )
+        .await;
         self.wake(inst.id);
         Ok(())
     }
@@ -1655,9 +1668,79 @@ fn validate_resources(r: Value) -> AppResult<Value> {
     Ok(Value::Object(out))
 }
 
+/// Checks `env` input: valid names, each once, values of at most 32 KiB.
+fn check_env_input(env: &[(String, String)]) -> AppResult<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (n, v) in env {
+        if !manifests::is_env_name(n) {
+            return Err(AppError::bad_input(
+                "env",
+                format!("{n:?} is not a valid environment variable name"),
+            ));
+        }
+        if !seen.insert(n.clone()) {
+            return Err(AppError::bad_input(
+                "env",
+                format!("environment variable {n} is given twice"),
+            ));
+        }
+        if v.len() > 32 * 1024 {
+            return Err(AppError::bad_input(
+                "env",
+                format!("the value of {n} is too long"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The arguments a server's registry entry gives its container.
+fn registry_args(requirements: &Value) -> Vec<String> {
+    requirements
+        .get("args")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Adds the configured default CPU limit to `resources` when they set no CPU limit (the share
+/// of that limit is what `MonitoringMetrics.cpuUsage` reports).
+fn with_default_cpu_limit(resources: Option<Value>, default: &str) -> Option<Value> {
+    if default.is_empty() {
+        return resources;
+    }
+    let mut r = resources.unwrap_or_else(|| json!({}));
+    if r.pointer("/limits/cpu").is_none() {
+        if r.get("limits").is_none() {
+            r["limits"] = json!({});
+        }
+        r["limits"]["cpu"] = json!(default);
+    }
+    Some(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_default_cpu_limit_fills_only_what_is_missing() {
+        assert_eq!(
+            with_default_cpu_limit(None, "500m"),
+            Some(json!({"limits": {"cpu": "500m"}}))
+        );
+        let own = json!({"requests": {"cpu": "100m"}, "limits": {"cpu": "2", "memory": "1Gi"}});
+        assert_eq!(with_default_cpu_limit(Some(own.clone()), "500m"), Some(own));
+        assert_eq!(
+            with_default_cpu_limit(Some(json!({"limits": {"memory": "1Gi"}})), "250m"),
+            Some(json!({"limits": {"memory": "1Gi", "cpu": "250m"}}))
+        );
+        assert_eq!(with_default_cpu_limit(None, ""), None);
+    }
 
     #[test]
     fn versions() {

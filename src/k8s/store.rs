@@ -718,6 +718,7 @@ pub async fn insert_op(
             DeploymentOperation::Restart => "restartInstance",
             DeploymentOperation::Rollback => "rollbackInstance",
             DeploymentOperation::Delete => "deleteInstance",
+            DeploymentOperation::Upgrade => "upgradeInstance",
         };
         audit::record(
             c,
@@ -742,6 +743,25 @@ pub async fn operation(pool: &DbPool, id: Uuid) -> AppResult<Option<DeploymentRo
 }
 
 /// The open operation of an instance, if any.
+/// The newest operation of an instance that changed it (scale, restart, rollback or
+/// upgrade), whatever its outcome.
+pub async fn latest_op(pool: &DbPool, instance: Uuid) -> AppResult<Option<DeploymentRow>> {
+    let mut c = conn(pool).await?;
+    Ok(deployments::table
+        .filter(deployments::instance_id.eq(instance))
+        .filter(deployments::operation.eq_any([
+            DeploymentOperation::Scale,
+            DeploymentOperation::Restart,
+            DeploymentOperation::Rollback,
+            DeploymentOperation::Upgrade,
+        ]))
+        .order(deployments::started_at.desc())
+        .select(DeploymentRow::as_select())
+        .first(&mut c)
+        .await
+        .optional()?)
+}
+
 pub async fn open_op_of(pool: &DbPool, instance: Uuid) -> AppResult<Option<DeploymentRow>> {
     let mut c = conn(pool).await?;
     Ok(deployments::table
@@ -844,6 +864,17 @@ pub async fn release(pool: &DbPool, id: Uuid, owner: &str) -> AppResult<()> {
     Ok(())
 }
 
+/// The states an operation may be in for an update that leaves it in `next`: those the state
+/// machine allows moving from, and `next` itself when it is not an end state (a step appended
+/// to a running operation). Every status write filters on this.
+fn moving_to(next: DeploymentStatus) -> Vec<DeploymentStatus> {
+    let mut from = DeploymentStatus::sources_of(next);
+    if !next.is_terminal() {
+        from.push(next);
+    }
+    from
+}
+
 /// Appends a step (and its log line), moving INITIATED to IN_PROGRESS. False when the lease is
 /// lost or the operation ended (cancelled).
 pub async fn add_step(
@@ -872,10 +903,7 @@ pub async fn add_step(
             deployments::table
                 .find(id)
                 .filter(deployments::lease_owner.eq(&owner))
-                .filter(
-                    deployments::status
-                        .eq_any([DeploymentStatus::Initiated, DeploymentStatus::InProgress]),
-                ),
+                .filter(deployments::status.eq_any(moving_to(DeploymentStatus::InProgress))),
         )
         .set((
             deployments::status.eq(DeploymentStatus::InProgress),
@@ -952,10 +980,7 @@ pub async fn finish(
             deployments::table
                 .find(id)
                 .filter(deployments::lease_owner.eq(&owner))
-                .filter(
-                    deployments::status
-                        .eq_any([DeploymentStatus::Initiated, DeploymentStatus::InProgress]),
-                ),
+                .filter(deployments::status.eq_any(moving_to(status))),
         )
         .set((
             deployments::status.eq(status),

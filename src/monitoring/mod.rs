@@ -432,10 +432,18 @@ impl Monitor {
     }
 
     /// Validates and stores a sample; `Ok(false)` when validation refused it (logged).
-    pub async fn store(&self, sample: Sample) -> anyhow::Result<bool> {
-        if let Err(reason) = sample.validate(self.inner.clock.now(), self.window()) {
-            self.reject(&sample, &reason);
-            return Ok(false);
+    pub async fn store(&self, mut sample: Sample) -> anyhow::Result<bool> {
+        match sample.validate(self.inner.clock.now(), self.window()) {
+            Err(reason) => {
+                self.reject(&sample, &reason);
+                return Ok(false);
+            }
+            Ok(adjusted) => {
+                for a in adjusted {
+                    tracing::debug!(instance = %sample.instance_id, field = a.field, raw = a.raw,
+                        kept = ?a.kept, range = a.range, "monitoring sample field adjusted");
+                }
+            }
         }
         let mut conn = self.inner.pool.get().await?;
         diesel::sql_query(

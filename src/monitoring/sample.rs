@@ -28,13 +28,6 @@ pub struct Sample {
 /// Why a sample was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Rejection {
-    /// A value is outside the range the data model allows.
-    #[error("{field} = {value} is outside {range}")]
-    OutOfRange {
-        field: &'static str,
-        value: String,
-        range: &'static str,
-    },
     /// The sample is older than the collection window or in the future.
     #[error(
         "timestamp {timestamp} is not within the collection window ({window_secs} s before {now})"
@@ -56,21 +49,68 @@ pub const MAX_MEMORY_BYTES: i64 = 16 << 40;
 /// How far in the future a sample's timestamp may be (clock skew between hosts).
 pub const FUTURE_SKEW_SECS: i64 = 5;
 
-fn percent(field: &'static str, v: Option<f64>) -> Result<(), Rejection> {
-    match v {
-        Some(x) if !x.is_finite() || !(0.0..=100.0).contains(&x) => Err(Rejection::OutOfRange {
+/// A field of a sample that was out of the data model's range: what was measured, and what the
+/// sample keeps instead (a clamped percentage, or nothing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adjustment {
+    pub field: &'static str,
+    pub raw: f64,
+    pub kept: Option<f64>,
+    pub range: &'static str,
+}
+
+/// A percentage: values above 100 (a pod above its CPU limit) are clamped to 100; negative,
+/// NaN or infinite values cannot be a measurement and are dropped.
+fn percent(field: &'static str, v: &mut Option<f64>, out: &mut Vec<Adjustment>) {
+    let Some(x) = *v else { return };
+    let kept = if !x.is_finite() || x < 0.0 {
+        None
+    } else if x > 100.0 {
+        Some(100.0)
+    } else {
+        return;
+    };
+    *v = kept;
+    out.push(Adjustment {
+        field,
+        raw: x,
+        kept,
+        range: "0..=100",
+    });
+}
+
+/// An amount that must lie in `range`; outside it the field is dropped (`null`).
+fn amount<T: Copy + PartialOrd + Into<f64>>(
+    field: &'static str,
+    v: &mut Option<T>,
+    valid: impl Fn(T) -> bool,
+    range: &'static str,
+    out: &mut Vec<Adjustment>,
+) {
+    if let Some(x) = *v
+        && !valid(x)
+    {
+        *v = None;
+        out.push(Adjustment {
             field,
-            value: x.to_string(),
-            range: "0..=100",
-        }),
-        _ => Ok(()),
+            raw: x.into(),
+            kept: None,
+            range,
+        });
     }
 }
 
 impl Sample {
-    /// Checks the data model's rules: percentages between 0 and 100, non-negative and plausible
-    /// amounts, and a timestamp within `window` before `now` (and not in the future).
-    pub fn validate(&self, now: DateTime<Utc>, window: chrono::Duration) -> Result<(), Rejection> {
+    /// Checks the data model's rules. A sample is refused whole only when it is not recent
+    /// (older than `window` before `now`, or in the future) or holds no measurement. A field
+    /// outside its range does not take the rest of the sample with it: percentages above 100
+    /// are clamped, impossible values become `null`, and each change is returned (and recorded
+    /// in `healthChecks.adjusted` with the raw value by [`Sample::record_adjustments`]).
+    pub fn validate(
+        &mut self,
+        now: DateTime<Utc>,
+        window: chrono::Duration,
+    ) -> Result<Vec<Adjustment>, Rejection> {
         if self.timestamp < now - window
             || self.timestamp > now + chrono::Duration::seconds(FUTURE_SKEW_SECS)
         {
@@ -80,6 +120,34 @@ impl Sample {
                 window_secs: window.num_seconds(),
             });
         }
+        let mut out = Vec::new();
+        percent("cpuUsage", &mut self.cpu_usage, &mut out);
+        percent("errorRate", &mut self.error_rate, &mut out);
+        let mut memory = self.memory_usage.map(|m| m as f64);
+        amount(
+            "memoryUsage",
+            &mut memory,
+            |m| (0.0..=MAX_MEMORY_BYTES as f64).contains(&m),
+            "0..=16 TiB",
+            &mut out,
+        );
+        self.memory_usage = memory.map(|m| m as i64);
+        let mut requests = self.request_count.map(|n| n as f64);
+        amount(
+            "requestCount",
+            &mut requests,
+            |n| n >= 0.0,
+            ">= 0",
+            &mut out,
+        );
+        self.request_count = requests.map(|n| n as i64);
+        amount(
+            "responseTime",
+            &mut self.response_time,
+            |t| t.is_finite() && (0.0..=MAX_RESPONSE_TIME_MS).contains(&t),
+            "0..=3600000 ms",
+            &mut out,
+        );
         if self.cpu_usage.is_none()
             && self.memory_usage.is_none()
             && self.request_count.is_none()
@@ -87,36 +155,32 @@ impl Sample {
         {
             return Err(Rejection::Empty);
         }
-        percent("cpuUsage", self.cpu_usage)?;
-        percent("errorRate", self.error_rate)?;
-        if let Some(m) = self.memory_usage
-            && !(0..=MAX_MEMORY_BYTES).contains(&m)
-        {
-            return Err(Rejection::OutOfRange {
-                field: "memoryUsage",
-                value: m.to_string(),
-                range: "0..=16 TiB",
-            });
+        self.record_adjustments(&out);
+        Ok(out)
+    }
+
+    /// Keeps the raw values of adjusted fields in `healthChecks.adjusted`, so that a clamped
+    /// or dropped measurement is still visible.
+    fn record_adjustments(&mut self, adjusted: &[Adjustment]) {
+        if adjusted.is_empty() {
+            return;
         }
-        if let Some(n) = self.request_count
-            && n < 0
-        {
-            return Err(Rejection::OutOfRange {
-                field: "requestCount",
-                value: n.to_string(),
-                range: ">= 0",
-            });
+        if !self.health_checks.is_object() {
+            self.health_checks = Value::Object(Default::default());
         }
-        if let Some(t) = self.response_time
-            && (!t.is_finite() || !(0.0..=MAX_RESPONSE_TIME_MS).contains(&t))
-        {
-            return Err(Rejection::OutOfRange {
-                field: "responseTime",
-                value: t.to_string(),
-                range: "0..=3600000 ms",
-            });
-        }
-        Ok(())
+        let entries: serde_json::Map<String, Value> = adjusted
+            .iter()
+            .map(|a| {
+                let raw = serde_json::Number::from_f64(a.raw)
+                    .map(Value::Number)
+                    .unwrap_or_else(|| Value::String(a.raw.to_string()));
+                (
+                    a.field.to_string(),
+                    serde_json::json!({ "raw": raw, "kept": a.kept, "range": a.range }),
+                )
+            })
+            .collect();
+        self.health_checks["adjusted"] = Value::Object(entries);
     }
 }
 
@@ -180,33 +244,45 @@ mod tests {
     }
 
     #[test]
-    fn samples_outside_the_data_model_are_rejected_with_a_reason() {
+    fn out_of_range_fields_are_clamped_or_dropped_and_the_rest_is_kept() {
         let now = Utc::now();
         let w = chrono::Duration::seconds(60);
-        assert_eq!(sample(now).validate(now, w), Ok(()));
-        let bad = Sample {
+        assert_eq!(sample(now).validate(now, w), Ok(vec![]));
+        // A pod above its CPU limit: clamped to 100, raw value kept, memory kept.
+        let mut busy = Sample {
             cpu_usage: Some(140.0),
             ..sample(now)
         };
-        let e = bad.validate(now, w).unwrap_err();
-        assert!(e.to_string().contains("cpuUsage = 140"), "{e}");
-        let bad = Sample {
+        let adjusted = busy.validate(now, w).unwrap();
+        assert_eq!(adjusted.len(), 1);
+        assert_eq!(busy.cpu_usage, Some(100.0));
+        assert_eq!(busy.memory_usage, Some(1 << 20));
+        assert_eq!(busy.health_checks["adjusted"]["cpuUsage"]["raw"], 140.0);
+        // Impossible values become null; the rest of the sample stays.
+        let mut bad = Sample {
             error_rate: Some(-1.0),
+            response_time: Some(f64::NAN),
+            memory_usage: Some(-5),
             ..sample(now)
         };
-        assert!(matches!(
-            bad.validate(now, w),
-            Err(Rejection::OutOfRange {
-                field: "errorRate",
-                ..
-            })
-        ));
-        let bad = Sample {
+        let adjusted = bad.validate(now, w).unwrap();
+        let fields: Vec<_> = adjusted.iter().map(|a| a.field).collect();
+        assert_eq!(fields, ["errorRate", "memoryUsage", "responseTime"]);
+        assert_eq!(
+            (bad.error_rate, bad.response_time, bad.memory_usage),
+            (None, None, None)
+        );
+        assert_eq!(bad.cpu_usage, Some(12.5));
+        assert_eq!(bad.request_count, Some(3));
+        // Only a sample with nothing measurable left is refused.
+        let mut empty = Sample {
             cpu_usage: Some(f64::NAN),
+            memory_usage: None,
+            request_count: Some(-1),
             ..sample(now)
         };
-        assert!(bad.validate(now, w).is_err());
-        let old = Sample {
+        assert_eq!(empty.validate(now, w), Err(Rejection::Empty));
+        let mut old = Sample {
             timestamp: now - chrono::Duration::seconds(61),
             ..sample(now)
         };
@@ -214,7 +290,7 @@ mod tests {
             old.validate(now, w),
             Err(Rejection::NotRecent { .. })
         ));
-        let future = Sample {
+        let mut future = Sample {
             timestamp: now + chrono::Duration::seconds(60),
             ..sample(now)
         };

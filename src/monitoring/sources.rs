@@ -17,10 +17,10 @@ use crate::k8s::manifests::{self, InstanceSpec};
 /// CPU and memory of an instance's pods.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodUsage {
-    /// Percentage of the pods' CPU limits (or requests; one core per container that has
-    /// neither).
+    /// Percentage of the pods' CPU limits (one core per container that has none; a request is
+    /// no ceiling, so it is not a basis). May exceed 100 when a pod has no limit.
     pub cpu_percent: f64,
-    /// What the percentage is of: `limits`, `requests`, `cores` or a mix.
+    /// What the percentage is of: `limits`, `cores` or `mixed`.
     pub cpu_basis: &'static str,
     /// Bytes.
     pub memory_bytes: i64,
@@ -58,8 +58,8 @@ pub async fn pod_usage(
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|e| format!("pods: {e}"))?;
-    // (limit cores, request cores) per pod and container.
-    let mut basis: HashMap<(String, String), (Option<f64>, Option<f64>)> = HashMap::new();
+    // CPU limit cores per pod and container.
+    let mut basis: HashMap<(String, String), Option<f64>> = HashMap::new();
     for p in &pods.items {
         let name = p.metadata.name.clone().unwrap_or_default();
         for c in p.spec.iter().flat_map(|s| s.containers.iter()) {
@@ -76,10 +76,7 @@ pub async fn pod_usage(
             };
             basis.insert(
                 (name.clone(), c.name.clone()),
-                (
-                    get(r.and_then(|r| r.limits.as_ref())),
-                    get(r.and_then(|r| r.requests.as_ref())),
-                ),
+                get(r.and_then(|r| r.limits.as_ref())),
             );
         }
     }
@@ -99,14 +96,10 @@ pub async fn pod_usage(
                 .unwrap_or(0.0);
             used += cpu;
             memory += mem;
-            let (limit, request) = basis
-                .get(&(pod.to_string(), name))
-                .copied()
-                .unwrap_or((None, None));
-            let (cores, kind) = match (limit, request) {
-                (Some(l), _) => (l, "limits"),
-                (None, Some(r)) => (r, "requests"),
-                (None, None) => (1.0, "cores"),
+            let limit = basis.get(&(pod.to_string(), name)).copied().flatten();
+            let (cores, kind) = match limit {
+                Some(l) => (l, "limits"),
+                None => (1.0, "cores"),
             };
             of += cores;
             kinds.insert(kind);

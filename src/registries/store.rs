@@ -1,7 +1,7 @@
 //! Registry writes. Each change runs in one transaction together with its audit record, so a
 //! rejected or failed change writes nothing.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use dataloaders::DbPool;
 use dataloaders::enums::{InstanceStatus, RegistryAuthKind, RegistryStatus};
 use dataloaders::models::RegistryRow;
@@ -87,6 +87,7 @@ async fn name_taken(
     except: Option<Uuid>,
 ) -> Result<bool, DieselError> {
     let mut q = registries::table
+        .filter(registries::archived_at.is_null())
         .filter(
             diesel::dsl::sql::<diesel::sql_types::Bool>("lower(name) = lower(")
                 .bind::<diesel::sql_types::Text, _>(name.to_string())
@@ -171,6 +172,7 @@ pub async fn update(
         {
             let current: RegistryRow = registries::table
                 .find(id)
+                .filter(registries::archived_at.is_null())
                 .select(RegistryRow::as_select())
                 .for_update()
                 .first(conn)
@@ -265,67 +267,73 @@ pub async fn update(
     .await
 }
 
-/// Deletes a registry with its servers. Refused with CONFLICT while any instance of its servers is
-/// pending or running, unless `force` is set; with `force`, the gateway's records of those
-/// instances are removed too.
-pub async fn delete(pool: &DbPool, actor: &Actor, id: Uuid, force: bool) -> AppResult<Deleted> {
+/// Deletes a registry: archives it and its servers (hidden from lists, search and sync, still
+/// reachable from the instances and deployments that reference them; configuration history is
+/// kept forever). Refused with CONFLICT, listing them, while any instance of its servers is not
+/// TERMINATED.
+pub async fn delete(pool: &DbPool, actor: &Actor, id: Uuid) -> AppResult<Deleted> {
     let mut pooled = take_conn(pool).await?;
     let conn: &mut AsyncPgConnection = &mut pooled;
     let actor = actor.clone();
     // The refusal is returned as Ok(Err(..)) so that its audit record commits.
-    let outcome = conn.transaction::<Result<Deleted, i64>, AppError, _>(async move |conn| {
-        {
-            let exists = registries::table
-                .find(id)
-                .select(registries::id)
-                .for_update()
-                .first::<Uuid>(conn)
-                .await
-                .optional()?;
-            if exists.is_none() {
-                return Err(AppError::NotFound("registry"));
-            }
-            let server_ids = servers::table.filter(servers::registry_id.eq(id)).select(servers::id);
-            let live: i64 = instances::table
-                .filter(instances::server_id.eq_any(server_ids))
-                .filter(instances::status.eq_any([InstanceStatus::Pending, InstanceStatus::Running]))
-                .count()
-                .get_result(conn)
-                .await?;
-            let all_instances: i64 = instances::table
-                .filter(instances::server_id.eq_any(server_ids))
-                .count()
-                .get_result(conn)
-                .await?;
-            if live > 0 && !force {
-                audit::record(
-                    conn,
-                    AuditEntry::new(&actor, "deleteRegistry", "Registry", id, "denied")
-                        .details(serde_json::json!({ "reason": "running instances", "runningInstances": live })),
-                )
-                .await?;
-                return Ok(Err(live));
-            }
-            let server_count: i64 = servers::table
-                .filter(servers::registry_id.eq(id))
-                .count()
-                .get_result(conn)
-                .await?;
-            diesel::delete(registries::table.find(id)).execute(conn).await?;
+    let outcome = conn.transaction::<Result<Deleted, Vec<String>>, AppError, _>(async move |conn| {
+        registries::table
+            .find(id)
+            .filter(registries::archived_at.is_null())
+            .select(registries::id)
+            .for_update()
+            .first::<Uuid>(conn)
+            .await
+            .optional()?
+            .ok_or(AppError::NotFound("registry"))?;
+        let server_ids = servers::table.filter(servers::registry_id.eq(id)).select(servers::id);
+        let live: Vec<(String, String, InstanceStatus)> = instances::table
+            .filter(instances::server_id.eq_any(server_ids))
+            .filter(instances::status.ne(InstanceStatus::Terminated))
+            .select((instances::namespace, instances::name, instances::status))
+            .order((instances::namespace, instances::name))
+            .load(conn)
+            .await?;
+        if !live.is_empty() {
+            let names: Vec<String> = live
+                .iter()
+                .map(|(ns, n, st)| format!("{ns}/{n} ({})", st.as_db_str().to_uppercase()))
+                .collect();
             audit::record(
                 conn,
-                AuditEntry::success(&actor, "deleteRegistry", "Registry", id).details(serde_json::json!({
-                    "force": force, "deletedServers": server_count, "deletedInstances": all_instances
-                })),
+                AuditEntry::new(&actor, "deleteRegistry", "Registry", id, "denied")
+                    .details(serde_json::json!({ "reason": "instances not terminated", "instances": names })),
             )
             .await?;
-            Ok(Ok(Deleted { servers: server_count, instances: all_instances }))
+            return Ok(Err(names));
         }
+        let now = Utc::now();
+        let servers = diesel::update(servers::table.filter(servers::registry_id.eq(id)))
+            .set(servers::archived_at.eq(Some(now)))
+            .execute(conn)
+            .await? as i64;
+        diesel::update(registries::table.find(id))
+            .set((
+                registries::archived_at.eq(Some(now)),
+                registries::next_sync_at.eq(None::<DateTime<Utc>>),
+                registries::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        audit::record(
+            conn,
+            AuditEntry::success(&actor, "deleteRegistry", "Registry", id)
+                .details(serde_json::json!({ "archivedServers": servers })),
+        )
+        .await?;
+        Ok(Ok(Deleted { servers, instances: 0 }))
     })
     .await?;
     outcome.map_err(|live| {
         AppError::Conflict(format!(
-            "the registry has {live} pending or running instance(s); delete them first, or pass force: true"
+            "the registry's servers have {} instance(s) that are not TERMINATED: {}; delete them first",
+            live.len(),
+            live.join(", ")
         ))
     })
 }

@@ -210,7 +210,7 @@ impl Reader<'_> {
                     let since = since_for(fmt);
                     self.api(list, fmt, since, None).await?
                 } else {
-                    self.document(&url, None).await?
+                    self.document_or_api_root(&url).await?
                 }
             }
         };
@@ -224,6 +224,33 @@ impl Reader<'_> {
             fetched.state.watermark = prev.watermark;
         }
         Ok(fetched)
+    }
+
+    /// AUTO on a URL: its document; and when the URL is a bare origin (`https://HOST` or
+    /// `https://HOST/`) that serves no registry document, the MCP Registry API under it
+    /// (`/v0.1/servers`, then `/v0/servers`), which is how that registry is published. The
+    /// error of a failed probe lists every URL tried.
+    async fn document_or_api_root(&mut self, url: &Url) -> Result<Fetched, FetchFailure> {
+        let first = match self.document(url, None).await {
+            Err(e) if !e.cancelled && trimmed_path(url).is_empty() => e,
+            other => return other,
+        };
+        let mut tried = vec![format!("{} ({})", url.path(), first.message)];
+        for path in ["/v0.1/servers", "/v0/servers"] {
+            let list = with_path(url, path);
+            match self
+                .api(list, RegistryFormat::McpRegistry, None, None)
+                .await
+            {
+                Ok(f) => return Ok(f),
+                Err(e) if e.cancelled => return Err(e),
+                Err(e) => tried.push(format!("{path} ({})", e.message)),
+            }
+        }
+        Err(fail(format!(
+            "no registry found at this origin; tried {}",
+            tried.join(", ")
+        )))
     }
 
     async fn document(

@@ -90,7 +90,8 @@ impl SyncService {
                 .map_err(|_| AppError::Unavailable("the database is unavailable".into()))?;
             diesel::sql_query(
                 "SELECT id FROM registries \
-                  WHERE status <> 'syncing' AND (next_sync_at IS NULL OR next_sync_at <= now()) \
+                  WHERE status <> 'syncing' AND archived_at IS NULL \
+                    AND (next_sync_at IS NULL OR next_sync_at <= now()) \
                   ORDER BY next_sync_at NULLS FIRST, id \
                   LIMIT $1 FOR UPDATE SKIP LOCKED",
             )

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use dataloaders::enums::{RegistryFormat, RegistryStatus};
+use dataloaders::enums::{InstanceStatus, RegistryFormat, RegistryStatus};
 use dataloaders::models::RegistryRow;
 use dataloaders::schema::{instances, registries, servers};
 use diesel::prelude::*;
@@ -124,6 +124,7 @@ pub async fn begin(
     conn.transaction::<_, AppError, _>(async move |conn| {
         let (status, next): (RegistryStatus, Option<DateTime<Utc>>) = registries::table
             .find(id)
+            .filter(registries::archived_at.is_null())
             .select((registries::status, registries::next_sync_at))
             .for_update()
             .first(conn)
@@ -444,6 +445,28 @@ pub async fn commit(
                     ))
                     .execute(conn)
                     .await?;
+            }
+
+            // Instances of updated servers may now have an upgrade: touching them sends their
+            // change notification, so `instanceStatus` subscribers see `upgrade` at once.
+            let updated: Vec<&str> = writes
+                .iter()
+                .filter(|(_, _, is_new)| !is_new)
+                .map(|(s, _, _)| s.original_name.as_str())
+                .collect();
+            if !updated.is_empty() {
+                let of_updated = servers::table
+                    .filter(servers::registry_id.eq(id))
+                    .filter(servers::original_name.eq_any(&updated))
+                    .select(servers::id);
+                diesel::update(
+                    instances::table
+                        .filter(instances::server_id.eq_any(of_updated))
+                        .filter(instances::status.ne(InstanceStatus::Terminated)),
+                )
+                .set(instances::updated_at.eq(now))
+                .execute(conn)
+                .await?;
             }
 
             let totals = totals(conn, id).await?;

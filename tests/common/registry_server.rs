@@ -482,6 +482,8 @@ impl RegistryServer {
             .route("/files/{name}", get(files))
             .route("/mcp/v0/servers", get(mcp))
             .route("/mcp/v0.1/servers", get(mcp))
+            // The official registry is published by its bare origin.
+            .route("/v0.1/servers", get(mcp))
             .route("/trs/registry/{name}/v0.1/servers", get(trs))
             .route("/custom/{key}", get(custom))
             .route("/private/{name}", get(private))
