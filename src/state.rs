@@ -39,6 +39,8 @@ pub struct AppState {
     pub sockets: crate::http::ws::Sockets,
     /// The per-user rate limiter (the schema's extension and the response cache charge it).
     pub limiter: Arc<crate::graphql::abuse::RateLimiter>,
+    /// Documents registered by automatic persisted queries (APQ).
+    pub persisted: crate::graphql::apq::PersistedQueries,
 }
 
 impl AppState {
@@ -63,6 +65,7 @@ impl AppState {
             // Half the pool may serve subscription starts; the rest stays for queries.
             sockets: crate::http::ws::Sockets::new(starts),
             limiter,
+            persisted: Default::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The GraphQL schema: types, roots, limits and error policy.
 
 pub mod abuse;
+pub mod apq;
 pub mod context;
 pub mod limits;
 pub mod mutation;
