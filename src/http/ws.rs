@@ -238,7 +238,10 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
                 last_heard = Instant::now();
                 let bytes = match frame {
                     None | Some(Err(_)) => break End::Drop,
-                    Some(Ok(Message::Close(_))) => break End::Drop,
+                    // The closing handshake: echo the client's code (RFC 6455 §5.5.1).
+                    Some(Ok(Message::Close(frame))) => {
+                        break End::Close(frame.map_or(1000, |f| f.code), String::new())
+                    }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
                     Some(Ok(Message::Binary(b))) => b.to_vec(),
