@@ -884,7 +884,7 @@ async fn cancel_stops_the_rollout() {
             replicas(i).0 == 0 && replicas(i).1 == 0
         })
         .await;
-        assert_eq!(i["status"], json!("PENDING"), "{i:#}");
+        assert_eq!(i["status"], json!("STOPPED"), "{i:#}");
     }
 }
 

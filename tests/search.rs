@@ -301,6 +301,27 @@ async fn typos_partial_names_tool_names_and_descriptions_are_found() {
     );
     assert!(!without.contains(&"firecrawl".to_string()), "{without:?}");
     assert!(without.len() < both.len());
+    // An exclusion alone keeps every server but those whose name or tags hold the word, whatever
+    // configuration stems it (`postgres` is `postgr` in English).
+    let all = servers(&c.app, json!({ "first": 1 })).await["totalCount"]
+        .as_i64()
+        .unwrap();
+    let conn = servers(&c.app, json!({ "search": "-postgres", "first": 100 })).await;
+    let kept = names(&conn);
+    assert!(kept.iter().all(|n| !n.contains("postgres")), "{kept:?}");
+    let with_word = c
+        .servers
+        .iter()
+        .filter(|s| {
+            s.name.contains("postgres") || s.category.iter().any(|t| t.contains("postgres"))
+        })
+        .count() as i64;
+    assert!(with_word > 0);
+    assert!(
+        conn["totalCount"].as_i64().unwrap() <= all - with_word,
+        "{}",
+        conn["totalCount"]
+    );
     // Nothing to search for in punctuation: no match, no error.
     let none = servers(&c.app, json!({ "search": "!!!" })).await;
     assert_eq!(none["totalCount"], 0);
@@ -341,6 +362,11 @@ async fn filters_combine_and_agree_with_the_source_data() {
         ),
         (
             json!({ "category": ["database"] }),
+            Box::new(|s: &Expected| s.category.iter().any(|t| t == "database")),
+        ),
+        (
+            // Categories match whatever their case.
+            json!({ "category": ["Database"] }),
             Box::new(|s: &Expected| s.category.iter().any(|t| t == "database")),
         ),
         (

@@ -162,7 +162,7 @@ db_enum! {
 db_enum! {
     /// The state of a deployed instance.
     pub enum InstanceStatus {
-        /// Created, not running yet.
+        /// Created with at least one replica wanted, not running yet.
         Pending = "pending",
         /// Running with at least its desired ready replicas.
         Running = "running",
@@ -170,6 +170,9 @@ db_enum! {
         Failed = "failed",
         /// Deleted from the cluster.
         Terminated = "terminated",
+        /// Scaled to zero replicas on purpose: exists in the cluster, runs nothing, and is not
+        /// waiting to (scale it up to run it again).
+        Stopped = "stopped",
     }
 }
 

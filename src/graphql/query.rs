@@ -308,7 +308,7 @@ impl QueryRoot {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Registry>> {
         RequestCtx::of(ctx).require_authenticated()?;
-        let args = PageArgs::parse(first, after)?;
+        let args = PageArgs::parse("registries", first, after)?;
         let filter = RegistryFilter {
             status: filter.unwrap_or_default().status,
         };
@@ -363,7 +363,7 @@ impl QueryRoot {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Server>> {
         RequestCtx::of(ctx).require_authenticated()?;
-        let args = PageArgs::parse(first, after)?;
+        let args = PageArgs::parse("servers", first, after)?;
         let filter = server_filter(filter, search)?;
         let search = filter.search.clone();
         let order = match order_by {
@@ -459,7 +459,7 @@ impl QueryRoot {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Instance>> {
         RequestCtx::of(ctx).require_authenticated()?;
-        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
+        let args = PageArgs::parse("instances", first, after)?.expect_time_cursor()?;
         let f = filter.unwrap_or_default();
         let filter = InstanceFilter {
             server_id: f
@@ -514,7 +514,7 @@ impl QueryRoot {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Deployment>> {
         RequestCtx::of(ctx).require_authenticated()?;
-        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
+        let args = PageArgs::parse("deployments", first, after)?.expect_time_cursor()?;
         let f = filter.unwrap_or_default();
         let filter = DeploymentFilter {
             instance_id: f
@@ -569,7 +569,7 @@ impl QueryRoot {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Cluster>> {
         RequestCtx::of(ctx).require_authenticated()?;
-        let args = PageArgs::parse(first, after)?;
+        let args = PageArgs::parse("clusters", first, after)?;
         let rows = RequestCtx::of(ctx)
             .reader
             .clusters_page(args.after.as_ref(), args.fetch_limit())
@@ -644,7 +644,7 @@ impl QueryRoot {
     ) -> AppResult<Page<AuditRecord>> {
         let rc = RequestCtx::of(ctx);
         admin_only(ctx, "auditLog").await?;
-        let args = PageArgs::parse(first, after)?;
+        let args = PageArgs::parse("auditLog", first, after)?;
         let after_id = args
             .after
             .as_ref()

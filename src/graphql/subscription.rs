@@ -169,17 +169,19 @@ impl SubscriptionRoot {
         authorize(ctx, SUBSCRIBE_INSTANCE, Topic::Instance(id), "instance").await?;
         let (hub, pool) = hub(ctx);
         let mut last = None;
-        Ok(until_terminated(follow(hub, pool, Topic::Instance(id))).filter_map(move |s| {
-            let out = match s {
-                Ok(Snapshot::Instance(row)) if last != Some(row.updated_at) => {
-                    last = Some(row.updated_at);
-                    Some(Ok(Instance((*row).clone())))
-                }
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            };
-            futures_util::future::ready(out)
-        }))
+        Ok(
+            until_terminated(follow(hub, pool, Topic::Instance(id))).filter_map(move |s| {
+                let out = match s {
+                    Ok(Snapshot::Instance(row)) if last != Some(row.updated_at) => {
+                        last = Some(row.updated_at);
+                        Some(Ok(Instance((*row).clone())))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                };
+                futures_util::future::ready(out)
+            }),
+        )
     }
 
     /// Kubernetes events of the instance and its pods: the recent events first, then each new one.
@@ -195,23 +197,25 @@ impl SubscriptionRoot {
         authorize(ctx, SUBSCRIBE_INSTANCE, Topic::Instance(id), "instance").await?;
         let (hub, pool) = hub(ctx);
         let mut seen: HashSet<String> = HashSet::new();
-        Ok(until_terminated(follow(hub, pool, Topic::Instance(id))).flat_map(move |s| {
-            let fresh: Vec<Result<InstanceEvent, AppError>> = match s {
-                Err(e) => vec![Err(e)],
-                Ok(Snapshot::Instance(row)) => {
-                    let events: Vec<serde_json::Value> =
-                        serde_json::from_value(row.events.clone()).unwrap_or_default();
-                    events
-                        .into_iter()
-                        .filter(|e| seen.insert(event_identity(e)))
-                        .filter_map(|e| serde_json::from_value::<InstanceEvent>(e).ok())
-                        .map(Ok)
-                        .collect()
-                }
-                Ok(_) => Vec::new(),
-            };
-            futures_util::stream::iter(fresh)
-        }))
+        Ok(
+            until_terminated(follow(hub, pool, Topic::Instance(id))).flat_map(move |s| {
+                let fresh: Vec<Result<InstanceEvent, AppError>> = match s {
+                    Err(e) => vec![Err(e)],
+                    Ok(Snapshot::Instance(row)) => {
+                        let events: Vec<serde_json::Value> =
+                            serde_json::from_value(row.events.clone()).unwrap_or_default();
+                        events
+                            .into_iter()
+                            .filter(|e| seen.insert(event_identity(e)))
+                            .filter_map(|e| serde_json::from_value::<InstanceEvent>(e).ok())
+                            .map(Ok)
+                            .collect()
+                    }
+                    Ok(_) => Vec::new(),
+                };
+                futures_util::stream::iter(fresh)
+            }),
+        )
     }
 
     /// Monitoring samples of the instance: the newest first, then each new sample. Completes when
@@ -232,17 +236,19 @@ impl SubscriptionRoot {
             futures_util::pin_mut!(instance);
             while instance.next().await.is_some() {}
         };
-        Ok(metrics_stream(hub, pool, id).take_until(ended).filter_map(move |s| {
-            let out = match s {
-                Ok(Snapshot::Metrics(row)) if last != Some(row.id) => {
-                    last = Some(row.id);
-                    Some(Ok(MonitoringMetrics::raw((*row).clone())))
-                }
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            };
-            futures_util::future::ready(out)
-        }))
+        Ok(metrics_stream(hub, pool, id)
+            .take_until(ended)
+            .filter_map(move |s| {
+                let out = match s {
+                    Ok(Snapshot::Metrics(row)) if last != Some(row.id) => {
+                        last = Some(row.id);
+                        Some(Ok(MonitoringMetrics::raw((*row).clone())))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                };
+                futures_util::future::ready(out)
+            }))
     }
 
     /// Progress of a deployment operation: the current state first, then each step; completes

@@ -126,7 +126,7 @@ impl Registry {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Server>> {
-        let args = PageArgs::parse(first, after)?;
+        let args = PageArgs::parse("servers", first, after)?;
         let rows = CachedReads::of(ctx)
             .registry_servers(self.0.id, self.0.last_sync_at, args.child_page())
             .await?;
@@ -249,7 +249,7 @@ impl Server {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Instance>> {
-        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
+        let args = PageArgs::parse("instances", first, after)?.expect_time_cursor()?;
         let key = InstancesOfServer {
             server_id: self.0.id,
             page: args.child_page(),
@@ -476,7 +476,7 @@ impl Instance {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Deployment>> {
-        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
+        let args = PageArgs::parse("operations", first, after)?.expect_time_cursor()?;
         let key = DeploymentsOfInstance {
             instance_id: self.0.id,
             page: args.child_page(),
@@ -528,7 +528,7 @@ impl Instance {
                 "`until` must be later than `since`",
             ));
         }
-        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
+        let args = PageArgs::parse("metrics", first, after)?.expect_time_cursor()?;
         match resolution {
             MetricsResolution::Raw => {
                 let key = MetricsOfInstance {
@@ -792,7 +792,7 @@ impl Cluster {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Instance>> {
-        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
+        let args = PageArgs::parse("instances", first, after)?.expect_time_cursor()?;
         let key = InstancesOfCluster {
             cluster_id: self.0.id,
             page: args.child_page(),

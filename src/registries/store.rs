@@ -288,7 +288,11 @@ pub async fn delete(pool: &DbPool, actor: &Actor, id: Uuid, force: bool) -> AppR
             let server_ids = servers::table.filter(servers::registry_id.eq(id)).select(servers::id);
             let live: i64 = instances::table
                 .filter(instances::server_id.eq_any(server_ids))
-                .filter(instances::status.eq_any([InstanceStatus::Pending, InstanceStatus::Running]))
+                .filter(instances::status.eq_any([
+                    InstanceStatus::Pending,
+                    InstanceStatus::Running,
+                    InstanceStatus::Stopped,
+                ]))
                 .count()
                 .get_result(conn)
                 .await?;
