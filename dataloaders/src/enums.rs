@@ -181,11 +181,12 @@ db_enum! {
     pub enum InstancePhase {
         /// A rollout is in progress.
         Deploying = "deploying",
-        /// All desired replicas are ready.
+        /// Nothing is in progress: all desired replicas are ready (there are none once the
+        /// instance is STOPPED or TERMINATED).
         Ready = "ready",
         /// The replica count is changing.
         Scaling = "scaling",
-        /// The instance is being deleted.
+        /// The instance is being deleted (READY again once everything is gone).
         Terminating = "terminating",
     }
 }
