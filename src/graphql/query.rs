@@ -297,7 +297,9 @@ impl AuditRecord {
 #[Object]
 impl QueryRoot {
     /// Registries, ordered by name.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn registries(
         &self,
         ctx: &Context<'_>,
@@ -346,7 +348,9 @@ impl QueryRoot {
     /// Servers of every registry: discovery and search. Filters combine with AND; `search` matches
     /// names, descriptions, categories and tool names (with typo-tolerant name matching), and
     /// sorts best matches first unless `orderBy` says otherwise.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn servers(
         &self,
         ctx: &Context<'_>,
@@ -448,7 +452,9 @@ impl QueryRoot {
     }
 
     /// Deployed instances, oldest first.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn instances(
         &self,
         ctx: &Context<'_>,
@@ -503,7 +509,9 @@ impl QueryRoot {
     }
 
     /// Deployment operations, newest first.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn deployments(
         &self,
         ctx: &Context<'_>,
@@ -561,7 +569,9 @@ impl QueryRoot {
     }
 
     /// Registered clusters, ordered by name.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn clusters(
         &self,
         ctx: &Context<'_>,
@@ -634,7 +644,9 @@ impl QueryRoot {
 
     /// The audit trail (admin only), newest first: every mutation and every refused attempt,
     /// with who, what, when, the target, the outcome and the request id. Kept for one year.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,

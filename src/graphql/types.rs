@@ -119,7 +119,9 @@ impl Registry {
         }
     }
     /// The registry's servers, ordered by name.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn servers(
         &self,
         ctx: &Context<'_>,
@@ -242,7 +244,9 @@ impl Server {
         self.0.removed_upstream_at
     }
     /// Deployed instances of this server.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn instances(
         &self,
         ctx: &Context<'_>,
@@ -469,7 +473,9 @@ impl Instance {
             .map(Deployment))
     }
     /// Every operation on this instance (deploy, scale, restart, rollback, delete), newest first.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn operations(
         &self,
         ctx: &Context<'_>,
@@ -503,7 +509,9 @@ impl Instance {
     }
     /// Monitoring samples, newest first, optionally within a time range: the detailed samples
     /// (`RAW`, kept 7 days) or hourly aggregates (`HOURLY`, kept 90 days).
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn metrics(
         &self,
         ctx: &Context<'_>,
@@ -785,7 +793,9 @@ impl Cluster {
         self.0.credentials.is_some()
     }
     /// Instances running in this cluster.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn instances(
         &self,
         ctx: &Context<'_>,

@@ -363,10 +363,13 @@ impl Conn {
                 if self.running.len() >= self.settings.ws_max_subscriptions {
                     let error = json!([{
                         "message": format!(
-                            "a socket may hold at most {} subscriptions",
+                            "a socket may hold at most {} subscriptions; complete one, or open another socket",
                             self.settings.ws_max_subscriptions
                         ),
-                        "extensions": { "code": "QUERY_TOO_COMPLEX" }
+                        "extensions": {
+                            "code": "TOO_MANY_SUBSCRIPTIONS",
+                            "limit": self.settings.ws_max_subscriptions
+                        }
                     }]);
                     return Step::Reply(self.error_messages(&id, error));
                 }

@@ -881,12 +881,7 @@ impl ClusterManager {
         let pool = &self.inner.pool;
         // --- input that needs no lookups
         let replicas = input.replicas.unwrap_or(1);
-        if !(0..=100).contains(&replicas) {
-            return Err(AppError::bad_input(
-                "replicas",
-                "replicas must be between 0 and 100",
-            ));
-        }
+        check_replicas(replicas)?;
         if !manifests::is_dns_label(&input.namespace) {
             return Err(AppError::bad_input(
                 "namespace",
@@ -1204,12 +1199,7 @@ impl ClusterManager {
     /// `scaleInstance`.
     pub async fn scale(&self, actor: &Actor, id: Uuid, replicas: i32) -> AppResult<DeploymentRow> {
         self.start_background();
-        if !(0..=100).contains(&replicas) {
-            return Err(AppError::bad_input(
-                "replicas",
-                "replicas must be between 0 and 100",
-            ));
-        }
+        check_replicas(replicas)?;
         let (inst, clients) = self.live_instance(id).await?;
         Self::require_access(
             &clients,
@@ -1665,6 +1655,17 @@ fn validate_resources(r: Value) -> AppResult<Value> {
         out.insert(k.clone(), Value::Object(q));
     }
     Ok(Value::Object(out))
+}
+
+/// The replica rule of `deployServer` and `scaleInstance`: 0 (stopped) to 100.
+fn check_replicas(replicas: i32) -> AppResult<()> {
+    if (0..=100).contains(&replicas) {
+        return Ok(());
+    }
+    Err(AppError::bad_input(
+        "replicas",
+        "replicas must be between 0 and 100 (0 stops the instance)",
+    ))
 }
 
 #[cfg(test)]
