@@ -182,6 +182,81 @@ fn is_child(failed: &[PathSegment], path: &[PathSegment]) -> bool {
     }
 }
 
+/// The type names in an input coercion error: `Failed to parse "T": … (occurred while parsing
+/// "U")`, innermost first.
+fn parsed_types(message: &str) -> Vec<&str> {
+    message
+        .split("parse \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect()
+}
+
+/// Gives an input coercion error of async-graphql (a value that does not parse as its type)
+/// the code `BAD_USER_INPUT` and, in `extensions.field`, the argument it is in (and the field of
+/// that input object, when only one has the failing type).
+fn name_input(
+    ctx: &ExtensionContext<'_>,
+    parent: &str,
+    field: &str,
+    mut e: ServerError,
+) -> ServerError {
+    let has = |k: &str| e.extensions.as_ref().is_some_and(|x| x.get(k).is_some());
+    let coercion = e.message.starts_with("Failed to parse")
+        || e.message.starts_with("Invalid value for argument");
+    if has("field")
+        || !coercion
+        || !e
+            .path
+            .last()
+            .is_some_and(|p| matches!(p, PathSegment::Field(_)))
+    {
+        return e;
+    }
+    let registry = &ctx.schema_env.registry;
+    let Some(args) = registry
+        .concrete_type_by_name(parent)
+        .and_then(|t| t.field_by_name(field))
+        .map(|f| &f.args)
+    else {
+        return e;
+    };
+    let base = |ty: &str| async_graphql::registry::MetaTypeName::concrete_typename(ty).to_string();
+    let types = parsed_types(&e.message);
+    let named = e
+        .message
+        .strip_prefix("Invalid value for argument \"")
+        .and_then(|r| r.split('"').next())
+        .map(str::to_string);
+    let path = named.or_else(|| {
+        let outer = *types.last()?;
+        let (arg, _) = args.iter().find(|(_, a)| base(&a.ty) == outer)?;
+        let inner = types.first().filter(|_| types.len() > 1);
+        let child = inner.and_then(|inner| {
+            let Some(async_graphql::registry::MetaType::InputObject { input_fields, .. }) =
+                registry.concrete_type_by_name(outer)
+            else {
+                return None;
+            };
+            let mut of_type = input_fields.values().filter(|f| base(&f.ty) == *inner);
+            match (of_type.next(), of_type.next()) {
+                (Some(only), None) => Some(only.name.clone()),
+                _ => None,
+            }
+        });
+        Some(match child {
+            Some(c) => format!("{arg}.{c}"),
+            None => arg.clone(),
+        })
+    });
+    let ext = e.extensions.get_or_insert_with(Default::default);
+    ext.set("code", "BAD_USER_INPUT");
+    if let Some(path) = path {
+        ext.set("field", path);
+    }
+    e
+}
+
 fn drain(nulled: &Mutex<Vec<ServerError>>) -> Vec<ServerError> {
     nulled
         .lock()
@@ -240,7 +315,11 @@ impl Extension for SpecExt {
     ) -> ServerResult<Option<Value>> {
         let nullable = !info.return_type.ends_with('!');
         let node = info.path_node;
-        let result = next.run(ctx, info).await;
+        let (parent, field) = (info.parent_type, info.name);
+        let result = next
+            .run(ctx, info)
+            .await
+            .map_err(|e| name_input(ctx, parent, field, e));
         let result = match result {
             Err(e) if nullable => {
                 if let Ok(mut v) = self.nulled.lock() {
@@ -368,6 +447,18 @@ mod tests {
         async fn echo(&self, text: String) -> String {
             text
         }
+        /// Takes a time in an input object.
+        async fn window(&self, filter: Option<Window>) -> i32 {
+            filter.map_or(0, |_| 1)
+        }
+    }
+
+    #[derive(async_graphql::InputObject)]
+    struct Window {
+        /// A time.
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// A count.
+        limit: Option<i32>,
     }
 
     fn toy() -> Schema<Toy, EmptyMutation, EmptySubscription> {
