@@ -253,7 +253,7 @@ fn is_single_word(q: &str) -> bool {
 
 /// A search split into what must match and the words it excludes (`-word`). Exclusions are
 /// conditions of their own: each excluded word must match neither the text-search document
-/// (description, capabilities, categories) nor the name, whichever configuration stems it.
+/// (whichever configuration stems it) nor be part of the name or of a category (tag).
 fn split_exclusions(q: &str) -> (String, Vec<String>) {
     let mut wanted = Vec::new();
     let mut excluded = Vec::new();
@@ -278,7 +278,8 @@ fn conditions(sql: &mut Sql, f: &ServerFilter) -> (Vec<String>, Option<SearchRef
         let text = sql.bind::<Text, _>(word.clone());
         let pattern = sql.bind::<Text, _>(format!("%{}%", escape_like(&word)));
         conds.push(format!(
-            "NOT ({DOCUMENT} @@ servers_search_query({text}) OR s.name ILIKE {pattern})"
+            "NOT ({DOCUMENT} @@ servers_search_query({text}) OR s.name ILIKE {pattern} \
+             OR array_to_string(s.category, ' ') ILIKE {pattern})"
         ));
     }
     let search = (!wanted.trim().is_empty()).then(|| {

@@ -8,6 +8,7 @@
 //!   required variable must be given, and no string input (variable or literal) may hold a
 //!   control character (`BAD_USER_INPUT` naming the variable or argument in `extensions.field`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{
@@ -41,6 +42,8 @@ struct SpecExt {
     nulled: Arc<Mutex<Vec<ServerError>>>,
     /// Paths of non-null fields that failed: their nearest nullable parent becomes `null`.
     strict: Mutex<Vec<Vec<PathSegment>>>,
+    /// Whether `strict` holds anything (read for every field, so without the lock).
+    any_strict: AtomicBool,
 }
 
 fn coded(code: &str, message: String, field: Option<&str>) -> ServerError {
@@ -330,18 +333,19 @@ impl Extension for SpecExt {
             Err(e) => {
                 if let Ok(mut s) = self.strict.lock() {
                     s.push(e.path.clone());
+                    self.any_strict.store(true, Ordering::Relaxed);
                 }
                 return Err(e);
             }
             Ok(v) => v,
         };
         // A non-null field below failed (async-graphql left it out): this field answers for it.
+        if !self.any_strict.load(Ordering::Relaxed) {
+            return Ok(result);
+        }
         let Ok(mut strict) = self.strict.lock() else {
             return Ok(result);
         };
-        if strict.is_empty() {
-            return Ok(result);
-        }
         let path = path_of(node);
         if !strict.iter().any(|f| is_child(f, &path)) {
             return Ok(result);
