@@ -75,7 +75,7 @@ fn control_char_in(v: &Value, path: &str) -> Option<String> {
     }
 }
 
-fn literal_in_set(doc: &ExecutableDocument, set: &SelectionSet) -> Option<String> {
+fn literal_in_set(set: &SelectionSet) -> Option<String> {
     set.items.iter().find_map(|sel| match &sel.node {
         Selection::Field(f) => f
             .node
@@ -88,8 +88,8 @@ fn literal_in_set(doc: &ExecutableDocument, set: &SelectionSet) -> Option<String
                     .into_const_with(|_| Ok::<_, ()>(Value::Null));
                 v.ok().and_then(|v| control_char_in(&v, name.node.as_str()))
             })
-            .or_else(|| literal_in_set(doc, &f.node.selection_set.node)),
-        Selection::InlineFragment(fr) => literal_in_set(doc, &fr.node.selection_set.node),
+            .or_else(|| literal_in_set(&f.node.selection_set.node)),
+        Selection::InlineFragment(fr) => literal_in_set(&fr.node.selection_set.node),
         Selection::FragmentSpread(_) => None,
     })
 }
@@ -156,7 +156,7 @@ fn check_inputs(
         .map(|(_, op)| &op.node.selection_set.node)
         .chain(doc.fragments.values().map(|f| &f.node.selection_set.node));
     for set in sets {
-        if let Some(path) = literal_in_set(doc, set) {
+        if let Some(path) = literal_in_set(set) {
             return Err(refused(path));
         }
     }

@@ -418,7 +418,7 @@ pub async fn post_graphql(State(state): State<AppState>, req: Request) -> Respon
     };
     let batch = match prepare(&state, &headers, batch) {
         Ok(b) => b,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     execute(&state, &headers, batch).await
 }
@@ -429,7 +429,7 @@ fn prepare(
     state: &AppState,
     headers: &HeaderMap,
     mut batch: BatchRequest,
-) -> Result<BatchRequest, Response> {
+) -> Result<BatchRequest, Box<Response>> {
     let allow_list = state
         .services
         .config
@@ -440,18 +440,18 @@ fn prepare(
     let media = super::negotiate::MediaType::accepted(headers);
     for r in batch.iter_mut() {
         if !allow_list && let Err(e) = state.persisted.resolve(r) {
-            return Err(super::negotiate::answer(
+            return Err(Box::new(super::negotiate::answer(
                 BatchResponse::Single(async_graphql::Response::from_errors(vec![e])),
                 media,
-            ));
+            )));
         }
         if r.query.trim().is_empty() && !(allow_list && r.extensions.contains_key("persistedQuery"))
         {
-            return Err(refuse(
+            return Err(Box::new(refuse(
                 StatusCode::BAD_REQUEST,
                 "the request holds no GraphQL document: send it in `query` (or its hash in \
                  `extensions.persistedQuery`)",
-            ));
+            )));
         }
     }
     Ok(batch)
@@ -509,7 +509,7 @@ pub async fn get_graphql(State(state): State<AppState>, req: Request) -> Respons
     };
     let batch = match prepare(&state, &headers, batch) {
         Ok(b) => b,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     for r in batch.iter() {
         // Every operation of the document must be a query: which one runs may depend on a
