@@ -55,6 +55,15 @@ pub fn decode_any(raw: &str) -> Option<(Kind, Uuid)> {
     Some((Kind::parse(kind)?, Uuid::parse_str(id).ok()?))
 }
 
+/// "a Server", "an Instance".
+fn with_article(noun: &str) -> String {
+    let vowel = noun
+        .chars()
+        .next()
+        .is_some_and(|c| "AEIOUaeiou".contains(c));
+    format!("{} {noun}", if vowel { "an" } else { "a" })
+}
+
 /// Decodes an id argument that must name an object of `kind`; `field` names the argument for
 /// the `BAD_USER_INPUT` error.
 pub fn decode(kind: Kind, raw: &str, field: &str) -> Result<Uuid, AppError> {
@@ -66,9 +75,9 @@ pub fn decode(kind: Kind, raw: &str, field: &str) -> Result<Uuid, AppError> {
         Some((k, _)) => Err(AppError::bad_input(
             field,
             format!(
-                "expected the id of a {}, got the id of a {}",
-                kind.as_str(),
-                k.as_str()
+                "expected the id of {}, got the id of {}",
+                with_article(kind.as_str()),
+                with_article(k.as_str())
             ),
         )),
         None => Err(AppError::bad_input(field, "malformed id")),

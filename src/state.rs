@@ -41,6 +41,8 @@ pub struct AppState {
     pub draining: crate::http::Draining,
     /// The per-user rate limiter (the schema's extension and the response cache charge it).
     pub limiter: Arc<crate::graphql::abuse::RateLimiter>,
+    /// Documents registered by automatic persisted queries (APQ).
+    pub persisted: crate::graphql::apq::PersistedQueries,
 }
 
 impl AppState {
@@ -66,6 +68,7 @@ impl AppState {
             sockets: crate::http::ws::Sockets::new(starts),
             draining: crate::http::Draining::default(),
             limiter,
+            persisted: Default::default(),
         }
     }
 }

@@ -726,7 +726,7 @@ async fn healthy_deploy_then_scale_restart_rollback_delete() {
     let i = instance(app, &inst_id).await;
     assert_eq!(
         (i["status"].as_str(), i["phase"].as_str()),
-        (Some("TERMINATED"), Some("TERMINATING")),
+        (Some("TERMINATED"), Some("READY")),
         "{i:#}"
     );
     assert_eq!(replicas(&i), (0, 0, 0));
@@ -996,7 +996,7 @@ async fn changes_made_outside_the_gateway_show_up() {
         .await
         .unwrap();
     let i = wait_instance(app, &inst_id, 15, |i| i["status"] == json!("TERMINATED")).await;
-    assert_eq!(i["phase"], json!("TERMINATING"));
+    assert_eq!(i["phase"], json!("READY"));
     assert_eq!(replicas(&i), (0, 0, 0));
 }
 

@@ -185,7 +185,7 @@ fn the_contract_names_are_all_there() {
     expect("ServerStatus", &["AVAILABLE", "DEPRECATED", "EXPERIMENTAL"]);
     expect(
         "InstanceStatus",
-        &["PENDING", "RUNNING", "FAILED", "TERMINATED"],
+        &["PENDING", "RUNNING", "FAILED", "TERMINATED", "STOPPED"],
     );
     expect(
         "InstancePhase",

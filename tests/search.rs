@@ -301,6 +301,47 @@ async fn typos_partial_names_tool_names_and_descriptions_are_found() {
     );
     assert!(!without.contains(&"firecrawl".to_string()), "{without:?}");
     assert!(without.len() < both.len());
+    // An exclusion alone keeps every server but those whose name or tags hold the word, whatever
+    // configuration stems it (`postgres` is `postgr` in English).
+    let all = servers(&c.app, json!({ "first": 1 })).await["totalCount"]
+        .as_i64()
+        .unwrap();
+    let mut kept = Vec::new();
+    let mut vars = json!({ "search": "-postgres", "first": 100 });
+    loop {
+        let conn = servers(&c.app, vars.clone()).await;
+        kept.extend(
+            conn["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["node"].clone()),
+        );
+        if conn["pageInfo"]["hasNextPage"] != json!(true) {
+            break;
+        }
+        vars["after"] = conn["pageInfo"]["endCursor"].clone();
+    }
+    let holds = |v: &Value| {
+        v.as_str()
+            .is_some_and(|t| t.to_lowercase().contains("postgres"))
+    };
+    for s in &kept {
+        assert!(!holds(&s["name"]), "{s}");
+        let tags = s["category"].as_array().unwrap();
+        assert!(!tags.iter().any(holds), "{s}");
+    }
+    let with_word = c
+        .servers
+        .iter()
+        .filter(|s| s.name.to_lowercase().contains("postgres"))
+        .count();
+    assert!(with_word > 0);
+    assert!(
+        kept.len() as i64 <= all - with_word as i64,
+        "{} of {all} kept, {with_word} named with the word",
+        kept.len()
+    );
     // Nothing to search for in punctuation: no match, no error.
     let none = servers(&c.app, json!({ "search": "!!!" })).await;
     assert_eq!(none["totalCount"], 0);
@@ -341,6 +382,11 @@ async fn filters_combine_and_agree_with_the_source_data() {
         ),
         (
             json!({ "category": ["database"] }),
+            Box::new(|s: &Expected| s.category.iter().any(|t| t == "database")),
+        ),
+        (
+            // Categories match whatever their case.
+            json!({ "category": ["Database"] }),
             Box::new(|s: &Expected| s.category.iter().any(|t| t == "database")),
         ),
         (

@@ -392,3 +392,33 @@ async fn a_subscriber_gets_one_payload_per_change_of_what_it_selected() {
         "nothing more was sent: {quiet:?}"
     );
 }
+
+#[tokio::test]
+async fn a_client_close_is_echoed_and_the_socket_cap_has_its_own_code() {
+    let app = TestApp::spawn_with(|c| c.serve.ws.ws_max_subscriptions = 1).await;
+    let url = listen(&app).await;
+    let registry = create_registry(&app, "capped").await;
+    let mut ws = connect(&url, "graphql-transport-ws").await;
+    init(&mut ws).await;
+    send(&mut ws, subscribe_msg("1", &registry)).await;
+    assert_eq!(recv(&mut ws).await["type"], "next");
+    send(&mut ws, subscribe_msg("2", &registry)).await;
+    let refused = recv(&mut ws).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["id"], "2");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"], "TOO_MANY_SUBSCRIPTIONS",
+        "{refused}"
+    );
+    assert_eq!(refused["payload"][0]["extensions"]["limit"], 1);
+    // A normal close from the client is answered with the same code (not a dropped socket).
+    ws.send(Message::Close(Some(
+        tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 1000.into(),
+            reason: "".into(),
+        },
+    )))
+    .await
+    .unwrap();
+    assert_eq!(close_code(&mut ws).await.0, 1000);
+}

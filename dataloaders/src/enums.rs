@@ -162,7 +162,7 @@ db_enum! {
 db_enum! {
     /// The state of a deployed instance.
     pub enum InstanceStatus {
-        /// Created, not running yet.
+        /// Created with at least one replica wanted, not running yet.
         Pending = "pending",
         /// Running with at least its desired ready replicas.
         Running = "running",
@@ -170,6 +170,9 @@ db_enum! {
         Failed = "failed",
         /// Deleted from the cluster.
         Terminated = "terminated",
+        /// Scaled to zero replicas on purpose: exists in the cluster, runs nothing, and is not
+        /// waiting to (scale it up to run it again).
+        Stopped = "stopped",
     }
 }
 
@@ -178,11 +181,12 @@ db_enum! {
     pub enum InstancePhase {
         /// A rollout is in progress.
         Deploying = "deploying",
-        /// All desired replicas are ready.
+        /// Nothing is in progress: all desired replicas are ready (there are none once the
+        /// instance is STOPPED or TERMINATED).
         Ready = "ready",
         /// The replica count is changing.
         Scaling = "scaling",
-        /// The instance is being deleted.
+        /// The instance is being deleted (READY again once everything is gone).
         Terminating = "terminating",
     }
 }

@@ -245,17 +245,46 @@ struct SearchRefs {
     text: String,
 }
 
-/// Whether a search is a single word, to be matched against names fuzzily as well. Several words,
-/// phrases and exclusions are left to the text-search syntax alone, so that `-word` excludes.
+/// Whether a search is a single word, to be matched against names fuzzily as well. Several words
+/// and phrases are left to the text-search syntax alone.
 fn is_single_word(q: &str) -> bool {
     !q.contains(char::is_whitespace) && !q.starts_with('-') && !q.contains('"')
+}
+
+/// A search split into what must match and the words it excludes (`-word`). Exclusions are
+/// conditions of their own: each excluded word must match neither the text-search document
+/// (whichever configuration stems it) nor be part of the name or of a category (tag).
+fn split_exclusions(q: &str) -> (String, Vec<String>) {
+    let mut wanted = Vec::new();
+    let mut excluded = Vec::new();
+    for word in q.split_whitespace() {
+        match word.strip_prefix('-') {
+            Some(w) if !w.is_empty() && !w.contains('"') => excluded.push(w.to_string()),
+            _ => wanted.push(word),
+        }
+    }
+    (wanted.join(" "), excluded)
 }
 
 /// The filter's conditions (ANDed), binding their values; plus the search placeholders.
 fn conditions(sql: &mut Sql, f: &ServerFilter) -> (Vec<String>, Option<SearchRefs>) {
     // Servers of deleted (archived) registries are kept for history, never listed.
     let mut conds = vec!["s.archived_at IS NULL".to_string()];
-    let search = f.search.as_ref().map(|q| {
+    let (wanted, excluded) = f
+        .search
+        .as_deref()
+        .map(split_exclusions)
+        .unwrap_or_default();
+    for word in excluded {
+        let text = sql.bind::<Text, _>(word.clone());
+        let pattern = sql.bind::<Text, _>(format!("%{}%", escape_like(&word)));
+        conds.push(format!(
+            "NOT ({DOCUMENT} @@ servers_search_query({text}) OR s.name ILIKE {pattern} \
+             OR array_to_string(s.category, ' ') ILIKE {pattern})"
+        ));
+    }
+    let search = (!wanted.trim().is_empty()).then(|| {
+        let q = &wanted;
         let text = sql.bind::<Text, _>(q.clone());
         let cond = if is_single_word(q) {
             let pattern = sql.bind::<Text, _>(format!("%{}%", escape_like(q)));
@@ -288,8 +317,12 @@ fn conditions(sql: &mut Sql, f: &ServerFilter) -> (Vec<String>, Option<SearchRef
         conds.push(format!("s.status = ANY({p})"));
     }
     if let Some(v) = &f.category {
-        let p = sql.bind::<Array<Text>, _>(v.clone());
-        conds.push(format!("s.category @> {p}"));
+        // Categories match whatever their case.
+        let lower: Vec<String> = v.iter().map(|c| c.to_lowercase()).collect();
+        let p = sql.bind::<Array<Text>, _>(lower);
+        conds.push(format!(
+            "ARRAY(SELECT lower(c) FROM unnest(s.category) AS c) @> {p}"
+        ));
     }
     if let Some(v) = &f.capabilities {
         let p = sql.bind::<Array<Text>, _>(v.clone());
@@ -328,9 +361,7 @@ fn page_statement(
     let (mut conds, search) = conditions(&mut sql, f);
     let rank = rank_sql(search.as_ref());
     if order == ServerOrder::Relevance {
-        if search.is_none() {
-            return Err(ReadError::Query("relevance order without a search".into()));
-        }
+        // A search of exclusions alone ranks every server it keeps equally (rank 0).
         let keyset = match after {
             None => String::new(),
             Some(ServerPosition::Relevance(r, id)) => {

@@ -1,11 +1,13 @@
 //! The GraphQL schema: types, roots, limits and error policy.
 
 pub mod abuse;
+pub mod apq;
 pub mod context;
 pub mod limits;
 pub mod mutation;
 pub mod pagination;
 pub mod query;
+pub mod spec;
 pub mod subscription;
 pub mod types;
 
@@ -57,6 +59,8 @@ pub fn build_schema(
         });
         builder = builder.extension(abuse::PersistedOnly(std::sync::Arc::new(ops)));
     }
+    // Last: its request checks run after validation and before the rate limit charges.
+    builder = builder.extension(spec::SpecConformance);
     if let Some(services) = services {
         builder = builder.data(services.pool.clone()).data(services);
     }

@@ -680,12 +680,6 @@ impl MutationRoot {
             false,
             async {
                 let (services, id) = instance_operation(ctx, &id).await?;
-                if replicas < 0 {
-                    return Err(AppError::bad_input(
-                        "replicas",
-                        "replicas must not be negative",
-                    ));
-                }
                 Ok(Deployment(
                     services.k8s.scale(&actor(ctx), id, replicas).await?,
                 ))

@@ -14,8 +14,20 @@ pub const DEFAULT_PAGE: i32 = 20;
 /// The largest page a client may ask for.
 pub const MAX_PAGE: i32 = 100;
 
-/// A keyset cursor: the sort value and id of the last row seen, serialised and base64-encoded.
-pub type Cursor = OpaqueCursor<SortKey>;
+/// What a cursor holds: the list it belongs to, and the sort value and id of the last row seen.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ListPosition {
+    /// The list (connection field) the cursor was issued by.
+    #[serde(rename = "l")]
+    pub list: String,
+    /// The keyset position.
+    #[serde(rename = "k")]
+    pub key: SortKey,
+}
+
+/// A keyset cursor: a [`ListPosition`], serialised and base64-encoded. A cursor is refused by
+/// any other list.
+pub type Cursor = OpaqueCursor<ListPosition>;
 
 /// A connection with `totalCount`.
 pub type Page<T> = Connection<Cursor, T, TotalCount>;
@@ -23,13 +35,15 @@ pub type Page<T> = Connection<Cursor, T, TotalCount>;
 /// A validated forward page request.
 #[derive(Debug, Clone)]
 pub struct PageArgs {
+    /// The list being paged (its connection field's name), which its cursors carry.
+    pub list: &'static str,
     pub first: i64,
     pub after: Option<SortKey>,
 }
 
 impl PageArgs {
-    /// Validates `first` (1..=100) and decodes `after`.
-    pub fn parse(first: Option<i32>, after: Option<String>) -> AppResult<Self> {
+    /// Validates `first` (1..=100) and decodes `after`, which must come from the same `list`.
+    pub fn parse(list: &'static str, first: Option<i32>, after: Option<String>) -> AppResult<Self> {
         let first = first.unwrap_or(DEFAULT_PAGE);
         if !(1..=MAX_PAGE).contains(&first) {
             return Err(AppError::bad_input(
@@ -39,13 +53,24 @@ impl PageArgs {
         }
         let after = match after {
             None => None,
-            Some(raw) => Some(
-                Cursor::decode_cursor(&raw)
+            Some(raw) => {
+                let position = Cursor::decode_cursor(&raw)
                     .map_err(|_| AppError::bad_input("after", "malformed cursor"))?
-                    .0,
-            ),
+                    .0;
+                if position.list != list {
+                    return Err(AppError::bad_input(
+                        "after",
+                        format!(
+                            "this cursor belongs to the `{}` list, not to `{list}`",
+                            position.list
+                        ),
+                    ));
+                }
+                Some(position.key)
+            }
         };
         Ok(PageArgs {
+            list,
             first: first as i64,
             after,
         })
@@ -87,10 +112,13 @@ pub fn build_page<R, T: OutputType>(
     let has_next = rows.len() as i64 > args.first;
     rows.truncate(args.first as usize);
     let mut conn = Connection::with_additional_fields(args.after.is_some(), has_next, total);
-    conn.edges.extend(
-        rows.into_iter()
-            .map(|r| Edge::new(OpaqueCursor(key(&r)), node(r))),
-    );
+    conn.edges.extend(rows.into_iter().map(|r| {
+        let position = ListPosition {
+            list: args.list.to_string(),
+            key: key(&r),
+        };
+        Edge::new(OpaqueCursor(position), node(r))
+    }));
     conn
 }
 

@@ -300,7 +300,9 @@ impl AuditRecord {
 #[Object]
 impl QueryRoot {
     /// Registries, ordered by name.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn registries(
         &self,
         ctx: &Context<'_>,
@@ -311,7 +313,7 @@ impl QueryRoot {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Registry>> {
         RequestCtx::of(ctx).require_authenticated()?;
-        let args = PageArgs::parse(first, after)?;
+        let args = PageArgs::parse("registries", first, after)?;
         let filter = RegistryFilter {
             status: filter.unwrap_or_default().status,
         };
@@ -349,7 +351,9 @@ impl QueryRoot {
     /// Servers of every registry: discovery and search. Filters combine with AND; `search` matches
     /// names, descriptions, categories and tool names (with typo-tolerant name matching), and
     /// sorts best matches first unless `orderBy` says otherwise.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn servers(
         &self,
         ctx: &Context<'_>,
@@ -366,7 +370,7 @@ impl QueryRoot {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Server>> {
         RequestCtx::of(ctx).require_authenticated()?;
-        let args = PageArgs::parse(first, after)?;
+        let args = PageArgs::parse("servers", first, after)?;
         let filter = server_filter(filter, search)?;
         let search = filter.search.clone();
         let order = match order_by {
@@ -451,7 +455,9 @@ impl QueryRoot {
     }
 
     /// Deployed instances, oldest first.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn instances(
         &self,
         ctx: &Context<'_>,
@@ -462,7 +468,7 @@ impl QueryRoot {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Instance>> {
         RequestCtx::of(ctx).require_authenticated()?;
-        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
+        let args = PageArgs::parse("instances", first, after)?.expect_time_cursor()?;
         let f = filter.unwrap_or_default();
         let filter = InstanceFilter {
             server_id: f
@@ -507,7 +513,9 @@ impl QueryRoot {
     }
 
     /// Deployment operations, newest first.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn deployments(
         &self,
         ctx: &Context<'_>,
@@ -518,7 +526,7 @@ impl QueryRoot {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Deployment>> {
         RequestCtx::of(ctx).require_authenticated()?;
-        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
+        let args = PageArgs::parse("deployments", first, after)?.expect_time_cursor()?;
         let f = filter.unwrap_or_default();
         let filter = DeploymentFilter {
             instance_id: f
@@ -565,7 +573,9 @@ impl QueryRoot {
     }
 
     /// Registered clusters, ordered by name.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn clusters(
         &self,
         ctx: &Context<'_>,
@@ -573,7 +583,7 @@ impl QueryRoot {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Cluster>> {
         RequestCtx::of(ctx).require_authenticated()?;
-        let args = PageArgs::parse(first, after)?;
+        let args = PageArgs::parse("clusters", first, after)?;
         let rows = RequestCtx::of(ctx)
             .reader
             .clusters_page(args.after.as_ref(), args.fetch_limit())
@@ -638,7 +648,9 @@ impl QueryRoot {
 
     /// The audit trail (admin only), newest first: every mutation and every refused attempt,
     /// with who, what, when, the target, the outcome and the request id. Kept for one year.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
@@ -648,7 +660,7 @@ impl QueryRoot {
     ) -> AppResult<Page<AuditRecord>> {
         let rc = RequestCtx::of(ctx);
         admin_only(ctx, "auditLog").await?;
-        let args = PageArgs::parse(first, after)?;
+        let args = PageArgs::parse("auditLog", first, after)?;
         let after_id = args
             .after
             .as_ref()

@@ -49,6 +49,28 @@ fn follow(
     }
 }
 
+/// Whether a snapshot is the final state of a terminated instance.
+fn is_terminated(s: &Result<Snapshot, AppError>) -> bool {
+    matches!(s, Ok(Snapshot::Instance(row)) if row.status == dataloaders::enums::InstanceStatus::Terminated)
+}
+
+/// `source` up to and including the first state of a terminated instance: a deleted instance's
+/// streams send its final state and complete.
+fn until_terminated(
+    source: impl Stream<Item = Result<Snapshot, AppError>>,
+) -> impl Stream<Item = Result<Snapshot, AppError>> {
+    async_stream::stream! {
+        futures_util::pin_mut!(source);
+        while let Some(s) = futures_util::StreamExt::next(&mut source).await {
+            let last = is_terminated(&s);
+            yield s;
+            if last {
+                return;
+            }
+        }
+    }
+}
+
 fn hub(ctx: &Context<'_>) -> (PubSub, dataloaders::DbPool) {
     let services = ctx.data_unchecked::<Services>();
     (services.pubsub.clone(), services.pool.clone())
@@ -134,7 +156,8 @@ pub struct SubscriptionRoot;
 #[Subscription]
 impl SubscriptionRoot {
     /// The instance's status, phase, replicas and health: the current state first, then every
-    /// change. Ends when the instance record is deleted.
+    /// change. Completes after the TERMINATED state (at once for an instance already
+    /// terminated).
     async fn instance_status(
         &self,
         ctx: &Context<'_>,
@@ -146,20 +169,23 @@ impl SubscriptionRoot {
         authorize(ctx, SUBSCRIBE_INSTANCE, Topic::Instance(id), "instance").await?;
         let (hub, pool) = hub(ctx);
         let mut last = None;
-        Ok(follow(hub, pool, Topic::Instance(id)).filter_map(move |s| {
-            let out = match s {
-                Ok(Snapshot::Instance(row)) if last != Some(row.updated_at) => {
-                    last = Some(row.updated_at);
-                    Some(Ok(Instance((*row).clone())))
-                }
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            };
-            futures_util::future::ready(out)
-        }))
+        Ok(
+            until_terminated(follow(hub, pool, Topic::Instance(id))).filter_map(move |s| {
+                let out = match s {
+                    Ok(Snapshot::Instance(row)) if last != Some(row.updated_at) => {
+                        last = Some(row.updated_at);
+                        Some(Ok(Instance((*row).clone())))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                };
+                futures_util::future::ready(out)
+            }),
+        )
     }
 
     /// Kubernetes events of the instance and its pods: the recent events first, then each new one.
+    /// Completes when the instance is terminated.
     async fn instance_events(
         &self,
         ctx: &Context<'_>,
@@ -171,26 +197,29 @@ impl SubscriptionRoot {
         authorize(ctx, SUBSCRIBE_INSTANCE, Topic::Instance(id), "instance").await?;
         let (hub, pool) = hub(ctx);
         let mut seen: HashSet<String> = HashSet::new();
-        Ok(follow(hub, pool, Topic::Instance(id)).flat_map(move |s| {
-            let fresh: Vec<Result<InstanceEvent, AppError>> = match s {
-                Err(e) => vec![Err(e)],
-                Ok(Snapshot::Instance(row)) => {
-                    let events: Vec<serde_json::Value> =
-                        serde_json::from_value(row.events.clone()).unwrap_or_default();
-                    events
-                        .into_iter()
-                        .filter(|e| seen.insert(event_identity(e)))
-                        .filter_map(|e| serde_json::from_value::<InstanceEvent>(e).ok())
-                        .map(Ok)
-                        .collect()
-                }
-                Ok(_) => Vec::new(),
-            };
-            futures_util::stream::iter(fresh)
-        }))
+        Ok(
+            until_terminated(follow(hub, pool, Topic::Instance(id))).flat_map(move |s| {
+                let fresh: Vec<Result<InstanceEvent, AppError>> = match s {
+                    Err(e) => vec![Err(e)],
+                    Ok(Snapshot::Instance(row)) => {
+                        let events: Vec<serde_json::Value> =
+                            serde_json::from_value(row.events.clone()).unwrap_or_default();
+                        events
+                            .into_iter()
+                            .filter(|e| seen.insert(event_identity(e)))
+                            .filter_map(|e| serde_json::from_value::<InstanceEvent>(e).ok())
+                            .map(Ok)
+                            .collect()
+                    }
+                    Ok(_) => Vec::new(),
+                };
+                futures_util::stream::iter(fresh)
+            }),
+        )
     }
 
-    /// Monitoring samples of the instance: the newest first, then each new sample.
+    /// Monitoring samples of the instance: the newest first, then each new sample. Completes when
+    /// the instance is terminated.
     async fn instance_metrics(
         &self,
         ctx: &Context<'_>,
@@ -202,17 +231,24 @@ impl SubscriptionRoot {
         authorize(ctx, SUBSCRIBE_INSTANCE, Topic::Instance(id), "instance").await?;
         let (hub, pool) = hub(ctx);
         let mut last = None;
-        Ok(metrics_stream(hub, pool, id).filter_map(move |s| {
-            let out = match s {
-                Ok(Snapshot::Metrics(row)) if last != Some(row.id) => {
-                    last = Some(row.id);
-                    Some(Ok(MonitoringMetrics::raw((*row).clone())))
-                }
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            };
-            futures_util::future::ready(out)
-        }))
+        let instance = until_terminated(follow(hub.clone(), pool.clone(), Topic::Instance(id)));
+        let ended = async move {
+            futures_util::pin_mut!(instance);
+            while instance.next().await.is_some() {}
+        };
+        Ok(metrics_stream(hub, pool, id)
+            .take_until(ended)
+            .filter_map(move |s| {
+                let out = match s {
+                    Ok(Snapshot::Metrics(row)) if last != Some(row.id) => {
+                        last = Some(row.id);
+                        Some(Ok(MonitoringMetrics::raw((*row).clone())))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                };
+                futures_util::future::ready(out)
+            }))
     }
 
     /// Progress of a deployment operation: the current state first, then each step; completes

@@ -124,14 +124,16 @@ impl Registry {
         }
     }
     /// The registry's servers, ordered by name.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn servers(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Server>> {
-        let args = PageArgs::parse(first, after)?;
+        let args = PageArgs::parse("servers", first, after)?;
         let rows = CachedReads::of(ctx)
             .registry_servers(self.0.id, self.0.last_sync_at, args.child_page())
             .await?;
@@ -252,14 +254,16 @@ impl Server {
         self.0.archived_at
     }
     /// Deployed instances of this server.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn instances(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Instance>> {
-        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
+        let args = PageArgs::parse("instances", first, after)?.expect_time_cursor()?;
         let key = InstancesOfServer {
             server_id: self.0.id,
             page: args.child_page(),
@@ -566,14 +570,16 @@ impl Instance {
             .map(Deployment))
     }
     /// Every operation on this instance (deploy, scale, restart, rollback, delete), newest first.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn operations(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Deployment>> {
-        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
+        let args = PageArgs::parse("operations", first, after)?.expect_time_cursor()?;
         let key = DeploymentsOfInstance {
             instance_id: self.0.id,
             page: args.child_page(),
@@ -600,7 +606,9 @@ impl Instance {
     }
     /// Monitoring samples, newest first, optionally within a time range: the detailed samples
     /// (`RAW`, kept 7 days) or hourly aggregates (`HOURLY`, kept 90 days).
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn metrics(
         &self,
         ctx: &Context<'_>,
@@ -625,7 +633,7 @@ impl Instance {
                 "`until` must be later than `since`",
             ));
         }
-        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
+        let args = PageArgs::parse("metrics", first, after)?.expect_time_cursor()?;
         match resolution {
             MetricsResolution::Raw => {
                 let key = MetricsOfInstance {
@@ -887,14 +895,16 @@ impl Cluster {
         self.0.removed_at
     }
     /// Instances running in this cluster.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, crate::graphql::pagination::MAX_PAGE) as usize * child_complexity + 1"
+    )]
     async fn instances(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Instance>> {
-        let args = PageArgs::parse(first, after)?.expect_time_cursor()?;
+        let args = PageArgs::parse("instances", first, after)?.expect_time_cursor()?;
         let key = InstancesOfCluster {
             cluster_id: self.0.id,
             page: args.child_page(),

@@ -5,7 +5,7 @@ use std::time::Instant;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, BatchResponse};
-use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse, rejection::GraphQLRejection};
+use async_graphql_axum::{GraphQLBatchRequest, rejection::GraphQLRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -74,6 +74,26 @@ fn kind_label(kind: Option<OperationType>) -> &'static str {
 
 /// Executes a batch with the request's context, timeout and metrics.
 async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> Response {
+    let media = super::negotiate::MediaType::accepted(headers);
+    let mut out = execute_inner(state, headers, batch, media).await;
+    if out
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.as_bytes())
+        == Some(b"application/graphql-response+json")
+    {
+        out.headers_mut()
+            .insert(header::CONTENT_TYPE, media.header_value());
+    }
+    out
+}
+
+async fn execute_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    batch: BatchRequest,
+    media: super::negotiate::MediaType,
+) -> Response {
     let limits = &state.services.config.serve.limits;
     let n = match &batch {
         BatchRequest::Single(_) => 1,
@@ -252,7 +272,7 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
     }
     let mut out = match reply {
         Some(body) => json_answer(body),
-        None => GraphQLResponse::from(resp).into_response(),
+        None => super::negotiate::answer(resp, media),
     };
     if let Ok(v) = request_id.parse() {
         out.headers_mut().insert("x-request-id", v);
@@ -351,6 +371,30 @@ fn cached_answer(state: &AppState, subject: &str, entry: &Entry, request_id: &st
     out
 }
 
+/// Refuses a body whose declared length is over the limit with a GraphQL-shaped 413 (the body
+/// limit layer behind it answers in plain text).
+pub async fn refuse_large_bodies(
+    State(state): State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let max = state.services.config.serve.limits.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        state.metrics.reject("body_too_large");
+        return refuse_with_code(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is larger than the limit of {max} bytes"),
+            "BAD_REQUEST",
+        );
+    }
+    next.run(req).await
+}
+
 /// `POST /graphql`.
 pub async fn post_graphql(State(state): State<AppState>, req: Request) -> Response {
     let headers = req.headers().clone();
@@ -367,11 +411,50 @@ pub async fn post_graphql(State(state): State<AppState>, req: Request) -> Respon
             }
             return refuse(
                 StatusCode::BAD_REQUEST,
-                "the request body is not a valid GraphQL request",
+                "the request body is not a valid GraphQL request: a JSON object with a `query` string, \
+                 and optional `variables` and `extensions` objects and `operationName` string",
             );
         }
     };
+    let batch = match prepare(&state, &headers, batch) {
+        Ok(b) => b,
+        Err(refused) => return *refused,
+    };
     execute(&state, &headers, batch).await
+}
+
+/// Fills in persisted documents (APQ) and refuses requests without a document, before anything
+/// else looks at the documents.
+fn prepare(
+    state: &AppState,
+    headers: &HeaderMap,
+    mut batch: BatchRequest,
+) -> Result<BatchRequest, Box<Response>> {
+    let allow_list = state
+        .services
+        .config
+        .serve
+        .limits
+        .persisted_operations
+        .is_some();
+    let media = super::negotiate::MediaType::accepted(headers);
+    for r in batch.iter_mut() {
+        if !allow_list && let Err(e) = state.persisted.resolve(r) {
+            return Err(Box::new(super::negotiate::answer(
+                BatchResponse::Single(async_graphql::Response::from_errors(vec![e])),
+                media,
+            )));
+        }
+        if r.query.trim().is_empty() && !(allow_list && r.extensions.contains_key("persistedQuery"))
+        {
+            return Err(Box::new(refuse(
+                StatusCode::BAD_REQUEST,
+                "the request holds no GraphQL document: send it in `query` (or its hash in \
+                 `extensions.persistedQuery`)",
+            )));
+        }
+    }
+    Ok(batch)
 }
 
 /// `GET /graphql`: a websocket upgrade, GraphiQL for browsers, or a query in the URL (never a
@@ -385,10 +468,10 @@ pub async fn get_graphql(State(state): State<AppState>, req: Request) -> Respons
     if is_upgrade {
         return websocket(state, req).await;
     }
-    let has_query = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p.starts_with("query=")));
+    let has_query = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p.starts_with("query=") || p.starts_with("extensions="))
+    });
     let wants_html = req
         .headers()
         .get(header::ACCEPT)
@@ -415,14 +498,18 @@ pub async fn get_graphql(State(state): State<AppState>, req: Request) -> Respons
             "GET /graphql?query= needs an x-hivegraph-csrf header in production; or POST application/json",
         );
     }
-    let batch = match GraphQLBatchRequest::<GraphQLRejection>::from_request(req, &()).await {
-        Ok(b) => b.into_inner(),
-        Err(_) => {
+    let batch = match super::negotiate::parse_get(req.uri()) {
+        Ok(r) => BatchRequest::Single(r),
+        Err(why) => {
             return refuse(
                 StatusCode::BAD_REQUEST,
-                "the query string is not a valid GraphQL request",
+                &format!("the query string is not a valid GraphQL request: {why}"),
             );
         }
+    };
+    let batch = match prepare(&state, &headers, batch) {
+        Ok(b) => b,
+        Err(refused) => return *refused,
     };
     for r in batch.iter() {
         // Every operation of the document must be a query: which one runs may depend on a
@@ -431,11 +518,15 @@ pub async fn get_graphql(State(state): State<AppState>, req: Request) -> Respons
             || operation_kind(&r.query, r.operation_name.as_deref()) != Some(OperationType::Query)
         {
             state.metrics.reject("get_non_query");
-            return refuse_with_code(
+            let mut refused = refuse_with_code(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "only queries may be sent with GET; send mutations and subscriptions with POST or a websocket",
                 "BAD_REQUEST",
             );
+            refused
+                .headers_mut()
+                .insert(header::ALLOW, axum::http::HeaderValue::from_static("POST"));
+            return refused;
         }
     }
     execute(&state, &headers, batch).await

@@ -3,6 +3,7 @@
 mod csrf;
 mod graphiql;
 mod graphql;
+mod negotiate;
 mod ops;
 pub mod ws;
 
@@ -26,7 +27,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             csrf::guard,
         ))
-        .layer(RequestBodyLimitLayer::new(max_body));
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            graphql::refuse_large_bodies,
+        ));
     Router::new()
         .merge(graphql_routes)
         .merge(graphiql::router())

@@ -238,7 +238,10 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
                 last_heard = Instant::now();
                 let bytes = match frame {
                     None | Some(Err(_)) => break End::Drop,
-                    Some(Ok(Message::Close(_))) => break End::Drop,
+                    // The closing handshake: echo the client's code (RFC 6455 §5.5.1).
+                    Some(Ok(Message::Close(frame))) => {
+                        break End::Close(frame.map_or(1000, |f| f.code), String::new())
+                    }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
                     Some(Ok(Message::Binary(b))) => b.to_vec(),
@@ -360,10 +363,13 @@ impl Conn {
                 if self.running.len() >= self.settings.ws_max_subscriptions {
                     let error = json!([{
                         "message": format!(
-                            "a socket may hold at most {} subscriptions",
+                            "a socket may hold at most {} subscriptions; complete one, or open another socket",
                             self.settings.ws_max_subscriptions
                         ),
-                        "extensions": { "code": "QUERY_TOO_COMPLEX" }
+                        "extensions": {
+                            "code": "TOO_MANY_SUBSCRIPTIONS",
+                            "limit": self.settings.ws_max_subscriptions
+                        }
                     }]);
                     return Step::Reply(self.error_messages(&id, error));
                 }

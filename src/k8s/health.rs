@@ -75,7 +75,12 @@ impl Observed {
             observed_generation: 0,
             revision: None,
             status: InstanceStatus::Terminated,
-            phase: InstancePhase::Terminating,
+            // Nothing is in progress once the last pod is gone.
+            phase: if pods > 0 {
+                InstancePhase::Terminating
+            } else {
+                InstancePhase::Ready
+            },
             desired: 0,
             current: pods as i32,
             ready: 0,
@@ -340,7 +345,7 @@ pub fn derive(deploy: Option<&Deployment>, pods: &[Pod], events: &[&Event]) -> O
 
     // 2. Stopped / suspended.
     if spec_replicas == 0 && replicas == 0 && observed {
-        o.status = InstanceStatus::Pending;
+        o.status = InstanceStatus::Stopped;
         o.phase = InstancePhase::Ready;
         o.reason = if paused {
             "stopped: 0 replicas (Deployment is paused)".into()
@@ -591,9 +596,15 @@ mod tests {
         let o = derive(Some(&d), &[], &[]);
         assert_eq!(o.verdict, Verdict::Done);
         assert_eq!((o.desired, o.current, o.ready), (0, 0, 0));
+        assert_eq!(
+            o.status,
+            InstanceStatus::Stopped,
+            "zero replicas is not PENDING"
+        );
         let gone = derive(None, &[], &[]);
         assert!(gone.missing);
         assert_eq!(gone.status, InstanceStatus::Terminated);
+        assert_eq!(gone.phase, InstancePhase::Ready, "TERMINATING ends");
         assert_eq!(gone.verdict, Verdict::Done);
     }
 

@@ -862,12 +862,7 @@ impl ClusterManager {
         let pool = &self.inner.pool;
         // --- input that needs no lookups
         let replicas = input.replicas.unwrap_or(1);
-        if !(0..=100).contains(&replicas) {
-            return Err(AppError::bad_input(
-                "replicas",
-                "replicas must be between 0 and 100",
-            ));
-        }
+        check_replicas(replicas)?;
         if !manifests::is_dns_label(&input.namespace) {
             return Err(AppError::bad_input(
                 "namespace",
@@ -1161,12 +1156,7 @@ impl ClusterManager {
     /// `scaleInstance`.
     pub async fn scale(&self, actor: &Actor, id: Uuid, replicas: i32) -> AppResult<DeploymentRow> {
         self.start_background();
-        if !(0..=100).contains(&replicas) {
-            return Err(AppError::bad_input(
-                "replicas",
-                "replicas must be between 0 and 100",
-            ));
-        }
+        check_replicas(replicas)?;
         let (inst, clients) = self.live_instance(id).await?;
         Self::require_access(
             &clients,
@@ -1721,6 +1711,17 @@ fn with_default_cpu_limit(resources: Option<Value>, default: &str) -> Option<Val
         r["limits"]["cpu"] = json!(default);
     }
     Some(r)
+}
+
+/// The replica rule of `deployServer` and `scaleInstance`: 0 (stopped) to 100.
+fn check_replicas(replicas: i32) -> AppResult<()> {
+    if (0..=100).contains(&replicas) {
+        return Ok(());
+    }
+    Err(AppError::bad_input(
+        "replicas",
+        "replicas must be between 0 and 100 (0 stops the instance)",
+    ))
 }
 
 #[cfg(test)]

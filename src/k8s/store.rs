@@ -538,7 +538,8 @@ pub async fn terminate_instance(pool: &DbPool, id: Uuid, reason: &str) -> AppRes
     diesel::update(instances::table.find(id))
         .set((
             instances::status.eq(InstanceStatus::Terminated),
-            instances::phase.eq(InstancePhase::Terminating),
+            // The objects are gone: nothing is in progress any more.
+            instances::phase.eq(InstancePhase::Ready),
             instances::replicas_desired.eq(0),
             instances::replicas_current.eq(0),
             instances::replicas_ready.eq(0),

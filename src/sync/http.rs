@@ -398,10 +398,16 @@ impl RegistryClient {
             };
         }
         if e.is_connect() {
+            // A failed name lookup is an io error of no particular kind ("uncategorized error").
+            let unnamed = |k: &std::io::ErrorKind| {
+                *k == std::io::ErrorKind::Other || k.to_string() == "uncategorized error"
+            };
             let detail = match io_kind {
-                Some(k) => k.to_string(),
-                None if e.is_dns() => "the host name could not be resolved".into(),
-                None => "the connection failed".into(),
+                Some(k) if !unnamed(&k) => k.to_string(),
+                _ if e.is_dns() || io_kind.is_some() => {
+                    "the host name could not be resolved".into()
+                }
+                _ => "the connection failed".into(),
             };
             return FetchError::Connect { host, detail };
         }

@@ -6,23 +6,8 @@ import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { createClient } from 'graphql-ws';
 import pkg from 'subscriptions-transport-ws';
+import { A, B, deploy, gql, liveSkip, queue, skip, wsUrl } from './lib/gateway.mjs';
 const { SubscriptionClient } = pkg;
-
-const A = process.env.GATEWAY_A;
-const B = process.env.GATEWAY_B;
-const skip = !A || !B ? 'GATEWAY_A and GATEWAY_B are not set' : false;
-const wsUrl = (base) => base.replace(/^http/, 'ws') + '/graphql';
-
-async function gql(base, query, variables = {}) {
-  const res = await fetch(base + '/graphql', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = await res.json();
-  assert.equal(body.errors, undefined, JSON.stringify(body.errors));
-  return body.data;
-}
 
 async function newRegistry(base, name) {
   const data = await gql(base, 'mutation($i: CreateRegistryInput!) { createRegistry(input: $i) { id } }', {
@@ -34,22 +19,6 @@ async function newRegistry(base, name) {
 const SYNC = 'subscription($id: ID!) { registrySync(registryId: $id) { name description status } }';
 const describe = (base, id, d) =>
   gql(base, 'mutation($id: ID!, $d: String) { updateRegistry(id: $id, input: { description: $d }) { id } }', { id, d });
-
-/** Collects messages into a queue that tests can await one at a time. */
-function queue() {
-  const items = [];
-  const waiters = [];
-  return {
-    push(v) { const w = waiters.shift(); if (w) w(v); else items.push(v); },
-    next(ms = 10000) {
-      if (items.length) return Promise.resolve(items.shift());
-      return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`no message within ${ms} ms`)), ms);
-        waiters.push((v) => { clearTimeout(t); resolve(v); });
-      });
-    },
-  };
-}
 
 test('graphql-transport-ws (graphql-ws client): current state first, then changes', { skip }, async () => {
   const id = await newRegistry(A, 'gqlws');
@@ -125,44 +94,6 @@ test('an unknown subprotocol is refused', { skip }, async () => {
 // --- live instances on the simulated cluster ------------------------------------------------
 // Needs EMULATOR_CONTEXT (a kubeconfig context of the gateways' KUBECONFIG, served by
 // kube-emulator) and file registries allowed; scripts/test sets both.
-const CONTEXT = process.env.EMULATOR_CONTEXT;
-const liveSkip = skip || (!CONTEXT ? 'EMULATOR_CONTEXT is not set' : false);
-const FIXTURE = new URL('./fixtures/live-registry.json', import.meta.url).href;
-
-let livePromise;
-/** Registers the cluster and syncs the fixture registry once; returns their ids. */
-function live() {
-  livePromise ??= (async () => {
-    const suffix = Date.now().toString(36);
-    const cluster = await gql(A, 'mutation($i: RegisterClusterInput!) { registerCluster(input: $i) { id status } }', {
-      i: { name: `emu-${suffix}`, context: CONTEXT },
-    });
-    assert.equal(cluster.registerCluster.status, 'CONNECTED');
-    const reg = await gql(A, 'mutation($i: CreateRegistryInput!) { createRegistry(input: $i) { id } }', {
-      i: { name: `live-${suffix}`, url: FIXTURE },
-    });
-    const registryId = reg.createRegistry.id;
-    await gql(A, 'mutation($id: ID!) { syncRegistry(id: $id) { id } }', { id: registryId });
-    const servers = {};
-    for (let i = 0; i < 100 && Object.keys(servers).length < 2; i++) {
-      const data = await gql(A, 'query($id: ID!) { registry(id: $id) { status servers(first: 10) { edges { node { id name } } } } }', { id: registryId });
-      for (const e of data.registry.servers.edges) servers[e.node.name] = e.node.id;
-      if (Object.keys(servers).length < 2) await new Promise((r) => setTimeout(r, 200));
-    }
-    assert.ok(servers['healthy-web'] && servers['crashing-web'], JSON.stringify(servers));
-    return { clusterId: cluster.registerCluster.id, servers };
-  })();
-  return livePromise;
-}
-
-async function deploy(serverName, name) {
-  const { clusterId, servers } = await live();
-  const data = await gql(A, 'mutation($i: DeployServerInput!) { deployServer(input: $i) { id instanceId } }', {
-    i: { serverId: servers[serverName], clusterId, namespace: 'hivegraph', name: `${name}-${Date.now().toString(36)}`,
-         resources: { limits: { cpu: '250m', memory: '128Mi' } } },
-  });
-  return data.deployServer;
-}
 
 /** Messages until `done(message)` holds; returns them all. */
 async function until(q, done, ms = 60000) {
