@@ -205,9 +205,10 @@ db_enum! {
 
 db_enum! {
     /// The state of a deployment operation. Transitions: INITIATED → IN_PROGRESS → COMPLETED or
-    /// FAILED; INITIATED or IN_PROGRESS → CANCELLED; INITIATED → FAILED when the operation is
-    /// refused before its first step (its cluster or instance is gone when a driver takes it
-    /// up). An ended operation never changes again; the database refuses any other move.
+    /// FAILED; IN_PROGRESS → CANCELLED; and, beyond the data model's list, INITIATED → CANCELLED
+    /// (cancelled before any driver took it up) and INITIATED → FAILED (its cluster or instance
+    /// is gone when a driver takes it up). An ended operation never changes again; the database
+    /// refuses any other move.
     pub enum DeploymentStatus {
         /// Recorded, not started.
         Initiated = "initiated",
