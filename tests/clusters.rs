@@ -286,7 +286,7 @@ async fn a_cluster_registered_by_url_ca_and_token_deploys_rotates_and_is_removed
         .unwrap()
         .to_string();
     assert_eq!(wait_op(&app, &del).await["status"], json!("COMPLETED"));
-    wait_instance(&app, &inst, "TERMINATED", "TERMINATING").await;
+    wait_instance(&app, &inst, "TERMINATED", "READY").await;
     let r = app.graphql(delete, json!({"id": cluster})).await;
     assert_ok(&r);
     assert_eq!(

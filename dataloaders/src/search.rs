@@ -361,6 +361,9 @@ fn page_statement(
     let (mut conds, search) = conditions(&mut sql, f);
     let rank = rank_sql(search.as_ref());
     if order == ServerOrder::Relevance {
+        if f.search.is_none() {
+            return Err(ReadError::Query("relevance order without a search".into()));
+        }
         // A search of exclusions alone ranks every server it keeps equally (rank 0).
         let keyset = match after {
             None => String::new(),
