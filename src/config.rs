@@ -190,6 +190,14 @@ pub struct Limits {
     /// Deepest accepted selection nesting.
     #[arg(long, env = "HIVEGRAPH_MAX_DEPTH", default_value_t = 12)]
     pub max_depth: usize,
+    /// Most fields one operation may select with every fragment spread expanded (counted
+    /// before anything else walks the document, like Apollo Router's `max_recursive_selections`).
+    #[arg(long, env = "HIVEGRAPH_MAX_SELECTIONS", default_value_t = 10_000)]
+    pub max_selections: usize,
+    /// Whether introspection (`__schema`, `__type`) and `/schema.graphql` are served; default:
+    /// on in dev mode, off in production.
+    #[arg(long, env = "HIVEGRAPH_INTROSPECTION")]
+    pub introspection: Option<bool>,
     /// Highest accepted query complexity.
     #[arg(long, env = "HIVEGRAPH_MAX_COMPLEXITY", default_value_t = 20_000)]
     pub max_complexity: usize,
@@ -218,6 +226,11 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// Whether introspection is served in `mode`: as configured, else only in dev mode.
+    pub fn introspection(&self, mode: Mode) -> bool {
+        self.introspection.unwrap_or(mode == Mode::Dev)
+    }
+
     /// The per-request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
@@ -229,6 +242,8 @@ impl Default for Limits {
         Self {
             max_body_bytes: 2 * 1024 * 1024,
             max_depth: 12,
+            max_selections: 10_000,
+            introspection: None,
             max_complexity: 20_000,
             max_aliases: 15,
             max_root_fields: 20,

@@ -214,21 +214,24 @@ async fn requests_time_out() {
 #[tokio::test]
 async fn production_mode_hides_the_schema() {
     let prod = TestApp::spawn_with(|c| c.serve.mode = hivegraph::config::Mode::Production).await;
-    let resp = prod
-        .graphql(
-            "{ __schema { types { name } } __type(name: \"Registry\") { name } }",
-            json!({}),
-        )
-        .await;
+    for q in [
+        "{ __schema { types { name } } }",
+        "{ __type(name: \"Registry\") { name } }",
+    ] {
+        let resp = prod.graphql(q, json!({})).await;
+        assert_eq!(
+            error_code(&resp).as_deref(),
+            Some("INTROSPECTION_DISABLED"),
+            "introspection is off: {resp}"
+        );
+        assert!(resp["data"].is_null(), "{resp}");
+    }
+    assert_ok(&prod.graphql("{ __typename }", json!({})).await);
+    let sdl = prod.get("/schema.graphql").await;
+    assert_eq!(sdl.status, StatusCode::NOT_FOUND, "{}", sdl.text);
     assert_eq!(
-        resp["data"]["__schema"],
-        Value::Null,
-        "introspection is off: {resp}"
-    );
-    assert_eq!(
-        resp["data"]["__type"],
-        Value::Null,
-        "introspection is off: {resp}"
+        error_code(&sdl.json()).as_deref(),
+        Some("INTROSPECTION_DISABLED")
     );
     let typo = prod.graphql("{ registry { nam } }", json!({})).await;
     let msg = typo["errors"][0]["message"]

@@ -6,6 +6,7 @@ pub mod limits;
 pub mod mutation;
 pub mod pagination;
 pub mod query;
+pub mod shape;
 pub mod subscription;
 pub mod types;
 
@@ -31,19 +32,22 @@ pub fn build_schema(
     mode: Mode,
     limiter: Option<std::sync::Arc<abuse::RateLimiter>>,
 ) -> HivegraphSchema {
+    // Depth is bounded by `OperationLimits` (data fields only: introspection has bounds of its
+    // own); the recursive-depth check and validation run only on documents it admitted.
     let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
-        .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(32)
         .limit_directives(5)
-        .extension(limits::ErrorPolicy)
-        .extension(limits::OperationLimits {
-            max_aliases: limits.max_aliases,
-            max_root_fields: limits.max_root_fields,
-        });
+        .extension(limits::ErrorPolicy);
     if mode == Mode::Production {
-        builder = builder.disable_introspection().disable_suggestions();
+        builder = builder.disable_suggestions();
     }
+    if !limits.introspection(mode) {
+        builder = builder.disable_introspection();
+    }
+    // Extensions' `prepare_request` run in this order: the rate limit charges its first point
+    // before the document is even parsed, persisted operations swap in their document, then
+    // the limits measure it.
     let limiter =
         limiter.unwrap_or_else(|| std::sync::Arc::new(abuse::RateLimiter::from_limits(limits)));
     if limiter.enabled() {
@@ -57,6 +61,13 @@ pub fn build_schema(
         });
         builder = builder.extension(abuse::PersistedOnly(std::sync::Arc::new(ops)));
     }
+    builder = builder.extension(limits::OperationLimits {
+        max_aliases: limits.max_aliases,
+        max_root_fields: limits.max_root_fields,
+        max_depth: limits.max_depth,
+        max_selections: limits.max_selections,
+        introspection: limits.introspection(mode),
+    });
     if let Some(services) = services {
         builder = builder.data(services.pool.clone()).data(services);
     }

@@ -52,10 +52,19 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// The SDL.
-pub async fn schema_sdl(State(state): State<AppState>) -> impl IntoResponse {
+/// The SDL, served when introspection is (`HIVEGRAPH_INTROSPECTION`; on in dev mode only).
+pub async fn schema_sdl(State(state): State<AppState>) -> axum::response::Response {
+    let serve = &state.services.config.serve;
+    if !serve.limits.introspection(serve.mode) {
+        return super::csrf::refuse_with_code(
+            StatusCode::NOT_FOUND,
+            "the schema is not published: introspection is disabled on this gateway",
+            "INTROSPECTION_DISABLED",
+        );
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         state.schema.sdl(),
     )
+        .into_response()
 }
