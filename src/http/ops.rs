@@ -64,7 +64,7 @@ pub async fn schema_sdl(State(state): State<AppState>) -> axum::response::Respon
     }
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        state.schema.sdl(),
+        crate::graphql::print_sdl(&state.schema),
     )
         .into_response()
 }
