@@ -397,3 +397,23 @@ async fn concurrent_migrations_on_a_fresh_database_all_succeed() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_subscription_over_http_is_a_client_error() {
+    // Found by schemathesis: it was masked as INTERNAL_SERVER_ERROR.
+    let app = TestApp::spawn().await;
+    let resp = app
+        .graphql(
+            "subscription { registrySync(registryId: \"x\") { name } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&resp).as_deref(), Some("BAD_REQUEST"), "{resp}");
+    assert!(
+        resp["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("websocket"),
+        "{resp}"
+    );
+}

@@ -222,7 +222,11 @@ impl Extension for ErrorPolicy {
             if !has_code(e) {
                 // Input coercion errors from async-graphql name the argument; they are the
                 // client's fault and safe to show.
-                if e.message.starts_with("Invalid value for argument")
+                if e.message.starts_with("Subscriptions are not supported") {
+                    // A subscription sent over HTTP: the client's mistake, with the way out.
+                    e.message = "subscriptions run over a websocket (graphql-transport-ws or graphql-ws on GET /graphql), not over HTTP".into();
+                    set_code(e, "BAD_REQUEST");
+                } else if e.message.starts_with("Invalid value for argument")
                     || e.message.starts_with("Failed to parse")
                     || e.message.starts_with("Expected input type")
                 {

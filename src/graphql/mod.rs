@@ -79,19 +79,8 @@ pub fn sdl() -> String {
     print_sdl(&build_schema(None, &Limits::default(), Mode::Dev, None))
 }
 
-/// What async-graphql answers to `__schema { description }` (a fixed text of its own); the SDL
-/// carries it too, so that a schema built from introspection prints exactly as `schema.graphql`
-/// (tests/js/introspection.test.mjs).
-const SCHEMA_DESCRIPTION: &str = "A GraphQL Schema defines the capabilities of a GraphQL server. It exposes all available types and directives on the server, as well as the entry points for query, mutation, and subscription operations.";
-
 /// The SDL of `schema` as introspection shows it: with `@specifiedBy` on scalars that have a
-/// specification, and the schema's description.
+/// specification (tests/js/introspection.test.mjs round-trips it).
 pub fn print_sdl(schema: &HivegraphSchema) -> String {
-    let sdl =
-        schema.sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by());
-    sdl.replacen(
-        "\nschema {",
-        &format!("\n\"\"\"\n{SCHEMA_DESCRIPTION}\n\"\"\"\nschema {{"),
-        1,
-    )
+    schema.sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
 }

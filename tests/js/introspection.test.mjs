@@ -36,6 +36,10 @@ test('buildClientSchema(introspection) prints as schema.graphql', { skip }, asyn
   assert.equal(res.status, 200);
   const body = await res.json();
   assert.equal(body.errors, undefined, JSON.stringify(body.errors));
+  // async-graphql answers `__schema { description }` with a fixed text of its own, not part of
+  // our schema (and its SDL parser refuses a described `schema` block): left out of the compare.
+  assert.match(body.data.__schema.description, /^A GraphQL Schema defines the capabilities/);
+  delete body.data.__schema.description;
   const client = buildClientSchema(body.data);
   assert.equal(sorted(client), sorted(buildSchema(sdl)));
 });
