@@ -48,6 +48,26 @@ pub struct DatabaseConfig {
     pub statement_timeout_ms: u64,
 }
 
+/// Which `Host` and `Origin` headers the gateway answers (DNS rebinding and cross-site
+/// websocket hijacking of a local gateway).
+#[derive(Debug, Clone, Default, Args)]
+pub struct OriginPolicy {
+    /// Host names (without port) requests may be addressed to, comma-separated. Empty: with
+    /// `HIVEGRAPH_AUTH=none`, the listen address plus `localhost`, `127.0.0.1` and `[::1]`; with
+    /// `jwt`, any.
+    #[arg(long, env = "HIVEGRAPH_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`scheme://host[:port]`) allowed to open websockets, comma-separated; `*` allows
+    /// any. Empty: same origin only (the `Origin` matches the `Host`).
+    #[arg(long, env = "HIVEGRAPH_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+}
+
+/// Parses a secret setting (kept out of `Debug` output).
+fn secret(s: &str) -> Result<secrecy::SecretString, String> {
+    Ok(s.into())
+}
+
 /// Settings of the `serve` command.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -72,6 +92,11 @@ pub struct ServeConfig {
     pub k8s: K8sConfig,
     #[command(flatten)]
     pub ws: WsConfig,
+    #[command(flatten)]
+    pub origins: OriginPolicy,
+    /// A bearer token `GET /metrics` must present; unset, `/metrics` is open.
+    #[arg(long, env = "HIVEGRAPH_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub metrics_token: Option<secrecy::SecretString>,
     #[command(flatten)]
     pub monitoring: MonitoringConfig,
 }
@@ -538,6 +563,8 @@ impl Config {
                     allowed_hosts: Vec::new(),
                 },
                 sync: SyncConfig::for_tests(),
+                origins: OriginPolicy::default(),
+                metrics_token: None,
                 k8s: K8sConfig::for_tests(),
                 ws: WsConfig::default(),
                 monitoring: MonitoringConfig {
@@ -546,6 +573,26 @@ impl Config {
                 },
             },
         }
+    }
+
+    /// Production needs real authentication, and tokens meant for this gateway only.
+    fn validate_production(&self) -> Result<(), String> {
+        if self.serve.auth == AuthMode::None {
+            return Err(
+                "HIVEGRAPH_AUTH=none is refused in production mode; set HIVEGRAPH_AUTH=jwt".into(),
+            );
+        }
+        let jwt = &self.serve.jwt;
+        if jwt.jwt_audience.as_deref().is_none_or(str::is_empty) {
+            return Err("production mode with jwt needs HIVEGRAPH_JWT_AUDIENCE (tokens for other applications must not be accepted)".into());
+        }
+        if jwt.jwt_issuer.is_none() && jwt.oidc_issuer.is_none() {
+            return Err(
+                "production mode with jwt needs HIVEGRAPH_JWT_ISSUER or HIVEGRAPH_OIDC_ISSUER"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// Refuses configurations that would be unsafe to run.
@@ -564,6 +611,9 @@ impl Config {
             return Err(
                 "HIVEGRAPH_AUTH=jwt needs HIVEGRAPH_JWT_SECRET or HIVEGRAPH_OIDC_ISSUER".into(),
             );
+        }
+        if self.serve.mode == Mode::Production {
+            self.validate_production()?;
         }
         if let Some(path) = &self.serve.limits.persisted_operations {
             crate::graphql::abuse::PersistedOperations::load(path)?;

@@ -90,10 +90,12 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
         );
     }
     let request_id = request_id(headers);
-    let debug_sql = headers
-        .get(DEBUG_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|p| p.trim() == "sql"));
+    // SQL statements describe the schema and the data model: dev mode only.
+    let debug_sql = state.services.config.serve.mode == crate::config::Mode::Dev
+        && headers
+            .get(DEBUG_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|p| p.trim() == "sql"));
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());

@@ -4,6 +4,7 @@ mod csrf;
 mod graphiql;
 mod graphql;
 mod ops;
+mod origin;
 pub mod ws;
 
 use axum::Router;
@@ -32,6 +33,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/schema.graphql", get(ops::schema_sdl))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::guard,
+        ))
         .with_state(state)
 }
 
