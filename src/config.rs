@@ -122,6 +122,9 @@ pub struct WsConfig {
     /// Most subscriptions one socket may hold at a time.
     #[arg(long, env = "HIVEGRAPH_WS_MAX_SUBSCRIPTIONS", default_value_t = 100)]
     pub ws_max_subscriptions: usize,
+    /// Most websockets open at once in this process; past it, upgrades get 503.
+    #[arg(long, env = "HIVEGRAPH_WS_MAX_SOCKETS", default_value_t = 10_000)]
+    pub ws_max_sockets: usize,
 }
 
 impl Default for WsConfig {
@@ -132,6 +135,7 @@ impl Default for WsConfig {
             ws_buffer: 16,
             ws_write_timeout_ms: 10_000,
             ws_max_subscriptions: 100,
+            ws_max_sockets: 10_000,
         }
     }
 }

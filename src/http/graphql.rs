@@ -463,11 +463,23 @@ async fn websocket(state: AppState, req: Request) -> Response {
     let Some(protocol) = protocol else {
         return (StatusCode::BAD_REQUEST, "unsupported websocket subprotocol").into_response();
     };
+    let serve = &state.services.config.serve;
+    if state.sockets.open() >= serve.ws.ws_max_sockets {
+        state.metrics.reject("too_many_sockets");
+        return refuse_with_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many websockets are open on this gateway; retry later",
+            "UPSTREAM_UNAVAILABLE",
+        );
+    }
+    let max_message = serve.limits.max_body_bytes;
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
         Err(r) => return r.into_response(),
     };
     upgrade
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| super::ws::serve(socket, protocol, state))
 }
