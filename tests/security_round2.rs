@@ -281,3 +281,30 @@ async fn registry_urls_with_credentials_in_the_query_are_refused() {
     );
     assert_eq!(app.db.count("registries").await, 0);
 }
+
+#[tokio::test]
+async fn cursors_and_log_arguments_are_bounded() {
+    let app = TestApp::spawn().await;
+    let long = "A".repeat(100_000);
+    let v = app
+        .graphql(
+            "query($a: String) { servers(after: $a) { totalCount } }",
+            json!({ "a": long }),
+        )
+        .await;
+    assert_eq!(error_code(&v).as_deref(), Some("BAD_USER_INPUT"), "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most"),
+        "{v}"
+    );
+    // Instance.logs has a real cost: fifteen aliased reads of 10,000 lines are too complex.
+    let logs: String = (0..15)
+        .map(|i| format!("l{i}: logs(tailLines: 10000) {{ lines }} "))
+        .collect();
+    let q = format!("{{ instances(first: 100) {{ edges {{ node {{ {logs} }} }} }} }}");
+    let v = app.graphql(&q, json!({})).await;
+    assert_eq!(error_code(&v).as_deref(), Some("QUERY_TOO_COMPLEX"), "{v}");
+}

@@ -225,3 +225,51 @@ async fn sockets_per_process_are_capped() {
         other => panic!("expected 503, got {:?}", other.map(|(_, r)| r.status())),
     }
 }
+
+fn bearer(sub: &str, role: &str) -> String {
+    let t = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({ "sub": sub, "exp": chrono::Utc::now().timestamp() + 3600, "roles": [role] }),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    format!("Bearer {t}")
+}
+
+#[tokio::test]
+async fn viewers_see_env_names_but_not_values() {
+    let app = app().await;
+    app.db
+        .conn()
+        .await
+        .batch_execute(&format!(
+            "UPDATE instances SET configuration = '{{\"env\": [{{\"name\": \"API_URL\", \"value\": \"https://internal.example/?k=s3cr3t\"}}]}}' WHERE id = '{INST}';
+             INSERT INTO namespace_grants (subject, namespace, granted_by) VALUES ('vera', 'team-a', 'seed');"
+        ))
+        .await
+        .unwrap();
+    let q = "query($id: ID!) { instance(id: $id) { configuration } }";
+    let vars = json!({ "id": encode(Kind::Instance, INST.parse().unwrap()) });
+    let as_viewer = app
+        .graphql_with_headers(
+            q,
+            vars.clone(),
+            &[("authorization", &bearer("vera", "viewer"))],
+        )
+        .await
+        .json();
+    assert_ok(&as_viewer);
+    let env = &as_viewer["data"]["instance"]["configuration"]["env"][0];
+    assert_eq!(env["name"], "API_URL", "{as_viewer}");
+    assert_eq!(env["redacted"], true, "{as_viewer}");
+    assert!(!as_viewer.to_string().contains("s3cr3t"), "{as_viewer}");
+    let as_deployer = app
+        .graphql_with_headers(q, vars, &[("authorization", &bearer("dan", "deployer"))])
+        .await
+        .json();
+    let env = &as_deployer["data"]["instance"]["configuration"]["env"][0];
+    assert_eq!(
+        env["value"], "https://internal.example/?k=s3cr3t",
+        "{as_deployer}"
+    );
+}

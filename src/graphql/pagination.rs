@@ -20,6 +20,9 @@ pub type Cursor = OpaqueCursor<SortKey>;
 /// A connection with `totalCount`.
 pub type Page<T> = Connection<Cursor, T, TotalCount>;
 
+/// Longest `after` cursor accepted (cursors key caches; ours are far shorter).
+pub const MAX_CURSOR_CHARS: usize = 1024;
+
 /// A validated forward page request.
 #[derive(Debug, Clone)]
 pub struct PageArgs {
@@ -35,6 +38,12 @@ impl PageArgs {
             return Err(AppError::bad_input(
                 "first",
                 format!("first must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        if after.as_ref().is_some_and(|a| a.len() > MAX_CURSOR_CHARS) {
+            return Err(AppError::bad_input(
+                "after",
+                format!("a cursor has at most {MAX_CURSOR_CHARS} characters"),
             ));
         }
         let after = match after {
