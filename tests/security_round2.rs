@@ -308,3 +308,25 @@ async fn cursors_and_log_arguments_are_bounded() {
     let v = app.graphql(&q, json!({})).await;
     assert_eq!(error_code(&v).as_deref(), Some("QUERY_TOO_COMPLEX"), "{v}");
 }
+
+#[tokio::test]
+async fn an_anonymous_refused_request_writes_one_audit_row() {
+    let app = TestApp::spawn_with(|c| {
+        c.serve.auth = AuthMode::Jwt;
+        c.serve.jwt.jwt_secret = Some(SECRET.into());
+    })
+    .await;
+    let fields: String = (0..15)
+        .map(|i| format!("r{i}: createRegistry(input: {{ name: \"n{i}\", url: \"https://r.example/{i}.json\" }}) {{ id }} "))
+        .collect();
+    let v = app
+        .graphql(&format!("mutation {{ {fields} }}"), json!({}))
+        .await;
+    assert!(v["errors"].is_array(), "{v}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rows = app
+        .db
+        .scalar("SELECT count(*)::text FROM audit_log WHERE outcome = 'denied'")
+        .await;
+    assert_eq!(rows.as_deref(), Some("1"), "{v}");
+}
