@@ -30,9 +30,11 @@ pub struct DatabaseConfig {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://hivegraph:hivegraph@127.0.0.1:5432/hivegraph"
+        default_value = "postgres://hivegraph:hivegraph@127.0.0.1:5432/hivegraph",
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub database_url: String,
+    pub database_url: secrecy::SecretString,
     /// Maximum pooled connections.
     #[arg(long, env = "HIVEGRAPH_DB_POOL_SIZE", default_value_t = 16)]
     pub pool_size: usize,
@@ -46,6 +48,14 @@ pub struct DatabaseConfig {
         default_value_t = 5000
     )]
     pub statement_timeout_ms: u64,
+}
+
+impl DatabaseConfig {
+    /// The PostgreSQL URL (it may hold a password: never log it).
+    pub fn url(&self) -> &str {
+        use secrecy::ExposeSecret;
+        self.database_url.expose_secret()
+    }
 }
 
 /// Which `Host` and `Origin` headers the gateway answers (DNS rebinding and cross-site
@@ -181,8 +191,8 @@ impl Default for MonitoringConfig {
 #[derive(Debug, Clone, Default, Args)]
 pub struct JwtConfig {
     /// HS256 shared secret (at least 32 bytes).
-    #[arg(long, env = "HIVEGRAPH_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    #[arg(long, env = "HIVEGRAPH_JWT_SECRET", hide_env_values = true, value_parser = secret)]
+    pub jwt_secret: Option<secrecy::SecretString>,
     /// OIDC issuer; its JWKS is found through discovery.
     #[arg(long, env = "HIVEGRAPH_OIDC_ISSUER")]
     pub oidc_issuer: Option<String>,
@@ -201,7 +211,7 @@ impl JwtConfig {
     /// The validator settings.
     pub fn settings(&self) -> crate::auth::JwtSettings {
         crate::auth::JwtSettings {
-            hs256_secret: self.jwt_secret.clone().map(Into::into),
+            hs256_secret: self.jwt_secret.clone(),
             oidc_issuer: self.oidc_issuer.clone(),
             issuer: self.jwt_issuer.clone(),
             audience: self.jwt_audience.clone(),
@@ -540,7 +550,7 @@ impl Config {
     pub fn for_tests(database_url: &str) -> Self {
         Config {
             database: DatabaseConfig {
-                database_url: database_url.to_string(),
+                database_url: database_url.into(),
                 pool_size: 8,
                 // Generous: a loaded CI machine can take seconds to hand out a fresh connection.
                 wait_ms: 10_000,
@@ -626,5 +636,20 @@ impl Config {
             return Err("HIVEGRAPH_MAX_BATCH must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let mut c = super::Config::for_tests("postgres://u:hunter2@db/x");
+        c.serve.jwt.jwt_secret = Some("jwt-secret-0123456789abcdef0123456789".into());
+        c.serve.metrics_token = Some("scrape-token".into());
+        let text = format!("{c:?}");
+        for secret in ["hunter2", "jwt-secret-0123", "scrape-token"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(c.database.url(), "postgres://u:hunter2@db/x");
     }
 }
