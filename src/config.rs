@@ -65,7 +65,12 @@ pub struct OriginPolicy {
     /// Host names (without port) requests may be addressed to, comma-separated. Empty: with
     /// `HIVEGRAPH_AUTH=none`, the listen address plus `localhost`, `127.0.0.1` and `[::1]`; with
     /// `jwt`, any.
-    #[arg(long, env = "HIVEGRAPH_ALLOWED_HOSTS", value_delimiter = ',')]
+    #[arg(
+        id = "http_allowed_hosts",
+        long = "http-allowed-hosts",
+        env = "HIVEGRAPH_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
     pub allowed_hosts: Vec<String>,
     /// Origins (`scheme://host[:port]`) allowed to open websockets, comma-separated; `*` allows
     /// any. Empty: same origin only (the `Origin` matches the `Host`).
@@ -641,6 +646,12 @@ impl Config {
 
 #[cfg(test)]
 mod secret_tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        crate::cli::Cli::command().debug_assert();
+    }
+
     #[test]
     fn secrets_stay_out_of_debug_output() {
         let mut c = super::Config::for_tests("postgres://u:hunter2@db/x");
