@@ -417,3 +417,39 @@ async fn a_subscription_over_http_is_a_client_error() {
         "{resp}"
     );
 }
+
+#[tokio::test]
+async fn nul_characters_are_bad_input_not_internal_errors() {
+    // Found by schemathesis: a NUL reached PostgreSQL and came back INTERNAL_SERVER_ERROR.
+    let app = TestApp::spawn().await;
+    let literal = app
+        .graphql(
+            r#"{ namespaceGrants(namespace: "a\u0000b") { namespace } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        error_code(&literal).as_deref(),
+        Some("BAD_USER_INPUT"),
+        "{literal}"
+    );
+    let variable = app
+        .graphql(
+            "query($n: String) { namespaceGrants(namespace: $n) { namespace } }",
+            json!({ "n": "a\u{0}b" }),
+        )
+        .await;
+    assert_eq!(
+        error_code(&variable).as_deref(),
+        Some("BAD_USER_INPUT"),
+        "{variable}"
+    );
+    // A namespace that cannot exist is bad input too.
+    let bad = app
+        .graphql(
+            r#"{ namespaceGrants(namespace: "Not A Namespace") { namespace } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&bad).as_deref(), Some("BAD_USER_INPUT"), "{bad}");
+}
