@@ -76,9 +76,61 @@ impl AuditEntry {
     }
 }
 
+/// Refusals already recorded: one row per refused request (a request refused on every one of
+/// its root fields writes one row), and at most [`ANONYMOUS_DENIALS_PER_MINUTE`] rows a minute
+/// for anonymous callers, so that anonymous traffic cannot flood the trail.
+struct DenialGate {
+    requests: std::collections::HashMap<String, std::time::Instant>,
+    anonymous: (std::time::Instant, u32),
+}
+
+/// Most audit rows of anonymous refusals written per minute (per process).
+pub const ANONYMOUS_DENIALS_PER_MINUTE: u32 = 60;
+
+impl DenialGate {
+    fn admit(&mut self, e: &AuditEntry, now: std::time::Instant) -> bool {
+        const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+        if e.outcome != "denied" {
+            return true;
+        }
+        if self.requests.len() > 10_000 {
+            self.requests
+                .retain(|_, at| now.duration_since(*at) < MINUTE);
+        }
+        if !e.request_id.is_empty() && self.requests.insert(e.request_id.clone(), now).is_some() {
+            return false;
+        }
+        if e.actor != "anonymous" {
+            return true;
+        }
+        if now.duration_since(self.anonymous.0) >= MINUTE {
+            self.anonymous = (now, 0);
+        }
+        self.anonymous.1 += 1;
+        self.anonymous.1 <= ANONYMOUS_DENIALS_PER_MINUTE
+    }
+}
+
+fn admit(e: &AuditEntry) -> bool {
+    static GATE: std::sync::OnceLock<std::sync::Mutex<DenialGate>> = std::sync::OnceLock::new();
+    let gate = GATE.get_or_init(|| {
+        std::sync::Mutex::new(DenialGate {
+            requests: Default::default(),
+            anonymous: (std::time::Instant::now(), 0),
+        })
+    });
+    gate.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .admit(e, std::time::Instant::now())
+}
+
 /// Writes an audit record on a connection of its own (for refusals and failures, whose change
-/// transaction never committed). Failing to write it is logged, never hidden.
+/// transaction never committed). Failing to write it is logged, never hidden. Refusals are
+/// recorded once per request, and anonymous ones at a bounded rate ([`DenialGate`]).
 pub async fn record_standalone(pool: &dataloaders::DbPool, e: AuditEntry) {
+    if !admit(&e) {
+        return;
+    }
     let action = e.action;
     match pool.get().await {
         Ok(mut conn) => {

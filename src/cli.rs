@@ -86,7 +86,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Migrate { database } => {
-            let applied = crate::db::run_migrations(&database.database_url).await?;
+            let applied = crate::db::run_migrations(database.url()).await?;
             if applied.is_empty() {
                 println!("migrations: up to date");
             } else {
@@ -101,7 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             // A rotation without a real key would seal everything under a throwaway key.
             let keys = crate::server::load_keyring(crate::config::Mode::Production)?;
-            let report = crate::keys::rotate(&database.database_url, &keys).await?;
+            let report = crate::keys::rotate(database.url(), &keys).await?;
             println!(
                 "keys: {} secrets re-encrypted under key {}, {} already current",
                 report.rotated,

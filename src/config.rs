@@ -30,9 +30,11 @@ pub struct DatabaseConfig {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://hivegraph:hivegraph@127.0.0.1:5432/hivegraph"
+        default_value = "postgres://hivegraph:hivegraph@127.0.0.1:5432/hivegraph",
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub database_url: String,
+    pub database_url: secrecy::SecretString,
     /// Maximum pooled connections.
     #[arg(long, env = "HIVEGRAPH_DB_POOL_SIZE", default_value_t = 16)]
     pub pool_size: usize,
@@ -46,6 +48,39 @@ pub struct DatabaseConfig {
         default_value_t = 5000
     )]
     pub statement_timeout_ms: u64,
+}
+
+impl DatabaseConfig {
+    /// The PostgreSQL URL (it may hold a password: never log it).
+    pub fn url(&self) -> &str {
+        use secrecy::ExposeSecret;
+        self.database_url.expose_secret()
+    }
+}
+
+/// Which `Host` and `Origin` headers the gateway answers (DNS rebinding and cross-site
+/// websocket hijacking of a local gateway).
+#[derive(Debug, Clone, Default, Args)]
+pub struct OriginPolicy {
+    /// Host names (without port) requests may be addressed to, comma-separated. Empty: with
+    /// `HIVEGRAPH_AUTH=none`, the listen address plus `localhost`, `127.0.0.1` and `[::1]`; with
+    /// `jwt`, any.
+    #[arg(
+        id = "http_allowed_hosts",
+        long = "http-allowed-hosts",
+        env = "HIVEGRAPH_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`scheme://host[:port]`) allowed to open websockets, comma-separated; `*` allows
+    /// any. Empty: same origin only (the `Origin` matches the `Host`).
+    #[arg(long, env = "HIVEGRAPH_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+}
+
+/// Parses a secret setting (kept out of `Debug` output).
+fn secret(s: &str) -> Result<secrecy::SecretString, String> {
+    Ok(s.into())
 }
 
 /// Settings of the `serve` command.
@@ -72,6 +107,11 @@ pub struct ServeConfig {
     pub k8s: K8sConfig,
     #[command(flatten)]
     pub ws: WsConfig,
+    #[command(flatten)]
+    pub origins: OriginPolicy,
+    /// A bearer token `GET /metrics` must present; unset, `/metrics` is open.
+    #[arg(long, env = "HIVEGRAPH_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub metrics_token: Option<secrecy::SecretString>,
     #[command(flatten)]
     pub monitoring: MonitoringConfig,
     #[command(flatten)]
@@ -122,6 +162,9 @@ pub struct WsConfig {
     /// Most subscriptions one socket may hold at a time.
     #[arg(long, env = "HIVEGRAPH_WS_MAX_SUBSCRIPTIONS", default_value_t = 100)]
     pub ws_max_subscriptions: usize,
+    /// Most websockets open at once in this process; past it, upgrades get 503.
+    #[arg(long, env = "HIVEGRAPH_WS_MAX_SOCKETS", default_value_t = 10_000)]
+    pub ws_max_sockets: usize,
 }
 
 impl Default for WsConfig {
@@ -132,6 +175,7 @@ impl Default for WsConfig {
             ws_buffer: 16,
             ws_write_timeout_ms: 10_000,
             ws_max_subscriptions: 100,
+            ws_max_sockets: 10_000,
         }
     }
 }
@@ -177,8 +221,8 @@ impl Default for MonitoringConfig {
 #[derive(Debug, Clone, Default, Args)]
 pub struct JwtConfig {
     /// HS256 shared secret (at least 32 bytes).
-    #[arg(long, env = "HIVEGRAPH_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    #[arg(long, env = "HIVEGRAPH_JWT_SECRET", hide_env_values = true, value_parser = secret)]
+    pub jwt_secret: Option<secrecy::SecretString>,
     /// OIDC issuer; its JWKS is found through discovery.
     #[arg(long, env = "HIVEGRAPH_OIDC_ISSUER")]
     pub oidc_issuer: Option<String>,
@@ -197,7 +241,7 @@ impl JwtConfig {
     /// The validator settings.
     pub fn settings(&self) -> crate::auth::JwtSettings {
         crate::auth::JwtSettings {
-            hs256_secret: self.jwt_secret.clone().map(Into::into),
+            hs256_secret: self.jwt_secret.clone(),
             oidc_issuer: self.oidc_issuer.clone(),
             issuer: self.jwt_issuer.clone(),
             audience: self.jwt_audience.clone(),
@@ -215,6 +259,14 @@ pub struct Limits {
     /// Deepest accepted selection nesting.
     #[arg(long, env = "HIVEGRAPH_MAX_DEPTH", default_value_t = 12)]
     pub max_depth: usize,
+    /// Most fields one operation may select with every fragment spread expanded (counted
+    /// before anything else walks the document, like Apollo Router's `max_recursive_selections`).
+    #[arg(long, env = "HIVEGRAPH_MAX_SELECTIONS", default_value_t = 10_000)]
+    pub max_selections: usize,
+    /// Whether introspection (`__schema`, `__type`) and `/schema.graphql` are served; default:
+    /// on in dev mode, off in production.
+    #[arg(long, env = "HIVEGRAPH_INTROSPECTION")]
+    pub introspection: Option<bool>,
     /// Highest accepted query complexity.
     #[arg(long, env = "HIVEGRAPH_MAX_COMPLEXITY", default_value_t = 20_000)]
     pub max_complexity: usize,
@@ -243,6 +295,11 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// Whether introspection is served in `mode`: as configured, else only in dev mode.
+    pub fn introspection(&self, mode: Mode) -> bool {
+        self.introspection.unwrap_or(mode == Mode::Dev)
+    }
+
     /// The per-request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
@@ -254,6 +311,8 @@ impl Default for Limits {
         Self {
             max_body_bytes: 2 * 1024 * 1024,
             max_depth: 12,
+            max_selections: 10_000,
+            introspection: None,
             max_complexity: 20_000,
             max_aliases: 15,
             max_root_fields: 20,
@@ -531,7 +590,7 @@ impl Config {
     pub fn for_tests(database_url: &str) -> Self {
         Config {
             database: DatabaseConfig {
-                database_url: database_url.to_string(),
+                database_url: database_url.into(),
                 pool_size: 8,
                 // Generous: a loaded CI machine can take seconds to hand out a fresh connection.
                 wait_ms: 10_000,
@@ -558,6 +617,8 @@ impl Config {
                     allowed_hosts: Vec::new(),
                 },
                 sync: SyncConfig::for_tests(),
+                origins: OriginPolicy::default(),
+                metrics_token: None,
                 k8s: K8sConfig::for_tests(),
                 ws: WsConfig::default(),
                 monitoring: MonitoringConfig {
@@ -567,6 +628,26 @@ impl Config {
                 shutdown: ShutdownConfig::default(),
             },
         }
+    }
+
+    /// Production needs real authentication, and tokens meant for this gateway only.
+    fn validate_production(&self) -> Result<(), String> {
+        if self.serve.auth == AuthMode::None {
+            return Err(
+                "HIVEGRAPH_AUTH=none is refused in production mode; set HIVEGRAPH_AUTH=jwt".into(),
+            );
+        }
+        let jwt = &self.serve.jwt;
+        if jwt.jwt_audience.as_deref().is_none_or(str::is_empty) {
+            return Err("production mode with jwt needs HIVEGRAPH_JWT_AUDIENCE (tokens for other applications must not be accepted)".into());
+        }
+        if jwt.jwt_issuer.is_none() && jwt.oidc_issuer.is_none() {
+            return Err(
+                "production mode with jwt needs HIVEGRAPH_JWT_ISSUER or HIVEGRAPH_OIDC_ISSUER"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// Refuses configurations that would be unsafe to run.
@@ -586,6 +667,9 @@ impl Config {
                 "HIVEGRAPH_AUTH=jwt needs HIVEGRAPH_JWT_SECRET or HIVEGRAPH_OIDC_ISSUER".into(),
             );
         }
+        if self.serve.mode == Mode::Production {
+            self.validate_production()?;
+        }
         if let Some(path) = &self.serve.limits.persisted_operations {
             crate::graphql::abuse::PersistedOperations::load(path)?;
         }
@@ -593,5 +677,26 @@ impl Config {
             return Err("HIVEGRAPH_MAX_BATCH must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        crate::cli::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let mut c = super::Config::for_tests("postgres://u:hunter2@db/x");
+        c.serve.jwt.jwt_secret = Some("jwt-secret-0123456789abcdef0123456789".into());
+        c.serve.metrics_token = Some("scrape-token".into());
+        let text = format!("{c:?}");
+        for secret in ["hunter2", "jwt-secret-0123", "scrape-token"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(c.database.url(), "postgres://u:hunter2@db/x");
     }
 }

@@ -46,7 +46,7 @@ pub fn pool(cfg: &DatabaseConfig) -> anyhow::Result<DbPool> {
         .boxed()
     }));
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-        &cfg.database_url,
+        cfg.url(),
         manager_config,
     );
     let wait = Duration::from_millis(cfg.wait_ms);

@@ -26,9 +26,18 @@ pub struct RejectionLabels {
     pub reason: String,
 }
 
+/// Longest operation name kept as a label value.
+pub const MAX_OPERATION_NAME: usize = 64;
+/// Most distinct operation names kept as label values; later names count as `other`.
+pub const MAX_OPERATION_LABELS: usize = 200;
+/// The label of operation names past the caps, or not GraphQL names.
+pub const OTHER_OPERATION: &str = "other";
+
 /// The gateway's metrics registry.
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// Operation names admitted as label values (at most [`MAX_OPERATION_LABELS`]).
+    operations: Mutex<std::collections::HashSet<String>>,
     pub requests: Family<OperationLabels, Counter>,
     pub latency: Family<OperationLabels, Histogram>,
     pub rejections: Family<RejectionLabels, Counter>,
@@ -68,6 +77,7 @@ impl Metrics {
         );
         Metrics {
             registry: Mutex::new(registry),
+            operations: Mutex::new(Default::default()),
             requests,
             latency,
             rejections,
@@ -83,8 +93,32 @@ impl Metrics {
             .inc();
     }
 
+    /// The label value for an operation name from a document: the name itself while it is a
+    /// short GraphQL name among the first [`MAX_OPERATION_LABELS`] seen, else `other` (names
+    /// come from clients: unbounded label values would grow memory and `/metrics` forever).
+    fn operation_label(&self, name: String) -> String {
+        let valid = name.len() <= MAX_OPERATION_NAME
+            && name
+                .chars()
+                .enumerate()
+                .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if !valid || name.is_empty() {
+            return OTHER_OPERATION.into();
+        }
+        let mut known = self.operations.lock().unwrap_or_else(|p| p.into_inner());
+        if known.contains(&name) {
+            return name;
+        }
+        if known.len() >= MAX_OPERATION_LABELS {
+            return OTHER_OPERATION.into();
+        }
+        known.insert(name.clone());
+        name
+    }
+
     /// Records one executed operation.
-    pub fn observe(&self, labels: OperationLabels, seconds: f64) {
+    pub fn observe(&self, mut labels: OperationLabels, seconds: f64) {
+        labels.operation = self.operation_label(std::mem::take(&mut labels.operation));
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&labels).observe(seconds);
     }
@@ -117,5 +151,35 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(operation: String) -> OperationLabels {
+        OperationLabels {
+            operation,
+            kind: "query".into(),
+            outcome: "error".into(),
+        }
+    }
+
+    #[test]
+    fn operation_labels_are_bounded() {
+        let m = Metrics::new();
+        m.observe(labels("anonymous".into()), 0.1);
+        m.observe(labels("x".repeat(100_000)), 0.1);
+        m.observe(labels("bad name{}".into()), 0.1);
+        for i in 0..1000 {
+            m.observe(labels(format!("op{i}")), 0.1);
+        }
+        let text = m.render();
+        assert!(text.contains("operation=\"anonymous\""));
+        assert!(text.contains("operation=\"other\""));
+        assert!(!text.contains("xxxx") && !text.contains("bad name"));
+        assert!(!text.contains("operation=\"op999\""));
+        assert!(text.len() < 1_000_000, "{} bytes", text.len());
     }
 }

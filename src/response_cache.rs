@@ -403,6 +403,8 @@ pub struct ResponseCache {
 
 /// The most bytes of answers held (keys included).
 const MAX_BYTES: u64 = 128 * 1024 * 1024;
+/// The most bytes of documents (and their plans) held by the plan cache.
+pub const MAX_PLAN_BYTES: u64 = 16 * 1024 * 1024;
 /// Larger answers are not cached.
 const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
@@ -419,7 +421,18 @@ impl ResponseCache {
                     })
                     .time_to_live(SERVER_LISTS_TTL)
                     .build(),
-                plans: moka::sync::Cache::builder().max_capacity(10_000).build(),
+                // Weighed by the documents' bytes: keys come from any client, anonymous ones
+                // included, and a document may be as large as a request body.
+                plans: moka::sync::Cache::builder()
+                    .max_capacity(MAX_PLAN_BYTES)
+                    .weigher(|k: &PlanKey, v: &Arc<Plan>| {
+                        let bytes = k.0.len()
+                            + k.1.as_ref().map_or(0, |n| n.len())
+                            + v.operation.len()
+                            + 64;
+                        bytes.try_into().unwrap_or(u32::MAX)
+                    })
+                    .build(),
                 generations: Default::default(),
                 stats: CacheStats::new("graphql_responses", metrics),
             }),
@@ -429,6 +442,12 @@ impl ResponseCache {
     /// Whether answers are cached at all.
     pub fn enabled(&self) -> bool {
         self.inner.enabled
+    }
+
+    /// The bytes the plan cache holds (after pending evictions).
+    pub fn plan_bytes(&self) -> u64 {
+        self.inner.plans.run_pending_tasks();
+        self.inner.plans.weighted_size()
     }
 
     /// What the cache knows about an operation of a document (analysed once per document).
@@ -635,5 +654,22 @@ mod tests {
         let t = c.ticket(key.clone(), Deps(1), "q");
         c.put(t, Bytes::from_static(b"{}"), None);
         assert!(c.get(&key).is_none());
+    }
+
+    #[test]
+    fn the_plan_cache_is_bounded_in_bytes() {
+        let c = ResponseCache::new(true, &CacheMetrics::default());
+        let filler = "x".repeat(100 * 1024);
+        for i in 0..400 {
+            c.plan(
+                &format!("query Q{i}{filler} {{ registries {{ totalCount }} }}"),
+                None,
+            );
+        }
+        assert!(
+            c.plan_bytes() <= MAX_PLAN_BYTES,
+            "{} bytes of plans",
+            c.plan_bytes()
+        );
     }
 }

@@ -51,7 +51,7 @@ pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
     let sync = SyncService::new(
         pool.clone(),
         keys.clone(),
-        &config.database.database_url,
+        config.database.url(),
         config.serve.sync.clone(),
         &config.serve.registries,
         caches.clone(),
@@ -66,7 +66,7 @@ pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
         crate::k8s::ClusterManager::new(pool.clone(), config.serve.k8s.clone(), keys.clone())?;
     let pubsub = crate::pubsub::PubSub::new(
         pool.clone(),
-        config.database.database_url.clone(),
+        config.database.url().to_string(),
         caches.clone(),
     );
     let cluster_manager = k8s.clone();
@@ -101,7 +101,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if config.serve.auth == crate::config::AuthMode::None {
         tracing::warn!(listen = %config.serve.listen, "authentication is off (HIVEGRAPH_AUTH=none): loopback only");
     }
-    let applied = crate::db::run_migrations(&config.database.database_url).await?;
+    let applied = crate::db::run_migrations(config.database.url()).await?;
     if !applied.is_empty() {
         tracing::info!(?applied, "applied migrations");
     }

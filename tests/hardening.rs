@@ -214,21 +214,24 @@ async fn requests_time_out() {
 #[tokio::test]
 async fn production_mode_hides_the_schema() {
     let prod = TestApp::spawn_with(|c| c.serve.mode = hivegraph::config::Mode::Production).await;
-    let resp = prod
-        .graphql(
-            "{ __schema { types { name } } __type(name: \"Registry\") { name } }",
-            json!({}),
-        )
-        .await;
+    for q in [
+        "{ __schema { types { name } } }",
+        "{ __type(name: \"Registry\") { name } }",
+    ] {
+        let resp = prod.graphql(q, json!({})).await;
+        assert_eq!(
+            error_code(&resp).as_deref(),
+            Some("INTROSPECTION_DISABLED"),
+            "introspection is off: {resp}"
+        );
+        assert!(resp["data"].is_null(), "{resp}");
+    }
+    assert_ok(&prod.graphql("{ __typename }", json!({})).await);
+    let sdl = prod.get("/schema.graphql").await;
+    assert_eq!(sdl.status, StatusCode::NOT_FOUND, "{}", sdl.text);
     assert_eq!(
-        resp["data"]["__schema"],
-        Value::Null,
-        "introspection is off: {resp}"
-    );
-    assert_eq!(
-        resp["data"]["__type"],
-        Value::Null,
-        "introspection is off: {resp}"
+        error_code(&sdl.json()).as_deref(),
+        Some("INTROSPECTION_DISABLED")
     );
     let typo = prod.graphql("{ registry { nam } }", json!({})).await;
     let msg = typo["errors"][0]["message"]
@@ -393,4 +396,60 @@ async fn concurrent_migrations_on_a_fresh_database_all_succeed() {
         .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_subscription_over_http_is_a_client_error() {
+    // Found by schemathesis: it was masked as INTERNAL_SERVER_ERROR.
+    let app = TestApp::spawn().await;
+    let resp = app
+        .graphql(
+            "subscription { registrySync(registryId: \"x\") { name } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&resp).as_deref(), Some("BAD_REQUEST"), "{resp}");
+    assert!(
+        resp["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("websocket"),
+        "{resp}"
+    );
+}
+
+#[tokio::test]
+async fn nul_characters_are_bad_input_not_internal_errors() {
+    // Found by schemathesis: a NUL reached PostgreSQL and came back INTERNAL_SERVER_ERROR.
+    let app = TestApp::spawn().await;
+    let literal = app
+        .graphql(
+            r#"{ namespaceGrants(namespace: "a\u0000b") { namespace } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        error_code(&literal).as_deref(),
+        Some("BAD_USER_INPUT"),
+        "{literal}"
+    );
+    let variable = app
+        .graphql(
+            "query($n: String) { namespaceGrants(namespace: $n) { namespace } }",
+            json!({ "n": "a\u{0}b" }),
+        )
+        .await;
+    assert_eq!(
+        error_code(&variable).as_deref(),
+        Some("BAD_USER_INPUT"),
+        "{variable}"
+    );
+    // A namespace that cannot exist is bad input too.
+    let bad = app
+        .graphql(
+            r#"{ namespaceGrants(namespace: "Not A Namespace") { namespace } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&bad).as_deref(), Some("BAD_USER_INPUT"), "{bad}");
 }

@@ -273,9 +273,10 @@ impl JwtAuthenticator {
                 .unwrap_or("unknown")
                 .to_string(),
             roles,
+            // NumericDate may carry fractions (RFC 7519 §2): a float `exp` counts too.
             expires_at: claims
                 .get("exp")
-                .and_then(Value::as_i64)
+                .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f.floor() as i64)))
                 .and_then(|s| DateTime::from_timestamp(s, 0)),
             authenticated: true,
         }

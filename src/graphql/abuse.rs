@@ -24,7 +24,7 @@ use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest,
     NextValidation,
 };
-use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection};
+use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
 use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Variables};
 use sha2::{Digest, Sha256};
 
@@ -177,6 +177,8 @@ impl RateLimiter {
 }
 
 /// The point cost of an operation of `doc` (the one named `operation_name`, or the only one).
+/// Mutation fields are priced wherever they sit at the root: directly, in inline fragments or
+/// in fragment spreads. An operation that only asks introspection costs 1.
 pub fn cost(doc: &ExecutableDocument, operation_name: Option<&str>, complexity: usize) -> u64 {
     let base = ((complexity as u64 + 50) / 100).max(1);
     let op = doc
@@ -189,17 +191,41 @@ pub fn cost(doc: &ExecutableDocument, operation_name: Option<&str>, complexity: 
     let Some((_, op)) = op else {
         return base;
     };
+    let set = &op.node.selection_set.node;
     if op.node.ty != OperationType::Mutation {
-        return base;
+        let pure_introspection = crate::graphql::shape::Measure::new(doc)
+            .operation(set)
+            .is_ok_and(|s| s.introspection_only());
+        return if pure_introspection { 1 } else { base };
     }
-    let mut points = 0;
-    for sel in &op.node.selection_set.node.items {
-        points += match &sel.node {
+    root_points(doc, set, 0).max(MUTATION_POINTS).max(base)
+}
+
+/// Mutation points of the root fields of `set`, fragments followed (the document was admitted
+/// by the operation limits, so its expansion is bounded; `level` stops fragment cycles).
+fn root_points(doc: &ExecutableDocument, set: &SelectionSet, level: usize) -> u64 {
+    if level > crate::graphql::shape::MAX_NESTING {
+        return 0;
+    }
+    let mut points: u64 = 0;
+    for sel in &set.items {
+        let p = match &sel.node {
             Selection::Field(f) if f.node.name.node == "deployServer" => DEPLOY_POINTS,
-            _ => MUTATION_POINTS,
+            Selection::Field(f) if f.node.name.node == "__typename" => 0,
+            Selection::Field(_) => MUTATION_POINTS,
+            Selection::InlineFragment(fr) => {
+                root_points(doc, &fr.node.selection_set.node, level + 1)
+            }
+            Selection::FragmentSpread(sp) => doc
+                .fragments
+                .get(&sp.node.fragment_name.node)
+                .map_or(0, |f| {
+                    root_points(doc, &f.node.selection_set.node, level + 1)
+                }),
         };
+        points = points.saturating_add(p);
     }
-    points.max(MUTATION_POINTS).max(base)
+    points
 }
 
 /// The rate-limit extension.
@@ -211,6 +237,7 @@ impl ExtensionFactory for RateLimit {
             limiter: self.0.clone(),
             doc: Mutex::new(None),
             operation_name: Mutex::new(None),
+            key: Mutex::new(None),
             charged: Mutex::new(None),
         })
     }
@@ -220,8 +247,24 @@ struct RateLimitExt {
     limiter: Arc<RateLimiter>,
     doc: Mutex<Option<ExecutableDocument>>,
     operation_name: Mutex<Option<String>>,
+    key: Mutex<Option<String>>,
     charged: Mutex<Option<Charged>>,
 }
+
+/// The subject a request is charged to: its `RequestCtx` (request data over HTTP, session data
+/// over websockets), else `anonymous`.
+fn subject(ctx: &ExtensionContext<'_>, request: &Request) -> String {
+    request
+        .data
+        .get(&std::any::TypeId::of::<Arc<RequestCtx>>())
+        .and_then(|d| d.downcast_ref::<Arc<RequestCtx>>())
+        .or_else(|| ctx.data_opt::<Arc<RequestCtx>>())
+        .map(|rc| rc.principal.subject.clone())
+        .unwrap_or_else(|| "anonymous".into())
+}
+
+/// Points charged when a request arrives, before anything parses or walks its document.
+pub const FIRST_POINTS: u64 = 1;
 
 #[async_trait::async_trait]
 impl Extension for RateLimitExt {
@@ -233,6 +276,14 @@ impl Extension for RateLimitExt {
     ) -> ServerResult<Request> {
         if let Ok(mut n) = self.operation_name.lock() {
             n.clone_from(&request.operation_name);
+        }
+        let key = subject(ctx, &request);
+        let c = charge(&self.limiter, &key, FIRST_POINTS)?;
+        if let Ok(mut slot) = self.charged.lock() {
+            *slot = Some(c);
+        }
+        if let Ok(mut k) = self.key.lock() {
+            *k = Some(key);
         }
         next.run(ctx, request).await
     }
@@ -257,21 +308,22 @@ impl Extension for RateLimitExt {
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
         let result = next.run(ctx).await?;
-        if !self.limiter.enabled() {
+        let Some(key) = self.key.lock().ok().and_then(|k| k.clone()) else {
             return Ok(result);
-        }
-        let key = ctx
-            .data_opt::<Arc<RequestCtx>>()
-            .map(|rc| rc.principal.subject.clone())
-            .unwrap_or_else(|| "anonymous".into());
+        };
         let name = self.operation_name.lock().ok().and_then(|n| n.clone());
         let points = match self.doc.lock().ok().as_deref() {
             Some(Some(doc)) => cost(doc, name.as_deref(), result.complexity),
             _ => ((result.complexity as u64 + 50) / 100).max(1),
         };
-        let c = charge(&self.limiter, &key, points).map_err(|e| vec![e])?;
-        if let Ok(mut slot) = self.charged.lock() {
-            *slot = Some(c);
+        // The first points were charged on arrival; the rest now that the cost is known.
+        let rest = points.saturating_sub(FIRST_POINTS);
+        if rest > 0 {
+            let mut c = charge(&self.limiter, &key, rest).map_err(|e| vec![e])?;
+            c.cost = points;
+            if let Ok(mut slot) = self.charged.lock() {
+                *slot = Some(c);
+            }
         }
         Ok(result)
     }
@@ -490,6 +542,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cost(&m, None, 2), MUTATION_POINTS + DEPLOY_POINTS);
+    }
+
+    #[test]
+    fn mutation_costs_follow_fragments() {
+        let deploys: String = (0..16)
+            .map(|i| format!("d{i}: deployServer(input: {{}}) {{ id }} "))
+            .collect();
+        for doc in [
+            format!("mutation {{ ... on MutationRoot {{ {deploys} }} }}"),
+            format!("mutation {{ ...D }} fragment D on MutationRoot {{ ... {{ {deploys} }} }}"),
+        ] {
+            let m = async_graphql::parser::parse_query(&doc).unwrap();
+            assert_eq!(cost(&m, None, 2), 16 * DEPLOY_POINTS, "{doc}");
+        }
+        let q =
+            async_graphql::parser::parse_query("query { __schema { types { name } } __typename }")
+                .unwrap();
+        assert_eq!(cost(&q, None, 900), 1, "pure introspection costs 1");
     }
 
     #[test]

@@ -78,13 +78,11 @@ impl RequestCtx {
         }
     }
 
-    /// Refuses callers without valid credentials.
+    /// Refuses callers who may not read: UNAUTHENTICATED without valid credentials, FORBIDDEN
+    /// for a token that carries no role (reads need at least `viewer`; a token issued for
+    /// another purpose grants nothing).
     pub fn require_authenticated(&self) -> Result<(), AppError> {
-        if self.principal.authenticated {
-            Ok(())
-        } else {
-            Err(AppError::Unauthenticated)
-        }
+        self.require(Role::Viewer)
     }
 
     /// Refuses callers without `role` in `namespace` (a namespace the caller named, so refusing

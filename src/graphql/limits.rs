@@ -1,130 +1,176 @@
 //! Request policies as async-graphql extensions: operation limits (aliases, root fields) and the
 //! error policy (every error carries `extensions.code`; internal detail is masked).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextValidation,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest,
+    NextValidation,
 };
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Value, Variables};
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{
+    Request, Response, ServerError, ServerResult, ValidationResult, Value, Variables,
+};
 
-/// Rejects operations with too many aliases or root fields (alias and batching attacks).
+use super::shape::{Measure, Shape};
+
+/// Bounds of introspection, which the data limits (depth, aliases) do not count.
+pub mod introspection {
+    /// `__schema` selections allowed per operation.
+    pub const MAX_SCHEMA_FIELDS: u64 = 1;
+    /// Longest `ofType` chain: what graphql-js 16's `getIntrospectionQuery` asks (9), no more.
+    pub const MAX_OF_TYPE_DEPTH: usize = 9;
+    /// Aliases of introspection fields allowed per operation.
+    pub const MAX_ALIASES: u64 = 5;
+}
+
+/// Refuses, before anything else walks the document, operations whose fragment-expanded shape
+/// is too big (selections, data depth, aliases, root fields) or asks too much of introspection,
+/// and introspection itself when it is off. The document is parsed here once and handed on.
+#[derive(Debug, Clone, Copy)]
 pub struct OperationLimits {
+    /// Most aliases of data fields.
     pub max_aliases: usize,
+    /// Most root fields.
     pub max_root_fields: usize,
+    /// Deepest nesting of data fields.
+    pub max_depth: usize,
+    /// Most fields selected with every fragment expanded.
+    pub max_selections: usize,
+    /// Whether introspection (`__schema`, `__type`) is allowed.
+    pub introspection: bool,
 }
 
 impl ExtensionFactory for OperationLimits {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(OperationLimitsExt {
-            max_aliases: self.max_aliases,
-            max_root_fields: self.max_root_fields,
-        })
+        Arc::new(OperationLimitsExt(*self))
     }
 }
 
-struct OperationLimitsExt {
-    max_aliases: usize,
-    max_root_fields: usize,
-}
+struct OperationLimitsExt(OperationLimits);
 
-fn too_complex(message: String) -> ServerError {
+fn coded(code: &str, message: String) -> ServerError {
     let mut e = ServerError::new(message, None);
     let mut ext = async_graphql::ErrorExtensionValues::default();
-    ext.set("code", "QUERY_TOO_COMPLEX");
+    ext.set("code", code);
     e.extensions = Some(ext);
     e
 }
 
-/// Counts aliases in a selection set, following fragment spreads once each per path.
-fn count_aliases(
-    doc: &ExecutableDocument,
-    set: &SelectionSet,
-    visiting: &mut HashSet<String>,
-) -> usize {
-    let mut n = 0;
-    for sel in &set.items {
-        match &sel.node {
-            Selection::Field(f) => {
-                if f.node.alias.is_some() {
-                    n += 1;
-                }
-                n += count_aliases(doc, &f.node.selection_set.node, visiting);
-            }
-            Selection::InlineFragment(fr) => {
-                n += count_aliases(doc, &fr.node.selection_set.node, visiting)
-            }
-            Selection::FragmentSpread(sp) => {
-                let name = sp.node.fragment_name.node.to_string();
-                if visiting.insert(name.clone()) {
-                    if let Some(fragment) = doc.fragments.get(&sp.node.fragment_name.node) {
-                        n += count_aliases(doc, &fragment.node.selection_set.node, visiting);
-                    }
-                    visiting.remove(&name);
-                }
-            }
-        }
-    }
-    n
+fn too_complex(message: String) -> ServerError {
+    coded("QUERY_TOO_COMPLEX", message)
 }
 
-/// Counts the fields selected at the root of an operation.
-fn count_root_fields(
-    doc: &ExecutableDocument,
-    set: &SelectionSet,
-    visiting: &mut HashSet<String>,
-) -> usize {
-    let mut n = 0;
-    for sel in &set.items {
-        match &sel.node {
-            Selection::Field(_) => n += 1,
-            Selection::InlineFragment(fr) => {
-                n += count_root_fields(doc, &fr.node.selection_set.node, visiting)
-            }
-            Selection::FragmentSpread(sp) => {
-                let name = sp.node.fragment_name.node.to_string();
-                if visiting.insert(name.clone()) {
-                    if let Some(fragment) = doc.fragments.get(&sp.node.fragment_name.node) {
-                        n += count_root_fields(doc, &fragment.node.selection_set.node, visiting);
-                    }
-                    visiting.remove(&name);
-                }
-            }
+fn over(what: &str, n: u64, max: u64) -> Result<(), ServerError> {
+    if n > max {
+        return Err(too_complex(format!(
+            "the operation {what} {n}; at most {max} allowed"
+        )));
+    }
+    Ok(())
+}
+
+impl OperationLimits {
+    /// Checks one operation's shape against the limits.
+    pub fn check(&self, shape: &Shape) -> Result<(), ServerError> {
+        if shape.introspection && !self.introspection {
+            return Err(coded(
+                "INTROSPECTION_DISABLED",
+                "introspection is disabled on this gateway (HIVEGRAPH_INTROSPECTION)".into(),
+            ));
+        }
+        over(
+            "selects, with fragments expanded, fields:",
+            shape.selections,
+            self.max_selections as u64,
+        )?;
+        if shape.depth > self.max_depth {
+            return Err(too_complex(format!(
+                "Query is nested too deep: depth {} exceeds {}",
+                shape.depth, self.max_depth
+            )));
+        }
+        over("uses aliases:", shape.aliases, self.max_aliases as u64)?;
+        over(
+            "selects root fields:",
+            shape.root_fields,
+            self.max_root_fields as u64,
+        )?;
+        over(
+            "selects __schema times:",
+            shape.schema_fields,
+            introspection::MAX_SCHEMA_FIELDS,
+        )?;
+        over(
+            "nests ofType levels:",
+            shape.of_type_depth as u64,
+            introspection::MAX_OF_TYPE_DEPTH as u64,
+        )?;
+        over(
+            "aliases introspection fields:",
+            shape.introspection_aliases,
+            introspection::MAX_ALIASES,
+        )
+    }
+
+    /// Parses `request` (kept in it for the executor) and checks every operation.
+    fn admit(&self, request: &mut Request) -> Result<(), ServerError> {
+        // PostgreSQL text cannot hold NUL: refuse it up front, not as a database error.
+        if has_nul(&request.query) || variables_have_nul(&request.variables) {
+            let mut e = coded(
+                "BAD_USER_INPUT",
+                "strings must not contain NUL (\\u0000) characters".into(),
+            );
+            e.extensions
+                .get_or_insert_with(Default::default)
+                .set("field", "query");
+            return Err(e);
+        }
+        let doc = request.parsed_query().map_err(|mut e| {
+            e.extensions
+                .get_or_insert_with(Default::default)
+                .set("code", "GRAPHQL_PARSE_FAILED");
+            e
+        })?;
+        let mut measure = Measure::new(doc);
+        for (_, op) in doc.operations.iter() {
+            let shape = measure
+                .operation(&op.node.selection_set.node)
+                .map_err(|_| too_complex("Query is nested too deep.".into()))?;
+            self.check(&shape)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a document holds a NUL character, raw or escaped in a string literal.
+fn has_nul(query: &str) -> bool {
+    query.contains('\0') || query.to_ascii_lowercase().contains("\\u0000")
+}
+
+/// Whether any string in the variables holds a NUL character.
+fn variables_have_nul(vars: &Variables) -> bool {
+    fn value(v: &async_graphql::Value) -> bool {
+        match v {
+            async_graphql::Value::String(s) => s.contains('\0'),
+            async_graphql::Value::List(l) => l.iter().any(value),
+            async_graphql::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || value(v)),
+            _ => false,
         }
     }
-    n
+    vars.iter().any(|(_, v)| value(v))
 }
 
 #[async_trait::async_trait]
 impl Extension for OperationLimitsExt {
-    async fn parse_query(
+    async fn prepare_request(
         &self,
         ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let doc = next.run(ctx, query, variables).await?;
-        for (_, op) in doc.operations.iter() {
-            let set = &op.node.selection_set.node;
-            let aliases = count_aliases(&doc, set, &mut HashSet::new());
-            if aliases > self.max_aliases {
-                return Err(too_complex(format!(
-                    "the operation uses {aliases} aliases; at most {} are allowed",
-                    self.max_aliases
-                )));
-            }
-            let roots = count_root_fields(&doc, set, &mut HashSet::new());
-            if roots > self.max_root_fields {
-                return Err(too_complex(format!(
-                    "the operation selects {roots} root fields; at most {} are allowed",
-                    self.max_root_fields
-                )));
-            }
-        }
-        Ok(doc)
+        mut request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        self.0.admit(&mut request)?;
+        next.run(ctx, request).await
     }
 }
 
@@ -205,7 +251,11 @@ impl Extension for ErrorPolicy {
             if !has_code(e) {
                 // Input coercion errors from async-graphql name the argument; they are the
                 // client's fault and safe to show.
-                if e.message.starts_with("Invalid value for argument")
+                if e.message.starts_with("Subscriptions are not supported") {
+                    // A subscription sent over HTTP: the client's mistake, with the way out.
+                    e.message = "subscriptions run over a websocket (graphql-transport-ws or graphql-ws on GET /graphql), not over HTTP".into();
+                    set_code(e, "BAD_REQUEST");
+                } else if e.message.starts_with("Invalid value for argument")
                     || e.message.starts_with("Failed to parse")
                     || e.message.starts_with("Expected input type")
                 {
@@ -258,6 +308,9 @@ mod tests {
             .extension(OperationLimits {
                 max_aliases: 2,
                 max_root_fields: 3,
+                max_depth: 3,
+                max_selections: 100,
+                introspection: true,
             })
             .finish()
     }

@@ -7,6 +7,7 @@ pub mod limits;
 pub mod mutation;
 pub mod pagination;
 pub mod query;
+pub mod shape;
 pub mod spec;
 pub mod subscription;
 pub mod types;
@@ -33,19 +34,22 @@ pub fn build_schema(
     mode: Mode,
     limiter: Option<std::sync::Arc<abuse::RateLimiter>>,
 ) -> HivegraphSchema {
+    // Depth is bounded by `OperationLimits` (data fields only: introspection has bounds of its
+    // own); the recursive-depth check and validation run only on documents it admitted.
     let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
-        .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(32)
         .limit_directives(5)
-        .extension(limits::ErrorPolicy)
-        .extension(limits::OperationLimits {
-            max_aliases: limits.max_aliases,
-            max_root_fields: limits.max_root_fields,
-        });
+        .extension(limits::ErrorPolicy);
     if mode == Mode::Production {
-        builder = builder.disable_introspection().disable_suggestions();
+        builder = builder.disable_suggestions();
     }
+    if !limits.introspection(mode) {
+        builder = builder.disable_introspection();
+    }
+    // Extensions' `prepare_request` run in this order: the rate limit charges its first point
+    // before the document is even parsed, persisted operations swap in their document, then
+    // the limits measure it.
     let limiter =
         limiter.unwrap_or_else(|| std::sync::Arc::new(abuse::RateLimiter::from_limits(limits)));
     if limiter.enabled() {
@@ -59,6 +63,13 @@ pub fn build_schema(
         });
         builder = builder.extension(abuse::PersistedOnly(std::sync::Arc::new(ops)));
     }
+    builder = builder.extension(limits::OperationLimits {
+        max_aliases: limits.max_aliases,
+        max_root_fields: limits.max_root_fields,
+        max_depth: limits.max_depth,
+        max_selections: limits.max_selections,
+        introspection: limits.introspection(mode),
+    });
     // Last: its request checks run after validation and before the rate limit charges.
     builder = builder.extension(spec::SpecConformance);
     if let Some(services) = services {
@@ -69,5 +80,11 @@ pub fn build_schema(
 
 /// The SDL, exactly as `schema.graphql` holds it.
 pub fn sdl() -> String {
-    build_schema(None, &Limits::default(), Mode::Dev, None).sdl()
+    print_sdl(&build_schema(None, &Limits::default(), Mode::Dev, None))
+}
+
+/// The SDL of `schema` as introspection shows it: with `@specifiedBy` on scalars that have a
+/// specification (tests/js/introspection.test.mjs round-trips it).
+pub fn print_sdl(schema: &HivegraphSchema) -> String {
+    schema.sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
 }

@@ -32,6 +32,9 @@ pub type Cursor = OpaqueCursor<ListPosition>;
 /// A connection with `totalCount`.
 pub type Page<T> = Connection<Cursor, T, TotalCount>;
 
+/// Longest `after` cursor accepted (cursors key caches; ours are far shorter).
+pub const MAX_CURSOR_CHARS: usize = 1024;
+
 /// A validated forward page request.
 #[derive(Debug, Clone)]
 pub struct PageArgs {
@@ -49,6 +52,12 @@ impl PageArgs {
             return Err(AppError::bad_input(
                 "first",
                 format!("first must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        if after.as_ref().is_some_and(|a| a.len() > MAX_CURSOR_CHARS) {
+            return Err(AppError::bad_input(
+                "after",
+                format!("a cursor has at most {MAX_CURSOR_CHARS} characters"),
             ));
         }
         let after = match after {

@@ -639,6 +639,12 @@ impl QueryRoot {
     ) -> AppResult<Vec<crate::graphql::mutation::NamespaceGrant>> {
         let rc = RequestCtx::of(ctx);
         admin_only(ctx, "namespaceGrants").await?;
+        if let Some(s) = &subject {
+            crate::authz::validate_subject(s)?;
+        }
+        if let Some(n) = &namespace {
+            crate::authz::validate_namespace("namespace", n)?;
+        }
         let rows = rc
             .reader
             .grants(subject.as_deref(), namespace.as_deref(), 1000)

@@ -442,9 +442,10 @@ impl Instance {
     async fn deployed_at(&self) -> Option<DateTime<Utc>> {
         self.0.deployed_at
     }
-    /// Deployment parameters (secret values are never included).
-    async fn configuration(&self) -> Json<Value> {
-        Json(self.0.configuration.clone())
+    /// Deployment parameters (secret values are never included). Environment values are shown
+    /// to deployers and admins; viewers see each variable's name with `redacted: true`.
+    async fn configuration(&self, ctx: &Context<'_>) -> Json<Value> {
+        Json(parameters_for(ctx, &self.0.configuration))
     }
     /// Latest resource usage, from the newest monitoring sample: `cpuPercent` (share of the CPU
     /// limit), `cpuBasis`, `memoryBytes`, `storageBytes` (where known) and `measuredAt`. `null`
@@ -515,7 +516,8 @@ impl Instance {
             .and_then(|v| serde_json::from_value(v).ok())
     }
     /// Pod logs of the instance (its newest ready pod), read through the Kubernetes API and
-    /// cached for 2 minutes.
+    /// cached for 2 minutes. At most 10,000 lines and 1 MiB are returned.
+    #[graphql(complexity = "100 + tail_lines.unwrap_or(1000).clamp(0, 10_000) as usize / 10")]
     async fn logs(
         &self,
         ctx: &Context<'_>,
@@ -527,6 +529,18 @@ impl Instance {
             return Err(AppError::bad_input(
                 "tailLines",
                 "tailLines must not be negative",
+            ));
+        }
+        if tail_lines.is_some_and(|n| n > crate::k8s::MAX_LOG_LINES) {
+            return Err(AppError::bad_input(
+                "tailLines",
+                format!("tailLines must be at most {}", crate::k8s::MAX_LOG_LINES),
+            ));
+        }
+        if container.as_ref().is_some_and(|c| c.len() > 63) {
+            return Err(AppError::bad_input(
+                "container",
+                "a container name has at most 63 characters",
             ));
         }
         if since_seconds.is_some_and(|n| n <= 0) {
@@ -773,9 +787,10 @@ impl Deployment {
     async fn completed_at(&self) -> Option<DateTime<Utc>> {
         self.0.completed_at
     }
-    /// The operation's parameters (secret values are never included).
-    async fn parameters(&self) -> Json<Value> {
-        Json(self.0.parameters.clone())
+    /// The operation's parameters (secret values are never included). Environment values are
+    /// shown to deployers and admins; viewers see each variable's name with `redacted: true`.
+    async fn parameters(&self, ctx: &Context<'_>) -> Json<Value> {
+        Json(parameters_for(ctx, &self.0.parameters))
     }
     /// Step history, oldest first.
     async fn steps(&self) -> Vec<DeploymentStep> {
@@ -1106,4 +1121,30 @@ impl From<crate::k8s::drift::Upgrade> for InstanceUpgrade {
             },
         }
     }
+}
+
+/// Deployment parameters as the caller may see them: env values only for deployers and admins
+/// (the row is visible only in a namespace granted to the caller, so a deployer who sees it
+/// may deploy there); viewers get each variable's name and `redacted: true`.
+fn parameters_for(ctx: &Context<'_>, params: &Value) -> Value {
+    let rc = RequestCtx::of(ctx);
+    if rc.principal.has(crate::auth::Role::Deployer) {
+        return params.clone();
+    }
+    redact_env(params)
+}
+
+/// `params` with every `env[].value` removed and marked `redacted: true`.
+pub fn redact_env(params: &Value) -> Value {
+    let mut out = params.clone();
+    if let Some(env) = out.get_mut("env").and_then(Value::as_array_mut) {
+        for e in env.iter_mut() {
+            if let Some(obj) = e.as_object_mut()
+                && obj.remove("value").is_some()
+            {
+                obj.insert("redacted".into(), Value::Bool(true));
+            }
+        }
+    }
+    out
 }

@@ -110,10 +110,12 @@ async fn execute_inner(
         );
     }
     let request_id = request_id(headers);
-    let debug_sql = headers
-        .get(DEBUG_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|p| p.trim() == "sql"));
+    // SQL statements describe the schema and the data model: dev mode only.
+    let debug_sql = state.services.config.serve.mode == crate::config::Mode::Dev
+        && headers
+            .get(DEBUG_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|p| p.trim() == "sql"));
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -552,11 +554,23 @@ async fn websocket(state: AppState, req: Request) -> Response {
     let Some(protocol) = protocol else {
         return (StatusCode::BAD_REQUEST, "unsupported websocket subprotocol").into_response();
     };
+    let serve = &state.services.config.serve;
+    if state.sockets.open() >= serve.ws.ws_max_sockets {
+        state.metrics.reject("too_many_sockets");
+        return refuse_with_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many websockets are open on this gateway; retry later",
+            "UPSTREAM_UNAVAILABLE",
+        );
+    }
+    let max_message = serve.limits.max_body_bytes;
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
         Err(r) => return r.into_response(),
     };
     upgrade
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| super::ws::serve(socket, protocol, state))
 }

@@ -5,6 +5,7 @@ mod graphiql;
 mod graphql;
 mod negotiate;
 mod ops;
+mod origin;
 pub mod ws;
 
 pub use ops::Draining;
@@ -39,6 +40,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/schema.graphql", get(ops::schema_sdl))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::guard,
+        ))
         .with_state(state)
 }
 

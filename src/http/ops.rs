@@ -66,8 +66,36 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus metrics.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Prometheus metrics; behind `Authorization: Bearer <HIVEGRAPH_METRICS_TOKEN>` when set.
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if let Some(token) = &state.services.config.serve.metrics_token {
+        use secrecy::ExposeSecret;
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let expected = token.expose_secret().as_bytes();
+        let ok = sent.is_some_and(|s| {
+            use sha2::Digest;
+            // Compared as digests: no timing hint about the token's prefix.
+            sha2::Sha256::digest(s.as_bytes()) == sha2::Sha256::digest(expected)
+        });
+        if !ok {
+            let mut resp = super::csrf::refuse_with_code(
+                StatusCode::UNAUTHORIZED,
+                "GET /metrics needs the metrics bearer token",
+                "UNAUTHENTICATED",
+            );
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            return resp;
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -75,12 +103,22 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+        .into_response()
 }
 
-/// The SDL.
-pub async fn schema_sdl(State(state): State<AppState>) -> impl IntoResponse {
+/// The SDL, served when introspection is (`HIVEGRAPH_INTROSPECTION`; on in dev mode only).
+pub async fn schema_sdl(State(state): State<AppState>) -> axum::response::Response {
+    let serve = &state.services.config.serve;
+    if !serve.limits.introspection(serve.mode) {
+        return super::csrf::refuse_with_code(
+            StatusCode::NOT_FOUND,
+            "the schema is not published: introspection is disabled on this gateway",
+            "INTROSPECTION_DISABLED",
+        );
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        state.schema.sdl(),
+        crate::graphql::print_sdl(&state.schema),
     )
+        .into_response()
 }

@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::authz::NamespaceAccess;
 use crate::config::WsConfig;
 use crate::graphql::context::RequestCtx;
 use crate::state::AppState;
@@ -44,6 +45,8 @@ pub const BAD_REQUEST: u16 = 4400;
 pub const UNAUTHORIZED: u16 = 4401;
 /// Close code: the credentials were refused, or the token expired.
 pub const FORBIDDEN: u16 = 4403;
+/// Close code: a message larger than `HIVEGRAPH_MAX_BODY_BYTES` (RFC 6455 "message too big").
+const MESSAGE_TOO_BIG: u16 = 1009;
 /// Close code: no `connection_init` within the init timeout.
 pub const INIT_TIMEOUT: u16 = 4408;
 /// Close code: a subscription id that is already in use.
@@ -64,6 +67,9 @@ pub struct Sockets {
     /// Subscriptions starting at once (each reads its current state from the database): a
     /// burst of subscribes queues here instead of exhausting the connection pool.
     starting: Arc<tokio::sync::Semaphore>,
+    /// Changes of the namespace grants (a counter), watched by sockets whose rights depend on
+    /// them; started by the first socket that needs it.
+    grants: Arc<std::sync::OnceLock<watch::Receiver<u64>>>,
 }
 
 impl Default for Sockets {
@@ -80,7 +86,21 @@ impl Sockets {
             open: Arc::new(AtomicUsize::new(0)),
             subscriptions: Arc::new(AtomicUsize::new(0)),
             starting: Arc::new(tokio::sync::Semaphore::new(concurrent_starts.max(1))),
+            grants: Default::default(),
         }
+    }
+
+    /// A receiver of grant changes: a fingerprint of `namespace_grants`, read every
+    /// [`GRANTS_POLL`] by one task per process, so that revocations made by any process reach
+    /// open sockets within two seconds.
+    fn grant_changes(&self, pool: &dataloaders::DbPool) -> watch::Receiver<u64> {
+        self.grants
+            .get_or_init(|| {
+                let (tx, rx) = watch::channel(0);
+                tokio::spawn(poll_grants(pool.clone(), tx));
+                rx
+            })
+            .clone()
     }
 
     /// Planned shutdown: every socket gets close code 1012 and new ones are refused the same way.
@@ -157,6 +177,43 @@ struct Conn {
     generation: u64,
 }
 
+/// How often the grants fingerprint is read.
+const GRANTS_POLL: Duration = Duration::from_millis(1000);
+
+async fn poll_grants(pool: dataloaders::DbPool, tx: watch::Sender<u64>) {
+    use diesel::sql_types::Text;
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Fingerprint {
+        #[diesel(sql_type = Text)]
+        md5: String,
+    }
+    let mut last: Option<String> = None;
+    let mut changes = 0u64;
+    let mut first = true;
+    loop {
+        if !std::mem::take(&mut first) {
+            tokio::time::sleep(GRANTS_POLL).await;
+        }
+        let Ok(mut conn) = pool.get().await else {
+            continue;
+        };
+        let read = diesel::sql_query(
+            "SELECT md5(coalesce(string_agg(subject || '/' || namespace, ',' ORDER BY subject, namespace), '')) AS md5 FROM namespace_grants",
+        )
+        .get_result::<Fingerprint>(&mut conn)
+        .await;
+        drop(conn);
+        let Ok(now) = read else { continue };
+        // The first read notifies too: sockets loaded their rights before it.
+        if last.as_ref().is_none_or(|l| *l != now.md5) {
+            changes += 1;
+            tx.send_replace(changes);
+        }
+        last = Some(now.md5);
+    }
+}
+
 /// Serves one upgraded socket until it closes.
 pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
     let sockets = state.sockets.clone();
@@ -181,6 +238,8 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
     let mut ticker = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
     let mut last_heard = Instant::now();
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    // Grant changes, watched once the caller's rights depend on grants (not an admin's).
+    let mut grants: Option<watch::Receiver<u64>> = None;
 
     macro_rules! send {
         ($msg:expr) => {
@@ -207,6 +266,17 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
         let init_by = if conn.init_seen { far } else { init_deadline };
         tokio::select! {
             _ = shutdown.changed() => {}
+            changed = async { grants.as_mut().expect("guarded").changed().await }, if grants.is_some() => {
+                if changed.is_err() {
+                    grants = None;
+                    continue;
+                }
+                for msg in conn.reload_access().await {
+                    if !send!(text(msg)) {
+                        break 'conn End::Drop;
+                    }
+                }
+            }
             _ = tokio::time::sleep_until(init_by) => {
                 break End::Close(INIT_TIMEOUT, "Connection initialisation timeout".into());
             }
@@ -246,11 +316,22 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
                     Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
                     Some(Ok(Message::Binary(b))) => b.to_vec(),
                 };
+                // The same size limit as HTTP bodies (the upgrade also caps frames).
+                if bytes.len() > conn.state.services.config.serve.limits.max_body_bytes {
+                    break End::Close(MESSAGE_TOO_BIG, "Message too big".into());
+                }
                 let message = match ClientMessage::from_bytes(&bytes) {
                     Ok(m) => m,
                     Err(e) => break End::Close(BAD_REQUEST, format!("Invalid message received: {e}")),
                 };
-                match conn.handle(message, &mut outgoing).await {
+                let step = conn.handle(message, &mut outgoing).await;
+                if grants.is_none()
+                    && let Some(ctx) = &conn.ctx
+                    && !ctx.principal.has(crate::auth::Role::Admin)
+                {
+                    grants = Some(conn.state.sockets.grant_changes(&conn.state.services.pool));
+                }
+                match step {
                     Step::Continue => {}
                     Step::Reply(values) => {
                         for v in values {
@@ -282,6 +363,47 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
         let _ = tokio::time::timeout(write_timeout, sink.send(frame)).await;
         let _ = tokio::time::timeout(write_timeout, sink.close()).await;
     }
+}
+
+/// Whether the operation a websocket `subscribe` runs is a subscription (unparsable documents
+/// count as one: the schema answers them with their parse error).
+fn is_subscription(req: &async_graphql::Request) -> bool {
+    use async_graphql::parser::types::OperationType;
+    let Ok(doc) = async_graphql::parser::parse_query(&req.query) else {
+        return true;
+    };
+    let wanted = req.operation_name.as_deref();
+    doc.operations
+        .iter()
+        .find(|(n, _)| wanted.is_none() || n.map(|n| n.as_str()) == wanted)
+        .is_none_or(|(_, op)| op.node.ty == OperationType::Subscription)
+}
+
+/// The one answer of a query or mutation, or a `TIMEOUT` error past `limit`.
+fn with_timeout(
+    mut stream: BoxStream<'static, async_graphql::Response>,
+    limit: Duration,
+) -> BoxStream<'static, async_graphql::Response> {
+    futures_util::stream::once(async move {
+        match tokio::time::timeout(limit, stream.next()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => async_graphql::Response::default(),
+            Err(_) => {
+                let mut e = async_graphql::ServerError::new(
+                    format!(
+                        "the operation did not finish within {} ms",
+                        limit.as_millis()
+                    ),
+                    None,
+                );
+                e.extensions
+                    .get_or_insert_with(Default::default)
+                    .set("code", "TIMEOUT");
+                async_graphql::Response::from_errors(vec![e])
+            }
+        }
+    })
+    .boxed()
 }
 
 fn text(v: Value) -> Message {
@@ -375,10 +497,20 @@ impl Conn {
                 }
                 let mut data = Data::default();
                 data.insert(ctx);
+                let single = !is_subscription(&payload);
                 let stream = self
                     .state
                     .schema
                     .execute_stream_with_session_data(payload, Arc::new(data));
+                // Queries and mutations get the request timeout of HTTP; subscriptions live on.
+                let stream = if single {
+                    with_timeout(
+                        stream.boxed(),
+                        self.state.services.config.serve.limits.request_timeout(),
+                    )
+                } else {
+                    stream.boxed()
+                };
                 let (tx, rx) = mpsc::channel(self.settings.ws_buffer.max(1));
                 let counter = self.state.sockets.subscriptions.clone();
                 let starting = self.state.sockets.starting.clone();
@@ -386,7 +518,7 @@ impl Conn {
                 let generation = self.generation;
                 let task = tokio::spawn(pump(
                     (id.clone(), generation),
-                    changes_only(stream.boxed()),
+                    changes_only(stream),
                     tx,
                     counter,
                     starting,
@@ -420,6 +552,68 @@ impl Conn {
             }
             ClientMessage::Pong { .. } => Step::Continue,
         }
+    }
+
+    /// Re-reads the caller's namespace grants after a change. Later operations run with the new
+    /// rights; when a namespace was lost, running subscriptions end with a `FORBIDDEN` error
+    /// (they are not told apart by namespace: a client resubscribes to what it may still see),
+    /// each with an audit record.
+    async fn reload_access(&mut self) -> Vec<Value> {
+        let Some(ctx) = self.ctx.clone() else {
+            return Vec::new();
+        };
+        let pool = self.state.services.pool.clone();
+        let access = match NamespaceAccess::load(&pool, &ctx.principal).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e.public_message(), "could not re-read grants of a socket");
+                return Vec::new();
+            }
+        };
+        if access == ctx.access {
+            return Vec::new();
+        }
+        let lost = match (&ctx.access, &access) {
+            (_, NamespaceAccess::All) => false,
+            (NamespaceAccess::All, _) => true,
+            (NamespaceAccess::Only(old), NamespaceAccess::Only(new)) => !old.is_subset(new),
+        };
+        let principal = ctx.principal.clone();
+        let request_id = ctx.request_id.clone();
+        self.ctx = Some(Arc::new(RequestCtx::with_access(
+            pool.clone(),
+            request_id.clone(),
+            principal,
+            access,
+        )));
+        if !lost {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let ids: Vec<String> = self.running.keys().cloned().collect();
+        for id in ids {
+            if let Some((_, task)) = self.running.remove(&id) {
+                task.abort();
+            }
+            let error = json!([{
+                "message": "your namespace grants changed: this subscription ended; subscribe again",
+                "extensions": { "code": "FORBIDDEN" }
+            }]);
+            out.extend(self.error_messages(&id, error));
+            let actor = crate::registries::store::Actor {
+                name: ctx.actor.clone(),
+                request_id: request_id.clone(),
+            };
+            let entry = crate::audit::AuditEntry::raw(
+                &actor,
+                "subscriptionRevoked",
+                "subscription",
+                Some(id),
+                "denied",
+            );
+            crate::audit::record_standalone(&pool, entry).await;
+        }
+        out
     }
 
     /// Refuses a `connection_init`: 4403 (the legacy protocol first gets `connection_error`).

@@ -131,6 +131,13 @@ pub(crate) struct Inner {
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
+/// Most lines `Instance.logs` may ask for.
+pub const MAX_LOG_LINES: i32 = 10_000;
+/// Most bytes of a pod log read at once (the API server stops there).
+pub const MAX_LOG_BYTES: i64 = 1024 * 1024;
+/// Most bytes of logs cached.
+const MAX_LOG_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Parses `major.minor` (a leading `v` and a patch part are ignored).
 pub fn parse_version(s: &str) -> Option<(u32, u32)> {
     let s = s.trim().trim_start_matches('v');
@@ -226,8 +233,14 @@ impl ClusterManager {
                     .max_capacity(100_000)
                     .time_to_live(Duration::from_secs(30))
                     .build(),
+                // Keyed by client input (tailLines, sinceSeconds, container): weighed by bytes.
                 logs_cache: moka::future::Cache::builder()
-                    .max_capacity(10_000)
+                    .max_capacity(MAX_LOG_CACHE_BYTES)
+                    .weigher(|_k: &LogKey, v: &Arc<PodLogs>| {
+                        let bytes: usize =
+                            v.lines.iter().map(|l| l.len() + 24).sum::<usize>() + 256;
+                        bytes.try_into().unwrap_or(u32::MAX)
+                    })
                     .time_to_live(Duration::from_secs(120))
                     .build(),
                 background: Mutex::new(Vec::new()),
@@ -1596,6 +1609,7 @@ impl ClusterManager {
             container: Some(container.clone()),
             tail_lines: tail_lines.map(i64::from),
             since_seconds: since_seconds.map(i64::from),
+            limit_bytes: Some(MAX_LOG_BYTES),
             ..Default::default()
         };
         match api.logs(&pod_name, &lp).await {

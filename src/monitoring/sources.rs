@@ -186,13 +186,42 @@ pub async fn scrape(
     port: u16,
 ) -> Result<Counters, String> {
     let req = axum::http::Request::get(proxy_path(namespace, service, port, "metrics"))
-        .body(Vec::new())
+        .body(kube::client::Body::empty())
         .map_err(|e| e.to_string())?;
-    let text = client
-        .request_text(req)
+    let resp = client.send(req).await.map_err(|e| format!("scrape: {e}"))?;
+    let status = resp.status();
+    let body = read_capped(resp.into_body(), MAX_SCRAPE_BYTES)
         .await
         .map_err(|e| format!("scrape: {e}"))?;
-    parse_counters(&text)
+    if !status.is_success() {
+        return Err(format!("scrape: HTTP {status}"));
+    }
+    parse_counters(&String::from_utf8_lossy(&body))
+}
+
+/// Most bytes read from a server's `/metrics` or an MCP answer: a server cannot make the
+/// monitor hold more.
+pub const MAX_SCRAPE_BYTES: usize = 4 * 1024 * 1024;
+
+/// A body, read up to `max` bytes; longer bodies are refused (and not read further).
+pub async fn read_capped<B>(body: B, max: usize) -> Result<axum::body::Bytes, String>
+where
+    B: axum::body::HttpBody,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    http_body_util::Limited::new(body, max)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                format!("the answer is larger than {max} bytes")
+            } else {
+                e.to_string()
+            }
+        })
 }
 
 /// The outcome of an MCP health check.
@@ -237,12 +266,7 @@ async fn rpc(
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+    let body = read_capped(resp.into_body(), MAX_SCRAPE_BYTES).await?;
     if !status.is_success() {
         let text = String::from_utf8_lossy(&body);
         let text: String = text.chars().take(200).collect();
@@ -346,5 +370,14 @@ mcp_request_duration_seconds_sum 0.3\nmcp_request_duration_seconds_count 15\n\
     fn sse_framed_answers_are_read() {
         let body = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
         assert_eq!(rpc_message(body).unwrap()["id"], 1);
+    }
+
+    #[tokio::test]
+    async fn bodies_past_the_cap_are_refused() {
+        let big = http_body_util::Full::new(axum::body::Bytes::from(vec![b'x'; 100]));
+        let err = super::read_capped(big, 10).await.unwrap_err();
+        assert!(err.contains("larger than 10 bytes"), "{err}");
+        let small = http_body_util::Full::new(axum::body::Bytes::from_static(b"ok"));
+        assert_eq!(&super::read_capped(small, 10).await.unwrap()[..], b"ok");
     }
 }

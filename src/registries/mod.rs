@@ -231,6 +231,14 @@ pub fn validate_url(raw: &str, policy: &crate::config::RegistryPolicy) -> AppRes
                     "the URL must not contain credentials; put them in authConfig",
                 ));
             }
+            if let Some(name) = credential_parameter(&url) {
+                return Err(AppError::bad_input(
+                    field,
+                    format!(
+                        "the URL carries a credential in its query string ({name}); put it in authConfig"
+                    ),
+                ));
+            }
             crate::sync::egress::Egress::new(policy)
                 .check_url(&url)
                 .map_err(|m| AppError::bad_input(field, m))?;
@@ -410,5 +418,45 @@ mod tests {
         assert_eq!(format!("{auth:?}"), "Header(<redacted>)");
         let round = RegistryAuth::from_plaintext(auth.to_plaintext().expose_secret()).unwrap();
         assert!(matches!(round, RegistryAuth::Header { .. }));
+    }
+}
+
+/// The first query parameter of `url` whose name says it holds a credential.
+fn credential_parameter(url: &url::Url) -> Option<String> {
+    const EXACT: &[&str] = &["key", "auth", "sig", "signature", "pass", "pwd", "code"];
+    const PARTS: &[&str] = &[
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "apikey",
+        "api_key",
+        "api-key",
+        "access_key",
+        "credential",
+        "authorization",
+        "session",
+    ];
+    url.query_pairs()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .find(|k| EXACT.contains(&k.as_str()) || PARTS.iter().any(|p| k.contains(p)))
+}
+
+#[cfg(test)]
+mod credential_tests {
+    #[test]
+    fn credentials_in_the_query_string_are_named() {
+        for (url, found) in [
+            (
+                "https://r.example/r.json?access_token=x",
+                Some("access_token"),
+            ),
+            ("https://r.example/r.json?API_KEY=x", Some("api_key")),
+            ("https://r.example/r.json?key=x", Some("key")),
+            ("https://r.example/r.json?page=2&limit=5", None),
+        ] {
+            let u = url::Url::parse(url).unwrap();
+            assert_eq!(super::credential_parameter(&u).as_deref(), found, "{url}");
+        }
     }
 }

@@ -141,7 +141,7 @@ pub async fn run(cmd: SyncCommand) -> anyhow::Result<()> {
     let service = SyncService::new(
         pool.clone(),
         keys.clone(),
-        &cmd.database.database_url,
+        cmd.database.url(),
         cmd.sync.clone(),
         &cmd.policy,
         // A one-shot command serves no reads.

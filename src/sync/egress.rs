@@ -29,11 +29,18 @@ pub fn is_non_public(ip: IpAddr) -> bool {
                 return v4_non_public(v4);
             }
             let seg = v6.segments();
+            // IPv4-compatible `::a.b.c.d` (deprecated, still routed by some stacks).
+            if seg[..6].iter().all(|s| *s == 0) {
+                let [a, b] = seg[6].to_be_bytes();
+                let [c, d] = seg[7].to_be_bytes();
+                return v4_non_public(Ipv4Addr::new(a, b, c, d));
+            }
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
                 || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (seg[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated, still private)
                 || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
                 || (seg[0] == 0x0064 && seg[1] == 0xff9b) // NAT64 to whatever v4 address
         }
@@ -193,6 +200,11 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
+            "::127.0.0.1",
+            "::169.254.169.254",
+            "::10.0.0.1",
+            "fec0::1",
+            "feff::1",
         ] {
             assert!(is_non_public(ip.parse().unwrap()), "{ip} must be blocked");
         }

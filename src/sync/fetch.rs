@@ -143,6 +143,21 @@ pub fn api_from_path(url: &Url) -> Option<(RegistryFormat, Url)> {
     None
 }
 
+/// Most bytes read from all the pages of one paginated sync (each page is capped on its own;
+/// the pages' entries are all held until the sync stores them).
+pub const MAX_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Refuses a paginated read past [`MAX_TOTAL_BYTES`].
+fn within_total(bytes: u64) -> Result<(), FetchFailure> {
+    if bytes > MAX_TOTAL_BYTES {
+        return Err(fail(format!(
+            "the registry API sent more than {} MiB in one sync",
+            MAX_TOTAL_BYTES / (1024 * 1024)
+        )));
+    }
+    Ok(())
+}
+
 /// Reads a registry.
 pub struct Reader<'a> {
     pub client: &'a RegistryClient,
@@ -343,6 +358,7 @@ impl Reader<'_> {
             };
             pages += 1;
             bytes += size;
+            within_total(bytes)?;
             let page = formats::read_api_page(doc)?;
             collector.add(page.items);
             self.progress.event(ProgressEvent::Page {
@@ -476,5 +492,11 @@ mod tests {
             p.as_str(),
             "https://r.example/v0.1/servers?search=x&limit=100&cursor=c%2F1&updated_since=2025-01-01T00%3A00%3A00.000000Z"
         );
+    }
+
+    #[test]
+    fn paginated_reads_have_a_total_cap() {
+        assert!(super::within_total(super::MAX_TOTAL_BYTES).is_ok());
+        assert!(super::within_total(super::MAX_TOTAL_BYTES + 1).is_err());
     }
 }

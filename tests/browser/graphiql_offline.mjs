@@ -10,6 +10,11 @@
 //   CHROMIUM_PATH    browser binary (default: /usr/bin/chromium)
 //   SCREENSHOT_PATH  where to save the screenshot (default: <repo>/target/browser/graphiql.png)
 //
+// Then the playground itself: the Docs pane lists the query, mutation and subscription roots
+// (so the standard introspection query was answered), typing `{ regi` offers `registries`, a
+// subscription started from GraphiQL shows its first payload, and no GraphQL request made while
+// the page loads is answered with errors.
+//
 // Chromium resolves no host but the gateway's (--host-resolver-rules), and every request to
 // another origin is aborted and recorded by a route handler; the test fails if any was tried,
 // on any page error, console error, failed or >= 400 same-origin request, or CSP violation.
@@ -98,8 +103,13 @@ test('GraphiQL loads offline, runs a query and shows the result', { timeout: 120
       problems.push(`request failed: ${req.url()} (${req.failure()?.errorText})`);
     }
   });
-  page.on('response', (res) => {
+  const graphqlErrors = []; // GraphQL answers that carry errors
+  page.on('response', async (res) => {
     if (res.status() >= 400) problems.push(`HTTP ${res.status()} for ${res.url()}`);
+    if (res.request().method() === 'POST' && new URL(res.url()).pathname === pagePath) {
+      const text = await res.text().catch(() => '');
+      if (/"errors"\s*:/.test(text)) graphqlErrors.push(text.slice(0, 300));
+    }
   });
 
   try {
@@ -163,6 +173,12 @@ test('GraphiQL loads offline, runs a query and shows the result', { timeout: 120
     if (!process.env.GRAPHIQL_EXPECT) {
       assert.doesNotMatch(shown, /"errors"/, 'the query answered with errors');
     }
+    if (graphqlErrors.length > 0) {
+      failures.push(`GraphQL requests of the page answered with errors:\n  ${graphqlErrors.join('\n  ')}`);
+    }
+    await checkDocs(page, failures);
+    await checkCompletion(page, editor, failures);
+    await checkSubscription(page, editor, gateway, failures);
   } catch (err) {
     failures.push(err.message);
   } finally {
@@ -181,3 +197,70 @@ test('GraphiQL loads offline, runs a query and shows the result', { timeout: 120
   }
   assert.ok(failures.length === 0, `GraphiQL offline check failed:\n- ${failures.join('\n- ')}`);
 });
+
+const resultText = (page) =>
+  page.evaluate(() => document.querySelector('.graphiql-response .CodeMirror')?.CodeMirror.getValue() ?? '');
+
+/** The Docs pane lists the three roots (the schema was fetched by introspection). */
+async function checkDocs(page, failures) {
+  try {
+    await page.locator('button[aria-label="Show Documentation Explorer"]').click();
+    const docs = page.locator('.graphiql-doc-explorer');
+    await docs.waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+    for (const root of ['QueryRoot', 'MutationRoot', 'SubscriptionRoot']) {
+      await docs.getByText(root, { exact: true }).first().waitFor({ timeout: TIMEOUT_MS });
+    }
+    const text = await docs.innerText();
+    if (/error fetching schema/i.test(text)) failures.push(`the Docs pane says: ${text.slice(0, 200)}`);
+    console.log(`docs pane:\n${text.slice(0, 300)}`);
+  } catch (err) {
+    const text = await page.locator('.graphiql-doc-explorer').innerText().catch(() => '<no docs pane>');
+    failures.push(`the Docs pane does not list the roots (${err.message.split('\n')[0]}); it shows:\n${text.slice(0, 300)}`);
+  }
+}
+
+/** Typing `{ regi` offers `registries`. */
+async function checkCompletion(page, editor, failures) {
+  try {
+    await editor.evaluate((el) => el.CodeMirror.setValue(''));
+    await editor.click();
+    await page.keyboard.type('{ regi', { delay: 50 });
+    const hints = page.locator('.CodeMirror-hints .CodeMirror-hint');
+    await hints.first().waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+    const offered = await hints.allInnerTexts();
+    if (!offered.includes('registries')) failures.push(`typing "{ regi" offers ${JSON.stringify(offered)}, not registries`);
+    await page.keyboard.press('Escape');
+  } catch (err) {
+    failures.push(`typing "{ regi" offers no completion: ${err.message.split('\n')[0]}`);
+  }
+}
+
+/** A subscription started from GraphiQL shows its first payload (the current state). */
+async function checkSubscription(page, editor, gateway, failures) {
+  try {
+    const res = await fetch(new URL('/graphql', gateway), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        query: 'mutation($i: CreateRegistryInput!) { createRegistry(input: $i) { id } }',
+        variables: { i: { name: `graphiql-${Date.now()}`, url: 'http://127.0.0.1:9/registry.json' } },
+      }),
+    });
+    const id = (await res.json()).data.createRegistry.id;
+    const sub = `subscription WatchSync { registrySync(registryId: "${id}") { name status } }`;
+    await editor.evaluate((el, q) => el.CodeMirror.setValue(q), sub);
+    await page.waitForTimeout(500); // GraphiQL parses the edited document before it runs it
+    await page.locator('button.graphiql-execute-button').click();
+    await page.waitForFunction(
+      () => (document.querySelector('.graphiql-response .CodeMirror')?.CodeMirror.getValue() ?? '').includes('"registrySync"'),
+      null,
+      { timeout: TIMEOUT_MS },
+    );
+    const shown = await resultText(page);
+    console.log(`subscription payload:\n${shown}`);
+    if (!/"status": "INACTIVE"/.test(shown)) failures.push(`the subscription's first payload is not the current state:\n${shown}`);
+    await page.locator('button.graphiql-execute-button').click(); // stops it
+  } catch (err) {
+    failures.push(`a subscription from GraphiQL shows no payload (${err.message.split('\n')[0]}):\n${await resultText(page)}`);
+  }
+}
