@@ -800,9 +800,13 @@ impl Deployment {
     async fn errors(&self) -> Vec<DeploymentErrorDetail> {
         serde_json::from_value(self.0.errors.clone()).unwrap_or_default()
     }
-    /// What a rollback to the state before this operation needs (the previous revision).
-    async fn rollback_info(&self) -> Option<Json<Value>> {
-        self.0.rollback_info.clone().map(Json)
+    /// What a rollback to the state before this operation needs (the previous revision and,
+    /// for an upgrade, the configuration it replaced; env values only for deployers).
+    async fn rollback_info(&self, ctx: &Context<'_>) -> Option<Json<Value>> {
+        self.0
+            .rollback_info
+            .as_ref()
+            .map(|r| Json(parameters_for(ctx, r)))
     }
     /// The operation's step log (kept 30 days), oldest first. Batched across operations, and
     /// cached for 2 minutes once the operation has finished.
@@ -1134,17 +1138,54 @@ fn parameters_for(ctx: &Context<'_>, params: &Value) -> Value {
     redact_env(params)
 }
 
-/// `params` with every `env[].value` removed and marked `redacted: true`.
+/// `params` with every `env[].value` removed and marked `redacted: true`, at any depth (an
+/// upgrade's parameters hold the new configuration, a rollback's the one it restores).
 pub fn redact_env(params: &Value) -> Value {
     let mut out = params.clone();
-    if let Some(env) = out.get_mut("env").and_then(Value::as_array_mut) {
-        for e in env.iter_mut() {
-            if let Some(obj) = e.as_object_mut()
-                && obj.remove("value").is_some()
-            {
-                obj.insert("redacted".into(), Value::Bool(true));
+    redact_in_place(&mut out);
+    out
+}
+
+fn redact_in_place(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                if k == "env"
+                    && let Some(env) = child.as_array_mut()
+                {
+                    for e in env.iter_mut().filter_map(Value::as_object_mut) {
+                        if e.remove("value").is_some() {
+                            e.insert("redacted".into(), Value::Bool(true));
+                        }
+                    }
+                } else {
+                    redact_in_place(child);
+                }
             }
         }
+        Value::Array(items) => items.iter_mut().for_each(redact_in_place),
+        _ => {}
     }
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_values_are_redacted_at_any_depth() {
+        let params = serde_json::json!({
+            "env": [{"name": "A", "value": "1"}],
+            "spec": {"env": [{"name": "B", "value": "2"}], "image": "x"},
+            "restoreConfiguration": {"env": [{"name": "C", "value": "3"}]},
+        });
+        let out = redact_env(&params);
+        assert!(!out.to_string().contains("\"value\""), "{out}");
+        assert_eq!(
+            out["spec"]["env"][0],
+            serde_json::json!({"name": "B", "redacted": true})
+        );
+        assert_eq!(out["spec"]["image"], "x");
+        assert_eq!(out["restoreConfiguration"]["env"][0]["redacted"], true);
+    }
 }
