@@ -78,10 +78,12 @@ async fn bad_requests_get_typed_errors_and_are_not_charged() {
     assert_eq!(error_field(&r).as_deref(), Some("i"));
     assert!(r.get("data").is_none(), "a request error has no data: {r}");
     let after = remaining(&app.graphql("{ viewer { subject } }", json!({})).await);
+    // The refused deployServer paid only the 1-point charge every request pays on arrival
+    // (before any expensive walk), not the 50 of a deploy; the second viewer query paid 1.
     assert_eq!(
         after,
-        before - 1,
-        "only the second viewer query was charged"
+        before - 2,
+        "the refused deployServer was not charged as a deploy"
     );
 
     // Control characters, in variables and in literals, wherever the string goes.

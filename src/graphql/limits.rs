@@ -115,17 +115,6 @@ impl OperationLimits {
 
     /// Parses `request` (kept in it for the executor) and checks every operation.
     fn admit(&self, request: &mut Request) -> Result<(), ServerError> {
-        // PostgreSQL text cannot hold NUL: refuse it up front, not as a database error.
-        if has_nul(&request.query) || variables_have_nul(&request.variables) {
-            let mut e = coded(
-                "BAD_USER_INPUT",
-                "strings must not contain NUL (\\u0000) characters".into(),
-            );
-            e.extensions
-                .get_or_insert_with(Default::default)
-                .set("field", "query");
-            return Err(e);
-        }
         let doc = request.parsed_query().map_err(|mut e| {
             e.extensions
                 .get_or_insert_with(Default::default)
@@ -141,24 +130,6 @@ impl OperationLimits {
         }
         Ok(())
     }
-}
-
-/// Whether a document holds a NUL character, raw or escaped in a string literal.
-fn has_nul(query: &str) -> bool {
-    query.contains('\0') || query.to_ascii_lowercase().contains("\\u0000")
-}
-
-/// Whether any string in the variables holds a NUL character.
-fn variables_have_nul(vars: &Variables) -> bool {
-    fn value(v: &async_graphql::Value) -> bool {
-        match v {
-            async_graphql::Value::String(s) => s.contains('\0'),
-            async_graphql::Value::List(l) => l.iter().any(value),
-            async_graphql::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || value(v)),
-            _ => false,
-        }
-    }
-    vars.iter().any(|(_, v)| value(v))
 }
 
 #[async_trait::async_trait]
