@@ -86,6 +86,7 @@ fn has_generation(storage: &str) -> bool {
                 | "replicasets"
                 | "statefulsets"
                 | "networkpolicies"
+                | "poddisruptionbudgets"
                 | "customresourcedefinitions"
         )
 }
