@@ -117,6 +117,9 @@ struct Inner {
     loads: AtomicU64,
     /// Told of `cluster:<id>` notifications (a cluster's credentials changed or it was removed).
     on_cluster: Mutex<Option<ClusterHook>>,
+    /// Counts `grants` notifications (a namespace grant changed in any process) and
+    /// reconnections (one may have been missed).
+    grants: tokio::sync::watch::Sender<u64>,
 }
 
 /// What [`PubSub::on_cluster_change`] calls.
@@ -144,6 +147,7 @@ impl PubSub {
                 notifications: AtomicU64::new(0),
                 loads: AtomicU64::new(0),
                 on_cluster: Mutex::new(None),
+                grants: tokio::sync::watch::channel(0).0,
             }),
         }
     }
@@ -152,6 +156,15 @@ impl PubSub {
     /// any process (so that this process rebuilds its clients or stops its watchers).
     pub fn on_cluster_change(&self, hook: impl Fn(Uuid) + Send + Sync + 'static) {
         *self.inner.on_cluster.lock().expect("hook lock") = Some(Arc::new(hook));
+    }
+
+    /// A receiver that changes whenever a namespace grant may have changed, in any process.
+    pub fn grant_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.grants.subscribe()
+    }
+
+    fn grants_may_have_changed(&self) {
+        self.inner.grants.send_modify(|n| *n += 1);
     }
 
     fn cluster_changed(&self, payload: &str) -> bool {
@@ -306,6 +319,7 @@ impl PubSub {
         // cached reads are dropped.
         self.inner.caches.invalidate_all();
         self.resync_all();
+        self.grants_may_have_changed();
         loop {
             {
                 let stream = conn.notifications_stream();
@@ -318,6 +332,10 @@ impl PubSub {
                             Some(Ok(n)) => {
                                 self.inner.notifications.fetch_add(1, Ordering::Relaxed);
                                 if self.cluster_changed(&n.payload) {
+                                    continue;
+                                }
+                                if n.payload == "grants" {
+                                    self.grants_may_have_changed();
                                     continue;
                                 }
                                 if let Some(topic) = Topic::parse(&n.payload) {

@@ -67,9 +67,6 @@ pub struct Sockets {
     /// Subscriptions starting at once (each reads its current state from the database): a
     /// burst of subscribes queues here instead of exhausting the connection pool.
     starting: Arc<tokio::sync::Semaphore>,
-    /// Changes of the namespace grants (a counter), watched by sockets whose rights depend on
-    /// them; started by the first socket that needs it.
-    grants: Arc<std::sync::OnceLock<watch::Receiver<u64>>>,
 }
 
 impl Default for Sockets {
@@ -86,21 +83,7 @@ impl Sockets {
             open: Arc::new(AtomicUsize::new(0)),
             subscriptions: Arc::new(AtomicUsize::new(0)),
             starting: Arc::new(tokio::sync::Semaphore::new(concurrent_starts.max(1))),
-            grants: Default::default(),
         }
-    }
-
-    /// A receiver of grant changes: a fingerprint of `namespace_grants`, read every
-    /// [`GRANTS_POLL`] by one task per process, so that revocations made by any process reach
-    /// open sockets within two seconds.
-    fn grant_changes(&self, pool: &dataloaders::DbPool) -> watch::Receiver<u64> {
-        self.grants
-            .get_or_init(|| {
-                let (tx, rx) = watch::channel(0);
-                tokio::spawn(poll_grants(pool.clone(), tx));
-                rx
-            })
-            .clone()
     }
 
     /// Planned shutdown: every socket gets close code 1012 and new ones are refused the same way.
@@ -175,43 +158,6 @@ struct Conn {
     /// Running subscriptions, by client id: the generation of the id's use and the task.
     running: HashMap<String, (u64, tokio::task::AbortHandle)>,
     generation: u64,
-}
-
-/// How often the grants fingerprint is read.
-const GRANTS_POLL: Duration = Duration::from_millis(1000);
-
-async fn poll_grants(pool: dataloaders::DbPool, tx: watch::Sender<u64>) {
-    use diesel::sql_types::Text;
-    use diesel_async::RunQueryDsl;
-    #[derive(diesel::QueryableByName)]
-    struct Fingerprint {
-        #[diesel(sql_type = Text)]
-        md5: String,
-    }
-    let mut last: Option<String> = None;
-    let mut changes = 0u64;
-    let mut first = true;
-    loop {
-        if !std::mem::take(&mut first) {
-            tokio::time::sleep(GRANTS_POLL).await;
-        }
-        let Ok(mut conn) = pool.get().await else {
-            continue;
-        };
-        let read = diesel::sql_query(
-            "SELECT md5(coalesce(string_agg(subject || '/' || namespace, ',' ORDER BY subject, namespace), '')) AS md5 FROM namespace_grants",
-        )
-        .get_result::<Fingerprint>(&mut conn)
-        .await;
-        drop(conn);
-        let Ok(now) = read else { continue };
-        // The first read notifies too: sockets loaded their rights before it.
-        if last.as_ref().is_none_or(|l| *l != now.md5) {
-            changes += 1;
-            tx.send_replace(changes);
-        }
-        last = Some(now.md5);
-    }
 }
 
 /// Serves one upgraded socket until it closes.
@@ -329,7 +275,11 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
                     && let Some(ctx) = &conn.ctx
                     && !ctx.principal.has(crate::auth::Role::Admin)
                 {
-                    grants = Some(conn.state.sockets.grant_changes(&conn.state.services.pool));
+                    // Marked changed: a grant may have changed between the rights being read
+                    // at `connection_init` and this subscription, so they are read once more.
+                    let mut changes = conn.state.services.pubsub.grant_changes();
+                    changes.mark_changed();
+                    grants = Some(changes);
                 }
                 match step {
                     Step::Continue => {}

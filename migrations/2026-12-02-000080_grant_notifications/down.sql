@@ -1,0 +1,2 @@
+DROP TRIGGER namespace_grants_notify ON namespace_grants;
+DROP FUNCTION namespace_grants_notify();
