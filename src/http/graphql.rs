@@ -152,6 +152,7 @@ async fn execute_inner(
     if responses.enabled()
         && !debug_sql
         && let BatchRequest::Single(req) = &batch
+        && responses.may_cache(req)
     {
         // The key first: a hit needs nothing else (not even the plan).
         let key = ResponseCache::key(&AuthScope::of(&principal, &access), req);
