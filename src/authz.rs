@@ -131,9 +131,9 @@ pub mod store {
     use dataloaders::models::GrantRow;
     use dataloaders::schema::namespace_grants;
 
+    use crate::audit::Actor;
     use crate::audit::{self, AuditEntry};
     use crate::error::{AppError, AppResult};
-    use crate::registries::store::Actor;
 
     async fn conn(pool: &DbPool) -> AppResult<dataloaders::DbConn> {
         pool.get().await.map_err(|e| {

@@ -188,7 +188,7 @@ async fn keys_rotate_reencrypts_every_secret_under_the_current_key() {
     let old = hivegraph::secrets::Keyring::new(&key(1), &[]).unwrap();
     let state =
         hivegraph::server::build_state(hivegraph::config::Config::for_tests(&db.url), old).unwrap();
-    let actor = hivegraph::registries::store::Actor {
+    let actor = hivegraph::audit::Actor {
         name: "t".into(),
         request_id: "r".into(),
     };

@@ -4,13 +4,14 @@ use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
 use dataloaders::enums::RegistryFormat;
 use serde_json::Value;
 
+use crate::audit::Actor;
 use crate::audit::AuditEntry;
 use crate::auth::Role;
 use crate::error::{AppError, AppResult};
 use crate::graphql::context::RequestCtx;
 use crate::graphql::types::*;
 use crate::ids::{self, Kind};
-use crate::registries::store::{self, Actor};
+use crate::registries::store;
 use crate::registries::{self as reg, AuthInput, NewRegistry, RegistryChanges};
 use crate::state::Services;
 use dataloaders::models::GrantRow;

@@ -8,7 +8,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::state::AppState;
+use super::AppState;
 
 /// Headers whose presence proves the request passed a CORS preflight (browsers cannot add them to
 /// simple requests).

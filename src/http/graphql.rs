@@ -12,14 +12,14 @@ use axum::response::{IntoResponse, Response};
 
 use axum::body::Bytes;
 
+use super::AppState;
 use super::csrf::{refuse, refuse_with_code};
 use crate::authz::NamespaceAccess;
 use crate::cache::AuthScope;
+use crate::cache::responses::{Entry, ResponseCache};
 use crate::graphql::abuse::{RATE_LIMIT_EXTENSION, charge, rate_limit_value};
 use crate::graphql::context::RequestCtx;
 use crate::metrics::OperationLabels;
-use crate::response_cache::{Entry, ResponseCache};
-use crate::state::AppState;
 
 /// The header that asks for SQL statement counts (`sqlStatements`) and the shortened statements
 /// themselves (`sqlLog`) in the response `extensions`: `x-hivegraph-debug: sql`.

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
-use crate::state::AppState;
+use super::AppState;
 
 /// Set when a planned shutdown begins: `/readyz` answers 503 from then on, so that load
 /// balancers stop sending new requests while in-flight ones finish.

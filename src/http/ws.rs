@@ -34,10 +34,10 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::AppState;
 use crate::authz::NamespaceAccess;
 use crate::config::WsConfig;
 use crate::graphql::context::RequestCtx;
-use crate::state::AppState;
 
 /// Close code: the client sent something that is not a message of the protocol.
 pub const BAD_REQUEST: u16 = 4400;
@@ -550,7 +550,7 @@ impl Conn {
                 "extensions": { "code": "FORBIDDEN" }
             }]);
             out.extend(self.error_messages(&id, error));
-            let actor = crate::registries::store::Actor {
+            let actor = crate::audit::Actor {
                 name: ctx.actor.clone(),
                 request_id: request_id.clone(),
             };

@@ -10,6 +10,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+/// An environment variable as a server declares it (`deployment_requirements.envVars`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnvDecl {
+    pub name: String,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub secret: bool,
+    /// A default makes a required variable satisfiable without a value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+}
+
 /// Field manager of every server-side apply the gateway makes.
 pub const FIELD_MANAGER: &str = "hivegraph";
 /// Field manager of the gateway's imperative changes (pause on cancel), kept apart from
@@ -63,7 +76,7 @@ pub struct InstanceSpec {
     /// The server's declared environment when this was deployed (for drift in required and
     /// secret variables); absent in configurations recorded before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env_schema: Option<Vec<super::drift::EnvDecl>>,
+    pub env_schema: Option<Vec<EnvDecl>>,
     /// The registry's own arguments at deploy time; `args` minus these are the user's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_args: Option<Vec<String>>,

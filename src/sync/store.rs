@@ -22,9 +22,10 @@ use uuid::Uuid;
 
 use super::normalize::{self, Entry, NewServer};
 use super::report::{MAX_SKIPPED_LISTED, SkippedEntry, SyncMode, SyncReport};
+use crate::audit::Actor;
 use crate::audit::{self, AuditEntry};
 use crate::error::{AppError, AppResult};
-use crate::registries::store::{Actor, transition};
+use crate::registries::store::transition;
 
 /// Message of a registry found in SYNCING with no live sync.
 pub const ABANDONED: &str =
