@@ -28,6 +28,7 @@ pub mod server;
 pub mod state;
 pub mod sync;
 pub mod telemetry;
+pub mod validate;
 
 pub use http::AppState;
 pub use http::router;

@@ -130,7 +130,7 @@ async fn retention_keeps_logs_30_days_audit_one_year_and_configuration_forever()
     other
         .batch_execute(&format!(
             "SELECT pg_advisory_lock({})",
-            hivegraph::retention::LOCK_KEY
+            hivegraph::db::AdvisoryLock::Retention.key()
         ))
         .await
         .unwrap();
@@ -142,7 +142,7 @@ async fn retention_keeps_logs_30_days_audit_one_year_and_configuration_forever()
     other
         .batch_execute(&format!(
             "SELECT pg_advisory_unlock({})",
-            hivegraph::retention::LOCK_KEY
+            hivegraph::db::AdvisoryLock::Retention.key()
         ))
         .await
         .unwrap();
