@@ -657,6 +657,9 @@ impl Config {
         if self.serve.mode == Mode::Production {
             self.validate_production()?;
         }
+        if let Some(path) = &self.serve.limits.persisted_operations {
+            crate::persisted::PersistedOperations::load(path)?;
+        }
         if self.serve.limits.max_batch == 0 {
             return Err("HIVEGRAPH_MAX_BATCH must be at least 1".into());
         }

@@ -20,6 +20,7 @@ pub mod k8s;
 pub mod keys;
 pub mod metrics;
 pub mod monitoring;
+pub mod persisted;
 pub mod pubsub;
 pub mod registries;
 pub mod retention;

@@ -78,9 +78,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if !applied.is_empty() {
         tracing::info!(?applied, "applied migrations");
     }
-    if let Some(path) = &config.serve.limits.persisted_operations {
-        crate::graphql::abuse::PersistedOperations::load(path).map_err(anyhow::Error::msg)?;
-    }
     let keys = Keyring::load(config.serve.mode)?;
     let listen = config.serve.listen;
     let run_scheduler = config.serve.sync.scheduler;

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde_json::json;
 
 use common::{TestApp, TestDb, assert_ok, error_code};
-use hivegraph::graphql::abuse::sha256_hex;
+use hivegraph::persisted::sha256_hex;
 
 #[tokio::test]
 async fn the_rate_limit_charges_query_cost_per_user_and_says_when_to_retry() {

@@ -256,7 +256,7 @@ async fn audited<T>(
         if let Err(e) = &result {
             entry = entry.details(serde_json::json!({ "code": e.code() }));
             if e.is_denial() {
-                tracing::info!(%action, actor = %actor(ctx).name, code = e.code(), "access denied");
+                tracing::info!(%action, actor = %actor(ctx).name, code = e.code().as_str(), "access denied");
             }
         }
         crate::audit::record_standalone(&services.pool, entry).await;
