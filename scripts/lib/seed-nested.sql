@@ -1,6 +1,6 @@
 -- Synthetic data for the nested read graph: {{registries}} registries x {{servers}} servers x
 -- {{instances}} instances, each instance with its deploy operation (2 log lines) and {{metrics}}
--- monitoring samples, spread over 3 clusters. Used by tests/read_graph.rs and scripts/bench-nested,
+-- monitoring samples, spread over 3 clusters. Used by tests/it/read_graph.rs and scripts/bench-nested,
 -- which replace the {{...}} placeholders with numbers.
 --
 -- Additive: each run adds {{registries}} new registries and fills only rows that have no children

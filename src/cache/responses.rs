@@ -349,7 +349,7 @@ impl Walk<'_> {
 }
 
 /// The schema's SDL: `schema.graphql` is generated from the schema and drift-checked against it
-/// (`tests/schema.rs`), so the cache reads the type shapes without depending on `graphql`.
+/// (`tests/it/schema.rs`), so the cache reads the type shapes without depending on `graphql`.
 const SCHEMA_SDL: &str = include_str!("../../schema.graphql");
 
 fn shapes() -> &'static Shapes {

@@ -6,7 +6,7 @@
 //! `extensions.sqlLog`). These tests run on a multi-threaded runtime, like the server, so that a
 //! batch cut in the middle of a GraphQL level would show up as an extra statement.
 
-mod common;
+use crate::common;
 
 use common::*;
 use diesel_async::SimpleAsyncConnection;

@@ -6,7 +6,7 @@
 //! the registry sync, from `toolhive-registry.json` (79 + 23 servers) and
 //! `toolhive-registry-main.json` (the same catalogue at a later commit, with pull counts).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

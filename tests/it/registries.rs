@@ -1,7 +1,7 @@
 //! Registry management through GraphQL: CRUD, every validation rule with bad input, and the
 //! guarantee that a rejected change writes nothing.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

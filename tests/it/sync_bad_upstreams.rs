@@ -1,9 +1,8 @@
 //! Bad upstreams (shared/docs/hardening.md §6, R1–R4): each leaves its registry in ERROR with a
 //! clear message, the servers of the last good sync untouched, and other registries unaffected.
 
-mod common;
-#[path = "common/registry_server.rs"]
-mod registry_server;
+use crate::common;
+use crate::common::registry_server;
 
 use std::time::Instant;
 
@@ -14,7 +13,6 @@ use common::TestApp;
 
 /// A gateway with a short request timeout, so that the hanging server fails fast.
 async fn app() -> TestApp {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     TestApp::spawn_with(|c| {
         c.serve.sync.timeout_ms = 1_000;
         c.serve.sync.connect_timeout_ms = 500;
@@ -172,7 +170,6 @@ async fn unreachable_host() {
 
 #[tokio::test]
 async fn transient_failures_are_retried_with_backoff() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let app = TestApp::spawn_with(|c| {
         c.serve.sync.retries = 2;
         c.serve.sync.retry_base_ms = 20;

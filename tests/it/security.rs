@@ -1,6 +1,6 @@
 //! Abuse resistance (rate limit, persisted operations), retention jobs and key rotation.
 
-mod common;
+use crate::common;
 
 use chrono::{Duration as Days, Utc};
 use diesel_async::SimpleAsyncConnection;

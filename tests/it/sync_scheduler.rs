@@ -1,9 +1,8 @@
 //! The sync scheduler: due registries, retries with backoff, recovery of abandoned syncs, several
 //! gateway processes on one database, and shutdown. Also the `hivegraph registry sync` command.
 
-mod common;
-#[path = "common/registry_server.rs"]
-mod registry_server;
+use crate::common;
+use crate::common::registry_server;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +12,9 @@ use hivegraph::sync::SyncService;
 use registry_server::{RegistryServer, gql};
 use serde_json::json;
 
-use common::TestApp;
+use common::{TestApp, eventually};
 
 async fn app() -> TestApp {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     TestApp::spawn().await
 }
 
@@ -195,7 +193,16 @@ async fn abandoned_syncs_are_recovered_but_live_ones_are_not() {
 
     // The other process dies: its lock goes with its connection, and the registry is recovered.
     drop(other);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // (The probe takes the lock and gives it back at once, in one statement.)
+    let probe = format!(
+        "CASE WHEN pg_try_advisory_lock({key}) THEN pg_advisory_unlock({key}) ELSE false END"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the dead session's lock to go",
+        || async { app.db.scalar(&probe).await.as_deref() == Some("true") },
+    )
+    .await;
     let t = tick(&app.state.services.sync).await;
     assert_eq!(t.recovered, vec![uuid_of(&live)]);
     assert_eq!(gql::registry(&app, &live).await["status"], "ACTIVE");
@@ -245,7 +252,6 @@ async fn several_processes_sync_each_due_registry_once() {
 
 #[tokio::test]
 async fn shutdown_interrupts_running_syncs_into_error_due_at_once() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let app = TestApp::spawn_with(|c| c.serve.sync.timeout_ms = 60_000).await;
     let srv = RegistryServer::start().await;
     let id = gql::create(&app, "hung", &srv.url("/bad/hang"), json!({})).await;
@@ -255,7 +261,12 @@ async fn shutdown_interrupts_running_syncs_into_error_due_at_once() {
         .await
         .unwrap();
     assert_eq!(row.status, dataloaders::enums::RegistryStatus::Syncing);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually(
+        Duration::from_secs(5),
+        "the sync to reach the upstream",
+        || async { !srv.state.requests("/bad/hang").is_empty() },
+    )
+    .await;
     sync.shutdown(Duration::from_secs(5)).await;
     let outcome = handle.await.unwrap();
     assert_eq!(outcome.status, dataloaders::enums::RegistryStatus::Error);

@@ -2,7 +2,7 @@
 //! grant is revoked can no longer mutate there, and its subscriptions end with an error and an
 //! audit record, within two seconds. Also: a float `exp`, and the socket cap.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -217,7 +217,12 @@ async fn sockets_per_process_are_capped() {
     let (_first, _) = tokio_tungstenite::connect_async(req.clone())
         .await
         .expect("upgrade");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually(
+        Duration::from_secs(5),
+        "the first socket to be counted",
+        || async { app.state.sockets.open() == 1 },
+    )
+    .await;
     match tokio_tungstenite::connect_async(req).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status(), 503)

@@ -2,7 +2,7 @@
 //! every bad request (never charged), content negotiation, APQ, cursors bound to their list.
 //! The same behaviours are driven by the real npm clients in `tests/js/client_conformance.test.mjs`.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

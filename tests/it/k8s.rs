@@ -4,9 +4,8 @@
 //! Each test checks the instance (status, phase, replicas, health) and the Deployment operation
 //! record along the way, and what exists in the cluster.
 
-mod common;
-#[path = "common/registry_server.rs"]
-mod registry_server;
+use crate::common;
+use crate::common::registry_server;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -34,7 +33,7 @@ struct Env {
 async fn env_with(
     build: impl FnOnce(kube_emulator::EmulatorBuilder) -> kube_emulator::EmulatorBuilder,
 ) -> Env {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::common::install_crypto();
     let emu = build(Emulator::builder().speed(SPEED).namespaces(["team"]))
         .start()
         .await
@@ -866,6 +865,7 @@ async fn cancel_stops_the_rollout() {
         )
         .await;
     assert_eq!(error_code(&r).as_deref(), Some("CONFLICT"), "{r}");
+    // Deliberate: time passes to show the driver does not move the operation on.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let o = op(app, &op_id).await;
     assert_eq!(o["status"], json!("CANCELLED"), "{o:#}");
@@ -1011,6 +1011,8 @@ async fn an_api_outage_mid_deploy_ends_in_the_right_state() {
     let d = &r["data"]["deployServer"];
     let op_id = d["id"].as_str().unwrap().to_string();
     let inst_id = d["instanceId"].as_str().unwrap().to_string();
+    // Deliberate: the outage starts while the driver is under way, and lasts long enough for
+    // its calls to fail several times.
     tokio::time::sleep(Duration::from_millis(300)).await;
     e.emu.set_outage(true);
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -7,7 +7,7 @@
 //! restart, rollback and delete. The test fails when a call was refused (the ClusterRole is too
 //! narrow) or when a rule was never used (it is too wide).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -207,7 +207,7 @@ async fn exercise(app: &TestApp) {
 
 #[tokio::test]
 async fn the_cluster_role_grants_exactly_the_calls_the_gateway_makes() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::common::install_crypto();
     let rules = cluster_role();
     let granted = grants(&rules);
     let emu = Emulator::builder()

@@ -4,7 +4,7 @@
 //! and `/metrics`, with every log line captured at TRACE. The canary must never appear in any
 //! response, websocket frame, log line, error or metric, nor in the database outside ciphertext.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -110,7 +110,7 @@ async fn the_canary_never_leaks() {
         )
         .with_writer(logs.clone())
         .init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::common::install_crypto();
     // The cluster's bearer token is a canary too: the gateway has no kubeconfig and holds it only
     // as credentials registered through the API.
     let emu = Emulator::builder()
@@ -417,7 +417,17 @@ async fn the_canary_never_leaks() {
     let metrics = app.get("/metrics").await;
     seen.add("/metrics", metrics.text);
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(
+        Duration::from_secs(10),
+        "more than 50 log lines",
+        || async {
+            String::from_utf8_lossy(&logs.0.lock().unwrap())
+                .lines()
+                .count()
+                > 50
+        },
+    )
+    .await;
     let log_text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
     assert!(
         log_text.lines().count() > 50,

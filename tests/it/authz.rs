@@ -3,7 +3,7 @@
 //! counts, `node(id)`, subscriptions and caches, with an instance in namespace B that only the
 //! admin may see.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

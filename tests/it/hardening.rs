@@ -1,6 +1,6 @@
 //! The hardened endpoint: each control has a test that fails without it.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

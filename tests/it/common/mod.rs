@@ -4,9 +4,9 @@
 //! `HIVEGRAPH_TEST_DATABASE_URL` names the server and a role that may create databases
 //! (default `postgres://hivegraph:hivegraph@127.0.0.1:5432/postgres`).
 
-#![allow(dead_code)]
-
 use std::path::Path;
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -20,6 +20,44 @@ use hivegraph::AppState;
 use hivegraph::config::Config;
 use hivegraph::secrets::Keyring;
 
+mod cleanup;
+pub mod registry_server;
+
+/// Installs rustls's process-wide crypto provider (ring), once for the whole test binary: the
+/// gateway's and the emulator's TLS clients need one, and tests share the process.
+pub fn install_crypto() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Another crate's code may have installed one first; either is fine for tests.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Polls `check` every 25 ms until it holds; panics naming `what` if it still does not after
+/// `deadline`. For conditions reached in the background (a log line written, a socket counted, a
+/// lock released); a fixed sleep before an assert is either slow or flaky.
+pub async fn eventually<F, Fut>(deadline: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        if start.elapsed() >= deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The PostgreSQL server tests use (`HIVEGRAPH_TEST_DATABASE_URL`).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test harness's own setting, not the gateway's"
+)]
 pub fn admin_url() -> String {
     std::env::var("HIVEGRAPH_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://hivegraph:hivegraph@127.0.0.1:5432/postgres".into())
@@ -57,10 +95,13 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// A database of one's own, migrated.
+/// A database of one's own, migrated; dropped when the last handle on it goes (`clone` gives
+/// another handle, e.g. for a second gateway process on the same database).
+#[derive(Clone)]
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    _drop: Arc<cleanup::DropGuard>,
 }
 
 impl TestDb {
@@ -75,6 +116,11 @@ impl TestDb {
             .batch_execute("SELECT pg_advisory_lock(4851)")
             .await
             .unwrap();
+        static SWEPT: Once = Once::new();
+        if !SWEPT.is_completed() {
+            cleanup::drop_stale(&mut admin).await;
+            SWEPT.call_once(|| {});
+        }
         let exists = exists_db(&mut admin, &template).await;
         if !exists {
             admin
@@ -89,7 +135,7 @@ impl TestDb {
             .batch_execute("SELECT pg_advisory_unlock(4851)")
             .await
             .unwrap();
-        let name = format!("hg_test_{}", uuid::Uuid::new_v4().simple());
+        let name = cleanup::fresh_name();
         let mut attempts = 0;
         loop {
             match admin
@@ -109,6 +155,7 @@ impl TestDb {
         }
         TestDb {
             url: url_for(&name),
+            _drop: Arc::new(cleanup::DropGuard(name.clone())),
             name,
         }
     }
@@ -199,6 +246,7 @@ impl TestApp {
 
     /// A gateway whose configuration `tweak` may change first.
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        install_crypto();
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()

@@ -2,7 +2,7 @@
 //! and MCP JSON-RPC through the service proxy), validation, one collector per interval across
 //! processes, and the hourly rollup with retention on an injected clock.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -341,7 +341,7 @@ async fn seed_server(app: &TestApp, image: &str, transport: &str) -> String {
 
 #[tokio::test]
 async fn metrics_of_a_deployed_server_arrive_on_a_fast_interval() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::common::install_crypto();
     let emu = Emulator::builder()
         .speed(20.0)
         .namespaces(["team"])

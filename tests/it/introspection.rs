@@ -1,7 +1,7 @@
 //! Introspection: the standard query of graphql-js 16 (every option) is answered wherever
 //! introspection is on, within bounds of its own; data fields keep their limits.
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::*;
@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 /// graphql-js 16 `getIntrospectionQuery({ descriptions, specifiedByUrl, directiveIsRepeatable,
 /// schemaDescription, inputValueDeprecation, oneOf })`, as GraphiQL and codegen tools send it.
-const STANDARD: &str = include_str!("fixtures/introspection-query.graphql");
+const STANDARD: &str = include_str!("../fixtures/introspection-query.graphql");
 
 fn of_types(n: usize) -> String {
     format!(

@@ -14,8 +14,6 @@
 //!   (50 MB with Content-Length), `hang`, `401`, `500`, `loop-a` (redirect loop), `to-metadata` (redirect to the cloud metadata address), `flaky` (503
 //!   twice, then a registry).
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

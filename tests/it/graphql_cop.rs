@@ -1,7 +1,7 @@
 //! graphql-cop's checks (shared/docs/hardening.md §2.2), re-implemented against a production-mode
 //! gateway with JWT authentication and the default rate limit: every check must find nothing.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

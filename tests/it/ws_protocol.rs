@@ -1,7 +1,7 @@
 //! The websocket protocols over a real socket: close codes, keep-alives, planned shutdown, token
 //! expiry, and a stalled client that must not hold up another.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -229,8 +229,10 @@ async fn planned_shutdown_sends_1012_to_every_socket() {
     let mut c = connect(&url, "graphql-transport-ws").await; // not even initialised
     send(&mut b, json!({ "type": "connection_init", "payload": {} })).await;
     assert_eq!(recv(&mut b).await["type"], "connection_ack");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(app.state.sockets.open(), 3);
+    eventually(Duration::from_secs(5), "three open sockets", || async {
+        app.state.sockets.open() == 3
+    })
+    .await;
     app.state.sockets.shutdown();
     for ws in [&mut a, &mut b, &mut c] {
         assert_eq!(close_code(ws).await.0, 1012);

@@ -1,6 +1,6 @@
 //! Security, round 2 (issue #14): each test fails on the code before it.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -336,7 +336,13 @@ async fn an_anonymous_refused_request_writes_one_audit_row() {
         .graphql(&format!("mutation {{ {fields} }}"), json!({}))
         .await;
     assert!(v["errors"].is_array(), "{v}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let denied = "SELECT count(*)::text FROM audit_log WHERE outcome = 'denied'";
+    eventually(
+        Duration::from_secs(5),
+        "a denied row in the audit log",
+        || async { app.db.scalar(denied).await.as_deref() != Some("0") },
+    )
+    .await;
     let rows = app
         .db
         .scalar("SELECT count(*)::text FROM audit_log WHERE outcome = 'denied'")

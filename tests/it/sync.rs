@@ -1,9 +1,8 @@
 //! Registry sync against the real data corpus (../shared/data, served from a loopback server):
 //! formats, normalisation, identity across syncs, vanished servers, auth, locking and caching.
 
-mod common;
-#[path = "common/registry_server.rs"]
-mod registry_server;
+use crate::common;
+use crate::common::registry_server;
 
 use std::collections::BTreeSet;
 
@@ -14,7 +13,6 @@ use serde_json::{Value, json};
 use common::{TestApp, assert_ok, error_code};
 
 async fn app() -> TestApp {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     TestApp::spawn().await
 }
 
@@ -928,7 +926,6 @@ async fn the_server_list_cache_is_dropped_when_a_sync_commits() {
 
 #[tokio::test]
 async fn local_files_sync_when_the_gateway_allows_them() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let app = TestApp::spawn_with(|c| c.serve.registries.allow_file_urls = true).await;
     let groups = registry_server::data_dir().join("toolhive-registry-with-groups.json");
     let url = url::Url::from_file_path(groups.canonicalize().unwrap()).unwrap();

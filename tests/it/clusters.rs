@@ -3,7 +3,7 @@
 //! without any kubeconfig: registration checks, sealing at rest, key rotation, a second gateway
 //! process using the stored credentials, `updateCluster`, and `deleteCluster`.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ fn key(n: u8) -> SecretString {
 }
 
 async fn emulator(policy: AccessPolicy) -> Emulator {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::common::install_crypto();
     Emulator::builder()
         .speed(20.0)
         .namespaces(["team"])
@@ -51,10 +51,7 @@ fn gateway(db: TestDb, keys: hivegraph::secrets::Keyring) -> TestApp {
 
 /// Another handle on the same database (for a second gateway process).
 fn same_db(db: &TestDb) -> TestDb {
-    TestDb {
-        name: db.name.clone(),
-        url: db.url.clone(),
-    }
+    db.clone()
 }
 
 fn credentials(emu: &Emulator) -> Value {
