@@ -7,7 +7,8 @@
 
 # --- build ---------------------------------------------------------------------------------
 FROM rust:1-bookworm AS build
-# npm: build.rs embeds the GraphiQL assets from web/ (pinned by web/package-lock.json).
+# npm: build.rs embeds the GraphiQL assets from web/node_modules (pinned by
+# web/package-lock.json), installed here before the build (build.rs never runs npm).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nodejs npm \
  && rm -rf /var/lib/apt/lists/*
@@ -18,6 +19,7 @@ COPY kube-emulator ./kube-emulator
 COPY migrations ./migrations
 COPY web ./web
 COPY src ./src
+RUN npm ci --prefix web --no-audit --no-fund --ignore-scripts
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p hivegraph --bin hivegraph \

@@ -1,9 +1,10 @@
 //! Build script: embeds the GraphiQL page assets (served by `src/http/graphiql.rs`).
 //!
 //! The third-party bundles (GraphiQL, React, ReactDOM UMD builds) come from the npm packages
-//! pinned in `web/package.json` / `web/package-lock.json`; they are never committed. When
-//! `web/node_modules` is missing or older than the lock file, this script runs
-//! `npm ci --no-audit --no-fund --ignore-scripts` in `web/` (skipped with `HIVEGRAPH_SKIP_NPM=1`).
+//! pinned in `web/package.json` / `web/package-lock.json`; they are never committed. The scripts
+//! (scripts/test, scripts/run, scripts/bench, the Dockerfile) install them first with
+//! `npm ci --prefix web --no-audit --no-fund --ignore-scripts`; this script never runs npm (a
+//! build must not reach the network): it embeds what `web/node_modules` holds.
 //!
 //! The assets are copied into `OUT_DIR` under content-hashed names (so they can be served with
 //! immutable cache headers) and `OUT_DIR/graphiql_assets.rs` lists them as `include_bytes!`
@@ -14,7 +15,6 @@ use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::SystemTime;
 
 /// (logical name, path relative to `web/`, content type)
@@ -51,6 +51,10 @@ const HOW_TO_BUILD: &str = "install Node.js and npm, run `npm ci --prefix web --
      in the hivegraph source tree (it needs access to the npm registry), then rebuild the gateway \
      with cargo";
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a build script learns its directories from cargo's environment"
+)]
 fn main() {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -61,8 +65,6 @@ fn main() {
     for file in ["package.json", "package-lock.json", "src"] {
         println!("cargo:rerun-if-changed=web/{file}");
     }
-    println!("cargo:rerun-if-env-changed=HIVEGRAPH_SKIP_NPM");
-    println!("cargo:rerun-if-env-changed=NPM");
 
     let generated = match prepare(&web, &out_dir) {
         Ok(assets) => generate_available(&web, &out_dir, &assets),
@@ -99,24 +101,18 @@ struct Asset {
     path: PathBuf,
 }
 
-/// Makes sure `web/node_modules` is installed, then copies every asset into `OUT_DIR`.
+/// Checks that `web/node_modules` is installed, then copies every asset into `OUT_DIR`.
 fn prepare(web: &Path, out_dir: &Path) -> Result<Vec<Asset>, String> {
-    let lock = web.join("package-lock.json");
-    let hidden = web.join(HIDDEN_LOCKFILE);
-    let missing = || ASSETS.iter().any(|(_, src, _)| !web.join(src).is_file());
-    let stale = missing() || mtime(&hidden) < mtime(&lock);
-
-    if stale && let Err(err) = npm_ci(web, out_dir) {
-        if missing() {
-            return Err(err);
-        }
-        println!(
-            "cargo:warning=using the existing web/node_modules, which may not match \
-             web/package-lock.json: {err}"
-        );
+    if let Some((_, src, _)) = ASSETS.iter().find(|(_, src, _)| !web.join(src).is_file()) {
+        return Err(format!(
+            "web/{src} is missing (web/node_modules is not installed)"
+        ));
     }
-    if missing() {
-        return Err("npm ci ran but web/node_modules lacks the expected UMD bundles".into());
+    if mtime(&web.join(HIDDEN_LOCKFILE)) < mtime(&web.join("package-lock.json")) {
+        println!(
+            "cargo:warning=web/node_modules is older than web/package-lock.json and may not \
+             match it: run `npm ci --prefix web --no-audit --no-fund --ignore-scripts`"
+        );
     }
 
     let assets_dir = out_dir.join("graphiql-assets");
@@ -149,62 +145,6 @@ fn prepare(web: &Path, out_dir: &Path) -> Result<Vec<Asset>, String> {
         }
     }
     Ok(assets)
-}
-
-/// Runs `npm ci` in `web/` unless npm is disabled, absent, or already failed for this lock file.
-fn npm_ci(web: &Path, out_dir: &Path) -> Result<(), String> {
-    if env::var_os("HIVEGRAPH_SKIP_NPM").is_some_and(|v| !v.is_empty() && v != "0") {
-        return Err("web/node_modules is missing or stale and HIVEGRAPH_SKIP_NPM is set".into());
-    }
-    let lock = fs::read(web.join("package-lock.json"))
-        .map_err(|e| format!("cannot read web/package-lock.json: {e}"))?;
-    // Remember a failure per lock file so an offline machine does not retry on every build.
-    let failed_stamp = out_dir.join("npm-ci-failed");
-    let lock_hash = format!("{:016x}", fnv1a(&lock));
-    if let Some(previous) = fs::read_to_string(&failed_stamp)
-        .ok()
-        .and_then(|s| Some(s.strip_prefix(&lock_hash)?.trim().to_owned()))
-    {
-        return Err(format!(
-            "`npm ci` already failed for this web/package-lock.json (not retried: run it by \
-             hand): {previous}"
-        ));
-    }
-    let npm = env::var_os("NPM").unwrap_or_else(|| "npm".into());
-    let result = Command::new(&npm)
-        .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
-        .current_dir(web)
-        .output();
-    let outcome = match result {
-        // npm is not installed: cheap to find out again, so nothing is remembered.
-        Err(e) => return Err(format!("cannot run npm ({e})")),
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => {
-            // npm's first error lines name the cause (code, errno, failing request).
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: Vec<&str> = stderr
-                .lines()
-                .map(|l| l.trim_start_matches("npm error").trim())
-                .filter(|l| !l.is_empty())
-                .take(4)
-                .collect();
-            Err(format!(
-                "`npm ci` failed ({}): {}",
-                out.status,
-                tail.join(" | ")
-            ))
-        }
-    };
-    match &outcome {
-        Ok(()) => {
-            println!("cargo:warning=ran `npm ci` in web/ to fetch the GraphiQL assets");
-            let _ = fs::remove_file(&failed_stamp);
-        }
-        Err(err) => {
-            let _ = fs::write(&failed_stamp, format!("{lock_hash} {err}"));
-        }
-    }
-    outcome
 }
 
 fn generate_available(web: &Path, out_dir: &Path, assets: &[Asset]) -> Result<String, String> {

@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
+source scripts/lib/web.sh
 WORK="$ROOT/target/deploy-checks"
 mkdir -p "$WORK"
 KUSTOMIZE_DIR=deploy/kubernetes
@@ -149,7 +150,7 @@ check_image() {
   grep -q 'gcr.io/distroless/cc-debian12' Dockerfile || { echo "image: runtime is not distroless cc-debian12" >&2; rc=1; }
   # Dynamic libraries (the same for debug and release builds: linking does not depend on the
   # profile), each owned by a package of the runtime image.
-  [ -x "target/debug/$bin" ] || cargo build --quiet -p hivegraph --bin "$bin" || return 1
+  [ -x "target/debug/$bin" ] || { ensure_web_packages; cargo build --quiet -p hivegraph --bin "$bin"; } || return 1
   while read -r lib path; do
     pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -1 | cut -d: -f1)
     [ -n "$pkg" ] || pkg=$(dpkg -S "$path" 2>/dev/null | head -1 | cut -d: -f1)
