@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, DatabaseConfig, RegistryPolicy, ServeConfig, SyncConfig};
+use crate::config::{
+    Config, DatabaseConfig, RegistryPolicy, SecretKeyConfig, ServeConfig, SyncConfig,
+};
 
 /// hivegraph: a GraphQL gateway for ToolHive registries of MCP servers.
 #[derive(Debug, Parser)]
@@ -49,6 +51,8 @@ pub enum KeysCommand {
     Rotate {
         #[command(flatten)]
         database: DatabaseConfig,
+        #[command(flatten)]
+        keys: SecretKeyConfig,
     },
 }
 
@@ -72,6 +76,11 @@ pub enum RegistryCommand {
         sync: SyncConfig,
         #[command(flatten)]
         registries: RegistryPolicy,
+        #[command(flatten)]
+        keys: SecretKeyConfig,
+        /// Who runs the sync, for the audit log (`cli:USER`).
+        #[arg(long = "audit-user", env = "USER", default_value = "unknown")]
+        user: String,
     },
 }
 
@@ -97,10 +106,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys {
-            command: KeysCommand::Rotate { database },
+            command: KeysCommand::Rotate { database, keys },
         } => {
             // A rotation without a real key would seal everything under a throwaway key.
-            let keys = crate::secrets::Keyring::load(crate::config::Mode::Production)?;
+            let keys =
+                crate::secrets::Keyring::from_config(&keys, crate::config::Mode::Production)?;
             let report = crate::keys::rotate(database.url(), &keys).await?;
             println!(
                 "keys: {} secrets re-encrypted under key {}, {} already current",
@@ -123,6 +133,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     database,
                     sync,
                     registries,
+                    keys,
+                    user,
                 },
         } => {
             crate::sync::cli::run(crate::sync::cli::SyncCommand {
@@ -132,6 +144,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 database,
                 sync,
                 policy: registries,
+                keys,
+                user,
             })
             .await
         }

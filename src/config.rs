@@ -116,6 +116,41 @@ pub struct ServeConfig {
     pub monitoring: MonitoringConfig,
     #[command(flatten)]
     pub shutdown: ShutdownConfig,
+    /// The read caches: `off` (or `false`, `0`) sends every read to the database (for
+    /// benchmarks and debugging); anything else keeps them on.
+    #[arg(
+        long,
+        env = "HIVEGRAPH_READ_CACHES",
+        default_value = "on",
+        value_parser = switch,
+        action = clap::ArgAction::Set
+    )]
+    pub read_caches: bool,
+    #[command(flatten)]
+    pub secret_keys: SecretKeyConfig,
+}
+
+/// Parses an on/off setting: `off`, `false` and `0` are off, anything else is on.
+fn switch(s: &str) -> Result<bool, String> {
+    Ok(!matches!(s, "off" | "false" | "0"))
+}
+
+/// The keys that encrypt secrets at rest (see `crate::secrets::Keyring::from_config`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SecretKeyConfig {
+    /// The key-encryption key (base64 of 32 random bytes). Required in production mode; in dev
+    /// mode a missing key gives an ephemeral one, with a warning.
+    #[arg(long, env = "HIVEGRAPH_SECRET_KEY", hide_env_values = true, value_parser = secret)]
+    pub secret_key: Option<secrecy::SecretString>,
+    /// Earlier keys, comma-separated, still accepted for opening secrets until `hivegraph keys
+    /// rotate` has run.
+    #[arg(
+        long,
+        env = "HIVEGRAPH_SECRET_KEY_PREVIOUS",
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    pub secret_key_previous: Option<secrecy::SecretString>,
 }
 
 /// Graceful shutdown on SIGTERM (see `crate::server::serve`).
@@ -464,6 +499,15 @@ pub struct K8sConfig {
     /// defaults (`~/.kube/config`).
     #[arg(id = "k8s_kubeconfig", long = "kubeconfig", env = "KUBECONFIG")]
     pub kubeconfig: Option<std::path::PathBuf>,
+    /// This process's host name, in the owner of the operation leases it takes
+    /// (`host/pid/random`); in Kubernetes, `HOSTNAME` is the pod's name.
+    #[arg(
+        id = "k8s_hostname",
+        long = "lease-hostname",
+        env = "HOSTNAME",
+        default_value = "gateway"
+    )]
+    pub hostname: String,
     /// Oldest Kubernetes version (`major.minor`) a cluster may run; older clusters are refused at
     /// registration. 1.24 is the oldest release whose APIs the gateway uses unchanged
     /// (apps/v1, networking.k8s.io/v1, authorization.k8s.io/v1, events.k8s.io/v1).
@@ -539,6 +583,7 @@ impl Default for K8sConfig {
     fn default() -> Self {
         K8sConfig {
             kubeconfig: None,
+            hostname: "gateway".into(),
             min_version: "1.24".into(),
             check_seconds: 30,
             timeout_ms: 5_000,
@@ -613,6 +658,8 @@ impl Config {
                     ..MonitoringConfig::default()
                 },
                 shutdown: ShutdownConfig::default(),
+                read_caches: true,
+                secret_keys: SecretKeyConfig::default(),
             },
         }
     }
@@ -669,6 +716,27 @@ impl Config {
 
 #[cfg(test)]
 mod secret_tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn serve(args: &[&str]) -> crate::config::ServeConfig {
+        let cli = Cli::try_parse_from([&["hivegraph", "serve"], args].concat()).expect("parses");
+        match cli.command {
+            Command::Serve { serve, .. } => *serve,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn read_caches_turn_off_with_off_false_or_0() {
+        assert!(serve(&[]).read_caches);
+        for off in ["off", "false", "0"] {
+            assert!(!serve(&["--read-caches", off]).read_caches, "{off}");
+        }
+        assert!(serve(&["--read-caches", "on"]).read_caches);
+    }
+
     #[test]
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
@@ -680,8 +748,16 @@ mod secret_tests {
         let mut c = super::Config::for_tests("postgres://u:hunter2@db/x");
         c.serve.jwt.jwt_secret = Some("jwt-secret-0123456789abcdef0123456789".into());
         c.serve.metrics_token = Some("scrape-token".into());
+        c.serve.secret_keys.secret_key = Some("kek-current-0123456789".into());
+        c.serve.secret_keys.secret_key_previous = Some("kek-old-0123456789".into());
         let text = format!("{c:?}");
-        for secret in ["hunter2", "jwt-secret-0123", "scrape-token"] {
+        for secret in [
+            "hunter2",
+            "jwt-secret-0123",
+            "scrape-token",
+            "kek-current",
+            "kek-old",
+        ] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
         assert_eq!(c.database.url(), "postgres://u:hunter2@db/x");

@@ -205,19 +205,25 @@ fn encrypt(dek: &chacha20poly1305::Key, plaintext: &[u8], aad: &[u8]) -> String 
 }
 
 impl Keyring {
-    /// Loads the key-encryption key: `HIVEGRAPH_SECRET_KEY` (plus optional
+    /// The key-encryption key of the configuration: `HIVEGRAPH_SECRET_KEY` (plus optional
     /// `HIVEGRAPH_SECRET_KEY_PREVIOUS`, comma-separated, during a rotation). In dev mode a missing key
     /// gives an ephemeral one, with a warning.
-    pub fn load(mode: crate::config::Mode) -> anyhow::Result<Keyring> {
-        match std::env::var("HIVEGRAPH_SECRET_KEY") {
-            Ok(k) if !k.trim().is_empty() => {
-                let previous: Vec<SecretString> = std::env::var("HIVEGRAPH_SECRET_KEY_PREVIOUS")
+    pub fn from_config(
+        keys: &crate::config::SecretKeyConfig,
+        mode: crate::config::Mode,
+    ) -> anyhow::Result<Keyring> {
+        match &keys.secret_key {
+            Some(k) if !k.expose_secret().trim().is_empty() => {
+                let previous: Vec<SecretString> = keys
+                    .secret_key_previous
+                    .as_ref()
+                    .map(|p| p.expose_secret())
                     .unwrap_or_default()
                     .split(',')
                     .filter(|s| !s.trim().is_empty())
                     .map(|s| SecretString::from(s.trim().to_string()))
                     .collect();
-                Ok(Keyring::new(&SecretString::from(k), &previous)?)
+                Ok(Keyring::new(k, &previous)?)
             }
             _ if mode == crate::config::Mode::Dev => {
                 tracing::warn!(

@@ -20,7 +20,11 @@ pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
     // Read caches, invalidated by writes in this process and by the database's change
     // notifications from every process.
     // The pubsub hub's listener applies every process's change notifications to them.
-    let caches = crate::cache::Caches::from_env();
+    let caches = if config.serve.read_caches {
+        crate::cache::Caches::new()
+    } else {
+        crate::cache::Caches::disabled()
+    };
     let sync = SyncService::new(
         pool.clone(),
         keys.clone(),
@@ -78,7 +82,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if !applied.is_empty() {
         tracing::info!(?applied, "applied migrations");
     }
-    let keys = Keyring::load(config.serve.mode)?;
+    let keys = Keyring::from_config(&config.serve.secret_keys, config.serve.mode)?;
     let listen = config.serve.listen;
     let run_scheduler = config.serve.sync.scheduler;
     let shutdown = config.serve.shutdown.clone();

@@ -307,19 +307,8 @@ impl Default for Caches {
     }
 }
 
-/// The environment variable that turns the read caches off (`off`); for benchmarks and debugging.
-pub const READ_CACHES_ENV: &str = "HIVEGRAPH_READ_CACHES";
-
 impl Caches {
-    /// The caches as `HIVEGRAPH_READ_CACHES` asks: off with `off`, `false` or `0`, else on.
-    pub fn from_env() -> Self {
-        match std::env::var(READ_CACHES_ENV).as_deref() {
-            Ok("off") | Ok("false") | Ok("0") => Self::disabled(),
-            _ => Self::new(),
-        }
-    }
-
-    /// Caches that never hold anything: every read goes to the database.
+    /// Caches that never hold anything (`HIVEGRAPH_READ_CACHES=off`, see `ServeConfig`): every read goes to the database.
     pub fn disabled() -> Self {
         Self::build(false)
     }

@@ -222,8 +222,12 @@ impl ClusterManager {
                 cfg.min_version
             )
         })?;
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".into());
-        let owner = format!("{host}/{}/{}", std::process::id(), Uuid::new_v4().simple());
+        let owner = format!(
+            "{}/{}/{}",
+            cfg.hostname,
+            std::process::id(),
+            Uuid::new_v4().simple()
+        );
         Ok(ClusterManager {
             inner: Arc::new(Inner {
                 pool,

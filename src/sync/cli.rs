@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::progress::{ProgressEvent, SyncProgress};
 use super::{SyncOutcome, SyncService};
 use crate::audit::Actor;
-use crate::config::{DatabaseConfig, Mode, RegistryPolicy, SyncConfig};
+use crate::config::{DatabaseConfig, Mode, RegistryPolicy, SecretKeyConfig, SyncConfig};
 use crate::registries::store::open_auth;
 
 /// What the command was asked to do.
@@ -27,6 +27,9 @@ pub struct SyncCommand {
     pub database: DatabaseConfig,
     pub sync: SyncConfig,
     pub policy: RegistryPolicy,
+    pub keys: SecretKeyConfig,
+    /// Who runs it, for the audit log (`cli:USER`).
+    pub user: String,
 }
 
 struct Bar(ProgressBar);
@@ -138,7 +141,7 @@ pub async fn run(cmd: SyncCommand) -> anyhow::Result<()> {
             "the database is unreachable or its schema is not current: run `hivegraph migrate` first"
         );
     }
-    let keys = Arc::new(crate::secrets::Keyring::load(Mode::Dev)?);
+    let keys = Arc::new(crate::secrets::Keyring::from_config(&cmd.keys, Mode::Dev)?);
     let service = SyncService::new(
         pool.clone(),
         keys.clone(),
@@ -163,9 +166,8 @@ pub async fn run(cmd: SyncCommand) -> anyhow::Result<()> {
             vec![resolve(&mut conn, cmd.target.as_deref().unwrap_or_default()).await?]
         }
     };
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let actor = Actor {
-        name: format!("cli:{user}"),
+        name: format!("cli:{}", cmd.user),
         request_id: Uuid::new_v4().to_string(),
     };
     let terminal = std::io::stderr().is_terminal();
