@@ -12,6 +12,17 @@ use crate::authz::NamespaceAccess;
 use crate::cache::{AuthScope, CachedReads};
 use crate::error::{AppError, AppResult};
 
+/// A piece of the schema's context data. Missing data is a wiring bug: the operation fails with
+/// INTERNAL_SERVER_ERROR (logged with the detail) instead of panicking the request's task.
+pub fn data<'a, T: std::any::Any + Send + Sync>(ctx: &'a Context<'_>) -> AppResult<&'a T> {
+    ctx.data::<T>().map_err(|e| {
+        AppError::Internal(Arc::new(anyhow::anyhow!(
+            "missing context data: {}",
+            e.message
+        )))
+    })
+}
+
 /// Data every resolver of one request shares.
 pub struct RequestCtx {
     /// The read side, counting this request's statements.
@@ -114,18 +125,16 @@ impl RequestCtx {
         self.reader.stats()
     }
 
-    /// The request context from a resolver's context.
-    ///
-    /// # Panics
-    /// When the request was executed without one, which is a wiring bug.
-    pub fn of<'a>(ctx: &'a Context<'_>) -> &'a RequestCtx {
-        ctx.data_unchecked::<Arc<RequestCtx>>()
+    /// The request context from a resolver's context (INTERNAL_SERVER_ERROR when the request
+    /// was executed without one, which is a wiring bug).
+    pub fn of<'a>(ctx: &'a Context<'_>) -> AppResult<&'a RequestCtx> {
+        data::<Arc<RequestCtx>>(ctx).map(|rc| rc.as_ref())
     }
 
     /// The request's reads through the cross-request caches (when the schema has services).
-    pub fn reads<'a>(ctx: &'a Context<'_>) -> CachedReads<'a> {
-        let rc = Self::of(ctx);
+    pub fn reads<'a>(ctx: &'a Context<'_>) -> AppResult<CachedReads<'a>> {
+        let rc = Self::of(ctx)?;
         let caches = ctx.data_opt::<crate::state::Services>().map(|s| &s.caches);
-        CachedReads::new(caches, &rc.scope, &rc.loader)
+        Ok(CachedReads::new(caches, &rc.scope, &rc.loader))
     }
 }

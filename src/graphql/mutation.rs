@@ -8,7 +8,7 @@ use crate::audit::Actor;
 use crate::audit::AuditEntry;
 use crate::auth::Role;
 use crate::error::{AppError, AppResult};
-use crate::graphql::context::RequestCtx;
+use crate::graphql::context::{self, RequestCtx};
 use crate::graphql::types::*;
 use crate::ids::{self, Kind};
 use crate::registries::store;
@@ -251,12 +251,12 @@ async fn audited<T>(
         Err(e) if e.is_denial() => "denied",
         Err(_) => "error",
     };
-    if let Some(services) = ctx.data_opt::<Services>() {
-        let mut entry = AuditEntry::raw(&actor(ctx), action, target_type, target, outcome);
+    if let (Some(services), Ok(actor)) = (ctx.data_opt::<Services>(), actor(ctx)) {
+        let mut entry = AuditEntry::raw(&actor, action, target_type, target, outcome);
         if let Err(e) = &result {
             entry = entry.details(serde_json::json!({ "code": e.code() }));
             if e.is_denial() {
-                tracing::info!(%action, actor = %actor(ctx).name, code = e.code().as_str(), "access denied");
+                tracing::info!(%action, actor = %actor.name, code = e.code().as_str(), "access denied");
             }
         }
         crate::audit::record_standalone(&services.pool, entry).await;
@@ -312,12 +312,12 @@ fn require_object_namespace(
     }
 }
 
-fn actor(ctx: &Context<'_>) -> Actor {
-    let rc = RequestCtx::of(ctx);
-    Actor {
+fn actor(ctx: &Context<'_>) -> AppResult<Actor> {
+    let rc = RequestCtx::of(ctx)?;
+    Ok(Actor {
         name: rc.actor.clone(),
         request_id: rc.request_id.clone(),
-    }
+    })
 }
 
 /// The mutation root.
@@ -337,8 +337,8 @@ impl MutationRoot {
         input: CreateRegistryInput,
     ) -> AppResult<Registry> {
         audited(ctx, "createRegistry", "Registry", None, false, async {
-            RequestCtx::of(ctx).require(Role::Admin)?;
-            let services = ctx.data_unchecked::<Services>();
+            RequestCtx::of(ctx)?.require(Role::Admin)?;
+            let services = context::data::<Services>(ctx)?;
             reg::validate_name(&input.name)?;
             let new = NewRegistry {
                 name: input.name,
@@ -359,7 +359,7 @@ impl MutationRoot {
                     .map(|a| reg::validate_auth(a.into()))
                     .transpose()?,
             };
-            let row = store::create(&services.pool, &services.keys, &actor(ctx), new).await?;
+            let row = store::create(&services.pool, &services.keys, &actor(ctx)?, new).await?;
             Ok(Registry(row))
         })
         .await
@@ -380,8 +380,8 @@ impl MutationRoot {
             Some(id.to_string()),
             false,
             async {
-                RequestCtx::of(ctx).require(Role::Admin)?;
-                let services = ctx.data_unchecked::<Services>();
+                RequestCtx::of(ctx)?.require(Role::Admin)?;
+                let services = context::data::<Services>(ctx)?;
                 let id = ids::decode(Kind::Registry, &id, "id")?;
                 if input.clear_auth_config == Some(true) && input.auth_config.is_some() {
                     return Err(AppError::bad_input(
@@ -418,8 +418,8 @@ impl MutationRoot {
                         _ => None,
                     },
                 };
-                let row =
-                    store::update(&services.pool, &services.keys, &actor(ctx), id, changes).await?;
+                let row = store::update(&services.pool, &services.keys, &actor(ctx)?, id, changes)
+                    .await?;
                 services.caches.invalidate_registry(id);
                 Ok(Registry(row))
             },
@@ -448,11 +448,11 @@ impl MutationRoot {
             Some(id.to_string()),
             false,
             async {
-                RequestCtx::of(ctx).require(Role::Admin)?;
-                let services = ctx.data_unchecked::<Services>();
+                RequestCtx::of(ctx)?.require(Role::Admin)?;
+                let services = context::data::<Services>(ctx)?;
                 let uuid = ids::decode(Kind::Registry, &id, "id")?;
                 let _ = force;
-                let deleted = store::delete(&services.pool, &actor(ctx), uuid).await?;
+                let deleted = store::delete(&services.pool, &actor(ctx)?, uuid).await?;
                 services.caches.invalidate_registry(uuid);
                 Ok(DeleteRegistryPayload {
                     deleted_registry_id: ids::encode(Kind::Registry, uuid),
@@ -478,10 +478,10 @@ impl MutationRoot {
             Some(id.to_string()),
             false,
             async {
-                RequestCtx::of(ctx).require(Role::Admin)?;
-                let services = ctx.data_unchecked::<Services>();
+                RequestCtx::of(ctx)?.require(Role::Admin)?;
+                let services = context::data::<Services>(ctx)?;
                 let id = ids::decode(Kind::Registry, &id, "id")?;
-                let row = services.sync.trigger(id, &actor(ctx)).await?;
+                let row = services.sync.trigger(id, &actor(ctx)?).await?;
                 Ok(Registry(row))
             },
         )
@@ -503,12 +503,12 @@ impl MutationRoot {
         input: RegisterClusterInput,
     ) -> AppResult<Cluster> {
         audited(ctx, "registerCluster", "cluster", None, false, async {
-            RequestCtx::of(ctx).require(Role::Admin)?;
-            let services = ctx.data_unchecked::<Services>();
+            RequestCtx::of(ctx)?.require(Role::Admin)?;
+            let services = context::data::<Services>(ctx)?;
             let row = services
                 .k8s
                 .register(
-                    &actor(ctx),
+                    &actor(ctx)?,
                     crate::k8s::ClusterInput {
                         name: input.name,
                         context: input.context,
@@ -538,8 +538,8 @@ impl MutationRoot {
             Some(id.to_string()),
             false,
             async {
-                RequestCtx::of(ctx).require(Role::Admin)?;
-                let services = ctx.data_unchecked::<Services>();
+                RequestCtx::of(ctx)?.require(Role::Admin)?;
+                let services = context::data::<Services>(ctx)?;
                 let id = ids::decode(Kind::Cluster, &id, "id")?;
                 let update = crate::k8s::ClusterUpdate {
                     name: input.name,
@@ -547,7 +547,10 @@ impl MutationRoot {
                     credentials: input.credentials.map(Into::into),
                 };
                 Ok(Cluster(
-                    services.k8s.update_cluster(&actor(ctx), id, update).await?,
+                    services
+                        .k8s
+                        .update_cluster(&actor(ctx)?, id, update)
+                        .await?,
                 ))
             },
         )
@@ -565,10 +568,10 @@ impl MutationRoot {
     ) -> AppResult<DeleteClusterPayload> {
         let target = Some(id.to_string());
         audited(ctx, "deleteCluster", "cluster", target, false, async {
-            RequestCtx::of(ctx).require(Role::Admin)?;
-            let services = ctx.data_unchecked::<Services>();
+            RequestCtx::of(ctx)?.require(Role::Admin)?;
+            let services = context::data::<Services>(ctx)?;
             let uuid = ids::decode(Kind::Cluster, &id, "id")?;
-            let past = services.k8s.delete_cluster(&actor(ctx), uuid).await?;
+            let past = services.k8s.delete_cluster(&actor(ctx)?, uuid).await?;
             Ok(DeleteClusterPayload {
                 deleted_cluster_id: id.clone(),
                 past_instances: past,
@@ -591,8 +594,8 @@ impl MutationRoot {
             Some(id.to_string()),
             true,
             async {
-                RequestCtx::of(ctx).require(Role::Admin)?;
-                let services = ctx.data_unchecked::<Services>();
+                RequestCtx::of(ctx)?.require(Role::Admin)?;
+                let services = context::data::<Services>(ctx)?;
                 let id = ids::decode(Kind::Cluster, &id, "id")?;
                 Ok(Cluster(services.k8s.refresh(id).await?))
             },
@@ -612,11 +615,11 @@ impl MutationRoot {
     ) -> AppResult<Deployment> {
         let target = Some(format!("{}/{}", input.namespace, input.server_id.as_str()));
         audited(ctx, "deployServer", "instance", target, false, async {
-            let rc = RequestCtx::of(ctx);
+            let rc = RequestCtx::of(ctx)?;
             rc.require(Role::Deployer)?;
             crate::authz::validate_namespace("namespace", &input.namespace)?;
             rc.require_in_namespace(Role::Deployer, &input.namespace)?;
-            let services = ctx.data_unchecked::<Services>();
+            let services = context::data::<Services>(ctx)?;
             let deploy = crate::k8s::DeployInput {
                 server_id: ids::decode(Kind::Server, &input.server_id, "serverId")?,
                 cluster_id: ids::decode(Kind::Cluster, &input.cluster_id, "clusterId")?,
@@ -632,7 +635,7 @@ impl MutationRoot {
                 args: input.args.unwrap_or_default(),
                 resources: input.resources.map(|j| j.0),
             };
-            Ok(Deployment(services.k8s.deploy(&actor(ctx), deploy).await?))
+            Ok(Deployment(services.k8s.deploy(&actor(ctx)?, deploy).await?))
         })
         .await
     }
@@ -652,13 +655,13 @@ impl MutationRoot {
             Some(id.to_string()),
             false,
             async {
-                let rc = RequestCtx::of(ctx);
+                let rc = RequestCtx::of(ctx)?;
                 rc.require(Role::Deployer)?;
-                let services = ctx.data_unchecked::<Services>();
+                let services = context::data::<Services>(ctx)?;
                 let id = ids::decode(Kind::Deployment, &id, "id")?;
                 let ns = namespace_of_deployment(services, id).await?;
                 require_object_namespace(rc, ns, "deployment")?;
-                Ok(Deployment(services.k8s.cancel(&actor(ctx), id).await?))
+                Ok(Deployment(services.k8s.cancel(&actor(ctx)?, id).await?))
             },
         )
         .await
@@ -682,7 +685,7 @@ impl MutationRoot {
             async {
                 let (services, id) = instance_operation(ctx, &id).await?;
                 Ok(Deployment(
-                    services.k8s.scale(&actor(ctx), id, replicas).await?,
+                    services.k8s.scale(&actor(ctx)?, id, replicas).await?,
                 ))
             },
         )
@@ -704,7 +707,7 @@ impl MutationRoot {
             false,
             async {
                 let (services, id) = instance_operation(ctx, &id).await?;
-                Ok(Deployment(services.k8s.restart(&actor(ctx), id).await?))
+                Ok(Deployment(services.k8s.restart(&actor(ctx)?, id).await?))
             },
         )
         .await
@@ -738,7 +741,7 @@ impl MutationRoot {
                     .map(|e| (e.name, e.value))
                     .collect();
                 Ok(Deployment(
-                    services.k8s.upgrade(&actor(ctx), id, env).await?,
+                    services.k8s.upgrade(&actor(ctx)?, id, env).await?,
                 ))
             },
         )
@@ -761,7 +764,7 @@ impl MutationRoot {
             false,
             async {
                 let (services, id) = instance_operation(ctx, &id).await?;
-                Ok(Deployment(services.k8s.rollback(&actor(ctx), id).await?))
+                Ok(Deployment(services.k8s.rollback(&actor(ctx)?, id).await?))
             },
         )
         .await
@@ -783,7 +786,7 @@ impl MutationRoot {
             false,
             async {
                 let (services, id) = instance_operation(ctx, &id).await?;
-                Ok(Deployment(services.k8s.delete(&actor(ctx), id).await?))
+                Ok(Deployment(services.k8s.delete(&actor(ctx)?, id).await?))
             },
         )
         .await
@@ -799,12 +802,13 @@ impl MutationRoot {
     ) -> AppResult<NamespaceGrant> {
         let target = Some(format!("{subject}/{namespace}"));
         audited(ctx, "grantNamespace", "grant", target, false, async {
-            RequestCtx::of(ctx).require(Role::Admin)?;
+            RequestCtx::of(ctx)?.require(Role::Admin)?;
             crate::authz::validate_subject(&subject)?;
             crate::authz::validate_namespace("namespace", &namespace)?;
-            let services = ctx.data_unchecked::<Services>();
-            let row = crate::authz::store::grant(&services.pool, &actor(ctx), &subject, &namespace)
-                .await?;
+            let services = context::data::<Services>(ctx)?;
+            let row =
+                crate::authz::store::grant(&services.pool, &actor(ctx)?, &subject, &namespace)
+                    .await?;
             Ok(NamespaceGrant::from(row))
         })
         .await
@@ -820,11 +824,11 @@ impl MutationRoot {
     ) -> AppResult<bool> {
         let target = Some(format!("{subject}/{namespace}"));
         audited(ctx, "revokeNamespace", "grant", target, false, async {
-            RequestCtx::of(ctx).require(Role::Admin)?;
+            RequestCtx::of(ctx)?.require(Role::Admin)?;
             crate::authz::validate_subject(&subject)?;
             crate::authz::validate_namespace("namespace", &namespace)?;
-            let services = ctx.data_unchecked::<Services>();
-            crate::authz::store::revoke(&services.pool, &actor(ctx), &subject, &namespace).await
+            let services = context::data::<Services>(ctx)?;
+            crate::authz::store::revoke(&services.pool, &actor(ctx)?, &subject, &namespace).await
         })
         .await
     }
@@ -836,9 +840,9 @@ async fn instance_operation<'a>(
     ctx: &'a Context<'_>,
     id: &ID,
 ) -> AppResult<(&'a Services, uuid::Uuid)> {
-    let rc = RequestCtx::of(ctx);
+    let rc = RequestCtx::of(ctx)?;
     rc.require(Role::Deployer)?;
-    let services = ctx.data_unchecked::<Services>();
+    let services = context::data::<Services>(ctx)?;
     let id = ids::decode(Kind::Instance, id, "id")?;
     let ns = namespace_of_instance(services, id).await?;
     require_object_namespace(rc, ns, "instance")?;

@@ -160,7 +160,7 @@ pub enum TotalCount {
 impl TotalCount {
     /// The number of items in the whole list, across all pages.
     async fn total_count(&self, ctx: &Context<'_>) -> AppResult<i64> {
-        let rc = RequestCtx::of(ctx);
+        let rc = RequestCtx::of(ctx)?;
         Ok(match self {
             TotalCount::Registries(f) => rc.reader.registries_count(f).await?,
             TotalCount::Servers(f) => rc.reader.servers_count(f).await?,
@@ -168,12 +168,12 @@ impl TotalCount {
             TotalCount::Deployments(f) => rc.reader.deployments_count(f).await?,
             TotalCount::Clusters => rc.reader.clusters_count().await?,
             TotalCount::Audit(f) => rc.reader.audit_count(f).await?,
-            TotalCount::Children(key) => RequestCtx::reads(ctx).count(*key).await?,
+            TotalCount::Children(key) => RequestCtx::reads(ctx)?.count(*key).await?,
             TotalCount::RegistryServers {
                 registry_id,
                 synced_at,
             } => {
-                RequestCtx::reads(ctx)
+                RequestCtx::reads(ctx)?
                     .registry_server_count(*registry_id, *synced_at)
                     .await?
             }

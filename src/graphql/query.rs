@@ -145,7 +145,7 @@ pub struct QueryRoot;
 /// of grants are sensitive; plain reads refused for missing credentials are not audited, so that
 /// anonymous traffic cannot flood the trail).
 async fn admin_only(ctx: &Context<'_>, action: &'static str) -> AppResult<()> {
-    let rc = RequestCtx::of(ctx);
+    let rc = RequestCtx::of(ctx)?;
     let result = rc.require(crate::auth::Role::Admin);
     if let (Err(e), Some(services)) = (&result, ctx.data_opt::<crate::state::Services>()) {
         let actor = crate::audit::Actor {
@@ -312,12 +312,12 @@ impl QueryRoot {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Registry>> {
-        RequestCtx::of(ctx).require_authenticated()?;
+        RequestCtx::of(ctx)?.require_authenticated()?;
         let args = PageArgs::parse("registries", first, after)?;
         let filter = RegistryFilter {
             status: filter.unwrap_or_default().status,
         };
-        let rows = RequestCtx::of(ctx)
+        let rows = RequestCtx::of(ctx)?
             .reader
             .registries_page(&filter, args.after.as_ref(), args.fetch_limit())
             .await?;
@@ -339,9 +339,9 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The registry's id.")] id: ID,
     ) -> AppResult<Option<Registry>> {
-        RequestCtx::of(ctx).require_authenticated()?;
+        RequestCtx::of(ctx)?.require_authenticated()?;
         let id = ids::decode(Kind::Registry, &id, "id")?;
-        Ok(RequestCtx::of(ctx)
+        Ok(RequestCtx::of(ctx)?
             .loader
             .load_one(RegistryKey(id))
             .await?
@@ -369,7 +369,7 @@ impl QueryRoot {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Server>> {
-        RequestCtx::of(ctx).require_authenticated()?;
+        RequestCtx::of(ctx)?.require_authenticated()?;
         let args = PageArgs::parse("servers", first, after)?;
         let filter = server_filter(filter, search)?;
         let search = filter.search.clone();
@@ -389,7 +389,7 @@ impl QueryRoot {
             .map(|a| order.position(a, search.as_deref()))
             .transpose()
             .map_err(|m| AppError::bad_input("after", m))?;
-        let rows = RequestCtx::of(ctx)
+        let rows = RequestCtx::of(ctx)?
             .reader
             .servers_page(&filter, order, after.as_ref(), args.fetch_limit())
             .await?;
@@ -423,7 +423,7 @@ impl QueryRoot {
             i32,
         >,
     ) -> AppResult<ServerFacets> {
-        RequestCtx::of(ctx).require_authenticated()?;
+        RequestCtx::of(ctx)?.require_authenticated()?;
         let limit = limit.unwrap_or(50);
         if !(1..=dataloaders::search::MAX_FACET_VALUES as i32).contains(&limit) {
             return Err(AppError::bad_input(
@@ -432,7 +432,7 @@ impl QueryRoot {
             ));
         }
         let filter = server_filter(filter, search)?;
-        let counts = RequestCtx::of(ctx)
+        let counts = RequestCtx::of(ctx)?
             .reader
             .server_facets(&filter, limit as i64)
             .await?;
@@ -445,9 +445,9 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The server's id.")] id: ID,
     ) -> AppResult<Option<Server>> {
-        RequestCtx::of(ctx).require_authenticated()?;
+        RequestCtx::of(ctx)?.require_authenticated()?;
         let id = ids::decode(Kind::Server, &id, "id")?;
-        Ok(RequestCtx::of(ctx)
+        Ok(RequestCtx::of(ctx)?
             .loader
             .load_one(ServerKey(id))
             .await?
@@ -467,7 +467,7 @@ impl QueryRoot {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Instance>> {
-        RequestCtx::of(ctx).require_authenticated()?;
+        RequestCtx::of(ctx)?.require_authenticated()?;
         let args = PageArgs::parse("instances", first, after)?.expect_time_cursor()?;
         let f = filter.unwrap_or_default();
         let filter = InstanceFilter {
@@ -483,7 +483,7 @@ impl QueryRoot {
             status: f.status,
             upgrade_available: f.upgrade_available,
         };
-        let rows = RequestCtx::of(ctx)
+        let rows = RequestCtx::of(ctx)?
             .reader
             .instances_page(&filter, args.after.as_ref(), args.fetch_limit())
             .await?;
@@ -507,7 +507,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The instance's id.")] id: ID,
     ) -> AppResult<Option<Instance>> {
-        RequestCtx::of(ctx).require_authenticated()?;
+        RequestCtx::of(ctx)?.require_authenticated()?;
         let id = ids::decode(Kind::Instance, &id, "id")?;
         Instance::load(ctx, id).await
     }
@@ -525,7 +525,7 @@ impl QueryRoot {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Deployment>> {
-        RequestCtx::of(ctx).require_authenticated()?;
+        RequestCtx::of(ctx)?.require_authenticated()?;
         let args = PageArgs::parse("deployments", first, after)?.expect_time_cursor()?;
         let f = filter.unwrap_or_default();
         let filter = DeploymentFilter {
@@ -539,7 +539,7 @@ impl QueryRoot {
                 .transpose()?,
             status: f.status,
         };
-        let rows = RequestCtx::of(ctx)
+        let rows = RequestCtx::of(ctx)?
             .reader
             .deployments_page(&filter, args.after.as_ref(), args.fetch_limit())
             .await?;
@@ -563,9 +563,9 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The operation's id.")] id: ID,
     ) -> AppResult<Option<Deployment>> {
-        RequestCtx::of(ctx).require_authenticated()?;
+        RequestCtx::of(ctx)?.require_authenticated()?;
         let id = ids::decode(Kind::Deployment, &id, "id")?;
-        Ok(RequestCtx::of(ctx)
+        Ok(RequestCtx::of(ctx)?
             .loader
             .load_one(DeploymentKey(id))
             .await?
@@ -582,9 +582,9 @@ impl QueryRoot {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Cluster>> {
-        RequestCtx::of(ctx).require_authenticated()?;
+        RequestCtx::of(ctx)?.require_authenticated()?;
         let args = PageArgs::parse("clusters", first, after)?;
-        let rows = RequestCtx::of(ctx)
+        let rows = RequestCtx::of(ctx)?
             .reader
             .clusters_page(args.after.as_ref(), args.fetch_limit())
             .await?;
@@ -606,9 +606,9 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The cluster's id.")] id: ID,
     ) -> AppResult<Option<Cluster>> {
-        RequestCtx::of(ctx).require_authenticated()?;
+        RequestCtx::of(ctx)?.require_authenticated()?;
         let id = ids::decode(Kind::Cluster, &id, "id")?;
-        Ok(RequestCtx::of(ctx)
+        Ok(RequestCtx::of(ctx)?
             .loader
             .load_one(ClusterKey(id))
             .await?
@@ -616,9 +616,10 @@ impl QueryRoot {
     }
 
     /// Who the caller is and what they may do.
-    async fn viewer(&self, ctx: &Context<'_>) -> Viewer {
-        let p = &RequestCtx::of(ctx).principal;
-        Viewer {
+    async fn viewer(&self, ctx: &Context<'_>) -> AppResult<Viewer> {
+        let rc = RequestCtx::of(ctx)?;
+        let p = &rc.principal;
+        Ok(Viewer {
             subject: p.subject.clone(),
             authenticated: p.authenticated,
             roles: p.roles.iter().copied().collect(),
@@ -626,8 +627,8 @@ impl QueryRoot {
             can_deploy: p.authenticated && p.has(crate::auth::Role::Deployer),
             can_administer: p.authenticated && p.has(crate::auth::Role::Admin),
             expires_at: p.expires_at,
-            namespaces: RequestCtx::of(ctx).access.as_filter(),
-        }
+            namespaces: rc.access.as_filter(),
+        })
     }
 
     /// Namespace grants (admin only), by subject then namespace; at most 1000.
@@ -637,7 +638,7 @@ impl QueryRoot {
         #[graphql(desc = "Only the grants of this user (token subject).")] subject: Option<String>,
         #[graphql(desc = "Only the grants of this namespace.")] namespace: Option<String>,
     ) -> AppResult<Vec<crate::graphql::mutation::NamespaceGrant>> {
-        let rc = RequestCtx::of(ctx);
+        let rc = RequestCtx::of(ctx)?;
         admin_only(ctx, "namespaceGrants").await?;
         if let Some(s) = &subject {
             crate::authz::validate_subject(s)?;
@@ -664,7 +665,7 @@ impl QueryRoot {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<AuditRecord>> {
-        let rc = RequestCtx::of(ctx);
+        let rc = RequestCtx::of(ctx)?;
         admin_only(ctx, "auditLog").await?;
         let args = PageArgs::parse("auditLog", first, after)?;
         let after_id = args
@@ -696,11 +697,11 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "A global id.")] id: ID,
     ) -> AppResult<Option<Node>> {
-        RequestCtx::of(ctx).require_authenticated()?;
+        RequestCtx::of(ctx)?.require_authenticated()?;
         let Some((kind, id)) = ids::decode_any(&id) else {
             return Err(AppError::bad_input("id", "malformed id"));
         };
-        let loader = &RequestCtx::of(ctx).loader;
+        let loader = &RequestCtx::of(ctx)?.loader;
         Ok(match kind {
             Kind::Registry => loader
                 .load_one(RegistryKey(id))

@@ -13,7 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::changes::Topic;
 use crate::error::AppError;
-use crate::graphql::context::RequestCtx;
+use crate::graphql::context::{self, RequestCtx};
 use crate::graphql::types::*;
 use crate::ids::{self, Kind};
 use crate::pubsub::{PubSub, Snapshot, load};
@@ -72,9 +72,9 @@ fn until_terminated(
     }
 }
 
-fn hub(ctx: &Context<'_>) -> (PubSub, dataloaders::DbPool) {
-    let services = ctx.data_unchecked::<Services>();
-    (services.pubsub.clone(), services.pool.clone())
+fn hub(ctx: &Context<'_>) -> Result<(PubSub, dataloaders::DbPool), AppError> {
+    let services = context::data::<Services>(ctx)?;
+    Ok((services.pubsub.clone(), services.pool.clone()))
 }
 
 /// The caller, who must be authenticated (a schema executed without a request context has no
@@ -131,7 +131,7 @@ async fn check_visible(
     what: &'static str,
 ) -> Result<(), AppError> {
     let rc = caller(ctx)?;
-    let (_, pool) = hub(ctx);
+    let (_, pool) = hub(ctx)?;
     let namespace = match load(&pool, topic).await? {
         Snapshot::Gone => return Err(AppError::NotFound(what)),
         Snapshot::Instance(row) => Some(row.namespace.clone()),
@@ -168,7 +168,7 @@ impl SubscriptionRoot {
         caller(ctx)?;
         let id = ids::decode(Kind::Instance, &instance_id, "instanceId")?;
         authorize(ctx, SUBSCRIBE_INSTANCE, Topic::Instance(id), "instance").await?;
-        let (hub, pool) = hub(ctx);
+        let (hub, pool) = hub(ctx)?;
         let mut last = None;
         Ok(
             until_terminated(follow(hub, pool, Topic::Instance(id))).filter_map(move |s| {
@@ -196,7 +196,7 @@ impl SubscriptionRoot {
         caller(ctx)?;
         let id = ids::decode(Kind::Instance, &instance_id, "instanceId")?;
         authorize(ctx, SUBSCRIBE_INSTANCE, Topic::Instance(id), "instance").await?;
-        let (hub, pool) = hub(ctx);
+        let (hub, pool) = hub(ctx)?;
         let mut seen: HashSet<String> = HashSet::new();
         Ok(
             until_terminated(follow(hub, pool, Topic::Instance(id))).flat_map(move |s| {
@@ -230,7 +230,7 @@ impl SubscriptionRoot {
         caller(ctx)?;
         let id = ids::decode(Kind::Instance, &instance_id, "instanceId")?;
         authorize(ctx, SUBSCRIBE_INSTANCE, Topic::Instance(id), "instance").await?;
-        let (hub, pool) = hub(ctx);
+        let (hub, pool) = hub(ctx)?;
         let mut last = None;
         let instance = until_terminated(follow(hub.clone(), pool.clone(), Topic::Instance(id)));
         let ended = async move {
@@ -268,7 +268,7 @@ impl SubscriptionRoot {
             "deployment",
         )
         .await?;
-        let (hub, pool) = hub(ctx);
+        let (hub, pool) = hub(ctx)?;
         let source = follow(hub, pool, Topic::Deployment(id));
         Ok(async_stream::stream! {
             let mut last = None;
@@ -304,7 +304,7 @@ impl SubscriptionRoot {
         caller(ctx)?;
         let id = ids::decode(Kind::Registry, &registry_id, "registryId")?;
         authorize(ctx, "registrySync", Topic::Registry(id), "registry").await?;
-        let (hub, pool) = hub(ctx);
+        let (hub, pool) = hub(ctx)?;
         let mut last = None;
         Ok(follow(hub, pool, Topic::Registry(id)).filter_map(move |s| {
             let out = match s {

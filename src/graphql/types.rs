@@ -133,7 +133,7 @@ impl Registry {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Server>> {
         let args = PageArgs::parse("servers", first, after)?;
-        let rows = RequestCtx::reads(ctx)
+        let rows = RequestCtx::reads(ctx)?
             .registry_servers(self.0.id, self.0.last_sync_at, args.child_page())
             .await?;
         Ok(build_page(
@@ -161,7 +161,7 @@ impl Server {
     }
     /// The registry that lists this server.
     async fn registry(&self, ctx: &Context<'_>) -> AppResult<Registry> {
-        RequestCtx::of(ctx)
+        RequestCtx::of(ctx)?
             .loader
             .load_one(RegistryKey(self.0.registry_id))
             .await?
@@ -267,7 +267,7 @@ impl Server {
             server_id: self.0.id,
             page: args.child_page(),
         };
-        let rows = RequestCtx::reads(ctx).instances_of_server(key).await?;
+        let rows = RequestCtx::reads(ctx)?.instances_of_server(key).await?;
         Ok(build_page(
             &args,
             std::sync::Arc::unwrap_or_clone(rows),
@@ -377,7 +377,7 @@ impl Instance {
     /// An instance by id, through the instance-status cache and the request's loader. Every
     /// path to an instance by id (`instance`, `node`, `Deployment.instance`, ...) uses this.
     pub async fn load(ctx: &Context<'_>, id: uuid::Uuid) -> AppResult<Option<Instance>> {
-        Ok(RequestCtx::reads(ctx)
+        Ok(RequestCtx::reads(ctx)?
             .instance(id)
             .await?
             .map(|row| Instance(std::sync::Arc::unwrap_or_clone(row))))
@@ -393,7 +393,7 @@ impl Instance {
     }
     /// The server this instance runs.
     async fn server(&self, ctx: &Context<'_>) -> AppResult<Server> {
-        RequestCtx::of(ctx)
+        RequestCtx::of(ctx)?
             .loader
             .load_one(ServerKey(self.0.server_id))
             .await?
@@ -406,7 +406,7 @@ impl Instance {
     }
     /// The cluster the instance runs in.
     async fn cluster(&self, ctx: &Context<'_>) -> AppResult<Cluster> {
-        RequestCtx::of(ctx)
+        RequestCtx::of(ctx)?
             .loader
             .load_one(ClusterKey(self.0.cluster_id))
             .await?
@@ -450,7 +450,7 @@ impl Instance {
     /// limit), `cpuBasis`, `memoryBytes`, `storageBytes` (where known) and `measuredAt`. `null`
     /// before the first sample.
     async fn resource_usage(&self, ctx: &Context<'_>) -> AppResult<Option<Json<Value>>> {
-        let latest = RequestCtx::reads(ctx).latest_metrics(self.0.id).await?;
+        let latest = RequestCtx::reads(ctx)?.latest_metrics(self.0.id).await?;
         Ok(latest.map(|m| Json(resource_usage(&m))))
     }
     /// What the instance's server now offers beyond what it runs: a newer image or version,
@@ -464,7 +464,7 @@ impl Instance {
         ) else {
             return Ok(None);
         };
-        let server = RequestCtx::of(ctx)
+        let server = RequestCtx::of(ctx)?
             .loader
             .load_one(ServerKey(self.0.server_id))
             .await?;
@@ -557,7 +557,7 @@ impl Instance {
                 lines: Vec::new(),
             });
         };
-        let cluster = RequestCtx::of(ctx)
+        let cluster = RequestCtx::of(ctx)?
             .loader
             .load_one(ClusterKey(self.0.cluster_id))
             .await?
@@ -576,7 +576,7 @@ impl Instance {
     }
     /// The operation that deployed this instance.
     async fn deployment(&self, ctx: &Context<'_>) -> AppResult<Option<Deployment>> {
-        Ok(RequestCtx::of(ctx)
+        Ok(RequestCtx::of(ctx)?
             .loader
             .load_one(DeployOperationOfInstance(self.0.id))
             .await?
@@ -597,7 +597,7 @@ impl Instance {
             instance_id: self.0.id,
             page: args.child_page(),
         };
-        let rows = RequestCtx::of(ctx)
+        let rows = RequestCtx::of(ctx)?
             .loader
             .load_one(key)
             .await?
@@ -612,7 +612,7 @@ impl Instance {
     }
     /// The newest monitoring sample.
     async fn latest_metrics(&self, ctx: &Context<'_>) -> AppResult<Option<MonitoringMetrics>> {
-        Ok(RequestCtx::reads(ctx)
+        Ok(RequestCtx::reads(ctx)?
             .latest_metrics(self.0.id)
             .await?
             .map(MonitoringMetrics::raw))
@@ -655,7 +655,7 @@ impl Instance {
                     until,
                     page: args.child_page(),
                 };
-                let rows = RequestCtx::reads(ctx).metrics(key).await?;
+                let rows = RequestCtx::reads(ctx)?.metrics(key).await?;
                 Ok(build_page(
                     &args,
                     std::sync::Arc::unwrap_or_clone(rows),
@@ -671,7 +671,7 @@ impl Instance {
                     until,
                     page: args.child_page(),
                 };
-                let rows = RequestCtx::of(ctx)
+                let rows = RequestCtx::of(ctx)?
                     .loader
                     .load_one(key)
                     .await?
@@ -755,7 +755,7 @@ impl Deployment {
     }
     /// The server being deployed.
     async fn server(&self, ctx: &Context<'_>) -> AppResult<Server> {
-        RequestCtx::of(ctx)
+        RequestCtx::of(ctx)?
             .loader
             .load_one(ServerKey(self.0.server_id))
             .await?
@@ -832,7 +832,7 @@ impl Deployment {
                 after: None,
             },
         };
-        let rows = RequestCtx::reads(ctx)
+        let rows = RequestCtx::reads(ctx)?
             .deployment_logs(key, finished)
             .await?;
         Ok(rows
@@ -929,7 +929,7 @@ impl Cluster {
             cluster_id: self.0.id,
             page: args.child_page(),
         };
-        let rows = RequestCtx::reads(ctx).instances_of_cluster(key).await?;
+        let rows = RequestCtx::reads(ctx)?.instances_of_cluster(key).await?;
         Ok(build_page(
             &args,
             std::sync::Arc::unwrap_or_clone(rows),
@@ -1131,12 +1131,12 @@ impl From<crate::k8s::drift::Upgrade> for InstanceUpgrade {
 /// Deployment parameters as the caller may see them: env values only for deployers and admins
 /// (the row is visible only in a namespace granted to the caller, so a deployer who sees it
 /// may deploy there); viewers get each variable's name and `redacted: true`.
+/// Without a request context (a wiring bug) nothing is shown.
 fn parameters_for(ctx: &Context<'_>, params: &Value) -> Value {
-    let rc = RequestCtx::of(ctx);
-    if rc.principal.has(crate::auth::Role::Deployer) {
-        return params.clone();
+    match RequestCtx::of(ctx) {
+        Ok(rc) if rc.principal.has(crate::auth::Role::Deployer) => params.clone(),
+        _ => redact_env(params),
     }
-    redact_env(params)
 }
 
 /// `params` with every `env[].value` removed and marked `redacted: true`, at any depth (an
