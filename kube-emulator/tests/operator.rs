@@ -2,7 +2,15 @@
 //! tier has no ToolHive operator (and its fake kubelet pulls no images and runs no processes,
 //! so image pull failures and crash loops cannot happen there).
 
+#[expect(
+    dead_code,
+    reason = "the harness serves three test binaries; each uses a part"
+)]
 mod common;
+#[expect(
+    dead_code,
+    reason = "the harness serves three test binaries; each uses a part"
+)]
 mod scenarios;
 
 use common::{Target, wait_for};

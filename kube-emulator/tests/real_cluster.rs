@@ -12,6 +12,10 @@
 //! * The simulated ToolHive operator (`tests/operator.rs`) is emulator-only: a real cluster
 //!   needs the real operator for that.
 
+#[expect(
+    dead_code,
+    reason = "the harness serves three test binaries; each uses a part"
+)]
 mod common;
 mod scenarios;
 

@@ -231,7 +231,10 @@ fn event_instances(
     id.into_iter().collect()
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per piece of the watch loop's state; a struct would only rename them"
+)]
 async fn refresh(
     mgr: &ClusterManager,
     clients: &Clients,

@@ -1,7 +1,6 @@
 //! Shared harness: a scenario target is a kubeconfig + kube::Client + a time scale, so the
 //! same scenarios can run against the emulator or, unchanged, against a real apiserver
 //! (set `KUBE_SCENARIO_KUBECONFIG`; the `real_cluster` tests then use it).
-#![allow(dead_code)]
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -52,6 +51,10 @@ impl Target {
     }
 
     /// A real cluster named by `KUBE_SCENARIO_KUBECONFIG`, if set.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the test harness's own setting, not the emulator's"
+    )]
     pub async fn real() -> Option<Target> {
         let p = std::env::var("KUBE_SCENARIO_KUBECONFIG").ok()?;
         let path = PathBuf::from(p);

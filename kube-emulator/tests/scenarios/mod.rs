@@ -1,6 +1,5 @@
 //! Cluster-agnostic scenarios: each takes a [`Target`] and asserts what a real apiserver
 //! (with controller-manager, scheduler and kubelet) would show.
-#![allow(dead_code)]
 
 use crate::common::{Target, deployment, pods_of, wait_deployment_ready, wait_for};
 use futures_util::{StreamExt, TryStreamExt};
