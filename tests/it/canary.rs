@@ -109,7 +109,12 @@ async fn the_canary_never_leaks() {
             "trace,hyper=debug,hyper_util=debug,h2=info,rustls=info,tungstenite=debug,tokio_tungstenite=debug,tower=debug",
         )
         .with_writer(logs.clone())
-        .init();
+        .try_init()
+        .expect(
+            "the canary captures every log line through the process-wide subscriber, so it needs \
+             a process of its own: run it with cargo nextest (a process per test) or alone \
+             (cargo test --test it canary::)",
+        );
     crate::common::install_crypto();
     // The cluster's bearer token is a canary too: the gateway has no kubeconfig and holds it only
     // as credentials registered through the API.
