@@ -35,8 +35,12 @@ pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
             crate::auth::JwtSettings::from_config(&config.serve.jwt),
         )?,
     };
-    let k8s =
-        crate::k8s::ClusterManager::new(pool.clone(), config.serve.k8s.clone(), keys.clone())?;
+    let k8s = crate::k8s::ClusterManager::new(
+        pool.clone(),
+        config.serve.k8s.clone(),
+        keys.clone(),
+        &caches,
+    )?;
     let pubsub = crate::pubsub::PubSub::new(
         pool.clone(),
         config.database.url().to_string(),

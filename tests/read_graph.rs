@@ -805,7 +805,8 @@ async fn the_statement_log_counts_writes_too() {
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     assert!(
-        log.iter().any(|s| s.starts_with("INSERT INTO \"registries\"")),
+        log.iter()
+            .any(|s| s.starts_with("INSERT INTO \"registries\"")),
         "the registry's INSERT is in the log: {log:#?}"
     );
     assert!(
