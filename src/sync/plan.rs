@@ -180,11 +180,13 @@ fn name(mut writes: Vec<Write>, stored: &StoredServers, deleted: &[Uuid]) -> Vec
         .collect();
     writes.sort_by(|a, b| a.server.original_name.cmp(&b.server.original_name));
     for w in writes.iter_mut().filter(|w| w.is_new) {
-        let mut candidate = w.server.name_hint.clone();
+        // The hint comes from `normalize::dns_label`; a hint that is not a label anyway would
+        // never disambiguate into one, so it is cleaned first.
+        let base = normalize::dns_label(&w.server.name_hint).unwrap_or_else(|| "server".into());
+        let mut candidate = base.clone();
         let mut n = 0;
         while taken.contains(&candidate) || !crate::validate::is_dns_label(&candidate) {
-            candidate =
-                normalize::disambiguated_label(&w.server.name_hint, &w.server.original_name, n);
+            candidate = normalize::disambiguated_label(&base, &w.server.original_name, n);
             n += 1;
         }
         taken.insert(candidate.clone());
@@ -322,7 +324,8 @@ mod tests {
             vec![
                 entry(server("b/fetch", "fetch", "b")),
                 entry(server("c/fetch", "fetch", "c")),
-                entry(server("d/Bad", "-bad-", "d")),
+                entry(server("d/fetch", "fetch", "d")),
+                entry(server("e/bad", "-", "e")),
             ],
             &stored,
             SyncMode::Full,
