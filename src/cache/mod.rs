@@ -350,7 +350,8 @@ impl Default for Caches {
 }
 
 impl Caches {
-    /// Caches that never hold anything (`HIVEGRAPH_READ_CACHES=off`, see `ServeConfig`): every read goes to the database.
+    /// Caches that never hold anything (`HIVEGRAPH_READ_CACHES=off`, see `ServeConfig`): every
+    /// read goes to the database.
     pub fn disabled() -> Self {
         Self::build(false)
     }

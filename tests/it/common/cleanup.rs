@@ -38,7 +38,8 @@ fn created_at(name: &str) -> Option<u64> {
     valid.then(|| secs.parse().ok()).flatten()
 }
 
-/// Drops the databases earlier runs of this harness left behind (older than `STALE_AFTER`).
+/// Drops the databases earlier runs of this harness left behind (older than `STALE_AFTER`; a
+/// few per process, so that a backlog does not hold up one test).
 pub async fn drop_stale(admin: &mut AsyncPgConnection) {
     #[derive(diesel::QueryableByName)]
     struct Db {
@@ -51,28 +52,35 @@ pub async fn drop_stale(admin: &mut AsyncPgConnection) {
             .await
             .unwrap_or_default();
     let cutoff = now_secs().saturating_sub(STALE_AFTER.as_secs());
-    for db in names {
-        if created_at(&db.datname).is_some_and(|t| t < cutoff) {
-            let _ = admin
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                    db.datname
-                ))
-                .await;
-        }
+    let stale: Vec<String> = names
+        .into_iter()
+        .map(|db| db.datname)
+        .filter(|n| created_at(n).is_some_and(|t| t < cutoff))
+        .take(3)
+        .collect();
+    if !stale.is_empty() {
+        let _ =
+            tokio::task::spawn_blocking(move || stale.into_iter().for_each(drop_database)).await;
     }
 }
 
-/// Drops its database when dropped (the last `TestDb` handle holds it).
-pub struct DropGuard(pub String);
+/// How long a test waits for its database's DROP to finish. PostgreSQL completes a DROP it has
+/// received even when the client has gone, and a DROP can wait a minute for every server process
+/// to acknowledge it (`ProcSignalBarrier`): past this, the test goes on without waiting.
+const DROP_GRACE: Duration = Duration::from_secs(2);
 
-impl Drop for DropGuard {
-    fn drop(&mut self) {
-        let name = std::mem::take(&mut self.0);
-        // Drop runs inside the test's runtime, which may have one thread: a thread of its own
-        // with its own runtime, joined so the process does not exit first. FORCE ends the
-        // connections the gateway's pool still holds.
-        let outcome = std::thread::spawn(move || {
+enum Progress {
+    Connected,
+    Done(Result<(), String>),
+}
+
+/// Sends `DROP DATABASE name WITH (FORCE)` (FORCE ends the connections the gateway's pool still
+/// holds) from a thread with its own runtime (the caller may be inside a one-thread runtime), and
+/// waits for it at most `DROP_GRACE` once it has been sent.
+fn drop_database(name: String) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let outcome = (|| {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -81,18 +89,35 @@ impl Drop for DropGuard {
                 let mut admin = AsyncPgConnection::establish(&admin_url())
                     .await
                     .map_err(|e| e.to_string())?;
+                let _ = tx.send(Progress::Connected);
                 admin
                     .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                     .await
                     .map_err(|e| format!("{name}: {e}"))
             })
-        })
-        .join();
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("could not drop the test database: {e}"),
-            Err(_) => eprintln!("could not drop the test database (the dropping thread panicked)"),
-        }
+        })();
+        let _ = tx.send(Progress::Done(outcome));
+    });
+    let outcome = match rx.recv() {
+        Ok(Progress::Connected) => match rx.recv_timeout(DROP_GRACE) {
+            Ok(Progress::Done(outcome)) => outcome,
+            // Sent; the server finishes it on its own.
+            _ => Ok(()),
+        },
+        Ok(Progress::Done(outcome)) => outcome,
+        Err(_) => Err("the dropping thread panicked".into()),
+    };
+    if let Err(e) = outcome {
+        eprintln!("could not drop the test database: {e}");
+    }
+}
+
+/// Drops its database when dropped (the last `TestDb` handle holds it).
+pub struct DropGuard(pub String);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        drop_database(std::mem::take(&mut self.0));
     }
 }
 

@@ -116,11 +116,6 @@ impl TestDb {
             .batch_execute("SELECT pg_advisory_lock(4851)")
             .await
             .unwrap();
-        static SWEPT: Once = Once::new();
-        if !SWEPT.is_completed() {
-            cleanup::drop_stale(&mut admin).await;
-            SWEPT.call_once(|| {});
-        }
         let exists = exists_db(&mut admin, &template).await;
         if !exists {
             admin
@@ -135,6 +130,11 @@ impl TestDb {
             .batch_execute("SELECT pg_advisory_unlock(4851)")
             .await
             .unwrap();
+        static SWEPT: Once = Once::new();
+        if !SWEPT.is_completed() {
+            SWEPT.call_once(|| {});
+            cleanup::drop_stale(&mut admin).await;
+        }
         let name = cleanup::fresh_name();
         let mut attempts = 0;
         loop {
