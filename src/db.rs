@@ -1,5 +1,7 @@
 //! Connection pool and migrations.
 
+pub mod statements;
+
 use std::time::Duration;
 
 use dataloaders::DbPool;
@@ -19,6 +21,7 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// Builds the pool. Connections set `statement_timeout` so that no statement outlives a request.
 pub fn pool(cfg: &DatabaseConfig) -> anyhow::Result<DbPool> {
+    statements::install();
     let statement_timeout = cfg.statement_timeout_ms;
     let mut manager_config = ManagerConfig::default();
     manager_config.custom_setup = Box::new(move |url| {
@@ -40,7 +43,10 @@ pub fn pool(cfg: &DatabaseConfig) -> anyhow::Result<DbPool> {
     manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
         async move {
             use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-            conn.set_instrumentation(dataloaders::pool::NoInstrumentation);
+            match diesel::connection::get_default_instrumentation() {
+                Some(every) => conn.set_instrumentation(every),
+                None => conn.set_instrumentation(dataloaders::pool::NoInstrumentation),
+            }
             conn.batch_execute("SELECT 1").await
         }
         .boxed()

@@ -59,6 +59,7 @@ impl AppState {
         );
         let metrics = Metrics::new();
         metrics.register_caches(&services.caches);
+        metrics.register_pool(&services.pool);
         let starts = services.config.database.pool_size / 2;
         AppState {
             services,

@@ -96,14 +96,13 @@ pub async fn metrics(
             return resp;
         }
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+    // OpenMetrics for scrapers that ask for it (Prometheus does), the classic format otherwise.
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (content_type, body) = state.metrics.render_for(accept);
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// The SDL, served when introspection is (`HIVEGRAPH_INTROSPECTION`; on in dev mode only).
