@@ -346,6 +346,9 @@ pub async fn update_cluster_check(
         .await
         .optional()?
     };
+    if let Some(r) = &row {
+        crate::metrics::cluster_status(&r.name, r.status.as_db_str());
+    }
     Ok(row)
 }
 

@@ -142,12 +142,12 @@ impl Families {
         );
         r.register(
             "cluster_watch_restarts",
-            "Kubernetes watches restarted, by cluster",
+            "Kubernetes watches that failed and restart, by API server",
             f.watch_restarts.clone(),
         );
         r.register(
             "cluster_api_errors",
-            "Failed Kubernetes API calls, by cluster and HTTP status code (0: no answer)",
+            "Failed Kubernetes API calls, by API server and HTTP status code (0: no answer)",
             f.k8s_api_errors.clone(),
         );
         r.register(
@@ -167,7 +167,7 @@ impl Families {
         );
         r.register(
             "refusals",
-            "Requests refused by a limit (rate_limit, persisted_query, ...)",
+            "Operations refused by a limit (rate_limit, persisted_operation)",
             f.refusals.clone(),
         );
     }
@@ -185,6 +185,13 @@ impl Drop for Held {
 fn hold(gauge: Gauge) -> Held {
     gauge.inc();
     Held(gauge)
+}
+
+/// Runs `work` while `held` keeps its gauge raised.
+pub async fn holding<T>(held: Held, work: impl std::future::Future<Output = T>) -> T {
+    let out = work.await;
+    drop(held);
+    out
 }
 
 /// An open websocket of `protocol` (`graphql-transport-ws` or `graphql-ws`), until dropped.
@@ -288,20 +295,20 @@ pub fn cluster_status(cluster: &str, status: &str) {
     }
 }
 
-/// A watch on `cluster` restarted.
-pub fn watch_restarted(cluster: &str) {
+/// A watch on the API server `endpoint` failed and restarts (with backoff).
+pub fn watch_restarted(endpoint: &str) {
     families()
         .watch_restarts
-        .get_or_create(&labels(&[("cluster", cluster)]))
+        .get_or_create(&labels(&[("api_server", endpoint)]))
         .inc();
 }
 
-/// A Kubernetes API call to `cluster` failed with HTTP `code` (0: no answer at all).
-pub fn k8s_api_error(cluster: &str, code: u16) {
+/// A Kubernetes API call to the API server `endpoint` failed with HTTP `code` (0: no answer).
+pub fn k8s_api_error(endpoint: &str, code: u16) {
     let code = code.to_string();
     families()
         .k8s_api_errors
-        .get_or_create(&labels(&[("cluster", cluster), ("code", &code)]))
+        .get_or_create(&labels(&[("api_server", endpoint), ("code", &code)]))
         .inc();
 }
 
@@ -326,7 +333,7 @@ pub fn collection(source: &str, ok: bool) {
         .inc();
 }
 
-/// A request refused by `limit` (`rate_limit`, `persisted_query`, ...).
+/// An operation refused by `limit` (`rate_limit` or `persisted_operation`).
 pub fn refused(limit: &'static str) {
     families()
         .refusals
