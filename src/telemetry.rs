@@ -101,6 +101,10 @@ fn otlp_layer() -> Option<Boxed> {
     Some(
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
             .with_filter(filter)
             .boxed(),
     )

@@ -31,7 +31,11 @@ impl Instrumentation for Statements {
             InstrumentationEvent::StartQuery { query, .. } => {
                 let text = statement_text(query);
                 let kind = kind_of(&text);
-                let span = tracing::debug_span!(
+                // Statements of background loops (no span of their own) are not traced.
+                let span = if tracing::Span::current().is_none() {
+                    tracing::Span::none()
+                } else {
+                    tracing::debug_span!(
                     target: "hivegraph::sql",
                     "sql",
                     otel.name = %format!("SQL {}", verb_of(&text)),
@@ -39,7 +43,8 @@ impl Instrumentation for Statements {
                     db.system = "postgresql",
                     db.operation = verb_of(&text),
                     db.statement = %text,
-                );
+                    )
+                };
                 // A statement whose future was dropped never finishes: keep few.
                 if self.running.len() >= 16 {
                     self.running.pop_front();

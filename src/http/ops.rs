@@ -35,6 +35,7 @@ pub async fn healthz() -> impl IntoResponse {
 /// Readiness: not shutting down, the database answers and every migration is applied.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.draining.is_draining() {
+        crate::metrics::readiness(false);
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: shutting down\n".to_string(),
@@ -53,7 +54,9 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         }
         Ok::<_, &str>(())
     };
-    match tokio::time::timeout(Duration::from_secs(2), check).await {
+    let checked = tokio::time::timeout(Duration::from_secs(2), check).await;
+    crate::metrics::readiness(matches!(checked, Ok(Ok(()))));
+    match checked {
         Ok(Ok(())) => (StatusCode::OK, "ready\n".to_string()),
         Ok(Err(why)) => (
             StatusCode::SERVICE_UNAVAILABLE,

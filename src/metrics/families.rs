@@ -54,6 +54,8 @@ pub struct Families {
     pub operation_duration: Histograms,
     pub collections: Counters,
     pub refusals: Counters,
+    pub ready: Gauge,
+    pub readiness_changes: Counter,
     /// Subscription fields seen as label values (the schema's, at most a few dozen).
     fields: BoundedLabels,
 }
@@ -66,6 +68,16 @@ pub fn families() -> &'static Families {
 
 impl Families {
     fn new() -> Self {
+        let f = Self::empty();
+        // Series that dashboards and alerts read exist from the start, at zero.
+        for protocol in ["graphql-transport-ws", "graphql-ws"] {
+            f.websockets
+                .get_or_create(&labels(&[("protocol", protocol)]));
+        }
+        f
+    }
+
+    fn empty() -> Self {
         Families {
             websockets: Default::default(),
             subscriptions: Default::default(),
@@ -83,6 +95,8 @@ impl Families {
             operation_duration: Family::new_with_constructor(slow),
             collections: Default::default(),
             refusals: Default::default(),
+            ready: Default::default(),
+            readiness_changes: Default::default(),
             fields: BoundedLabels::new(50),
         }
     }
@@ -166,6 +180,16 @@ impl Families {
             f.collections.clone(),
         );
         r.register(
+            "ready",
+            "1 while /readyz answers ready, 0 while it answers not ready",
+            f.ready.clone(),
+        );
+        r.register(
+            "readiness_changes",
+            "Times /readyz changed its answer",
+            f.readiness_changes.clone(),
+        );
+        r.register(
             "refusals",
             "Operations refused by a limit (rate_limit, persisted_operation)",
             f.refusals.clone(),
@@ -192,6 +216,14 @@ pub async fn holding<T>(held: Held, work: impl std::future::Future<Output = T>) 
     let out = work.await;
     drop(held);
     out
+}
+
+/// `/readyz` answered `ready` (counts a change of answer).
+pub fn readiness(ready: bool) {
+    let f = families();
+    if f.ready.set(i64::from(ready)) != i64::from(ready) {
+        f.readiness_changes.inc();
+    }
 }
 
 /// An open websocket of `protocol` (`graphql-transport-ws` or `graphql-ws`), until dropped.
