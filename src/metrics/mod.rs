@@ -19,11 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-pub use families::{
-    CLUSTER_STATUSES, Held, SyncCounts, cluster_status, collection, delivered, families, holding,
-    k8s_api_error, operation_finished, refused, statement, subscription, sync_finished,
-    watch_restarted, websocket,
-};
+pub use families::*;
 pub use labels::{BoundedLabels, MAX_NAME as MAX_OPERATION_NAME, OTHER as OTHER_OPERATION};
 
 /// Labels of GraphQL request metrics.
