@@ -71,7 +71,9 @@ impl Families {
         let f = Self::empty();
         // Series that dashboards and alerts read exist from the start, at zero.
         for protocol in ["graphql-transport-ws", "graphql-ws"] {
-            let _ = f.websockets.get_or_create(&labels(&[("protocol", protocol)]));
+            let _ = f
+                .websockets
+                .get_or_create(&labels(&[("protocol", protocol)]));
         }
         f
     }
