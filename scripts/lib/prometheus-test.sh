@@ -11,8 +11,11 @@
 #   - a request with a W3C traceparent arrives at the receiver as a trace continuing that id:
 #     the HTTP server span's parent is the caller's span, with a GraphQL operation span (name,
 #     kind) and SQL statement spans below it; no variable value appears in any span.
+#   - a deploy started by a request with a traceparent runs its driver in a span of that trace,
+#     linked to the request's span, with the Kubernetes API calls as its client spans.
 # Needs: prometheus and promtool (Debian package `prometheus`), python3-venv, PostgreSQL on
-# 127.0.0.1:5432 (role hivegraph), node with tests/js/node_modules, built target/debug/hivegraph.
+# 127.0.0.1:5432 (role hivegraph), node with tests/js/node_modules, built target/debug/hivegraph
+# and target/debug/kube-emulator.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -40,13 +43,19 @@ SPANS="$WORK/spans.jsonl"
 "$VENV/bin/python" scripts/lib/otlp_receiver.py "$OTLP_PORT" "$SPANS" >"$WORK/receiver.log" 2>&1 &
 PIDS+=($!)
 
-# --- two gateways ----------------------------------------------------------------------------
+# --- the simulated cluster and two gateways ----------------------------------------------------
+KUBECONFIG_FILE="$WORK/kubeconfig"
+target/debug/kube-emulator --listen "127.0.0.1:$(free_port)" --kubeconfig "$KUBECONFIG_FILE" \
+  --scenario-speed 20 --no-auth --no-tls >"$WORK/kube-emulator.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do [ -s "$KUBECONFIG_FILE" ] && break; sleep 0.1; done
+[ -s "$KUBECONFIG_FILE" ] || fail "kube-emulator did not start"
 as_pg "dropdb --if-exists $DB; createdb -O hivegraph $DB" >/dev/null
 GW=()
 for name in a b; do
   port=$(free_port)
   OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT" OTEL_SERVICE_NAME="hivegraph-$name" OTEL_BSP_SCHEDULE_DELAY=200 \
-    HIVEGRAPH_ALLOW_FILE_REGISTRIES=true HIVEGRAPH_ALLOW_PRIVATE_REGISTRIES=true \
+    HIVEGRAPH_ALLOW_FILE_REGISTRIES=true HIVEGRAPH_ALLOW_PRIVATE_REGISTRIES=true KUBECONFIG="$KUBECONFIG_FILE" \
     DATABASE_URL="postgres://hivegraph:hivegraph@127.0.0.1:5432/$DB" HIVEGRAPH_LISTEN="127.0.0.1:$port" \
     RUST_LOG=warn target/debug/hivegraph serve >"$WORK/gateway-$name.log" 2>&1 &
   PIDS+=($!)
@@ -68,7 +77,9 @@ for d in ("../shared", "/work/shared"):
 else:
     sys.exit("shared/data/toolhive-registry.json not found")
 small = {k: v for k, v in full.items() if k != "servers"}
-small["servers"] = dict(list(full["servers"].items())[:3])
+# Three servers without required environment variables: deployable as they are.
+plain = [(k, v) for k, v in full["servers"].items() if not any(e.get("required") for e in v.get("env_vars") or [])]
+small["servers"] = dict(plain[:3])
 small["remote_servers"] = {}
 json.dump(small, open(sys.argv[1], "w"))
 EOF
@@ -179,5 +190,39 @@ assert all(s["kind"] == 3 and s["attributes"]["db.system"] == "postgresql" for s
 assert any("servers" in s["attributes"]["db.statement"] for s in sql)
 assert all(s["service"] == "hivegraph-a" for s in spans)
 print(f"ok: trace {trace}: HTTP span <- caller, GraphQL span, {len(sql)} SQL spans; no variable values")
+EOF
+# A deploy: the driver continues the request's trace, linked to it; Kubernetes calls below it.
+TRACE2=0af7651916cd43dd8448eb211c80319c PARENT2=b7ad6b7169203331
+CLUSTER=$(gql "$A" '{"query":"mutation { registerCluster(input: {name: \"emu\", context: \"kube-emulator\"}) { id status } }"}' \
+  | python3 -c 'import json,sys; c=json.load(sys.stdin)["data"]["registerCluster"]; assert c["status"]=="CONNECTED", c; print(c["id"])') || fail "registerCluster"
+SERVER=$(gql "$A" '{"query":"{ servers(first: 1) { edges { node { id } } } }"}' \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["servers"]["edges"][0]["node"]["id"])') || fail "servers"
+gql "$A" "{\"query\":\"mutation(\$i: DeployServerInput!) { deployServer(input: \$i) { id } }\",\"variables\":{\"i\":{\"serverId\":\"$SERVER\",\"clusterId\":\"$CLUSTER\",\"namespace\":\"hivegraph\",\"name\":\"traced\"}}}" \
+  -H "traceparent: 00-$TRACE2-$PARENT2-01" >"$WORK/deploy.json" || fail "deployServer"
+grep -q '"deployServer":{"id"' "$WORK/deploy.json" || fail "deployServer: $(cat "$WORK/deploy.json")"
+expect "the cluster's status" 'max(hivegraph_cluster_status{cluster="emu", status="connected"})' 'v == [1.0]'
+expect "the deploy counted when it ends" 'sum(hivegraph_operations_total{kind="deploy"})' 'v == [1.0]'
+for _ in $(seq 1 50); do grep -q '"operation driver"' "$SPANS" && break; sleep 0.2; done
+python3 - "$SPANS" "$TRACE2" "$PARENT2" <<'EOF' || fail "the driver's trace is not as expected"
+import json, sys
+path, trace, parent = sys.argv[1:]
+spans = [s for s in map(json.loads, open(path).read().splitlines()) if s["trace_id"] == trace]
+by_id = {s["span_id"]: s for s in spans}
+http = [s for s in spans if s["name"] == "POST /graphql" and s["parent_id"] == parent]
+assert len(http) == 1, f"no HTTP span continuing the caller's: {[s['name'] for s in spans]}"
+drivers = [s for s in spans if s["name"] == "operation driver"]
+assert len(drivers) == 1, f"no driver span in the request's trace: {[s['name'] for s in spans]}"
+links = drivers[0]["links"]
+assert any(l["trace_id"] == trace and l["span_id"] in by_id for l in links), f"the driver is not linked to the request: {links}"
+def under(s, ancestor):
+    while s["parent_id"] in by_id:
+        if s["parent_id"] == ancestor:
+            return True
+        s = by_id[s["parent_id"]]
+    return False
+assert under(drivers[0], http[0]["span_id"]), "the driver span is not in the request's span tree"
+k8s = [s for s in spans if s["kind"] == 3 and "http.url" in s["attributes"] and under(s, drivers[0]["span_id"])]
+assert k8s, "no Kubernetes API span under the driver"
+print(f"ok: deploy in trace {trace}: driver span linked to the request, {len(k8s)} Kubernetes API spans below it")
 EOF
 echo "observability checks passed"
