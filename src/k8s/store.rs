@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::health::Observed;
+use crate::audit::Actor;
 use crate::audit::{self, AuditEntry};
 use crate::error::{AppError, AppResult};
-use crate::registries::store::Actor;
 
 async fn conn(pool: &DbPool) -> AppResult<dataloaders::DbConn> {
     pool.get().await.map_err(|e| {
@@ -346,10 +346,7 @@ pub async fn update_cluster_check(
         .await
         .optional()?
     };
-    if let Some(r) = &row {
-        crate::metrics::cluster_status(&r.name, r.status.as_db_str());
-    }
-    Ok(row)
+    Ok(row.inspect(|r| crate::metrics::cluster_status(&r.name, r.status.as_db_str())))
 }
 
 /// One registered cluster (None once removed).
