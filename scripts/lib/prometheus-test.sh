@@ -20,6 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 WORK="$ROOT/target/prometheus-test"
+# Left behind for a look after a failure (scripts/test drops every hg_test_* database when it
+# starts; dropping one forces a checkpoint, 20 s on a busy machine).
 DB=hg_test_observability
 VENV="$ROOT/target/observability-venv"
 rm -rf "$WORK"
@@ -27,14 +29,17 @@ mkdir -p "$WORK"
 PIDS=()
 if [ "$(id -u)" = 0 ]; then as_pg() { su postgres -c "$1"; }; else as_pg() { sudo -u postgres sh -c "$1"; }; fi
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  as_pg "dropdb --if-exists $DB" >/dev/null 2>&1 || true
+  # All at once: each gateway's graceful shutdown runs beside the others'.
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
+phase() { echo "[${SECONDS}s] $*"; }
 fail() { echo "FAIL: $*" >&2; for f in "$WORK"/*.log; do echo "--- $f" >&2; tail -20 "$f" >&2; done; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 1 150); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done; fail "$1 did not answer"; }
 
+phase "the OTLP receiver"
 # --- the OTLP receiver -----------------------------------------------------------------------
 [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import opentelemetry.proto' 2>/dev/null \
   || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q 'opentelemetry-proto==1.*'; } || fail "pip install opentelemetry-proto"
@@ -43,6 +48,7 @@ SPANS="$WORK/spans.jsonl"
 "$VENV/bin/python" scripts/lib/otlp_receiver.py "$OTLP_PORT" "$SPANS" >"$WORK/receiver.log" 2>&1 &
 PIDS+=($!)
 
+phase "the simulated cluster and two gateways"
 # --- the simulated cluster and two gateways ----------------------------------------------------
 KUBECONFIG_FILE="$WORK/kubeconfig"
 target/debug/kube-emulator --listen "127.0.0.1:$(free_port)" --kubeconfig "$KUBECONFIG_FILE" \
@@ -65,6 +71,7 @@ done
 A="http://${GW[0]}" B="http://${GW[1]}"
 gql() { curl -fsS "$1/graphql" -H 'content-type: application/json' "${@:3}" -d "$2"; }
 
+phase "a registry synced"
 # A registry of three servers, synced through gateway A.
 python3 - "$WORK/registry.json" <<'EOF'
 import json, sys
@@ -91,6 +98,7 @@ for _ in $(seq 1 100); do
 done
 gql "$A" '{"query":"{ servers { totalCount } }"}' | grep -q '"totalCount":3' || fail "the registry did not sync"
 
+phase "subscriptions"
 # Subscriptions: 3 on A, 2 on B, held open while Prometheus scrapes.
 exec {HOLD}> >(cd tests/js && exec node hold-subscriptions.mjs "$REG" "$A:3" "$B:2" >"$WORK/hold.log" 2>&1)
 PIDS+=($!)
@@ -103,6 +111,7 @@ for g in "$A" "$B"; do
   gql "$g" '{"query":"query Broken { nope }"}' >/dev/null || true
 done
 
+phase "promtool check metrics"
 # --- promtool on a busy gateway's /metrics ---------------------------------------------------
 curl -fsS "$A/metrics" -D "$WORK/classic.headers" -o "$WORK/classic.txt" || fail "GET /metrics"
 grep -qi '^content-type: text/plain; version=0.0.4' "$WORK/classic.headers" || fail "the default format is not the classic one"
@@ -113,6 +122,7 @@ curl -fsS "$A/metrics" -H 'Accept: application/openmetrics-text; version=1.0.0' 
 grep -qi '^content-type: application/openmetrics-text' "$WORK/om.headers" || fail "OpenMetrics was asked for and not served"
 tail -1 "$WORK/om.txt" | grep -qx '# EOF' || fail "the OpenMetrics answer does not end with # EOF"
 
+phase "Prometheus"
 # --- Prometheus ------------------------------------------------------------------------------
 PROM_PORT=$(free_port)
 cp deploy/prometheus/alerts.yaml "$WORK/alerts.yaml"
@@ -164,6 +174,7 @@ echo "ok: Prometheus loaded the 8 alert rules"
 firing=$(curl -fsS "http://127.0.0.1:$PROM_PORT/api/v1/alerts" | python3 -c 'import json,sys; print(" ".join(a["labels"]["alertname"] for a in json.load(sys.stdin)["data"]["alerts"]))')
 [ -z "$firing" ] || fail "alerts fire on healthy gateways: $firing"
 
+phase "traces"
 # --- traces ----------------------------------------------------------------------------------
 TRACE=4bf92f3577b34da6a3ce929d0e0e4736 PARENT=00f067aa0ba902b7
 gql "$A" '{"query":"query Traced($first: Int, $name: String) { servers(first: $first, search: $name) { totalCount } }","variables":{"first":2,"name":"canary-9f1c7d"}}' \
@@ -191,6 +202,7 @@ assert any("servers" in s["attributes"]["db.statement"] for s in sql)
 assert all(s["service"] == "hivegraph-a" for s in spans)
 print(f"ok: trace {trace}: HTTP span <- caller, GraphQL span, {len(sql)} SQL spans; no variable values")
 EOF
+phase "a traced deploy"
 # A deploy: the driver continues the request's trace, linked to it; Kubernetes calls below it.
 TRACE2=0af7651916cd43dd8448eb211c80319c PARENT2=b7ad6b7169203331
 CLUSTER=$(gql "$A" '{"query":"mutation { registerCluster(input: {name: \"emu\", context: \"kube-emulator\"}) { id status } }"}' \
@@ -225,4 +237,4 @@ k8s = [s for s in spans if s["kind"] == 3 and "http.url" in s["attributes"] and 
 assert k8s, "no Kubernetes API span under the driver"
 print(f"ok: deploy in trace {trace}: driver span linked to the request, {len(k8s)} Kubernetes API spans below it")
 EOF
-echo "observability checks passed"
+phase "observability checks passed"
