@@ -141,10 +141,8 @@ impl Driver {
             Err(Stop::Failed(..)) => "failed",
             Err(Stop::Lost) => return,
         };
-        let took = (Utc::now() - self.op.started_at)
-            .to_std()
-            .unwrap_or_default();
-        crate::metrics::operation_finished(self.op.operation.as_db_str(), outcome, took);
+        let kind = self.op.operation.as_db_str();
+        crate::metrics::operation_finished(kind, outcome, self.op.started_at);
     }
 
     /// A deploy cancelled while this driver was applying objects: `cancelDeployment` deleted

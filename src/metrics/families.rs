@@ -346,8 +346,9 @@ pub fn k8s_api_error(endpoint: &str, code: u16) {
 }
 
 /// An operation of `kind` (`deploy`, `scale`, ...) reached its final state `outcome`
-/// (`succeeded`, `failed`, `cancelled`) `took` after it started.
-pub fn operation_finished(kind: &str, outcome: &str, took: Duration) {
+/// (`succeeded`, `failed`, `cancelled`); it started at `started`.
+pub fn operation_finished(kind: &str, outcome: &str, started: chrono::DateTime<chrono::Utc>) {
+    let took = (chrono::Utc::now() - started).to_std().unwrap_or_default();
     let f = families();
     f.operations
         .get_or_create(&labels(&[("kind", kind), ("outcome", outcome)]))
