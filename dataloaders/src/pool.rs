@@ -166,6 +166,18 @@ impl Reader {
     }
 }
 
+/// Instrumentation that counts a connection's statements against `stats` (and logs them when
+/// the request asked for its statement log).
+pub fn counting(stats: Arc<QueryStats>) -> impl Instrumentation {
+    CountStatements(stats, diesel::connection::get_default_instrumentation())
+}
+
+/// The process's default instrumentation (`diesel::connection::set_default_instrumentation`),
+/// or none: what a connection carries when no request counts its statements.
+pub fn uncounted() -> Box<dyn Instrumentation> {
+    diesel::connection::get_default_instrumentation().unwrap_or_else(|| Box::new(NoInstrumentation))
+}
+
 /// Instrumentation that records nothing: connections carry it while idle in the pool.
 pub struct NoInstrumentation;
 

@@ -214,8 +214,13 @@ async fn execute_inner(
     let batch = batch.data(std::sync::Arc::new(rc));
     let started = Instant::now();
     let span = operation_span(&request_id, &labels);
-    let run =
-        tracing::Instrument::instrument(gate.holding(state.schema.execute_batch(batch)), span);
+    let run = tracing::Instrument::instrument(
+        gate.holding(crate::db::counted(
+            stats.clone(),
+            state.schema.execute_batch(batch),
+        )),
+        span,
+    );
     let result = tokio::time::timeout(limits.request_timeout(), run).await;
     let elapsed = started.elapsed().as_secs_f64();
     let mut resp = match result {
