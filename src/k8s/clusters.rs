@@ -86,7 +86,7 @@ impl ClusterManager {
         let mut watch_cfg = base;
         watch_cfg.connect_timeout = Some(timeout);
         let mk = |c: kube::Config| {
-            kube::Client::try_from(c)
+            api_metrics::client(c, &endpoint)
                 .map_err(|e| AppError::Internal(Arc::new(anyhow::anyhow!("kube client: {e}"))))
         };
         Ok(Clients {

@@ -116,7 +116,9 @@ pub async fn drive(mgr: ClusterManager, id: Uuid) {
         outage_logged: false,
         last_reason: String::new(),
     };
-    match d.run().await {
+    let result = d.run().await;
+    d.record(&result);
+    match result {
         Ok(()) => {}
         Err(Stop::Lost) => d.after_cancel().await,
         Err(Stop::Failed(reason, message)) => {
@@ -132,6 +134,17 @@ pub async fn drive(mgr: ClusterManager, id: Uuid) {
 }
 
 impl Driver {
+    /// Counts the operation's end on `/metrics` (a lost lease is another process's to count).
+    fn record(&self, result: &Result<(), Stop>) {
+        let outcome = match result {
+            Ok(()) => "succeeded",
+            Err(Stop::Failed(..)) => "failed",
+            Err(Stop::Lost) => return,
+        };
+        let kind = self.op.operation.as_db_str();
+        crate::metrics::operation_finished(kind, outcome, self.op.started_at);
+    }
+
     /// A deploy cancelled while this driver was applying objects: `cancelDeployment` deleted
     /// what existed then; delete again what this driver may have created since.
     async fn after_cancel(&self) {

@@ -206,6 +206,7 @@ impl ClusterManager {
         // The driver notices on its next write (conditioned on the operation being open) and
         // stops; it is not aborted, which could leave a transaction open.
         let row = store::cancel(&self.inner.pool, actor, id).await?;
+        crate::metrics::operation_finished(row.operation.as_db_str(), "cancelled", row.started_at);
         let me = self.clone();
         let op = row.clone();
         // The record is final; stopping the rollout is best effort (the cluster may be away).

@@ -11,6 +11,7 @@
 //!
 //! The oldest supported Kubernetes version is `HIVEGRAPH_K8S_MIN_VERSION` (default 1.24).
 
+mod api_metrics;
 mod clusters;
 pub mod credentials;
 mod deploy;

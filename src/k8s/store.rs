@@ -343,7 +343,7 @@ pub async fn update_cluster_check(
         .await
         .optional()?
     };
-    Ok(row)
+    Ok(row.inspect(|r| crate::metrics::cluster_status(&r.name, r.status.as_db_str())))
 }
 
 /// One registered cluster (None once removed).

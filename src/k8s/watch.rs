@@ -178,6 +178,7 @@ async fn run(
                 Some(Ok(Touch::None)) => {}
                 Some(Err((what, e))) => {
                     synced.store(false, Ordering::SeqCst);
+                    crate::metrics::watch_restarted(&clients.endpoint);
                     if last_error_log.elapsed() > Duration::from_secs(10) {
                         last_error_log = std::time::Instant::now();
                         tracing::warn!(%cluster, namespace = %ns, %what, error = %e,
