@@ -67,6 +67,23 @@ pub struct InstanceSpec {
     /// The registry's own arguments at deploy time; `args` minus these are the user's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_args: Option<Vec<String>>,
+    /// What runs the instance: plain workloads, or the ToolHive operator.
+    #[serde(default)]
+    pub backend: Backend,
+    /// The URL a remote server answers on (deployed as an `MCPRemoteProxy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_url: Option<String>,
+}
+
+/// What runs an instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A Deployment, Service and NetworkPolicy the gateway writes itself (network transports).
+    #[default]
+    Native,
+    /// An `MCPServer` or `MCPRemoteProxy` custom resource the ToolHive operator reconciles.
+    Operator,
 }
 
 impl InstanceSpec {
@@ -79,6 +96,18 @@ impl InstanceSpec {
     pub fn port(&self) -> Option<u16> {
         self.is_network()
             .then(|| self.target_port.unwrap_or(DEFAULT_PORT))
+    }
+
+    /// Whether the ToolHive operator runs this instance.
+    pub fn is_operator(&self) -> bool {
+        self.backend == Backend::Operator
+    }
+
+    /// The in-cluster URL of a native instance's Service (network transports only).
+    pub fn native_endpoint(&self, name: &str, namespace: &str) -> Option<String> {
+        let path = if self.transport == "sse" { "/sse" } else { "/mcp" };
+        self.port()
+            .map(|p| format!("http://{name}.{namespace}.svc.cluster.local:{p}{path}"))
     }
 
     /// Whether a NetworkPolicy follows from the server's permissions.
@@ -133,10 +162,13 @@ pub fn deployment(
     }
     if let Some(port) = spec.port() {
         container["ports"] = json!([{"name": "mcp", "containerPort": port, "protocol": "TCP"}]);
+        container["readinessProbe"] = probe(5, 10);
+        container["livenessProbe"] = probe(15, 20);
     }
     if let Some(r) = &spec.resources {
         container["resources"] = r.clone();
     }
+    container["securityContext"] = restricted_security_context();
     let mut template_meta = json!({"labels": labels});
     if let Some(at) = restarted_at {
         template_meta["annotations"] = json!({ RESTARTED_AT: at });
@@ -152,9 +184,34 @@ pub fn deployment(
             "selector": {"matchLabels": {INSTANCE_LABEL: instance.to_string()}},
             "template": {
                 "metadata": template_meta,
-                "spec": {"containers": [container]},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                },
             },
         },
+    })
+}
+
+/// A TCP probe on the MCP port (the server's transport needs a session for anything more).
+fn probe(initial_delay: i32, period: i32) -> Value {
+    json!({
+        "tcpSocket": {"port": "mcp"},
+        "initialDelaySeconds": initial_delay,
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": 3,
+    })
+}
+
+/// The container security context of the `restricted` Pod Security Standard (the image picks
+/// its user, so `runAsNonRoot` is left to the image).
+pub fn restricted_security_context() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
     })
 }
 
@@ -303,6 +360,8 @@ mod tests {
             server_version: None,
             env_schema: None,
             server_args: None,
+            backend: Backend::Native,
+            remote_url: None,
         }
     }
 
@@ -320,6 +379,26 @@ mod tests {
         assert_eq!(s["spec"]["ports"][0]["port"], json!(9000));
         let np = network_policy(Uuid::nil(), "web", "ns", &spec()).unwrap();
         assert_eq!(np["spec"]["egress"][1]["ports"][0]["port"], json!(443));
+    }
+
+    #[test]
+    fn native_pods_are_hardened_and_probed() {
+        let d = deployment(Uuid::nil(), "web", "ns", &spec(), 600, None);
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(pod["automountServiceAccountToken"], json!(false));
+        let c = &pod["containers"][0];
+        assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], json!(false));
+        assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+        assert_eq!(
+            c["securityContext"]["seccompProfile"]["type"],
+            json!("RuntimeDefault")
+        );
+        assert_eq!(c["readinessProbe"]["tcpSocket"]["port"], json!("mcp"));
+        assert_eq!(c["livenessProbe"]["tcpSocket"]["port"], json!("mcp"));
+        assert_eq!(
+            spec().native_endpoint("web", "ns").as_deref(),
+            Some("http://web.ns.svc.cluster.local:9000/mcp")
+        );
     }
 
     #[test]
