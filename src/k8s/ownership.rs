@@ -7,7 +7,8 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::{Api, ResourceExt};
 use uuid::Uuid;
 
-use super::manifests::{INSTANCE_LABEL, MANAGED_BY};
+use super::manifests::{INSTANCE_LABEL, InstanceSpec, MANAGED_BY};
+use super::operator::{self, Kind};
 use crate::error::{AppError, AppResult};
 
 /// One object an instance consists of: kind (for messages), resource, name.
@@ -43,6 +44,44 @@ fn leak_kind(k: &str) -> &'static str {
         "MCPRemoteProxy" => "MCPRemoteProxy",
         _ => "object",
     }
+}
+
+/// Every object an instance named `name` writes, whatever its state.
+pub fn targets(name: &str, spec: &InstanceSpec) -> Vec<Target> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let mut out = Vec::new();
+    if spec.is_operator() {
+        let kind = Kind::of(spec);
+        out.push(Target {
+            kind: kind.name(),
+            resource: kind.resource(),
+            name: name.to_string(),
+        });
+        for s in operator::secret_names(name, spec.secret_env.len()) {
+            out.push(Target::builtin::<Secret>(&s));
+        }
+        if operator::permission_profile(spec).is_some() {
+            out.push(Target::builtin::<ConfigMap>(&operator::permissions_name(
+                name,
+            )));
+        }
+        return out;
+    }
+    out.push(Target::builtin::<Deployment>(name));
+    if spec.is_network() {
+        out.push(Target::builtin::<Service>(name));
+    }
+    if spec.wants_network_policy() {
+        out.push(Target::builtin::<NetworkPolicy>(name));
+    }
+    if spec.secret_name.is_some() {
+        out.push(Target::builtin::<Secret>(&super::manifests::secret_name(
+            name,
+        )));
+    }
+    out
 }
 
 /// Whether labels say the object belongs to `instance` (`None`: to any gateway instance).
