@@ -442,6 +442,14 @@ impl Instance {
     async fn deployed_at(&self) -> Option<DateTime<Utc>> {
         self.0.deployed_at
     }
+    /// The URL clients inside the cluster reach the MCP server at: the ToolHive operator's
+    /// `status.url` (its proxy's Service), or the gateway's own Service's DNS name. `null`
+    /// until it is known, and once the instance is terminated.
+    async fn endpoint(&self) -> Option<&str> {
+        (self.0.status != InstanceStatus::Terminated)
+            .then_some(self.0.endpoint.as_deref())
+            .flatten()
+    }
     /// Deployment parameters (secret values are never included). Environment values are shown
     /// to deployers and admins; viewers see each variable's name with `redacted: true`.
     async fn configuration(&self, ctx: &Context<'_>) -> Json<Value> {
@@ -884,7 +892,10 @@ impl Cluster {
     async fn version(&self) -> Option<&str> {
         self.0.version.as_deref()
     }
-    /// Supported features (API groups the gateway can use).
+    /// Supported features: the API groups the gateway can use, plus
+    /// `mcpservers.toolhive.stacklok.dev` / `mcpremoteproxies.toolhive.stacklok.dev` when the
+    /// cluster serves the ToolHive operator's resources and the gateway may create them (then
+    /// deploys go through the operator).
     async fn capabilities(&self) -> &[String] {
         &self.0.capabilities
     }

@@ -498,7 +498,14 @@ pub async fn apply_observation(
     };
     let events = Value::Array(o.events.clone());
     let reason = Some(o.reason.clone()).filter(|r| !r.is_empty());
-    let unchanged = row.status == status
+    let endpoint = o.endpoint.clone().or_else(|| {
+        serde_json::from_value::<super::manifests::InstanceSpec>(row.configuration.clone())
+            .ok()
+            .filter(|s| !s.is_operator())
+            .and_then(|s| s.native_endpoint(&row.name, &row.namespace))
+    });
+    let unchanged = row.endpoint == endpoint
+        && row.status == status
         && row.phase == phase
         && row.replicas_desired == o.desired
         && row.replicas_current == o.current
@@ -525,6 +532,7 @@ pub async fn apply_observation(
         instances::health_reason.eq(reason),
         instances::last_warning.eq(&o.last_warning),
         instances::events.eq(events),
+        instances::endpoint.eq(endpoint),
         instances::updated_at.eq(Utc::now()),
     ))
     .execute(&mut c)
