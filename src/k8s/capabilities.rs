@@ -42,10 +42,7 @@ pub async fn can(
 
 /// The ToolHive resources the cluster serves and the gateway may create (cluster-wide or in
 /// `namespace`). A cluster without the group (404) offers none; other errors are returned.
-pub async fn toolhive(
-    client: &kube::Client,
-    namespace: &str,
-) -> Result<Vec<String>, kube::Error> {
+pub async fn toolhive(client: &kube::Client, namespace: &str) -> Result<Vec<String>, kube::Error> {
     let list = match client.list_api_group_resources(operator::API_VERSION).await {
         Ok(l) => l,
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(vec![]),

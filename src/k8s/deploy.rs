@@ -348,13 +348,7 @@ fn access_needs(spec: &InstanceSpec) -> Vec<(&'static str, &'static str, &'stati
 
 /// Stores the Secrets holding secret values (before the driver starts: without them the pods
 /// could never start, and the driver fails the operation naming the missing Secret).
-async fn store_secrets(
-    clients: &Clients,
-    ns: &str,
-    objs: &[Value],
-    pool: &DbPool,
-    op: Uuid,
-) {
+async fn store_secrets(clients: &Clients, ns: &str, objs: &[Value], pool: &DbPool, op: Uuid) {
     let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(clients.api.clone(), ns);
     let pp = PatchParams::apply(manifests::FIELD_MANAGER).force();
     for obj in objs {

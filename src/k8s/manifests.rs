@@ -105,7 +105,11 @@ impl InstanceSpec {
 
     /// The in-cluster URL of a native instance's Service (network transports only).
     pub fn native_endpoint(&self, name: &str, namespace: &str) -> Option<String> {
-        let path = if self.transport == "sse" { "/sse" } else { "/mcp" };
+        let path = if self.transport == "sse" {
+            "/sse"
+        } else {
+            "/mcp"
+        };
         self.port()
             .map(|p| format!("http://{name}.{namespace}.svc.cluster.local:{p}{path}"))
     }
@@ -387,7 +391,10 @@ mod tests {
         let pod = &d["spec"]["template"]["spec"];
         assert_eq!(pod["automountServiceAccountToken"], json!(false));
         let c = &pod["containers"][0];
-        assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], json!(false));
+        assert_eq!(
+            c["securityContext"]["allowPrivilegeEscalation"],
+            json!(false)
+        );
         assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
         assert_eq!(
             c["securityContext"]["seccompProfile"]["type"],

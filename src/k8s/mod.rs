@@ -19,6 +19,7 @@ pub mod drift;
 pub mod driver;
 pub mod health;
 mod lifecycle;
+mod lifecycle_operator;
 mod logs;
 pub mod manifests;
 pub mod operator;

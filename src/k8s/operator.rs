@@ -469,11 +469,17 @@ mod tests {
             json!(id.to_string())
         );
         let s = &cr["spec"];
-        assert_eq!(s["image"], json!("ghcr.io/github/github-mcp-server:v0.31.0"));
+        assert_eq!(
+            s["image"],
+            json!("ghcr.io/github/github-mcp-server:v0.31.0")
+        );
         assert_eq!(s["transport"], json!("stdio"));
         assert_eq!(s["proxyPort"], json!(8080));
         assert!(s.get("mcpPort").is_none(), "stdio has no MCP port");
-        assert_eq!(s["env"], json!([{"name": "GITHUB_HOST", "value": "github.com"}]));
+        assert_eq!(
+            s["env"],
+            json!([{"name": "GITHUB_HOST", "value": "github.com"}])
+        );
         assert_eq!(
             s["secrets"],
             json!([{"name": "gh-env", "key": "GITHUB_PERSONAL_ACCESS_TOKEN",
@@ -484,7 +490,13 @@ mod tests {
             s["permissionProfile"],
             json!({"type": "configmap", "name": "gh-permissions", "key": "permissions.json"})
         );
-        let secrets = secrets(id, "gh", "ns", Uuid::nil(), &[("T".into(), "s3cr3t".into())]);
+        let secrets = secrets(
+            id,
+            "gh",
+            "ns",
+            Uuid::nil(),
+            &[("T".into(), "s3cr3t".into())],
+        );
         assert_eq!(secrets.len(), 1);
         assert_eq!(secrets[0]["metadata"]["name"], json!("gh-env"));
         assert!(!cr.to_string().contains("s3cr3t"));
@@ -514,9 +526,11 @@ mod tests {
     #[test]
     fn the_permission_profile_is_toolhives() {
         let cm = permissions_configmap(Uuid::nil(), "gh", "ns", &spec("stdio")).unwrap();
-        let p: Value =
-            serde_json::from_str(cm["data"][PERMISSIONS_KEY].as_str().unwrap()).unwrap();
-        assert_eq!(p["network"]["outbound"]["allow_host"], json!([".github.com"]));
+        let p: Value = serde_json::from_str(cm["data"][PERMISSIONS_KEY].as_str().unwrap()).unwrap();
+        assert_eq!(
+            p["network"]["outbound"]["allow_host"],
+            json!([".github.com"])
+        );
         assert_eq!(p["network"]["outbound"]["allow_port"], json!([443]));
         let mut none = spec("stdio");
         none.network_permissions = json!({});
@@ -571,7 +585,9 @@ mod tests {
             &[],
         );
         assert_eq!(failed.status, InstanceStatus::Failed);
-        assert!(matches!(&failed.verdict, Verdict::Failed { reason, .. } if reason == "ErrImagePull"));
+        assert!(
+            matches!(&failed.verdict, Verdict::Failed { reason, .. } if reason == "ErrImagePull")
+        );
         let stopped = derive(Some(&cr(json!({"phase": "Stopped"}), false)), &[], &[]);
         assert_eq!(stopped.status, InstanceStatus::Stopped);
         let deleting = derive(Some(&cr(json!({"phase": "Ready"}), true)), &[], &[]);

@@ -115,12 +115,16 @@ pub async fn check(
     targets: &[Target],
 ) -> AppResult<()> {
     for t in targets {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), namespace, &t.resource);
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &t.resource);
         let found = match api.get_opt(&t.name).await {
             Ok(f) => f,
             Err(kube::Error::Api(s)) if s.code == 404 => None,
-            Err(e) => return Err(super::kube_err(&e, &format!("reading {} {}", t.kind, t.name))),
+            Err(e) => {
+                return Err(super::kube_err(
+                    &e,
+                    &format!("reading {} {}", t.kind, t.name),
+                ));
+            }
         };
         if let Some(o) = found {
             let ours = instance.is_some_and(|id| is_ours(o.labels(), Some(id)));

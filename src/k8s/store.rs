@@ -771,6 +771,29 @@ pub async fn latest_op(pool: &DbPool, instance: Uuid) -> AppResult<Option<Deploy
         .optional()?)
 }
 
+/// The configuration before the newest completed operation that changed it (operations
+/// record what they replaced in `rollbackInfo.configuration`): what a rollback of an operator
+/// instance re-applies.
+pub async fn previous_configuration(
+    pool: &DbPool,
+    instance: Uuid,
+    current: &Value,
+) -> AppResult<Option<Value>> {
+    let mut c = conn(pool).await?;
+    let ops: Vec<DeploymentRow> = deployments::table
+        .filter(deployments::instance_id.eq(instance))
+        .filter(deployments::status.eq(DeploymentStatus::Completed))
+        .order(deployments::started_at.desc())
+        .limit(50)
+        .select(DeploymentRow::as_select())
+        .load(&mut c)
+        .await?;
+    Ok(ops
+        .into_iter()
+        .filter_map(|op| op.rollback_info?.get("configuration").cloned())
+        .find(|cfg| cfg.is_object() && cfg != current))
+}
+
 pub async fn open_op_of(pool: &DbPool, instance: Uuid) -> AppResult<Option<DeploymentRow>> {
     let mut c = conn(pool).await?;
     Ok(deployments::table

@@ -249,6 +249,18 @@ async fn refresh(
     if inst.cluster_id != cluster || inst.namespace != ns {
         return;
     }
+    if spec_of(&inst).is_some_and(|s| s.is_operator()) {
+        // The operator's workloads carry its labels, not the gateway's: read the resource.
+        if let Ok(o) = ClusterManager::observe_live(clients, &inst).await {
+            mgr.inner()
+                .status_cache
+                .insert(id, Arc::new(o.clone()))
+                .await;
+            mgr.record(id, &o, false, inst.deployed_at.is_some()).await;
+            mgr.wake(id);
+        }
+        return;
+    }
     let deploy = d_store
         .get(&ObjectRef::new(&inst.name).within(ns))
         .filter(|d| instance_of(d.metadata.labels.as_ref()) == Some(id));
@@ -300,12 +312,21 @@ async fn refresh(
     mgr.wake(id);
 }
 
+fn spec_of(inst: &InstanceRow) -> Option<super::manifests::InstanceSpec> {
+    serde_json::from_value(inst.configuration.clone()).ok()
+}
+
 impl ClusterManager {
-    /// Reads an instance's state straight from the API (Deployment, pods, events).
+    /// Reads an instance's state straight from the API: its custom resource and the pods
+    /// behind it for the operator backend, else its Deployment, pods and events.
     pub(crate) async fn observe_live(
         clients: &Clients,
         inst: &InstanceRow,
     ) -> Result<Observed, kube::Error> {
+        if let Some(spec) = spec_of(inst).filter(|s| s.is_operator()) {
+            let kind = super::operator::Kind::of(&spec);
+            return super::operator::observe(&clients.api, &inst.namespace, &inst.name, kind).await;
+        }
         let d = Api::<Deployment>::namespaced(clients.api.clone(), &inst.namespace)
             .get_opt(&inst.name)
             .await?;
