@@ -531,7 +531,10 @@ impl Instance {
         ctx: &Context<'_>,
         #[graphql(desc = "Lines from the end of the log.")] tail_lines: Option<i32>,
         #[graphql(desc = "Only lines newer than this many seconds.")] since_seconds: Option<i32>,
-        #[graphql(desc = "Container name, when the pod has several.")] container: Option<String>,
+        #[graphql(
+            desc = "Container name, when the pod has several. For an instance the ToolHive operator runs, `proxy` reads its proxy runner instead of the MCP server."
+        )]
+        container: Option<String>,
     ) -> AppResult<InstanceLogs> {
         if tail_lines.is_some_and(|n| n < 0) {
             return Err(AppError::bad_input(

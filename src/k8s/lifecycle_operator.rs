@@ -5,7 +5,7 @@ use super::*;
 use operator::Kind;
 
 /// The configuration of an instance the operator runs (`None`: a native instance).
-pub(super) fn operator_spec(inst: &InstanceRow) -> Option<InstanceSpec> {
+pub(crate) fn operator_spec(inst: &InstanceRow) -> Option<InstanceSpec> {
     serde_json::from_value::<InstanceSpec>(inst.configuration.clone())
         .ok()
         .filter(InstanceSpec::is_operator)

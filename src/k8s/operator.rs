@@ -7,8 +7,6 @@
 //!
 //! Everything here but [`observe`] is pure, so the resources are unit-tested field by field.
 
-use std::collections::BTreeMap;
-
 use base64::Engine;
 use dataloaders::enums::{HealthStatus, InstancePhase, InstanceStatus};
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -415,16 +413,16 @@ pub async fn observe(
     Ok(derive(cr.as_ref(), &pods, &mine))
 }
 
-/// Labels as a map (for comparisons in tests and ownership checks).
-pub fn label_map(v: &Value) -> BTreeMap<String, String> {
-    v.pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
+/// The pods and container `Instance.logs` reads for an operator instance: the MCP server's
+/// (the StatefulSet's) by default, the proxy runner's with `container: "proxy"`; another
+/// container name reads that container of the MCP server's pod.
+pub fn log_target(name: &str, container: Option<String>) -> (String, Option<String>) {
+    let proxy = container.as_deref() == Some("proxy");
+    let component = if proxy { "proxy" } else { "mcp-server" };
+    (
+        format!("{NAME_LABEL}={name},app.kubernetes.io/component={component}"),
+        container.filter(|_| !proxy),
+    )
 }
 
 #[cfg(test)]
