@@ -28,7 +28,10 @@ impl Driver {
     ) -> Result<DynamicObject, Stop> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.clients.api.clone(), self.ns(), resource);
-        let pp = PatchParams::apply(manifests::FIELD_MANAGER).force();
+        // Strict: a field the CRD's schema does not know is an error, not silently dropped.
+        let pp = PatchParams::apply(manifests::FIELD_MANAGER)
+            .force()
+            .validation_strict();
         let name = obj["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
