@@ -417,6 +417,13 @@ async fn a_secret_token_lives_only_in_the_gateways_secret() {
         .unwrap();
     let env = serde_json::to_string(&sts.spec.template.spec.unwrap().containers[0].env).unwrap();
     assert!(env.contains("github-env") && !env.contains(CANARY), "{env}");
+
+    // Changes made outside the gateway show up: the resource deleted by hand ends the instance.
+    Api::<DynamicObject>::namespaced_with(e.kube.clone(), "team", &resource("MCPServer"))
+        .delete("github", &Default::default())
+        .await
+        .unwrap();
+    wait_instance(&e.app, &gh, |i| i["status"] == json!("TERMINATED")).await;
 }
 
 #[tokio::test]

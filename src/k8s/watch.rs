@@ -147,6 +147,7 @@ async fn run(
     let mut ready = [false; 3];
     let mut dirty: HashSet<Uuid> = HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(150));
+    let mut ticks: u64 = 0;
     let mut stopping = mgr.inner().stopping.subscribe();
     let mut last_error_log = std::time::Instant::now() - Duration::from_secs(60);
     loop {
@@ -166,14 +167,7 @@ async fn run(
                     ready[kind as usize] = true;
                     synced.store(ready.iter().all(|r| *r), Ordering::SeqCst);
                     // Anything may have changed while we were not watching.
-                    if let Ok(live) = store::live_instances(&mgr.inner().pool).await {
-                        for (id, c, n, _) in live {
-                            if c == cluster && n == ns {
-                                mgr.inner().status_cache.invalidate(&id).await;
-                                dirty.insert(id);
-                            }
-                        }
-                    }
+                    dirty.extend(live_here(&mgr, cluster, &ns).await);
                 }
                 Some(Ok(Touch::None)) => {}
                 Some(Err((what, e))) => {
@@ -186,6 +180,12 @@ async fn run(
                 }
             },
             _ = tick.tick() => {
+                ticks += 1;
+                // The ToolHive operator's workloads are not watched (they carry its labels, not
+                // the gateway's): every instance here is re-read every 20 ticks (3 s).
+                if ticks % 20 == 0 {
+                    dirty.extend(live_here(&mgr, cluster, &ns).await);
+                }
                 // Only with every store listed: a missing Deployment must mean "deleted".
                 if ready.iter().all(|r| *r) && !dirty.is_empty() {
                     let ids: Vec<Uuid> = dirty.drain().collect();
@@ -198,6 +198,21 @@ async fn run(
         }
     }
     synced.store(false, Ordering::SeqCst);
+}
+
+/// The live instances of `(cluster, ns)`, their cached statuses invalidated.
+async fn live_here(mgr: &ClusterManager, cluster: Uuid, ns: &str) -> Vec<Uuid> {
+    let Ok(live) = store::live_instances(&mgr.inner().pool).await else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for (id, c, n, _) in live {
+        if c == cluster && n == ns {
+            mgr.inner().status_cache.invalidate(&id).await;
+            out.push(id);
+        }
+    }
+    out
 }
 
 /// The instances an event is about (through the Deployment, pod or ReplicaSet it names).
