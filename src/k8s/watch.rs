@@ -183,7 +183,7 @@ async fn run(
                 ticks += 1;
                 // The ToolHive operator's workloads are not watched (they carry its labels, not
                 // the gateway's): every instance here is re-read every 20 ticks (3 s).
-                if ticks % 20 == 0 {
+                if ticks.is_multiple_of(20) {
                     dirty.extend(live_here(&mgr, cluster, &ns).await);
                 }
                 // Only with every store listed: a missing Deployment must mean "deleted".
