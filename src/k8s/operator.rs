@@ -545,6 +545,52 @@ mod tests {
         assert_eq!(cr["spec"]["transport"], json!("streamable-http"));
     }
 
+    /// The resources the gateway writes for catalog-shaped servers, kept in
+    /// `kube-emulator/tests/fixtures/gateway-crs.json`: the emulator's scenario
+    /// `gateway_crs_validate` applies them (server-side dry-run) against the real CRDs, on the
+    /// emulator and on the real-cluster tier. `HIVEGRAPH_UPDATE_GOLDEN=1` rewrites the file.
+    #[test]
+    fn the_fixture_of_written_resources_is_current() {
+        let id = Uuid::from_u128(0x4242);
+        let mut time = spec("stdio");
+        (time.image, time.server_name) = ("docker.io/mcp/time:latest".into(), "time".into());
+        (time.env, time.secret_env, time.resources) = (vec![], vec![], None);
+        time.network_permissions =
+            json!({"outbound": {"allowHost": [], "allowPort": [], "insecureAllowAll": false}});
+        let mut fetch = spec("http");
+        fetch.image = "ghcr.io/stackloklabs/gofetch/server:1.0.3".into();
+        (fetch.env, fetch.secret_env, fetch.target_port) = (vec![], vec![], Some(8080));
+        fetch.replicas = 2;
+        fetch.args = vec!["--log-level".into(), "debug".into()];
+        let mut github = spec("stdio");
+        github.resources = Some(json!({"limits": {"cpu": "500m", "memory": "256Mi"},
+                                        "requests": {"cpu": "100m"}}));
+        let mut many = spec("sse");
+        many.secret_env = vec!["A_KEY".into(), "B_SECRET".into(), "C_TOKEN".into()];
+        let mut canva = spec("http");
+        canva.remote_url = Some("https://mcp.canva.com/mcp".into());
+        let crs = vec![
+            custom_resource(id, "time", "ns", &time),
+            custom_resource(id, "fetch", "ns", &fetch),
+            custom_resource(id, "github", "ns", &github),
+            custom_resource(id, "many", "ns", &many),
+            custom_resource(id, "canva", "ns", &canva),
+        ];
+        let text = serde_json::to_string_pretty(&crs).unwrap() + "\n";
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/kube-emulator/tests/fixtures/gateway-crs.json"
+        );
+        if std::env::var_os("HIVEGRAPH_UPDATE_GOLDEN").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        let stored = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            stored == text,
+            "{path} is stale: run HIVEGRAPH_UPDATE_GOLDEN=1 cargo test --lib operator"
+        );
+    }
+
     fn cr(status: Value, deleting: bool) -> DynamicObject {
         let mut v = json!({"apiVersion": API_VERSION, "kind": "MCPServer",
             "metadata": {"name": "t", "generation": 2, "resourceVersion": "9"},
