@@ -641,6 +641,30 @@ async fn without_the_operator_stdio_is_refused_and_http_runs_hardened() {
 }
 
 #[tokio::test]
+async fn without_the_operator_unenforceable_hosts_are_said_so() {
+    let e = env(false).await;
+    let (o, osv) = deployed(&e, &server(&e.app, "osv").await, json!({})).await;
+    assert_eq!(o["status"], json!("COMPLETED"), "{o:#}");
+    let i = instance(&e.app, &osv).await;
+    let note = i["configuration"]["egressNote"].as_str().expect("a note");
+    assert!(
+        note.contains("api.osv.dev") && note.contains("not enforced"),
+        "{note}"
+    );
+    let np =
+        Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(e.kube.clone(), "team")
+            .get("osv")
+            .await
+            .unwrap();
+    let egress = serde_json::to_value(np.spec.unwrap().egress).unwrap();
+    assert_eq!(
+        egress[1]["ports"],
+        json!([{"port": 443, "protocol": "TCP"}]),
+        "{egress}"
+    );
+}
+
+#[tokio::test]
 async fn a_foreign_service_named_like_the_instance_is_never_taken_over() {
     let e = env(false).await;
     let svc: Service = serde_json::from_value(json!({

@@ -172,6 +172,7 @@ impl ClusterManager {
             server_args: Some(server_args),
             backend: Backend::Native,
             remote_url,
+            egress_note: None,
         };
         // --- the cluster (reads only)
         let (cluster, clients) = self
@@ -180,6 +181,9 @@ impl ClusterManager {
         let mut spec = spec;
         spec.backend = capabilities::backend_for(&cluster.capabilities, operator::Kind::of(&spec));
         check_backend(&spec)?;
+        if !spec.is_operator() {
+            spec.egress_note = manifests::egress_note(&spec);
+        }
         match Api::<Namespace>::all(clients.api.clone())
             .get_opt(&input.namespace)
             .await

@@ -86,6 +86,10 @@ pub struct InstanceSpec {
     /// The URL a remote server answers on (deployed as an `MCPRemoteProxy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_url: Option<String>,
+    /// What the native backend's NetworkPolicy cannot enforce of the server's permissions
+    /// (see [`egress_note`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_note: Option<String>,
 }
 
 /// What runs an instance.
@@ -333,6 +337,32 @@ pub fn network_policy(
     }))
 }
 
+/// For the native backend: the allowed hosts of the server's permissions, which a NetworkPolicy
+/// cannot express (it names ports and IP blocks, not host names), said plainly rather than left
+/// to look enforced. `None` when the permissions name no host or allow everything anyway.
+pub fn egress_note(spec: &InstanceSpec) -> Option<String> {
+    let out = spec.network_permissions.get("outbound")?;
+    if out.get("insecureAllowAll").and_then(Value::as_bool) == Some(true) {
+        return None;
+    }
+    let hosts: Vec<&str> = out
+        .get("allowHost")
+        .and_then(Value::as_array)?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    if hosts.is_empty() {
+        return None;
+    }
+    let ports = out.get("allowPort").cloned().unwrap_or(json!([]));
+    Some(format!(
+        "a NetworkPolicy cannot name hosts: egress is limited to DNS and TCP ports {ports} of any \
+         host; the allowed hosts {} are not enforced by the cluster (the ToolHive operator's \
+         egress proxy enforces them)",
+        hosts.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +389,7 @@ mod tests {
             server_args: None,
             backend: Backend::Native,
             remote_url: None,
+            egress_note: None,
         }
     }
 
@@ -393,6 +424,8 @@ mod tests {
             c["securityContext"]["seccompProfile"]["type"],
             json!("RuntimeDefault")
         );
+        let note = egress_note(&spec()).unwrap();
+        assert!(note.contains("a.b") && note.contains("[443]"), "{note}");
         assert_eq!(c["readinessProbe"]["tcpSocket"]["port"], json!("mcp"));
         assert_eq!(c["livenessProbe"]["tcpSocket"]["port"], json!("mcp"));
         assert_eq!(

@@ -453,6 +453,7 @@ mod tests {
             server_args: None,
             backend: Backend::Operator,
             remote_url: None,
+            egress_note: None,
         }
     }
 
