@@ -137,7 +137,7 @@ pub async fn record_standalone(pool: &dataloaders::DbPool, e: AuditEntry) {
         return;
     }
     let action = e.action;
-    match pool.get().await {
+    match crate::db::conn(pool).await {
         Ok(mut conn) => {
             if let Err(err) = record(&mut conn, e).await {
                 tracing::error!(%action, error = %err, "could not write an audit record");

@@ -19,10 +19,7 @@ use crate::audit::{self, AuditEntry};
 use crate::error::{AppError, AppResult};
 
 async fn conn(pool: &DbPool) -> AppResult<dataloaders::DbConn> {
-    pool.get().await.map_err(|e| {
-        tracing::warn!(error = %e, "k8s: no database connection");
-        AppError::Unavailable("the database is unavailable; try again shortly".into())
-    })
+    Ok(crate::db::conn(pool).await?)
 }
 
 /// A step record (`DeploymentStep` in GraphQL).
