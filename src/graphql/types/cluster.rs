@@ -41,7 +41,10 @@ impl Cluster {
     async fn version(&self) -> Option<&str> {
         self.0.version.as_deref()
     }
-    /// Supported features (API groups the gateway can use).
+    /// Supported features: the API groups the gateway can use, plus
+    /// `mcpservers.toolhive.stacklok.dev` / `mcpremoteproxies.toolhive.stacklok.dev` when the
+    /// cluster serves the ToolHive operator's resources and the gateway may create them (then
+    /// deploys go through the operator).
     async fn capabilities(&self) -> &[String] {
         &self.0.capabilities
     }

@@ -166,6 +166,14 @@ impl Instance {
     async fn deployed_at(&self) -> Option<DateTime<Utc>> {
         self.0.deployed_at
     }
+    /// The URL clients inside the cluster reach the MCP server at: the ToolHive operator's
+    /// `status.url` (its proxy's Service), or the gateway's own Service's DNS name. `null`
+    /// until it is known, and once the instance is terminated.
+    async fn endpoint(&self) -> Option<&str> {
+        (self.0.status != InstanceStatus::Terminated)
+            .then_some(self.0.endpoint.as_deref())
+            .flatten()
+    }
     /// Deployment parameters (secret values are never included). Environment values are shown
     /// to deployers and admins; viewers see each variable's name with `redacted: true`.
     async fn configuration(&self, ctx: &Context<'_>) -> Json<Value> {
@@ -247,7 +255,10 @@ impl Instance {
         ctx: &Context<'_>,
         #[graphql(desc = "Lines from the end of the log.")] tail_lines: Option<i32>,
         #[graphql(desc = "Only lines newer than this many seconds.")] since_seconds: Option<i32>,
-        #[graphql(desc = "Container name, when the pod has several.")] container: Option<String>,
+        #[graphql(
+            desc = "Container name, when the pod has several. For an instance the ToolHive operator runs, `proxy` reads its proxy runner instead of the MCP server."
+        )]
+        container: Option<String>,
     ) -> AppResult<InstanceLogs> {
         if tail_lines.is_some_and(|n| n < 0) {
             return Err(AppError::bad_input(
