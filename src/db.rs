@@ -1,5 +1,7 @@
 //! Connection pool and migrations.
 
+pub mod statements;
+
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -51,10 +53,13 @@ impl From<NoConnection> for AppError {
 /// way the gateway takes a connection outside the read loaders.
 pub async fn conn(pool: &DbPool) -> Result<DbConn, NoConnection> {
     use diesel_async::AsyncConnection as _;
-    let mut c = pool.get().await.map_err(|e| NoConnection(e.to_string()))?;
+    let mut c = pool.get().await.map_err(|e| {
+        dataloaders::pool::note_pool_error(&e);
+        NoConnection(e.to_string())
+    })?;
     match REQUEST_STATS.try_with(Arc::clone) {
         Ok(stats) => c.set_instrumentation(dataloaders::pool::counting(stats)),
-        Err(_) => c.set_instrumentation(dataloaders::pool::NoInstrumentation),
+        Err(_) => c.set_instrumentation(dataloaders::pool::uncounted()),
     }
     Ok(c)
 }
@@ -64,6 +69,7 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// Builds the pool. Connections set `statement_timeout` so that no statement outlives a request.
 pub fn pool(cfg: &DatabaseConfig) -> anyhow::Result<DbPool> {
+    statements::install();
     let statement_timeout = cfg.statement_timeout_ms;
     let mut manager_config = ManagerConfig::default();
     manager_config.custom_setup = Box::new(move |url| {
@@ -85,7 +91,7 @@ pub fn pool(cfg: &DatabaseConfig) -> anyhow::Result<DbPool> {
     manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
         async move {
             use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-            conn.set_instrumentation(dataloaders::pool::NoInstrumentation);
+            conn.set_instrumentation(dataloaders::pool::uncounted());
             conn.batch_execute("SELECT 1").await
         }
         .boxed()

@@ -136,6 +136,13 @@ pub fn has_code(e: &async_graphql::ServerError) -> bool {
 pub enum AppError {
     /// The input is invalid; `field` names the offending input field.
     BadInput { field: String, message: String },
+    /// Valid input the gateway refuses for a named reason (`extensions.reason`), answered as
+    /// `BAD_USER_INPUT` like [`AppError::BadInput`].
+    Refused {
+        field: String,
+        reason: &'static str,
+        message: String,
+    },
     /// The object does not exist (or the caller may not know that it exists).
     NotFound(&'static str),
     /// The object exists but the caller may not see it: answered exactly like [`AppError::NotFound`]
@@ -175,7 +182,9 @@ impl AppError {
     /// The message shown to clients.
     pub fn public_message(&self) -> String {
         match self {
-            AppError::BadInput { message, .. } => message.clone(),
+            AppError::BadInput { message, .. } | AppError::Refused { message, .. } => {
+                message.clone()
+            }
             AppError::NotFound(what) | AppError::Hidden(what) => format!("{what} not found"),
             AppError::RateLimited {
                 retry_after_secs, ..
@@ -189,7 +198,7 @@ impl AppError {
     /// The `extensions.code` of this error.
     pub fn code(&self) -> Code {
         match self {
-            AppError::BadInput { .. } => Code::BadUserInput,
+            AppError::BadInput { .. } | AppError::Refused { .. } => Code::BadUserInput,
             AppError::NotFound(_) | AppError::Hidden(_) => Code::NotFound,
             AppError::RateLimited { .. } => Code::RateLimited,
             AppError::Unauthenticated => Code::Unauthenticated,
@@ -236,6 +245,10 @@ impl ErrorExtensions for AppError {
             ext.set("code", self.code().as_str());
             if let AppError::BadInput { field, .. } = self {
                 ext.set("field", field.as_str());
+            }
+            if let AppError::Refused { field, reason, .. } = self {
+                ext.set("field", field.as_str());
+                ext.set("reason", *reason);
             }
             if let AppError::RateLimited {
                 retry_after_secs,

@@ -10,7 +10,10 @@ async fn main() -> std::process::ExitCode {
     // kube and reqwest share rustls; pick its crypto provider before either builds a client.
     let _ = rustls::crypto::ring::default_provider().install_default();
     hivegraph::telemetry::init();
-    match hivegraph::cli::run(hivegraph::cli::Cli::parse()).await {
+    let result = hivegraph::cli::run(hivegraph::cli::Cli::parse()).await;
+    // The batch exporter blocks while it flushes: not on a runtime thread.
+    let _ = tokio::task::spawn_blocking(hivegraph::telemetry::shutdown).await;
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hivegraph: {e:#}");

@@ -118,6 +118,8 @@ pub struct InstanceRow {
     pub last_warning: Option<Json>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The in-cluster URL, once known.
+    pub endpoint: Option<String>,
 }
 
 /// A deployment operation row.

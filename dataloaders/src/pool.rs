@@ -69,13 +69,34 @@ impl QueryStats {
     }
 }
 
-struct CountStatements(Arc<QueryStats>);
+/// Counts a request's statements, then passes every event on to the process's default
+/// instrumentation (`diesel::connection::set_default_instrumentation`: latency metrics and
+/// spans, see the gateway's `db::statements`).
+struct CountStatements(Arc<QueryStats>, Option<Box<dyn Instrumentation>>);
 
 impl Instrumentation for CountStatements {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        if let InstrumentationEvent::StartQuery { query, .. } = event {
+        if let InstrumentationEvent::StartQuery { query, .. } = &event {
             self.0.started(query);
         }
+        if let Some(inner) = &mut self.1 {
+            inner.on_connection_event(event);
+        }
+    }
+}
+
+static WAIT_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+
+/// Waits for a pooled connection that timed out, since the process started.
+pub fn wait_timeouts() -> u64 {
+    WAIT_TIMEOUTS.load(Ordering::Relaxed)
+}
+
+/// Counts `e` in [`wait_timeouts`] when it is a wait timeout; call it where `pool.get()` fails.
+pub fn note_pool_error(e: &diesel_async::pooled_connection::deadpool::PoolError) {
+    use deadpool::managed::{PoolError, TimeoutType};
+    if matches!(e, PoolError::Timeout(TimeoutType::Wait)) {
+        WAIT_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -133,12 +154,14 @@ impl Reader {
 
     /// Takes a connection whose statements are counted against this reader.
     pub async fn conn(&self) -> Result<DbConn, ReadError> {
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
-        conn.set_instrumentation(CountStatements(self.stats.clone()));
+        let mut conn = self.pool.get().await.map_err(|e| {
+            note_pool_error(&e);
+            ReadError::Unavailable(e.to_string())
+        })?;
+        conn.set_instrumentation(CountStatements(
+            self.stats.clone(),
+            diesel::connection::get_default_instrumentation(),
+        ));
         Ok(conn)
     }
 }
@@ -146,7 +169,13 @@ impl Reader {
 /// Instrumentation that counts a connection's statements against `stats` (and logs them when
 /// the request asked for its statement log).
 pub fn counting(stats: Arc<QueryStats>) -> impl Instrumentation {
-    CountStatements(stats)
+    CountStatements(stats, diesel::connection::get_default_instrumentation())
+}
+
+/// The process's default instrumentation (`diesel::connection::set_default_instrumentation`),
+/// or none: what a connection carries when no request counts its statements.
+pub fn uncounted() -> Box<dyn Instrumentation> {
+    diesel::connection::get_default_instrumentation().unwrap_or_else(|| Box::new(NoInstrumentation))
 }
 
 /// Instrumentation that records nothing: connections carry it while idle in the pool.

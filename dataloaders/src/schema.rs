@@ -100,6 +100,7 @@ diesel::table! {
         last_warning -> Nullable<Jsonb>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        endpoint -> Nullable<Text>,
     }
 }
 

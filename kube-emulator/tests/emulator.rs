@@ -96,6 +96,11 @@ async fn cr_crud_watch_ssa() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_crs_validate() {
+    scenarios::gateway_crs_validate(&target().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cr_schema_refusal() {
     scenarios::cr_schema_refusal(&target().await).await;
 }

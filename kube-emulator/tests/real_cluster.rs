@@ -42,6 +42,7 @@ mod fake_kubelet {
         kubectl_discovery,
         crd_install,
         cr_crud_watch_ssa,
+        gateway_crs_validate,
         cr_schema_refusal,
         cr_status_subresource,
         statefulset_basics,

@@ -352,6 +352,7 @@ pub const RATE_LIMIT_EXTENSION: &str = "rateLimit";
 /// operation. Shared by the extension and by answers served from the response cache.
 pub fn charge(limiter: &RateLimiter, key: &str, points: u64) -> Result<Charged, ServerError> {
     limiter.charge(key, points, Instant::now()).map_err(|over| {
+        crate::metrics::refused("rate_limit");
         error(
             Code::RateLimited,
             format!(
@@ -414,6 +415,7 @@ impl Extension for PersistedOnlyExt {
                 .as_ref()
                 .and_then(|h| self.0.get(h))
                 .ok_or_else(|| {
+                    crate::metrics::refused("persisted_operation");
                     error(
                         Code::PersistedQueryNotFound,
                         "PersistedQueryNotFound: this gateway runs only listed operations".into(),
@@ -425,6 +427,7 @@ impl Extension for PersistedOnlyExt {
             let hash = sha256_hex(&request.query);
             let matches_sent = sent_hash.as_ref().is_none_or(|h| *h == hash);
             if !matches_sent || !self.0.contains(&hash) {
+                crate::metrics::refused("persisted_operation");
                 return Err(error(
                     Code::OperationNotAllowed,
                     "this gateway runs only persisted operations; this document is not listed"

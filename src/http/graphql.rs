@@ -73,6 +73,27 @@ fn kind_label(kind: Option<OperationType>) -> &'static str {
     }
 }
 
+/// The span of a request's GraphQL execution: the operation's kind and name (the first one's
+/// in a batch). The name is the bounded metrics label, never the document or its variables.
+fn operation_span(request_id: &str, labels: &[(String, &'static str)]) -> tracing::Span {
+    let (name, kind) = labels
+        .first()
+        .map(|(n, k)| (n.as_str(), *k))
+        .unwrap_or(("anonymous", "unknown"));
+    let name: String = name
+        .chars()
+        .take(crate::metrics::MAX_OPERATION_NAME)
+        .collect();
+    tracing::info_span!(
+        "graphql",
+        request_id = %request_id,
+        otel.name = %format!("{kind} {name}"),
+        graphql.operation.name = %name,
+        graphql.operation.type = %kind,
+        graphql.batch_size = labels.len(),
+    )
+}
+
 /// Executes a batch with the request's context, timeout and metrics.
 async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> Response {
     let media = super::negotiate::MediaType::accepted(headers);
@@ -192,14 +213,14 @@ async fn execute_inner(
         .collect();
     let batch = batch.data(std::sync::Arc::new(rc));
     let started = Instant::now();
-    let span = tracing::info_span!("graphql", request_id = %request_id);
-    let run = {
-        let _enter = span.enter();
+    let span = operation_span(&request_id, &labels);
+    let run = tracing::Instrument::instrument(
         gate.holding(crate::db::counted(
             stats.clone(),
             state.schema.execute_batch(batch),
-        ))
-    };
+        )),
+        span,
+    );
     let result = tokio::time::timeout(limits.request_timeout(), run).await;
     let elapsed = started.elapsed().as_secs_f64();
     let mut resp = match result {

@@ -7,6 +7,7 @@ mod negotiate;
 mod ops;
 mod origin;
 mod state;
+mod trace;
 pub mod ws;
 
 pub use ops::Draining;
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             origin::guard,
         ))
+        .layer(axum::middleware::from_fn(trace::traced))
         .with_state(state)
 }
 

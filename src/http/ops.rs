@@ -36,6 +36,7 @@ pub async fn healthz() -> impl IntoResponse {
 /// Readiness: not shutting down, the database answers and every migration is applied.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.draining.is_draining() {
+        crate::metrics::readiness(false);
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: shutting down\n".to_string(),
@@ -56,7 +57,9 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         }
         Ok::<_, &str>(())
     };
-    match tokio::time::timeout(Duration::from_secs(2), check).await {
+    let checked = tokio::time::timeout(Duration::from_secs(2), check).await;
+    crate::metrics::readiness(matches!(checked, Ok(Ok(()))));
+    match checked {
         Ok(Ok(())) => (StatusCode::OK, "ready\n".to_string()),
         Ok(Err(why)) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -99,14 +102,13 @@ pub async fn metrics(
             return resp;
         }
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+    // OpenMetrics for scrapers that ask for it (Prometheus does), the classic format otherwise.
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (content_type, body) = state.metrics.render_for(accept);
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// The SDL, served when introspection is (`HIVEGRAPH_INTROSPECTION`; on in dev mode only).

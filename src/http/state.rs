@@ -37,6 +37,7 @@ impl AppState {
         );
         let metrics = Metrics::new();
         services.caches.register_metrics(&metrics);
+        metrics.register_pool(&services.pool);
         let starts = services.config.database.pool_size / 2;
         AppState {
             services,

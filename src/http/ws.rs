@@ -166,6 +166,7 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
     let sockets = state.sockets.clone();
     sockets.open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGuard(sockets.open.clone());
+    let _gauge = crate::metrics::websocket(protocol.sec_websocket_protocol());
     let settings = state.services.config.serve.ws.clone();
     let mut shutdown = sockets.shutdown.subscribe();
     let (mut sink, mut source) = socket.split();
@@ -316,6 +317,31 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
     }
 }
 
+/// The first root field of the operation a websocket `subscribe` runs (a metrics label).
+fn root_field(req: &async_graphql::Request) -> String {
+    use async_graphql::parser::types::Selection;
+    let Ok(doc) = async_graphql::parser::parse_query(&req.query) else {
+        return String::new();
+    };
+    let wanted = req.operation_name.as_deref();
+    let op = doc
+        .operations
+        .iter()
+        .find(|(n, _)| wanted.is_none() || n.map(|n| n.as_str()) == wanted);
+    op.and_then(|(_, op)| {
+        op.node
+            .selection_set
+            .node
+            .items
+            .iter()
+            .find_map(|s| match &s.node {
+                Selection::Field(f) => Some(f.node.name.node.to_string()),
+                _ => None,
+            })
+    })
+    .unwrap_or_default()
+}
+
 /// Whether the operation a websocket `subscribe` runs is a subscription (unparsable documents
 /// count as one: the schema answers them with their parse error).
 fn is_subscription(req: &async_graphql::Request) -> bool {
@@ -449,6 +475,7 @@ impl Conn {
                 let mut data = Data::default();
                 data.insert(ctx);
                 let single = !is_subscription(&payload);
+                let field = root_field(&payload);
                 let stream = self
                     .state
                     .schema
@@ -467,12 +494,16 @@ impl Conn {
                 let starting = self.state.sockets.starting.clone();
                 self.generation += 1;
                 let generation = self.generation;
-                let task = tokio::spawn(pump(
-                    (id.clone(), generation),
-                    changes_only(stream),
-                    tx,
-                    counter,
-                    starting,
+                let live = crate::metrics::subscription(&field);
+                let task = tokio::spawn(crate::metrics::holding(
+                    live,
+                    pump(
+                        (id.clone(), generation),
+                        changes_only(stream),
+                        tx,
+                        counter,
+                        starting,
+                    ),
                 ));
                 self.running
                     .insert(id.clone(), (generation, task.abort_handle()));
@@ -679,7 +710,7 @@ async fn pump(
                 None => ended = true,
                 Some(resp) => {
                     match tx.try_send((id.clone(), generation, Out::Next(Box::new(resp)))) {
-                        Ok(()) => {}
+                        Ok(()) => crate::metrics::delivered(false),
                         Err(mpsc::error::TrySendError::Full((_, _, Out::Next(resp)))) => {
                             waiting = Some(*resp);
                         }
@@ -700,6 +731,7 @@ async fn pump(
                             );
                             missed = 0;
                         }
+                        crate::metrics::delivered(resp.extensions.contains_key("gap"));
                         permit.send((id.clone(), generation, Out::Next(Box::new(resp))));
                     }
                     next = stream.next(), if !ended => match next {

@@ -86,7 +86,7 @@ impl ClusterManager {
         let mut watch_cfg = base;
         watch_cfg.connect_timeout = Some(timeout);
         let mk = |c: kube::Config| {
-            kube::Client::try_from(c)
+            api_metrics::client(c, &endpoint)
                 .map_err(|e| AppError::Internal(Arc::new(anyhow::anyhow!("kube client: {e}"))))
         };
         Ok(Clients {
@@ -152,22 +152,7 @@ impl ClusterManager {
         resource: &str,
         namespace: Option<&str>,
     ) -> Result<bool, kube::Error> {
-        let review = SelfSubjectAccessReview {
-            spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    verb: Some(verb.into()),
-                    group: Some(group.into()),
-                    resource: Some(resource.into()),
-                    namespace: namespace.map(str::to_string),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-        let r = api.create(&PostParams::default(), &review).await?;
-        Ok(r.status.map(|s| s.allowed).unwrap_or(false))
+        super::capabilities::can(client, verb, group, resource, namespace).await
     }
 
     /// Checks a cluster: reachability, credentials, version, API groups, access level, nodes and
@@ -236,6 +221,22 @@ impl ClusterManager {
                 return out;
             }
             Err(e) => out.error = Some(format!("API discovery failed: {e}")),
+        }
+        if out
+            .capabilities
+            .iter()
+            .any(|c| c == super::operator::API_VERSION)
+        {
+            match super::capabilities::toolhive(c, &clients.default_namespace).await {
+                Ok(found) => out.capabilities.extend(found),
+                Err(e) => {
+                    out.error = Some(format!(
+                        "ToolHive operator discovery failed: {}",
+                        kube_reason(&e).1
+                    ))
+                }
+            }
+            out.capabilities.sort();
         }
 
         out.access_level = match self.access_level(clients).await {

@@ -2,6 +2,7 @@
 //! record the instance and its INITIATED operation, and start the driver.
 
 use super::*;
+use dataloaders::models::ServerRow;
 
 impl ClusterManager {
     pub(super) async fn connected_cluster(
@@ -77,17 +78,7 @@ impl ClusterManager {
         let server = store::server(pool, input.server_id)
             .await?
             .ok_or_else(|| AppError::bad_input("serverId", "no server with this id"))?;
-        let image = server
-            .image
-            .clone()
-            .filter(|i| !i.contains("://"))
-            .ok_or_else(|| {
-                AppError::bad_input(
-                    "serverId",
-                    "this server has no container image to deploy (remote servers and \
-                     package-built images cannot be deployed by the gateway)",
-                )
-            })?;
+        let (image, remote_url) = deployable(&server)?;
         let name = input.name.clone().unwrap_or_else(|| server.name.clone());
         if !crate::validate::is_dns_label(&name) {
             return Err(AppError::bad_input(
@@ -179,11 +170,20 @@ impl ClusterManager {
             server_version: server.version.clone(),
             env_schema: Some(drift::declared_env(reqs)),
             server_args: Some(server_args),
+            backend: Backend::Native,
+            remote_url,
+            egress_note: None,
         };
         // --- the cluster (reads only)
         let (cluster, clients) = self
             .connected_cluster(input.cluster_id, "clusterId")
             .await?;
+        let mut spec = spec;
+        spec.backend = capabilities::backend_for(&cluster.capabilities, operator::Kind::of(&spec));
+        check_backend(&spec)?;
+        if !spec.is_operator() {
+            spec.egress_note = manifests::egress_note(&spec);
+        }
         match Api::<Namespace>::all(clients.api.clone())
             .get_opt(&input.namespace)
             .await
@@ -206,16 +206,7 @@ impl ClusterManager {
             }
             Err(e) => return Err(kube_err(&e, "reading the namespace")),
         }
-        let mut needs = vec![
-            ("create", "apps", "deployments"),
-            ("patch", "apps", "deployments"),
-        ];
-        if spec.is_network() {
-            needs.push(("create", "", "services"));
-        }
-        if spec.secret_name.is_some() {
-            needs.push(("create", "", "secrets"));
-        }
+        let needs = access_needs(&spec);
         Self::require_access(&clients, &input.namespace, &needs).await?;
         if store::instance_name_taken(pool, cluster.id, &input.namespace, &name).await? {
             return Err(AppError::bad_input(
@@ -226,22 +217,15 @@ impl ClusterManager {
                 ),
             ));
         }
-        match Api::<Deployment>::namespaced(clients.api.clone(), &input.namespace)
-            .get_opt(&name)
-            .await
-        {
-            Ok(None) => {}
-            Ok(Some(_)) => {
-                return Err(AppError::bad_input(
-                    "name",
-                    format!(
-                        "a Deployment named {name} already exists in namespace {}",
-                        input.namespace
-                    ),
-                ));
-            }
-            Err(e) => return Err(kube_err(&e, "checking the name")),
-        }
+        // Never take over someone else's objects: every one the instance would write must not
+        // exist yet.
+        ownership::check(
+            &clients.api,
+            &input.namespace,
+            None,
+            &ownership::targets(&name, &spec),
+        )
+        .await?;
         // --- record, then act
         let configuration = serde_json::to_value(&spec).expect("serialisable");
         let mut parameters = configuration.clone();
@@ -264,40 +248,126 @@ impl ClusterManager {
         .await?;
         self.ensure_watch(cluster.id, &input.namespace).await;
         if !secret_values.is_empty() {
-            let obj =
-                manifests::secret(inst.id, &name, &input.namespace, server.id, &secret_values);
-            let api: Api<k8s_openapi::api::core::v1::Secret> =
-                Api::namespaced(clients.api.clone(), &input.namespace);
-            let pp = PatchParams::apply(manifests::FIELD_MANAGER).force();
-            if let Err(e) = api
-                .patch(&manifests::secret_name(&name), &pp, &Patch::Apply(&obj))
-                .await
-            {
-                // Without the Secret the pods could never start; the driver fails the
-                // operation with this reason.
-                let (reason, msg) = kube_reason(&e);
-                let _ = store::log_line(
-                    pool,
-                    op.id,
-                    "error",
-                    &format!("storing the secret env values failed: {reason}: {msg}"),
-                )
-                .await;
+            let objs = if spec.is_operator() {
+                operator::secrets(inst.id, &name, &input.namespace, server.id, &secret_values)
             } else {
-                let _ = store::log_line(
-                    pool,
-                    op.id,
-                    "info",
-                    &format!(
-                        "secret env values stored in Secret {}",
-                        manifests::secret_name(&name)
-                    ),
-                )
-                .await;
-            }
+                vec![manifests::secret(
+                    inst.id,
+                    &name,
+                    &input.namespace,
+                    server.id,
+                    &secret_values,
+                )]
+            };
+            store_secrets(&clients, &input.namespace, &objs, pool, op.id).await;
         }
         self.spawn_driver(op.id);
         Ok(op)
+    }
+}
+
+/// The image (container servers) or URL (remote servers) a server deploys from.
+fn deployable(server: &ServerRow) -> AppResult<(String, Option<String>)> {
+    match (&server.image, &server.url) {
+        (Some(i), _) if !i.contains("://") => Ok((i.clone(), None)),
+        (None, Some(url)) if url.starts_with("https://") || url.starts_with("http://") => {
+            Ok((String::new(), Some(url.clone())))
+        }
+        _ => Err(AppError::bad_input(
+            "serverId",
+            "this server has neither a container image nor a remote URL to deploy \
+             (package-built images cannot be deployed by the gateway)",
+        )),
+    }
+}
+
+/// What the chosen backend cannot run: without the ToolHive operator, a stdio server (it
+/// needs the operator's proxy to be reachable at all) and a remote server; with it, a stdio
+/// server above one replica.
+pub(super) fn check_backend(spec: &InstanceSpec) -> AppResult<()> {
+    const HOW: &str = "install the ToolHive operator (helm upgrade -i toolhive-operator-crds \
+        oci://ghcr.io/stacklok/toolhive/toolhive-operator-crds && helm upgrade -i \
+        toolhive-operator oci://ghcr.io/stacklok/toolhive/toolhive-operator -n toolhive-system \
+        --create-namespace), then refreshCluster";
+    if spec.is_operator() {
+        return match operator::replicas_refusal(spec, spec.replicas) {
+            Some(why) => Err(AppError::bad_input("replicas", why)),
+            None => Ok(()),
+        };
+    }
+    if spec.remote_url.is_some() {
+        return Err(AppError::Refused {
+            field: "serverId".into(),
+            reason: "REMOTE_NEEDS_TOOLHIVE_OPERATOR",
+            message: format!(
+                "{} is a remote server: the gateway deploys it as an MCPRemoteProxy, which \
+                 needs the ToolHive operator in the cluster; {HOW}",
+                spec.server_name
+            ),
+        });
+    }
+    if spec.transport == "stdio" {
+        return Err(AppError::Refused {
+            field: "serverId".into(),
+            reason: "STDIO_NEEDS_TOOLHIVE_OPERATOR",
+            message: format!(
+                "{} speaks stdio: without a proxy in front of it a pod could not be reached \
+                 (it would exit or sit unreachable). The cluster does not run the ToolHive \
+                 operator, which bridges stdio to streamable HTTP; {HOW}",
+                spec.server_name
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The RBAC rights a deploy needs in its namespace.
+fn access_needs(spec: &InstanceSpec) -> Vec<(&'static str, &'static str, &'static str)> {
+    let mut needs = if spec.is_operator() {
+        let plural = match operator::Kind::of(spec) {
+            operator::Kind::Server => "mcpservers",
+            operator::Kind::RemoteProxy => "mcpremoteproxies",
+        };
+        vec![
+            ("create", "toolhive.stacklok.dev", plural),
+            ("patch", "toolhive.stacklok.dev", plural),
+        ]
+    } else {
+        vec![
+            ("create", "apps", "deployments"),
+            ("patch", "apps", "deployments"),
+        ]
+    };
+    if !spec.is_operator() && spec.is_network() {
+        needs.push(("create", "", "services"));
+    }
+    if spec.is_operator() && operator::permission_profile(spec).is_some() {
+        needs.push(("create", "", "configmaps"));
+    }
+    if spec.secret_name.is_some() {
+        needs.push(("create", "", "secrets"));
+    }
+    needs
+}
+
+/// Stores the Secrets holding secret values (before the driver starts: without them the pods
+/// could never start, and the driver fails the operation naming the missing Secret).
+async fn store_secrets(clients: &Clients, ns: &str, objs: &[Value], pool: &DbPool, op: Uuid) {
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(clients.api.clone(), ns);
+    let pp = PatchParams::apply(manifests::FIELD_MANAGER).force();
+    for obj in objs {
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let (level, line) = match api.patch(name, &pp, &Patch::Apply(obj)).await {
+            Err(e) => {
+                let (reason, msg) = kube_reason(&e);
+                (
+                    "error",
+                    format!("storing the secret values in Secret {name} failed: {reason}: {msg}"),
+                )
+            }
+            Ok(_) => ("info", format!("secret values stored in Secret {name}")),
+        };
+        let _ = store::log_line(pool, op, level, &line).await;
     }
 }
 

@@ -21,7 +21,9 @@ use uuid::Uuid;
 
 use super::health::{Observed, Verdict};
 use super::manifests::{self, InstanceSpec};
-use super::{Clients, ClusterManager, is_transient, kube_reason, store};
+use super::{Clients, ClusterManager, is_transient, kube_reason, ownership, store};
+
+mod operator_steps;
 
 /// Why driving stopped early.
 enum Stop {
@@ -116,7 +118,9 @@ pub async fn drive(mgr: ClusterManager, id: Uuid) {
         outage_logged: false,
         last_reason: String::new(),
     };
-    match d.run().await {
+    let result = d.run().await;
+    d.record(&result);
+    match result {
         Ok(()) => {}
         Err(Stop::Lost) => d.after_cancel().await,
         Err(Stop::Failed(reason, message)) => {
@@ -132,6 +136,17 @@ pub async fn drive(mgr: ClusterManager, id: Uuid) {
 }
 
 impl Driver {
+    /// Counts the operation's end on `/metrics` (a lost lease is another process's to count).
+    fn record(&self, result: &Result<(), Stop>) {
+        let outcome = match result {
+            Ok(()) => "succeeded",
+            Err(Stop::Failed(..)) => "failed",
+            Err(Stop::Lost) => return,
+        };
+        let kind = self.op.operation.as_db_str();
+        crate::metrics::operation_finished(kind, outcome, self.op.started_at);
+    }
+
     /// A deploy cancelled while this driver was applying objects: `cancelDeployment` deleted
     /// what existed then; delete again what this driver may have created since.
     async fn after_cancel(&self) {
@@ -143,8 +158,9 @@ impl Driver {
             .ok()
             .flatten()
             .is_some_and(|op| op.status == dataloaders::enums::DeploymentStatus::Cancelled);
-        if cancelled {
-            let _ = delete_objects(&self.clients.api, self.ns(), self.name()).await;
+        if cancelled && let Ok(spec) = self.spec() {
+            let (c, id) = (&self.clients.api, self.inst.id);
+            let _ = delete_owned(c, self.ns(), self.name(), id, &spec).await;
         }
     }
 
@@ -285,6 +301,9 @@ impl Driver {
 
     async fn deploy(&mut self) -> Result<(), Stop> {
         let spec = self.spec()?;
+        if spec.is_operator() {
+            return self.deploy_operator(&spec).await;
+        }
         let (id, name, ns) = (self.inst.id, self.name().to_string(), self.ns().to_string());
         if let Some(secret) = &spec.secret_name
             && !self.step_done("check-secret")
@@ -303,6 +322,7 @@ impl Driver {
             self.step("check-secret", "succeeded", Some(secret)).await?;
         }
         if !self.step_done("apply-deployment") {
+            self.check_owned(&spec).await?;
             let restarted_at = None;
             let obj = manifests::deployment(
                 id,
@@ -399,11 +419,16 @@ impl Driver {
     async fn scale(&mut self) -> Result<(), Stop> {
         let replicas = self.op.parameters["replicas"].as_i64().unwrap_or(1);
         if !self.step_done("scale") {
-            self.merge_patch(
-                "scale",
-                json!({"spec": {"replicas": replicas, "paused": false}}),
-            )
-            .await?;
+            let spec = self.spec()?;
+            if spec.is_operator() {
+                self.scale_operator(&spec, replicas).await?;
+            } else {
+                self.merge_patch(
+                    "scale",
+                    json!({"spec": {"replicas": replicas, "paused": false}}),
+                )
+                .await?;
+            }
             let mut cfg = self.inst.configuration.clone();
             cfg["replicas"] = json!(replicas);
             store::set_configuration(self.pool(), self.inst.id, &cfg).await?;
@@ -422,6 +447,12 @@ impl Driver {
             .as_str()
             .unwrap_or_default()
             .to_string();
+        let spec = self.spec()?;
+        if spec.is_operator() && !self.step_done("restart") {
+            self.restart_operator(&spec, &at).await?;
+            let msg = format!("{}={at}", super::operator::RESTARTED_AT);
+            return self.step("restart", "succeeded", Some(&msg)).await;
+        }
         if !self.step_done("restart") {
             self.merge_patch(
                 "restart",
@@ -457,18 +488,23 @@ impl Driver {
             )
         })?;
         let (id, name, ns) = (self.inst.id, self.name().to_string(), self.ns().to_string());
-        let obj = manifests::deployment(
-            id,
-            &name,
-            &ns,
-            &spec,
-            self.mgr.inner().cfg.progress_deadline_seconds,
-            None,
-        );
-        let d: Deployment = self.apply("apply-upgrade", &name, &obj).await?;
-        self.min_generation = d.metadata.generation.unwrap_or(0);
-        if let Some(svc) = manifests::service(id, &name, &ns, &spec) {
-            let _: Service = self.apply("apply-upgrade", &name, &svc).await?;
+        if spec.is_operator() {
+            self.apply_resource("apply-upgrade", &spec).await?;
+        } else {
+            self.check_owned(&spec).await?;
+            let obj = manifests::deployment(
+                id,
+                &name,
+                &ns,
+                &spec,
+                self.mgr.inner().cfg.progress_deadline_seconds,
+                None,
+            );
+            let d: Deployment = self.apply("apply-upgrade", &name, &obj).await?;
+            self.min_generation = d.metadata.generation.unwrap_or(0);
+            if let Some(svc) = manifests::service(id, &name, &ns, &spec) {
+                let _: Service = self.apply("apply-upgrade", &name, &svc).await?;
+            }
         }
         store::set_configuration(self.pool(), id, &next).await?;
         self.invalidate().await;
@@ -488,6 +524,9 @@ impl Driver {
     async fn rollback(&mut self) -> Result<(), Stop> {
         if self.step_done("rollback") {
             return Ok(());
+        }
+        if self.spec()?.is_operator() {
+            return self.rollback_operator().await;
         }
         let to = self.op.parameters["toRevision"].as_i64().unwrap_or(0);
         let rs_api: Api<ReplicaSet> = Api::namespaced(self.clients.api.clone(), self.ns());
@@ -551,11 +590,17 @@ impl Driver {
         if self.step_done("delete-objects") {
             return Ok(());
         }
+        let spec = self.spec()?;
+        if spec.is_operator() {
+            return self.delete_operator(&spec).await;
+        }
         let (c, ns, name) = (self.clients.api.clone(), self.ns(), self.name());
-        let (ns, name) = (ns.to_string(), name.to_string());
-        let (c, ns_r, name_r) = (&c, &ns, &name);
-        self.retry("delete-objects", || delete_objects(c, ns_r, name_r))
-            .await?;
+        let (ns, name, id) = (ns.to_string(), name.to_string(), self.inst.id);
+        let (c, ns_r, name_r, spec_r) = (&c, &ns, &name, &spec);
+        self.retry("delete-objects", || {
+            delete_owned(c, ns_r, name_r, id, spec_r)
+        })
+        .await?;
         self.invalidate().await;
         self.step(
             "delete-objects",
@@ -579,7 +624,10 @@ impl Driver {
     /// events keep it fresh), else straight from the API.
     async fn observe(&mut self) -> Result<Option<Arc<Observed>>, Stop> {
         let cache = &self.mgr.inner().status_cache;
-        if self.mgr.watch_synced(self.inst.cluster_id, self.ns())
+        // The watch follows the gateway's own workloads; an operator's are read each time.
+        let operator = self.spec()?.is_operator();
+        if !operator
+            && self.mgr.watch_synced(self.inst.cluster_id, self.ns())
             && let Some(o) = cache.get(&self.inst.id).await
             && !o.missing
             && o.rv >= self.mgr.applied_rv(self.inst.id)
@@ -676,29 +724,35 @@ impl Driver {
     }
 }
 
-/// Deletes what a deploy creates for an instance (Deployment, Service, NetworkPolicy, Secret);
-/// objects already gone are fine. Used by `deleteInstance` and by cancelling a first deploy.
-pub(crate) async fn delete_objects(
+/// Deletes what a deploy created for an instance (its Deployment, Service, NetworkPolicy and
+/// Secret, or its custom resource, Secrets and ConfigMap): only objects carrying the
+/// instance's labels; objects gone (or whose API group is not served) are fine, and anything
+/// else's is left alone. Used by `deleteInstance` and by cancelling a first deploy.
+pub(crate) async fn delete_owned(
     c: &kube::Client,
     ns: &str,
     name: &str,
+    instance: Uuid,
+    spec: &InstanceSpec,
 ) -> Result<(), kube::Error> {
     let dp = DeleteParams::background();
-    // 404: the object is gone (or, for NetworkPolicy, the cluster lacks the whole group).
-    let gone = |r: Result<(), kube::Error>| match r {
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        other => other,
-    };
-    let d: Api<Deployment> = Api::namespaced(c.clone(), ns);
-    gone(d.delete(name, &dp).await.map(|_| ()))?;
-    let s: Api<Service> = Api::namespaced(c.clone(), ns);
-    gone(s.delete(name, &dp).await.map(|_| ()))?;
-    let n: Api<NetworkPolicy> = Api::namespaced(c.clone(), ns);
-    gone(n.delete(name, &dp).await.map(|_| ()))?;
-    let sec: Api<Secret> = Api::namespaced(c.clone(), ns);
-    gone(
-        sec.delete(&manifests::secret_name(name), &dp)
-            .await
-            .map(|_| ()),
-    )
+    let absent = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404);
+    for t in ownership::targets(name, spec) {
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(c.clone(), ns, &t.resource);
+        let found = match api.get_opt(&t.name).await {
+            Err(e) if absent(&e) => None,
+            other => other?,
+        };
+        let Some(o) = found else { continue };
+        if !ownership::is_ours(kube::ResourceExt::labels(&o), Some(instance)) {
+            continue;
+        }
+        match api.delete(&t.name, &dp).await {
+            Err(e) if absent(&e) => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(())
 }

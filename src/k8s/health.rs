@@ -62,11 +62,14 @@ pub struct Observed {
     /// Recent events, as `InstanceEvent` objects, newest last.
     pub events: Vec<Value>,
     pub verdict: Verdict,
+    /// The in-cluster URL the ToolHive operator reports (`status.url`); native instances'
+    /// endpoints follow from their configuration.
+    pub endpoint: Option<String>,
 }
 
 impl Observed {
     /// The state of an instance whose Deployment is gone.
-    fn gone(pods: usize, events: Vec<Value>, last_warning: Option<Value>) -> Self {
+    pub(crate) fn gone(pods: usize, events: Vec<Value>, last_warning: Option<Value>) -> Self {
         Observed {
             missing: true,
             rv: 0,
@@ -97,6 +100,7 @@ impl Observed {
             } else {
                 Verdict::Progressing
             },
+            endpoint: None,
         }
     }
 }
@@ -312,6 +316,7 @@ pub fn derive(deploy: Option<&Deployment>, pods: &[Pod], events: &[&Event]) -> O
         last_warning,
         events,
         verdict: Verdict::Progressing,
+        endpoint: None,
     };
     let running_status = |ready: i32| {
         if ready > 0 {

@@ -1,6 +1,7 @@
 //! Operations on a live instance: scale, restart, roll back, delete and cancel.
 
 use super::deploy::check_replicas;
+use super::lifecycle_operator::operator_spec;
 use super::*;
 
 impl ClusterManager {
@@ -54,6 +55,11 @@ impl ClusterManager {
         self.start_background();
         check_replicas(replicas)?;
         let (inst, clients) = self.live_instance(id).await?;
+        if let Some(spec) = operator_spec(&inst) {
+            return self
+                .operator_scale(actor, &inst, &clients, &spec, replicas)
+                .await;
+        }
         Self::require_access(
             &clients,
             &inst.namespace,
@@ -80,6 +86,9 @@ impl ClusterManager {
     pub async fn restart(&self, actor: &Actor, id: Uuid) -> AppResult<DeploymentRow> {
         self.start_background();
         let (inst, clients) = self.live_instance(id).await?;
+        if let Some(spec) = operator_spec(&inst) {
+            return self.operator_restart(actor, &inst, &clients, &spec).await;
+        }
         Self::require_access(
             &clients,
             &inst.namespace,
@@ -133,6 +142,9 @@ impl ClusterManager {
     pub async fn rollback(&self, actor: &Actor, id: Uuid) -> AppResult<DeploymentRow> {
         self.start_background();
         let (inst, clients) = self.live_instance(id).await?;
+        if let Some(spec) = operator_spec(&inst) {
+            return self.operator_rollback(actor, &inst, &clients, &spec).await;
+        }
         Self::require_access(
             &clients,
             &inst.namespace,
@@ -171,6 +183,9 @@ impl ClusterManager {
     pub async fn delete(&self, actor: &Actor, id: Uuid) -> AppResult<DeploymentRow> {
         self.start_background();
         let (inst, clients) = self.live_instance(id).await?;
+        if let Some(spec) = operator_spec(&inst) {
+            return self.operator_delete(actor, &inst, &clients, &spec).await;
+        }
         Self::require_access(
             &clients,
             &inst.namespace,
@@ -206,6 +221,7 @@ impl ClusterManager {
         // The driver notices on its next write (conditioned on the operation being open) and
         // stops; it is not aborted, which could leave a transaction open.
         let row = store::cancel(&self.inner.pool, actor, id).await?;
+        crate::metrics::operation_finished(row.operation.as_db_str(), "cancelled", row.started_at);
         let me = self.clone();
         let op = row.clone();
         // The record is final; stopping the rollout is best effort (the cluster may be away).
@@ -231,6 +247,10 @@ impl ClusterManager {
             .ok_or(AppError::NotFound("instance"))?;
         if op.operation == DeploymentOperation::Deploy {
             return self.undo_deploy(op, &inst).await;
+        }
+        if operator_spec(&inst).is_some() {
+            // The operator reconciles the resource as it is: nothing to pause.
+            return Ok(());
         }
         let clients = self.clients_of(inst.cluster_id).await?;
         let api: Api<Deployment> = Api::namespaced(clients.api.clone(), &inst.namespace);
@@ -285,7 +305,9 @@ impl ClusterManager {
         store::terminate_instance(&self.inner.pool, inst.id, &why).await?;
         self.inner.status_cache.invalidate(&inst.id).await;
         let clients = self.clients_of(inst.cluster_id).await?;
-        driver::delete_objects(&clients.api, &inst.namespace, &inst.name)
+        let spec: InstanceSpec = serde_json::from_value(inst.configuration.clone())
+            .map_err(|e| AppError::Internal(std::sync::Arc::new(e.into())))?;
+        driver::delete_owned(&clients.api, &inst.namespace, &inst.name, inst.id, &spec)
             .await
             .map_err(|e| kube_err(&e, "deleting the cancelled deploy's objects"))?;
         let _ = store::log_line(

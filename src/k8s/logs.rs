@@ -50,10 +50,14 @@ impl ClusterManager {
             Err(e) => return unavailable(e.public_message(), None, container),
         };
         let api: Api<Pod> = Api::namespaced(clients.api.clone(), &inst.namespace);
-        let pods = match api
-            .list(&ListParams::default().labels(&manifests::selector(inst.id)))
-            .await
-        {
+        let (selector, container) = match lifecycle_operator::operator_spec(inst) {
+            Some(_) => operator::log_target(&inst.name, container),
+            None => (
+                manifests::selector(inst.id),
+                Some(container.unwrap_or_else(|| manifests::CONTAINER.to_string())),
+            ),
+        };
+        let pods = match api.list(&ListParams::default().labels(&selector)).await {
             Ok(p) => p.items,
             Err(e) => {
                 return unavailable(
@@ -85,9 +89,12 @@ impl ClusterManager {
             return unavailable("the instance has no pods".into(), None, container);
         };
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        let container = container.unwrap_or_else(|| manifests::CONTAINER.to_string());
+        let container = container.or_else(|| {
+            let spec = pod.spec.as_ref()?;
+            Some(spec.containers.first()?.name.clone())
+        });
         let lp = LogParams {
-            container: Some(container.clone()),
+            container: container.clone(),
             tail_lines: tail_lines.map(i64::from),
             since_seconds: since_seconds.map(i64::from),
             limit_bytes: Some(MAX_LOG_BYTES),
@@ -98,10 +105,10 @@ impl ClusterManager {
                 available: true,
                 reason: None,
                 pod: Some(pod_name),
-                container: Some(container),
+                container,
                 lines: text.lines().map(str::to_string).collect(),
             },
-            Err(e) => unavailable(kube_reason(&e).1, Some(pod_name), Some(container)),
+            Err(e) => unavailable(kube_reason(&e).1, Some(pod_name), container),
         }
     }
 }

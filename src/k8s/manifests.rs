@@ -80,6 +80,27 @@ pub struct InstanceSpec {
     /// The registry's own arguments at deploy time; `args` minus these are the user's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_args: Option<Vec<String>>,
+    /// What runs the instance: plain workloads, or the ToolHive operator.
+    #[serde(default)]
+    pub backend: Backend,
+    /// The URL a remote server answers on (deployed as an `MCPRemoteProxy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_url: Option<String>,
+    /// What the native backend's NetworkPolicy cannot enforce of the server's permissions
+    /// (see [`egress_note`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_note: Option<String>,
+}
+
+/// What runs an instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A Deployment, Service and NetworkPolicy the gateway writes itself (network transports).
+    #[default]
+    Native,
+    /// An `MCPServer` or `MCPRemoteProxy` custom resource the ToolHive operator reconciles.
+    Operator,
 }
 
 impl InstanceSpec {
@@ -92,6 +113,22 @@ impl InstanceSpec {
     pub fn port(&self) -> Option<u16> {
         self.is_network()
             .then(|| self.target_port.unwrap_or(DEFAULT_PORT))
+    }
+
+    /// Whether the ToolHive operator runs this instance.
+    pub fn is_operator(&self) -> bool {
+        self.backend == Backend::Operator
+    }
+
+    /// The in-cluster URL of a native instance's Service (network transports only).
+    pub fn native_endpoint(&self, name: &str, namespace: &str) -> Option<String> {
+        let path = if self.transport == "sse" {
+            "/sse"
+        } else {
+            "/mcp"
+        };
+        self.port()
+            .map(|p| format!("http://{name}.{namespace}.svc.cluster.local:{p}{path}"))
     }
 
     /// Whether a NetworkPolicy follows from the server's permissions.
@@ -146,10 +183,13 @@ pub fn deployment(
     }
     if let Some(port) = spec.port() {
         container["ports"] = json!([{"name": "mcp", "containerPort": port, "protocol": "TCP"}]);
+        container["readinessProbe"] = probe(5, 10);
+        container["livenessProbe"] = probe(15, 20);
     }
     if let Some(r) = &spec.resources {
         container["resources"] = r.clone();
     }
+    container["securityContext"] = restricted_security_context();
     let mut template_meta = json!({"labels": labels});
     if let Some(at) = restarted_at {
         template_meta["annotations"] = json!({ RESTARTED_AT: at });
@@ -165,9 +205,34 @@ pub fn deployment(
             "selector": {"matchLabels": {INSTANCE_LABEL: instance.to_string()}},
             "template": {
                 "metadata": template_meta,
-                "spec": {"containers": [container]},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                },
             },
         },
+    })
+}
+
+/// A TCP probe on the MCP port (the server's transport needs a session for anything more).
+fn probe(initial_delay: i32, period: i32) -> Value {
+    json!({
+        "tcpSocket": {"port": "mcp"},
+        "initialDelaySeconds": initial_delay,
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": 3,
+    })
+}
+
+/// The container security context of the `restricted` Pod Security Standard (the image picks
+/// its user, so `runAsNonRoot` is left to the image).
+pub fn restricted_security_context() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
     })
 }
 
@@ -272,6 +337,32 @@ pub fn network_policy(
     }))
 }
 
+/// For the native backend: the allowed hosts of the server's permissions, which a NetworkPolicy
+/// cannot express (it names ports and IP blocks, not host names), said plainly rather than left
+/// to look enforced. `None` when the permissions name no host or allow everything anyway.
+pub fn egress_note(spec: &InstanceSpec) -> Option<String> {
+    let out = spec.network_permissions.get("outbound")?;
+    if out.get("insecureAllowAll").and_then(Value::as_bool) == Some(true) {
+        return None;
+    }
+    let hosts: Vec<&str> = out
+        .get("allowHost")
+        .and_then(Value::as_array)?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    if hosts.is_empty() {
+        return None;
+    }
+    let ports = out.get("allowPort").cloned().unwrap_or(json!([]));
+    Some(format!(
+        "a NetworkPolicy cannot name hosts: egress is limited to DNS and TCP ports {ports} of any \
+         host; the allowed hosts {} are not enforced by the cluster (the ToolHive operator's \
+         egress proxy enforces them)",
+        hosts.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +387,9 @@ mod tests {
             server_version: None,
             env_schema: None,
             server_args: None,
+            backend: Backend::Native,
+            remote_url: None,
+            egress_note: None,
         }
     }
 
@@ -316,5 +410,27 @@ mod tests {
     }
 
     #[test]
-    fn names() {}
+    fn native_pods_are_hardened_and_probed() {
+        let d = deployment(Uuid::nil(), "web", "ns", &spec(), 600, None);
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(pod["automountServiceAccountToken"], json!(false));
+        let c = &pod["containers"][0];
+        assert_eq!(
+            c["securityContext"]["allowPrivilegeEscalation"],
+            json!(false)
+        );
+        assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+        assert_eq!(
+            c["securityContext"]["seccompProfile"]["type"],
+            json!("RuntimeDefault")
+        );
+        let note = egress_note(&spec()).unwrap();
+        assert!(note.contains("a.b") && note.contains("[443]"), "{note}");
+        assert_eq!(c["readinessProbe"]["tcpSocket"]["port"], json!("mcp"));
+        assert_eq!(c["livenessProbe"]["tcpSocket"]["port"], json!("mcp"));
+        assert_eq!(
+            spec().native_endpoint("web", "ns").as_deref(),
+            Some("http://web.ns.svc.cluster.local:9000/mcp")
+        );
+    }
 }

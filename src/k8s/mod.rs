@@ -11,6 +11,8 @@
 //!
 //! The oldest supported Kubernetes version is `HIVEGRAPH_K8S_MIN_VERSION` (default 1.24).
 
+mod api_metrics;
+pub mod capabilities;
 mod clusters;
 pub mod credentials;
 mod deploy;
@@ -18,8 +20,11 @@ pub mod drift;
 pub mod driver;
 pub mod health;
 mod lifecycle;
+mod lifecycle_operator;
 mod logs;
 pub mod manifests;
+pub mod operator;
+pub mod ownership;
 mod registration;
 pub mod store;
 mod tasks;
@@ -34,12 +39,9 @@ use dataloaders::DbPool;
 use dataloaders::enums::*;
 use dataloaders::models::{ClusterRow, DeploymentRow, InstanceRow};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::Api;
-use kube::api::{ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, LogParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -49,7 +51,7 @@ use crate::cache::{Caches, DomainCache, INSTANCE_STATUS_TTL};
 use crate::config::K8sConfig;
 use crate::error::{AppError, AppResult};
 use health::Observed;
-use manifests::InstanceSpec;
+use manifests::{Backend, InstanceSpec};
 use store::ClusterCheck;
 
 /// API clients of one cluster: one with short timeouts for requests, one for long watches.

@@ -343,7 +343,7 @@ pub async fn update_cluster_check(
         .await
         .optional()?
     };
-    Ok(row)
+    Ok(row.inspect(|r| crate::metrics::cluster_status(&r.name, r.status.as_db_str())))
 }
 
 /// One registered cluster (None once removed).
@@ -495,7 +495,14 @@ pub async fn apply_observation(
     };
     let events = Value::Array(o.events.clone());
     let reason = Some(o.reason.clone()).filter(|r| !r.is_empty());
-    let unchanged = row.status == status
+    let endpoint = o.endpoint.clone().or_else(|| {
+        serde_json::from_value::<super::manifests::InstanceSpec>(row.configuration.clone())
+            .ok()
+            .filter(|s| !s.is_operator())
+            .and_then(|s| s.native_endpoint(&row.name, &row.namespace))
+    });
+    let unchanged = row.endpoint == endpoint
+        && row.status == status
         && row.phase == phase
         && row.replicas_desired == o.desired
         && row.replicas_current == o.current
@@ -522,6 +529,7 @@ pub async fn apply_observation(
         instances::health_reason.eq(reason),
         instances::last_warning.eq(&o.last_warning),
         instances::events.eq(events),
+        instances::endpoint.eq(endpoint),
         instances::updated_at.eq(Utc::now()),
     ))
     .execute(&mut c)
@@ -758,6 +766,29 @@ pub async fn latest_op(pool: &DbPool, instance: Uuid) -> AppResult<Option<Deploy
         .first(&mut c)
         .await
         .optional()?)
+}
+
+/// The configuration before the newest completed operation that changed it (operations
+/// record what they replaced in `rollbackInfo.configuration`): what a rollback of an operator
+/// instance re-applies.
+pub async fn previous_configuration(
+    pool: &DbPool,
+    instance: Uuid,
+    current: &Value,
+) -> AppResult<Option<Value>> {
+    let mut c = conn(pool).await?;
+    let ops: Vec<DeploymentRow> = deployments::table
+        .filter(deployments::instance_id.eq(instance))
+        .filter(deployments::status.eq(DeploymentStatus::Completed))
+        .order(deployments::started_at.desc())
+        .limit(50)
+        .select(DeploymentRow::as_select())
+        .load(&mut c)
+        .await?;
+    Ok(ops
+        .into_iter()
+        .filter_map(|op| op.rollback_info?.get("configuration").cloned())
+        .find(|cfg| cfg.is_object() && cfg != current))
 }
 
 pub async fn open_op_of(pool: &DbPool, instance: Uuid) -> AppResult<Option<DeploymentRow>> {

@@ -136,10 +136,13 @@ impl ClusterManager {
         let me = self.clone();
         drivers.insert(
             op,
-            tokio::spawn(async move {
-                driver::drive(me.clone(), op).await;
-                me.inner.drivers.lock().unwrap().remove(&op);
-            }),
+            tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    driver::drive(me.clone(), op).await;
+                    me.inner.drivers.lock().unwrap().remove(&op);
+                },
+                crate::telemetry::driver_span(op),
+            )),
         );
     }
 

@@ -147,6 +147,7 @@ async fn run(
     let mut ready = [false; 3];
     let mut dirty: HashSet<Uuid> = HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(150));
+    let mut ticks: u64 = 0;
     let mut stopping = mgr.inner().stopping.subscribe();
     let mut last_error_log = std::time::Instant::now() - Duration::from_secs(60);
     loop {
@@ -166,18 +167,12 @@ async fn run(
                     ready[kind as usize] = true;
                     synced.store(ready.iter().all(|r| *r), Ordering::SeqCst);
                     // Anything may have changed while we were not watching.
-                    if let Ok(live) = store::live_instances(&mgr.inner().pool).await {
-                        for (id, c, n, _) in live {
-                            if c == cluster && n == ns {
-                                mgr.inner().status_cache.invalidate(&id).await;
-                                dirty.insert(id);
-                            }
-                        }
-                    }
+                    dirty.extend(live_here(&mgr, cluster, &ns).await);
                 }
                 Some(Ok(Touch::None)) => {}
                 Some(Err((what, e))) => {
                     synced.store(false, Ordering::SeqCst);
+                    crate::metrics::watch_restarted(&clients.endpoint);
                     if last_error_log.elapsed() > Duration::from_secs(10) {
                         last_error_log = std::time::Instant::now();
                         tracing::warn!(%cluster, namespace = %ns, %what, error = %e,
@@ -186,6 +181,12 @@ async fn run(
                 }
             },
             _ = tick.tick() => {
+                ticks += 1;
+                // The ToolHive operator's workloads are not watched (they carry its labels, not
+                // the gateway's): every instance here is re-read every 20 ticks (3 s).
+                if ticks.is_multiple_of(20) {
+                    dirty.extend(live_here(&mgr, cluster, &ns).await);
+                }
                 // Only with every store listed: a missing Deployment must mean "deleted".
                 if ready.iter().all(|r| *r) && !dirty.is_empty() {
                     let ids: Vec<Uuid> = dirty.drain().collect();
@@ -198,6 +199,21 @@ async fn run(
         }
     }
     synced.store(false, Ordering::SeqCst);
+}
+
+/// The live instances of `(cluster, ns)`, their cached statuses invalidated.
+async fn live_here(mgr: &ClusterManager, cluster: Uuid, ns: &str) -> Vec<Uuid> {
+    let Ok(live) = store::live_instances(&mgr.inner().pool).await else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for (id, c, n, _) in live {
+        if c == cluster && n == ns {
+            mgr.inner().status_cache.invalidate(&id).await;
+            out.push(id);
+        }
+    }
+    out
 }
 
 /// The instances an event is about (through the Deployment, pod or ReplicaSet it names).
@@ -252,6 +268,18 @@ async fn refresh(
     if inst.cluster_id != cluster || inst.namespace != ns {
         return;
     }
+    if spec_of(&inst).is_some_and(|s| s.is_operator()) {
+        // The operator's workloads carry its labels, not the gateway's: read the resource.
+        if let Ok(o) = ClusterManager::observe_live(clients, &inst).await {
+            mgr.inner()
+                .status_cache
+                .insert(id, Arc::new(o.clone()))
+                .await;
+            mgr.record(id, &o, false, inst.deployed_at.is_some()).await;
+            mgr.wake(id);
+        }
+        return;
+    }
     let deploy = d_store
         .get(&ObjectRef::new(&inst.name).within(ns))
         .filter(|d| instance_of(d.metadata.labels.as_ref()) == Some(id));
@@ -303,12 +331,21 @@ async fn refresh(
     mgr.wake(id);
 }
 
+fn spec_of(inst: &InstanceRow) -> Option<super::manifests::InstanceSpec> {
+    serde_json::from_value(inst.configuration.clone()).ok()
+}
+
 impl ClusterManager {
-    /// Reads an instance's state straight from the API (Deployment, pods, events).
+    /// Reads an instance's state straight from the API: its custom resource and the pods
+    /// behind it for the operator backend, else its Deployment, pods and events.
     pub(crate) async fn observe_live(
         clients: &Clients,
         inst: &InstanceRow,
     ) -> Result<Observed, kube::Error> {
+        if let Some(spec) = spec_of(inst).filter(|s| s.is_operator()) {
+            let kind = super::operator::Kind::of(&spec);
+            return super::operator::observe(&clients.api, &inst.namespace, &inst.name, kind).await;
+        }
         let d = Api::<Deployment>::namespaced(clients.api.clone(), &inst.namespace)
             .get_opt(&inst.name)
             .await?;

@@ -382,6 +382,9 @@ impl Monitor {
                 checks.insert("mcp".into(), c.detail);
             }
         }
+        for (source, check) in &checks {
+            crate::metrics::collection(source, check["ok"] == true);
+        }
         if usage.is_none() && sample.request_count.is_none() && !checks.contains_key("mcp") {
             return None;
         }

@@ -307,6 +307,7 @@ impl Inner {
         };
         store::unlock(&mut conn, id).await;
         drop(conn);
+        crate::metrics::sync_finished(&row.name, report.succeeded, t0.elapsed(), report.counts());
         progress.event(ProgressEvent::Done);
         SyncOutcome {
             registry_id: id,

@@ -77,6 +77,17 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
+    /// The servers added, updated, removed and skipped, for `/metrics`.
+    pub fn counts(&self) -> crate::metrics::SyncCounts {
+        let n = |v: i32| v.max(0) as u64;
+        crate::metrics::SyncCounts {
+            added: n(self.added),
+            updated: n(self.updated),
+            removed: n(self.removed + self.marked_removed),
+            skipped: n(self.skipped_count),
+        }
+    }
+
     /// Reads a stored report.
     pub fn from_json(v: &serde_json::Value) -> Option<SyncReport> {
         serde_json::from_value(v.clone()).ok()

@@ -441,8 +441,11 @@ async fn bad_deploy_input_creates_nothing() {
         .patch("taken", &PatchParams::apply("test"), &Patch::Apply(&d))
         .await
         .unwrap();
+    // (CONFLICT naming the object: the gateway never takes over what it did not create.)
     let r = deploy(app, with("name", json!("taken"))).await;
-    assert_eq!(error_field(&r).as_deref(), Some("name"), "{r}");
+    assert_eq!(error_code(&r).as_deref(), Some("CONFLICT"), "{r}");
+    let msg = r["errors"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("Deployment team/taken"), "{msg}");
     assert_eq!(app.db.count("instances").await, 0);
 }
 
@@ -769,7 +772,7 @@ async fn failing_deploy(image: &str, expected: &[&str], warning: &str) {
     let e = env().await;
     let app = &e.app;
     let cluster = register(app).await["id"].as_str().unwrap().to_string();
-    let server = seed_server(app, "bad", image, "stdio").await;
+    let server = seed_server(app, "bad", image, "http").await;
     let r = deploy(
         app,
         json!({"serverId": server, "clusterId": cluster, "namespace": "team",

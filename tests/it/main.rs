@@ -13,6 +13,8 @@ mod hardening;
 mod introspection;
 mod k8s;
 mod monitoring;
+mod observability;
+mod operator;
 mod rbac;
 mod read_graph;
 mod registries;

@@ -163,8 +163,30 @@ async fn seed_server(app: &TestApp) -> String {
     hivegraph::ids::encode(hivegraph::ids::Kind::Server, id).to_string()
 }
 
-/// What the gateway did to the cluster, through its whole life cycle of an instance.
-async fn exercise(app: &TestApp) {
+/// A remote server (deployed as an `MCPRemoteProxy` through the ToolHive operator).
+async fn seed_remote(app: &TestApp) -> String {
+    use diesel_async::SimpleAsyncConnection;
+    let mut c = app.db.conn().await;
+    c.batch_execute(
+        "INSERT INTO servers (registry_id, name, original_name, url, transport)
+         SELECT id, 'canva', 'canva', 'https://mcp.canva.com/mcp', 'http'
+         FROM registries WHERE name = 'reg';",
+    )
+    .await
+    .unwrap();
+    let id: uuid::Uuid = app
+        .db
+        .scalar("SELECT id FROM servers WHERE name = 'canva'")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    hivegraph::ids::encode(hivegraph::ids::Kind::Server, id).to_string()
+}
+
+/// What the gateway did to the cluster, through its whole life cycle of an instance (and,
+/// with the ToolHive operator, of a remote server's too).
+async fn exercise(app: &TestApp, operator: bool) {
     let d = gql(
         app,
         "mutation { registerCluster(input: {name: \"emu\", context: \"kube-emulator\"}) { id status accessLevel } }",
@@ -188,9 +210,11 @@ async fn exercise(app: &TestApp) {
         .unwrap()
         .to_string();
     completed(app, d["deployServer"]["id"].as_str().unwrap()).await;
-    app.state.services.monitor.start();
-    measured(app, &inst).await;
-    app.state.services.monitor.shutdown();
+    if !operator {
+        app.state.services.monitor.start();
+        measured(app, &inst).await;
+        app.state.services.monitor.shutdown();
+    }
     let d = gql(
         app,
         "query($id: ID!) { instance(id: $id) { logs(tailLines: 5) { available lines }
@@ -203,17 +227,31 @@ async fn exercise(app: &TestApp) {
     mutate(app, "restartInstance", "", &inst).await;
     mutate(app, "rollbackInstance", "", &inst).await;
     mutate(app, "deleteInstance", "", &inst).await;
+    if operator {
+        let remote = seed_remote(app).await;
+        let d = gql(
+            app,
+            "mutation($i: DeployServerInput!) { deployServer(input: $i) { id instanceId } }",
+            json!({"i": {"serverId": remote, "clusterId": c["id"], "namespace": "team"}}),
+        )
+        .await;
+        completed(app, d["deployServer"]["id"].as_str().unwrap()).await;
+        let inst = d["deployServer"]["instanceId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        mutate(app, "deleteInstance", "", &inst).await;
+    }
 }
 
-#[tokio::test]
-async fn the_cluster_role_grants_exactly_the_calls_the_gateway_makes() {
-    crate::common::install_crypto();
-    let rules = cluster_role();
-    let granted = grants(&rules);
+/// The (verb, group, resource) of every call the gateway made through the life cycle, on a
+/// cluster without (`operator: false`) or with the ToolHive operator; panics on a refused call.
+async fn calls(rules: &[Rule], operator: bool) -> BTreeSet<Grant> {
     let emu = Emulator::builder()
         .speed(20.0)
         .namespaces(["team"])
-        .policy(policy(&rules))
+        .policy(policy(rules))
+        .toolhive_operator(operator)
         .start()
         .await
         .expect("emulator");
@@ -227,19 +265,27 @@ async fn the_cluster_role_grants_exactly_the_calls_the_gateway_makes() {
         c.database.wait_ms = 10_000;
     })
     .await;
-    exercise(&app).await;
+    exercise(&app, operator).await;
     app.state.services.k8s.shutdown().await;
 
     let log = emu.access_log();
     let refused: Vec<_> = log.iter().filter(|a| !a.allowed).collect();
     assert!(
         refused.is_empty(),
-        "calls the ClusterRole refuses: {refused:#?}"
+        "calls the ClusterRole refuses (operator: {operator}): {refused:#?}"
     );
-    let mut used: BTreeSet<Grant> = log
-        .iter()
+    log.iter()
         .map(|a| (a.verb.clone(), a.group.clone(), a.resource.clone()))
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn the_cluster_role_grants_exactly_the_calls_the_gateway_makes() {
+    crate::common::install_crypto();
+    let rules = cluster_role();
+    let granted = grants(&rules);
+    let mut used = calls(&rules, false).await;
+    used.extend(calls(&rules, true).await);
     // A server-side apply that creates its object is also authorized as `create` by
     // kube-apiserver (the emulator records the request's own verb, `patch`).
     let applied: Vec<Grant> = used

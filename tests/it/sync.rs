@@ -944,10 +944,10 @@ async fn local_files_sync_when_the_gateway_allows_them() {
         "content-fetcher,fetch,fetch-1,fetch-2,fetch-3,github-remote"
     );
 
-    // The registry shipped for first starts.
+    // The registry shipped for first starts (a copy of the real ToolHive catalog).
     let starter =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/starter-registry.json");
-    if starter.exists() {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/toolhive-registry.json");
+    {
         let url = url::Url::from_file_path(starter.canonicalize().unwrap()).unwrap();
         let id = gql::create(&app, "starter", url.as_str(), json!({})).await;
         let reg = gql::sync(&app, &id).await;

@@ -1,12 +1,26 @@
-//! Prometheus metrics: request counts and latencies per GraphQL operation.
+//! Prometheus metrics: one registry per gateway state (`/metrics`), holding the GraphQL
+//! request metrics and the read caches' of that state, the process-wide families of the moving
+//! parts ([`families`], recorded with one-line calls such as [`subscription`] or
+//! [`sync_finished`]), the database pool's state, the process's own metrics and
+//! `hivegraph_build_info`. Served as OpenMetrics to scrapers that ask for it, in the classic text
+//! format otherwise ([`classic`]).
+
+pub mod classic;
+mod families;
+mod labels;
+mod process;
 
 use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+pub use families::*;
+pub use labels::{BoundedLabels, MAX_NAME as MAX_OPERATION_NAME, OTHER as OTHER_OPERATION};
 
 /// Labels of GraphQL request metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,18 +40,18 @@ pub struct RejectionLabels {
     pub reason: String,
 }
 
-/// Longest operation name kept as a label value.
-pub const MAX_OPERATION_NAME: usize = 64;
 /// Most distinct operation names kept as label values; later names count as `other`.
 pub const MAX_OPERATION_LABELS: usize = 200;
-/// The label of operation names past the caps, or not GraphQL names.
-pub const OTHER_OPERATION: &str = "other";
 
 /// The gateway's metrics registry.
 pub struct Metrics {
     registry: Mutex<Registry>,
     /// Operation names admitted as label values (at most [`MAX_OPERATION_LABELS`]).
-    operations: Mutex<std::collections::HashSet<String>>,
+    operations: BoundedLabels,
+    process: process::ProcessGauges,
+    pool: process::PoolGauges,
+    /// The pool whose state [`Metrics::render`] reads (see [`Metrics::register_pool`]).
+    db: Mutex<Option<dataloaders::DbPool>>,
     pub requests: Family<OperationLabels, Counter>,
     pub latency: Family<OperationLabels, Histogram>,
     pub rejections: Family<RejectionLabels, Counter>,
@@ -52,7 +66,10 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh registry with the gateway's metrics.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("hivegraph");
+        let mut root = Registry::default();
+        let process = process::ProcessGauges::default();
+        process.register(&mut root);
+        let registry = root.sub_registry_with_prefix("hivegraph");
         let requests = Family::<OperationLabels, Counter>::default();
         let latency = Family::<OperationLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([
@@ -75,9 +92,20 @@ impl Metrics {
             "Requests rejected before execution",
             rejections.clone(),
         );
+        let build_info = Family::<Vec<(&'static str, String)>, Gauge>::default();
+        build_info
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
+            .set(1);
+        registry.register("build_info", "The gateway's version (always 1)", build_info);
+        families().register(registry);
+        let pool = process::PoolGauges::default();
+        pool.register(registry);
         Metrics {
-            registry: Mutex::new(registry),
-            operations: Mutex::new(Default::default()),
+            registry: Mutex::new(root),
+            operations: BoundedLabels::new(MAX_OPERATION_LABELS),
+            process,
+            pool,
+            db: Mutex::new(None),
             requests,
             latency,
             rejections,
@@ -93,32 +121,9 @@ impl Metrics {
             .inc();
     }
 
-    /// The label value for an operation name from a document: the name itself while it is a
-    /// short GraphQL name among the first [`MAX_OPERATION_LABELS`] seen, else `other` (names
-    /// come from clients: unbounded label values would grow memory and `/metrics` forever).
-    fn operation_label(&self, name: String) -> String {
-        let valid = name.len() <= MAX_OPERATION_NAME
-            && name
-                .chars()
-                .enumerate()
-                .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
-        if !valid || name.is_empty() {
-            return OTHER_OPERATION.into();
-        }
-        let mut known = self.operations.lock().unwrap_or_else(|p| p.into_inner());
-        if known.contains(&name) {
-            return name;
-        }
-        if known.len() >= MAX_OPERATION_LABELS {
-            return OTHER_OPERATION.into();
-        }
-        known.insert(name.clone());
-        name
-    }
-
     /// Records one executed operation.
     pub fn observe(&self, mut labels: OperationLabels, seconds: f64) {
-        labels.operation = self.operation_label(std::mem::take(&mut labels.operation));
+        labels.operation = self.operations.admit(&labels.operation);
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&labels).observe(seconds);
     }
@@ -130,17 +135,38 @@ impl Metrics {
         help: &str,
         metric: impl prometheus_client::registry::Metric,
     ) {
-        let mut registry = self.registry.lock().expect("metrics registry lock");
-        registry.register(name, help, metric);
+        let mut root = self.registry.lock().expect("metrics registry lock");
+        root.sub_registry_with_prefix("hivegraph")
+            .register(name, help, metric);
     }
 
-    /// The metrics in Prometheus text format.
+    /// Reports the state of `pool` (size, connections in use, waiters) at each scrape.
+    pub fn register_pool(&self, pool: &dataloaders::DbPool) {
+        *self.db.lock().unwrap_or_else(|p| p.into_inner()) = Some(pool.clone());
+    }
+
+    /// The metrics in OpenMetrics text format.
     pub fn render(&self) -> String {
-        let mut out = String::new();
+        let db = self.db.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let registry = self.registry.lock().expect("metrics registry lock");
+        self.process.refresh();
+        if let Some(db) = db {
+            self.pool.refresh(&db);
+        }
+        let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// The metrics in the format an `Accept` header asks for, with its content type.
+    pub fn render_for(&self, accept: &str) -> (&'static str, String) {
+        let text = self.render();
+        if classic::wants_openmetrics(accept) {
+            (classic::OPENMETRICS_CONTENT_TYPE, text)
+        } else {
+            (classic::CONTENT_TYPE, classic::from_openmetrics(&text))
+        }
     }
 }
 
