@@ -78,10 +78,7 @@ impl NamespaceAccess {
         if base == NamespaceAccess::All || !principal.authenticated {
             return Ok(base);
         }
-        let mut conn = pool.get().await.map_err(|e| {
-            tracing::warn!(detail = %e, "database unavailable");
-            AppError::Unavailable("the database is unavailable; try again shortly".into())
-        })?;
+        let mut conn = pool.get().await.map_err(AppError::from)?;
         let granted: Vec<String> = namespace_grants::table
             .filter(namespace_grants::subject.eq(&principal.subject))
             .select(namespace_grants::namespace)
@@ -136,10 +133,7 @@ pub mod store {
     use crate::registries::store::Actor;
 
     async fn conn(pool: &DbPool) -> AppResult<dataloaders::DbConn> {
-        pool.get().await.map_err(|e| {
-            tracing::warn!(detail = %e, "database unavailable");
-            AppError::Unavailable("the database is unavailable; try again shortly".into())
-        })
+        pool.get().await.map_err(AppError::from)
     }
 
     /// Grants `namespace` to `subject` (idempotent) and returns the grant.

@@ -268,7 +268,7 @@ async fn namespace_of_instance(services: &Services, id: uuid::Uuid) -> AppResult
     use dataloaders::schema::instances;
     use diesel::prelude::*;
     use diesel_async::RunQueryDsl;
-    let mut conn = services.pool.get().await.map_err(unavailable)?;
+    let mut conn = services.pool.get().await.map_err(AppError::from)?;
     Ok(instances::table
         .find(id)
         .select(instances::namespace)
@@ -282,7 +282,7 @@ async fn namespace_of_deployment(services: &Services, id: uuid::Uuid) -> AppResu
     use dataloaders::schema::{deployments, instances};
     use diesel::prelude::*;
     use diesel_async::RunQueryDsl;
-    let mut conn = services.pool.get().await.map_err(unavailable)?;
+    let mut conn = services.pool.get().await.map_err(AppError::from)?;
     Ok(deployments::table
         .inner_join(instances::table)
         .filter(deployments::id.eq(id))
@@ -290,11 +290,6 @@ async fn namespace_of_deployment(services: &Services, id: uuid::Uuid) -> AppResu
         .first::<String>(&mut conn)
         .await
         .optional()?)
-}
-
-fn unavailable(e: impl std::fmt::Display) -> AppError {
-    tracing::warn!(detail = %e, "database unavailable");
-    AppError::Unavailable("the database is unavailable; try again shortly".into())
 }
 
 /// Deployer in the namespace of an existing object: a missing object and one in a namespace the

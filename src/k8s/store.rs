@@ -19,10 +19,7 @@ use crate::error::{AppError, AppResult};
 use crate::registries::store::Actor;
 
 async fn conn(pool: &DbPool) -> AppResult<dataloaders::DbConn> {
-    pool.get().await.map_err(|e| {
-        tracing::warn!(error = %e, "k8s: no database connection");
-        AppError::Unavailable("the database is unavailable; try again shortly".into())
-    })
+    pool.get().await.map_err(AppError::from)
 }
 
 /// A step record (`DeploymentStep` in GraphQL).

@@ -102,9 +102,7 @@ async fn name_taken(
 }
 
 async fn take_conn(pool: &DbPool) -> AppResult<dataloaders::DbConn> {
-    pool.get()
-        .await
-        .map_err(|_| AppError::Unavailable("the database is unavailable; try again shortly".into()))
+    pool.get().await.map_err(AppError::from)
 }
 
 /// Creates a registry in status INACTIVE.
