@@ -178,3 +178,42 @@ async fn an_audit_record_refused_during_an_outage_is_written_when_the_database_r
     }
     assert_eq!(hivegraph::audit::backlog::waiting(), 0);
 }
+
+#[path = "common/registry_server.rs"]
+mod registry_server;
+
+#[tokio::test]
+async fn names_repeated_in_a_legacy_servers_object_are_reported_as_skipped_duplicates() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let app = TestApp::spawn_with(|c| c.serve.registries.allow_file_urls = true).await;
+    // 500 definitions of one name, and one other server: a JSON map would keep one silently.
+    let mut body = String::from(r#"{"version": "1.0.0", "servers": {"#);
+    for i in 0..500 {
+        body.push_str(&format!(
+            r#""dup": {{"description": "definition {i}", "image": "ghcr.io/x/dup:1.0.{i}"}},"#
+        ));
+    }
+    body.push_str(r#""single": {"description": "one", "image": "ghcr.io/x/single:1.0.0"}}}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registry.json");
+    std::fs::write(&path, body).unwrap();
+    let url = url::Url::from_file_path(&path).unwrap();
+    let id = registry_server::gql::create(&app, "dups", url.as_str(), json!({})).await;
+    let reg = registry_server::gql::sync(&app, &id).await;
+    assert_eq!(reg["status"], "ACTIVE", "{reg:#}");
+    assert_eq!(reg["serverCount"], 2, "{reg:#}");
+    let report = &reg["lastSyncReport"];
+    assert_eq!(report["skippedCount"], 499, "{report:#}");
+    let first = &report["skipped"][0];
+    assert_eq!(first["name"], "dup");
+    assert!(
+        first["reason"].as_str().unwrap().contains("duplicate"),
+        "{first}"
+    );
+    // The first definition is the one kept, as in the array formats.
+    let kept = app
+        .db
+        .scalar("SELECT description FROM servers WHERE original_name = 'dup'")
+        .await;
+    assert_eq!(kept.as_deref(), Some("definition 0"));
+}

@@ -16,6 +16,7 @@ pub mod drift;
 pub mod driver;
 pub mod health;
 pub mod manifests;
+pub mod reach;
 mod registration;
 pub mod store;
 mod upgrade;

@@ -52,6 +52,7 @@ fn not_json(e: serde_json::Error) -> DocumentError {
 }
 
 /// A parsed registry document, with the names its legacy name maps repeat.
+#[derive(Debug)]
 pub struct Document {
     /// The document; a repeated name keeps its first definition.
     pub value: Value,
