@@ -16,9 +16,10 @@ use dataloaders::enums::ClusterStatus;
 use dataloaders::models::ClusterRow;
 use uuid::Uuid;
 
+use super::clusters::source_of_config;
 use super::credentials::{self, Credentials, CredentialsInput};
 use super::store::{self, ClusterCheck};
-use super::{Clients, ClusterInput, ClusterManager, ClusterUpdate, source_of_config};
+use super::{Clients, ClusterInput, ClusterManager, ClusterUpdate};
 use crate::error::{AppError, AppResult};
 use crate::registries::store::Actor;
 

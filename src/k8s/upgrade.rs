@@ -12,9 +12,10 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::deploy::{check_env_input, registry_args};
 use super::drift::{self, EnvDecl};
 use super::manifests::{self, EnvPlain, InstanceSpec};
-use super::{ClusterManager, check_env_input, kube_err, registry_args, store};
+use super::{ClusterManager, kube_err, store};
 use crate::error::{AppError, AppResult};
 use crate::registries::store::Actor;
 

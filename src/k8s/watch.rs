@@ -18,7 +18,10 @@ use kube::runtime::{WatchStreamExt, watcher};
 use uuid::Uuid;
 
 use super::manifests::{INSTANCE_LABEL, MANAGED_BY};
-use super::{Clients, ClusterManager, health, store};
+use super::{Clients, ClusterManager, health, manifests, store};
+use dataloaders::models::InstanceRow;
+use health::Observed;
+use kube::api::ListParams;
 
 /// A running namespace watch.
 pub struct WatchHandle {
@@ -295,4 +298,37 @@ async fn refresh(
     mgr.record(id, &observed, scaling, inst.deployed_at.is_some())
         .await;
     mgr.wake(id);
+}
+
+impl ClusterManager {
+    /// Reads an instance's state straight from the API (Deployment, pods, events).
+    pub(crate) async fn observe_live(
+        clients: &Clients,
+        inst: &InstanceRow,
+    ) -> Result<Observed, kube::Error> {
+        let d = Api::<Deployment>::namespaced(clients.api.clone(), &inst.namespace)
+            .get_opt(&inst.name)
+            .await?;
+        let pods = Api::<Pod>::namespaced(clients.api.clone(), &inst.namespace)
+            .list(&ListParams::default().labels(&manifests::selector(inst.id)))
+            .await?
+            .items;
+        let pod_names: Vec<String> = pods
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(
+            clients.api.clone(),
+            &inst.namespace,
+        )
+        .list(&ListParams::default().limit(500))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+        let mine: Vec<&k8s_openapi::api::core::v1::Event> = events
+            .iter()
+            .filter(|e| health::event_concerns(e, &inst.name, &pod_names))
+            .collect();
+        Ok(health::derive(d.as_ref(), &pods, &mine))
+    }
 }
