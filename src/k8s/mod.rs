@@ -22,6 +22,8 @@ mod logs;
 pub mod manifests;
 pub mod reach;
 mod registration;
+mod sources;
+pub mod staleness;
 pub mod store;
 mod tasks;
 mod upgrade;
@@ -135,6 +137,8 @@ pub(crate) struct Inner {
     logs_cache: moka::future::Cache<LogKey, Arc<PodLogs>>,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// Clusters found unreachable, and since when (instance health goes stale).
+    pub(crate) outages: staleness::Outages,
 }
 
 /// Most lines `Instance.logs` may ask for.
@@ -252,6 +256,7 @@ impl ClusterManager {
                 background: Mutex::new(Vec::new()),
                 applied_rv: Mutex::new(HashMap::new()),
                 stopping: tokio::sync::watch::channel(false).0,
+                outages: Default::default(),
                 cfg,
             }),
         })
@@ -273,7 +278,7 @@ impl ClusterManager {
 
     /// Writes an observation into the instance row unless a fresher one was written already
     /// (observations of a missing Deployment are confirmed by their callers and always count).
-    /// Returns whether the observation was current.
+    /// Returns false when the database did not take it (the caller derives it again later).
     /// `deployed_before`: the observer knew the instance deployed before it looked (see
     /// `store::apply_observation`).
     pub(crate) async fn record(
@@ -295,6 +300,7 @@ impl ClusterManager {
             store::apply_observation(&self.inner.pool, id, o, scaling, deployed_before).await
         {
             tracing::warn!(error = ?e, %id, "instance update failed");
+            return false;
         }
         true
     }

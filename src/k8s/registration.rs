@@ -16,8 +16,8 @@ use dataloaders::enums::ClusterStatus;
 use dataloaders::models::ClusterRow;
 use uuid::Uuid;
 
-use super::clusters::source_of_config;
 use super::credentials::{self, Credentials, CredentialsInput};
+use super::sources::source_of_config;
 use super::store::{self, ClusterCheck};
 use super::{Clients, ClusterInput, ClusterManager, ClusterUpdate};
 use crate::error::{AppError, AppResult};
@@ -109,7 +109,11 @@ impl ClusterManager {
                 Ok((creds.fingerprint(), Some(creds)))
             }
             None => Ok((
-                source_of_config(row.context.as_deref(), row.in_cluster),
+                source_of_config(
+                    row.context.as_deref(),
+                    row.in_cluster,
+                    self.inner.cfg.kubeconfig.as_deref(),
+                ),
                 None,
             )),
         }

@@ -3,6 +3,11 @@
 //! `410 Gone` makes the watcher relist on its own. Every event invalidates the cached status of
 //! the instance it concerns; a debounce tick then re-derives the instance from the stores, writes
 //! its row when something changed, and wakes the operation driving it.
+//!
+//! Nothing is lost to a database outage: an instance whose re-derivation could not be read or
+//! written stays dirty and is derived again on the next tick, and the "everything may have
+//! changed" pass after a (re)list is retried until the database answers. A watch failing while
+//! its cluster's kubeconfig or credentials changed hands over to a watch with new clients.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -149,6 +154,8 @@ async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(150));
     let mut stopping = mgr.inner().stopping.subscribe();
     let mut last_error_log = std::time::Instant::now() - Duration::from_secs(60);
+    // A (re)list finished: every live instance of the namespace is to be derived again.
+    let mut resync = false;
     loop {
         tokio::select! {
             _ = stopping.changed() => break,
@@ -166,38 +173,75 @@ async fn run(
                     ready[kind as usize] = true;
                     synced.store(ready.iter().all(|r| *r), Ordering::SeqCst);
                     // Anything may have changed while we were not watching.
-                    if let Ok(live) = store::live_instances(&mgr.inner().pool).await {
-                        for (id, c, n, _) in live {
-                            if c == cluster && n == ns {
-                                mgr.inner().status_cache.invalidate(&id).await;
-                                dirty.insert(id);
-                            }
-                        }
-                    }
+                    resync = true;
                 }
                 Some(Ok(Touch::None)) => {}
                 Some(Err((what, e))) => {
                     synced.store(false, Ordering::SeqCst);
                     if last_error_log.elapsed() > Duration::from_secs(10) {
                         last_error_log = std::time::Instant::now();
-                        tracing::warn!(%cluster, namespace = %ns, %what, error = %e,
+                        tracing::warn!(%cluster, namespace = %ns, %what,
+                            error = %describe_watch_error(&e),
                             "watch failed; retrying with backoff");
+                    }
+                    if mgr.source_changed(cluster, &clients.source).await {
+                        tracing::info!(%cluster, namespace = %ns,
+                            "the cluster's kubeconfig or credentials changed; watching with new clients");
+                        let mgr = mgr.clone();
+                        tokio::spawn(async move { mgr.forget_cluster(cluster).await });
+                        break;
                     }
                 }
             },
             _ = tick.tick() => {
+                if resync && mark_live(&mgr, cluster, &ns, &mut dirty).await {
+                    resync = false;
+                }
                 // Only with every store listed: a missing Deployment must mean "deleted".
                 if ready.iter().all(|r| *r) && !dirty.is_empty() {
                     let ids: Vec<Uuid> = dirty.drain().collect();
-                    for id in ids {
-                        refresh(&mgr, &clients, cluster, &ns, id, &d_store, &p_store, &e_store)
-                            .await;
+                    for (i, id) in ids.iter().enumerate() {
+                        let ctx = (&mgr, &clients, cluster, ns.as_str());
+                        if !refresh(ctx, *id, &d_store, &p_store, &e_store).await {
+                            // The database did not answer: derive these again next tick.
+                            dirty.extend(ids[i..].iter().copied());
+                            break;
+                        }
                     }
                 }
             }
         }
     }
     synced.store(false, Ordering::SeqCst);
+}
+
+/// Marks every live instance of `(cluster, ns)` dirty; false when the database did not answer.
+async fn mark_live(
+    mgr: &ClusterManager,
+    cluster: Uuid,
+    ns: &str,
+    dirty: &mut HashSet<Uuid>,
+) -> bool {
+    let Ok(live) = store::live_instances(&mgr.inner().pool).await else {
+        return false;
+    };
+    for (id, c, n, _) in live {
+        if c == cluster && n == ns {
+            mgr.inner().status_cache.invalidate(&id).await;
+            dirty.insert(id);
+        }
+    }
+    true
+}
+
+/// A watch error in words (the certificate or the status code, not "client error (Connect)").
+fn describe_watch_error(e: &watcher::Error) -> String {
+    match e {
+        watcher::Error::InitialListFailed(k)
+        | watcher::Error::WatchStartFailed(k)
+        | watcher::Error::WatchFailed(k) => super::reach::describe(k),
+        other => other.to_string(),
+    }
 }
 
 /// The instances an event is about (through the Deployment, pod or ReplicaSet it names).
@@ -231,23 +275,23 @@ fn event_instances(
     id.into_iter().collect()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Derives instance `id` from the stores and records it; false when the database did not
+/// answer (the caller tries again).
 async fn refresh(
-    mgr: &ClusterManager,
-    clients: &Clients,
-    cluster: Uuid,
-    ns: &str,
+    (mgr, clients, cluster, ns): (&ClusterManager, &Clients, Uuid, &str),
     id: Uuid,
     d_store: &Store<Deployment>,
     p_store: &Store<Pod>,
     e_store: &Store<Event>,
-) {
+) -> bool {
     let pool = &mgr.inner().pool;
-    let Ok(Some(inst)) = store::instance(pool, id).await else {
-        return;
+    let inst = match store::instance(pool, id).await {
+        Ok(Some(inst)) => inst,
+        Ok(None) => return true,
+        Err(_) => return false,
     };
     if inst.cluster_id != cluster || inst.namespace != ns {
-        return;
+        return true;
     }
     let deploy = d_store
         .get(&ObjectRef::new(&inst.name).within(ns))
@@ -260,7 +304,7 @@ async fn refresh(
             .await
         {
             Ok(None) => {}
-            _ => return,
+            _ => return true,
         }
     }
     let pods: Vec<Pod> = p_store
@@ -285,19 +329,23 @@ async fn refresh(
         events = mine.len(), status = ?observed.status, phase = ?observed.phase,
         "instance re-derived from the watch"
     );
-    let scaling = matches!(
-        store::open_op_of(pool, id).await,
-        Ok(Some(op)) if op.operation == dataloaders::enums::DeploymentOperation::Scale
-    );
+    let scaling = match store::open_op_of(pool, id).await {
+        Ok(op) => {
+            op.is_some_and(|op| op.operation == dataloaders::enums::DeploymentOperation::Scale)
+        }
+        Err(_) => return false,
+    };
     mgr.inner()
         .status_cache
         .insert(id, Arc::new(observed.clone()))
         .await;
     // `inst` was read before the stores and the API were: a Deployment marked applied by then
     // existed before we looked.
-    mgr.record(id, &observed, scaling, inst.deployed_at.is_some())
+    let written = mgr
+        .record(id, &observed, scaling, inst.deployed_at.is_some())
         .await;
     mgr.wake(id);
+    written
 }
 
 impl ClusterManager {
