@@ -3,9 +3,9 @@
 // state, then asks the harness to make ONE status change and measures when each subscriber
 // receives it. Prints one JSON line.
 //
-// First, IDLE sockets (1,000 by default) are opened and acknowledged with no subscription: the
-// RSS delta divided by IDLE is `idle_socket_bytes`, the gateway memory an idle websocket costs.
-// They are closed before the fan-out run.
+// Then, with the subscribers still connected (so that nothing freed skews the figure), IDLE
+// more sockets (1,000 by default) are opened and acknowledged with no subscription: the RSS
+// delta divided by IDLE is `idle_socket_bytes`, the gateway memory an idle websocket costs.
 //
 // Environment: GATEWAY (http base URL), INSTANCE_ID (global id), N, PER_SOCKET, IDLE, GATEWAY_PID,
 // CHANGE_CMD (a shell command that changes the instance's status and prints the commit time in
@@ -34,28 +34,6 @@ function cpuSeconds() {
 }
 const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// --- idle sockets: connection_init acknowledged, nothing subscribed ---
-const IDLE = Number(process.env.IDLE ?? 1000);
-function openIdle() {
-  return new Promise((resolve) => {
-    const ws = new WebSocket(url, 'graphql-transport-ws');
-    ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init', payload: {} })));
-    ws.on('message', (raw) => { if (JSON.parse(raw).type === 'connection_ack') resolve(ws); });
-    ws.on('error', () => resolve(null));
-  });
-}
-await sleep(500);
-const rssIdleBefore = rssBytes();
-const idle = [];
-for (let i = 0; i < IDLE; i += 100) {
-  idle.push(...(await Promise.all(Array.from({ length: Math.min(100, IDLE - i) }, openIdle))));
-}
-const idleOpen = idle.filter(Boolean).length;
-await sleep(1000);
-const rssIdle = rssBytes();
-for (const ws of idle) ws?.close(1000);
-await sleep(1000);
 
 const rssBefore = rssBytes();
 const cpuStart = cpuSeconds();
@@ -116,6 +94,26 @@ while (arrivals.length < firstStates && Date.now() < deliveryDeadline) await sle
 const commitMs = await committed;
 latencies = arrivals.map((t) => t - commitMs);
 const cpuDelivered = cpuSeconds();
+
+// --- idle sockets: connection_init acknowledged, nothing subscribed ---
+const IDLE = Number(process.env.IDLE ?? 1000);
+function openIdle() {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url, 'graphql-transport-ws');
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init', payload: {} })));
+    ws.on('message', (raw) => { if (JSON.parse(raw).type === 'connection_ack') resolve(ws); });
+    ws.on('error', () => resolve(null));
+  });
+}
+const rssIdleBefore = rssBytes();
+const idle = [];
+for (let i = 0; i < IDLE; i += 100) {
+  idle.push(...(await Promise.all(Array.from({ length: Math.min(100, IDLE - i) }, openIdle))));
+}
+const idleOpen = idle.filter(Boolean).length;
+await sleep(1000);
+const rssIdle = rssBytes();
+for (const ws of idle) ws?.close(1000);
 for (const ws of sockets) ws.close(1000);
 
 latencies.sort((a, b) => a - b);
