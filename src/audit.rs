@@ -6,7 +6,12 @@ use uuid::Uuid;
 
 use dataloaders::schema::audit_log;
 
-use crate::registries::store::Actor;
+/// Who asked for a change, for the audit trail.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub name: String,
+    pub request_id: String,
+}
 
 pub mod backlog;
 

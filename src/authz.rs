@@ -90,14 +90,7 @@ impl NamespaceAccess {
 
 /// Validates a Kubernetes namespace name given as input (a DNS label).
 pub fn validate_namespace(field: &str, ns: &str) -> AppResult<()> {
-    let ok = !ns.is_empty()
-        && ns.len() <= 63
-        && ns
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !ns.starts_with('-')
-        && !ns.ends_with('-');
-    if ok {
+    if crate::validate::is_dns_label(ns) {
         Ok(())
     } else {
         Err(AppError::bad_input(
@@ -128,9 +121,9 @@ pub mod store {
     use dataloaders::models::GrantRow;
     use dataloaders::schema::namespace_grants;
 
+    use crate::audit::Actor;
     use crate::audit::{self, AuditEntry};
     use crate::error::{AppError, AppResult};
-    use crate::registries::store::Actor;
 
     async fn conn(pool: &DbPool) -> AppResult<dataloaders::DbConn> {
         pool.get().await.map_err(AppError::from)

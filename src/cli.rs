@@ -100,7 +100,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: KeysCommand::Rotate { database },
         } => {
             // A rotation without a real key would seal everything under a throwaway key.
-            let keys = crate::server::load_keyring(crate::config::Mode::Production)?;
+            let keys = crate::secrets::Keyring::load(crate::config::Mode::Production)?;
             let report = crate::keys::rotate(database.url(), &keys).await?;
             println!(
                 "keys: {} secrets re-encrypted under key {}, {} already current",

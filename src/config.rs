@@ -237,19 +237,6 @@ pub struct JwtConfig {
     pub roles_claim: String,
 }
 
-impl JwtConfig {
-    /// The validator settings.
-    pub fn settings(&self) -> crate::auth::JwtSettings {
-        crate::auth::JwtSettings {
-            hs256_secret: self.jwt_secret.clone(),
-            oidc_issuer: self.oidc_issuer.clone(),
-            issuer: self.jwt_issuer.clone(),
-            audience: self.jwt_audience.clone(),
-            roles_claim: self.roles_claim.clone(),
-        }
-    }
-}
-
 /// Request limits of the GraphQL endpoint (see shared/docs/hardening.md).
 #[derive(Debug, Clone, Args)]
 pub struct Limits {
@@ -671,7 +658,7 @@ impl Config {
             self.validate_production()?;
         }
         if let Some(path) = &self.serve.limits.persisted_operations {
-            crate::graphql::abuse::PersistedOperations::load(path)?;
+            crate::persisted::PersistedOperations::load(path)?;
         }
         if self.serve.limits.max_batch == 0 {
             return Err("HIVEGRAPH_MAX_BATCH must be at least 1".into());

@@ -59,8 +59,76 @@ pub fn pool(cfg: &DatabaseConfig) -> anyhow::Result<DbPool> {
         .build()?)
 }
 
-/// The session advisory lock that serialises migrations of several processes on one database.
-const MIGRATION_LOCK: i64 = 0x0068_6976_656d_6967; // "hivemig"
+/// Every PostgreSQL advisory lock the gateway takes, in one place so that keys never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdvisoryLock {
+    /// Serialises migrations of several processes on one database (session lock).
+    Migrations,
+    /// One retention run at a time across replicas (session lock).
+    Retention,
+    /// One metrics rollup at a time across replicas (transaction lock).
+    Rollup,
+    /// One sync of a registry at a time (session lock on the sync's own connection).
+    Sync(uuid::Uuid),
+}
+
+#[derive(diesel::QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    locked: bool,
+}
+
+impl AdvisoryLock {
+    /// The lock's key.
+    pub fn key(self) -> i64 {
+        match self {
+            AdvisoryLock::Migrations => 0x0068_6976_656d_6967, // "hivemig"
+            AdvisoryLock::Retention => 0x6869_7665_7265_7431,  // "hiveret1"
+            AdvisoryLock::Rollup => 0x6869_7665_726f_6c6c,     // "hiveroll"
+            AdvisoryLock::Sync(id) => {
+                let (hi, lo) = id.as_u64_pair();
+                (hi ^ lo ^ 0x4856_5359_4e43_0001) as i64
+            }
+        }
+    }
+
+    async fn ask(
+        self,
+        conn: &mut AsyncPgConnection,
+        function: &str,
+    ) -> Result<bool, diesel::result::Error> {
+        use diesel_async::RunQueryDsl;
+        let r: Locked = diesel::sql_query(format!("SELECT {function}($1) AS locked"))
+            .bind::<diesel::sql_types::BigInt, _>(self.key())
+            .get_result(conn)
+            .await?;
+        Ok(r.locked)
+    }
+
+    /// Tries to take the lock for this session; false when another session holds it.
+    pub async fn try_session(
+        self,
+        conn: &mut AsyncPgConnection,
+    ) -> Result<bool, diesel::result::Error> {
+        self.ask(conn, "pg_try_advisory_lock").await
+    }
+
+    /// Releases the session lock (it also ends with the connection).
+    pub async fn release_session(
+        self,
+        conn: &mut AsyncPgConnection,
+    ) -> Result<bool, diesel::result::Error> {
+        self.ask(conn, "pg_advisory_unlock").await
+    }
+
+    /// Tries to take the lock until the current transaction ends.
+    pub async fn try_transaction(
+        self,
+        conn: &mut AsyncPgConnection,
+    ) -> Result<bool, diesel::result::Error> {
+        self.ask(conn, "pg_try_advisory_xact_lock").await
+    }
+}
 
 /// Applies pending migrations; returns the versions applied. Several gateway processes starting
 /// at once on one database take turns (a session advisory lock): the first applies, the others
@@ -70,16 +138,22 @@ pub async fn run_migrations(database_url: &str) -> anyhow::Result<Vec<String>> {
     tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
         use diesel::{Connection, RunQueryDsl};
         let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)?;
-        diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
-            .execute(&mut conn)
-            .map_err(|e| anyhow::anyhow!("could not take the migration lock: {e}"))?;
+        diesel::sql_query(format!(
+            "SELECT pg_advisory_lock({})",
+            AdvisoryLock::Migrations.key()
+        ))
+        .execute(&mut conn)
+        .map_err(|e| anyhow::anyhow!("could not take the migration lock: {e}"))?;
         let applied: anyhow::Result<Vec<String>> = conn
             .run_pending_migrations(MIGRATIONS)
             .map(|v| v.into_iter().map(|v| v.to_string()).collect())
             .map_err(|e| anyhow::anyhow!("migration failed: {e}"));
         // Closing the connection would release it too; say so explicitly.
-        let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
-            .execute(&mut conn);
+        let _ = diesel::sql_query(format!(
+            "SELECT pg_advisory_unlock({})",
+            AdvisoryLock::Migrations.key()
+        ))
+        .execute(&mut conn);
         applied
     })
     .await?
@@ -111,4 +185,24 @@ pub async fn migrations_current(pool: &DbPool) -> bool {
                 .all(|v| applied.contains(&v))
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advisory_lock_keys_differ() {
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let keys = [
+            AdvisoryLock::Migrations.key(),
+            AdvisoryLock::Retention.key(),
+            AdvisoryLock::Rollup.key(),
+            AdvisoryLock::Sync(a).key(),
+            AdvisoryLock::Sync(b).key(),
+        ];
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len());
+        assert_eq!(AdvisoryLock::Sync(a).key(), AdvisoryLock::Sync(a).key());
+    }
 }

@@ -9,6 +9,133 @@
 
 use async_graphql::ErrorExtensions;
 
+/// Every `extensions.code` the gateway sends (listed in the README's "Errors").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    /// The input is invalid; `extensions.field` names it.
+    BadUserInput,
+    /// The HTTP request is not an acceptable GraphQL request (no document, wrong method, too large, CSRF-prone, a subscription over HTTP).
+    BadRequest,
+    /// The object does not exist, or the caller may not know that it does.
+    NotFound,
+    /// No valid credentials.
+    Unauthenticated,
+    /// The caller may not do this.
+    Forbidden,
+    /// The object's state does not allow the operation.
+    Conflict,
+    /// A service the gateway depends on (database, cluster, registry) is unavailable.
+    UpstreamUnavailable,
+    /// Every database connection is busy while the database is healthy; `retryAfterSeconds`
+    /// says when to try again.
+    Overloaded,
+    /// The operation is over a depth, complexity, alias or selection limit.
+    QueryTooComplex,
+    /// Introspection is off (`HIVEGRAPH_INTROSPECTION`).
+    IntrospectionDisabled,
+    /// The caller's query-cost budget is spent; `retryAfterSeconds` says when it is back.
+    RateLimited,
+    /// The socket already holds its most subscriptions.
+    TooManySubscriptions,
+    /// A persisted-query hash the gateway does not know.
+    PersistedQueryNotFound,
+    /// Not one of the persisted operations the gateway is limited to.
+    OperationNotAllowed,
+    /// The request took longer than its time limit.
+    Timeout,
+    /// The document does not parse.
+    GraphqlParseFailed,
+    /// The document does not validate against the schema.
+    GraphqlValidationFailed,
+    /// A bug or unexpected failure; the detail is logged, never sent.
+    InternalServerError,
+}
+
+impl Code {
+    /// Every code.
+    pub const ALL: [Code; 18] = [
+        Code::BadUserInput,
+        Code::BadRequest,
+        Code::NotFound,
+        Code::Unauthenticated,
+        Code::Forbidden,
+        Code::Conflict,
+        Code::UpstreamUnavailable,
+        Code::Overloaded,
+        Code::QueryTooComplex,
+        Code::IntrospectionDisabled,
+        Code::RateLimited,
+        Code::TooManySubscriptions,
+        Code::PersistedQueryNotFound,
+        Code::OperationNotAllowed,
+        Code::Timeout,
+        Code::GraphqlParseFailed,
+        Code::GraphqlValidationFailed,
+        Code::InternalServerError,
+    ];
+
+    /// The code as clients see it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Code::BadUserInput => "BAD_USER_INPUT",
+            Code::BadRequest => "BAD_REQUEST",
+            Code::NotFound => "NOT_FOUND",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::Forbidden => "FORBIDDEN",
+            Code::Conflict => "CONFLICT",
+            Code::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
+            Code::Overloaded => "OVERLOADED",
+            Code::QueryTooComplex => "QUERY_TOO_COMPLEX",
+            Code::IntrospectionDisabled => "INTROSPECTION_DISABLED",
+            Code::RateLimited => "RATE_LIMITED",
+            Code::TooManySubscriptions => "TOO_MANY_SUBSCRIPTIONS",
+            Code::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            Code::OperationNotAllowed => "OPERATION_NOT_ALLOWED",
+            Code::Timeout => "TIMEOUT",
+            Code::GraphqlParseFailed => "GRAPHQL_PARSE_FAILED",
+            Code::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
+            Code::InternalServerError => "INTERNAL_SERVER_ERROR",
+        }
+    }
+}
+
+impl serde::Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A GraphQL error carrying `code`, and the offending input `field` when given: the one way
+/// errors are built outside resolvers (limits, policies, persisted queries, websockets).
+pub fn graphql_error(
+    code: Code,
+    message: impl Into<String>,
+    field: Option<&str>,
+) -> async_graphql::ServerError {
+    let mut e = async_graphql::ServerError::new(message, None);
+    set_code(&mut e, code);
+    if let Some(f) = field {
+        e.extensions
+            .get_or_insert_with(Default::default)
+            .set("field", f);
+    }
+    e
+}
+
+/// Sets (or replaces) the code of an error.
+pub fn set_code(e: &mut async_graphql::ServerError, code: Code) {
+    e.extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code.as_str());
+}
+
+/// Whether an error already carries a code.
+pub fn has_code(e: &async_graphql::ServerError) -> bool {
+    e.extensions
+        .as_ref()
+        .is_some_and(|x| x.get("code").is_some())
+}
+
 /// An error a resolver can return.
 #[derive(Debug, Clone)]
 pub enum AppError {
@@ -72,23 +199,20 @@ impl AppError {
     }
 
     /// The `extensions.code` of this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            AppError::BadInput { .. } => "BAD_USER_INPUT",
-            AppError::NotFound(_) | AppError::Hidden(_) => "NOT_FOUND",
-            AppError::RateLimited { .. } => "RATE_LIMITED",
-            AppError::Unauthenticated => "UNAUTHENTICATED",
-            AppError::Forbidden(_) => "FORBIDDEN",
-            AppError::Conflict(_) => "CONFLICT",
-            AppError::Unavailable(_) => "UPSTREAM_UNAVAILABLE",
-            AppError::Overloaded { .. } => OVERLOADED,
-            AppError::Internal(_) => "INTERNAL_SERVER_ERROR",
+            AppError::BadInput { .. } => Code::BadUserInput,
+            AppError::NotFound(_) | AppError::Hidden(_) => Code::NotFound,
+            AppError::RateLimited { .. } => Code::RateLimited,
+            AppError::Unauthenticated => Code::Unauthenticated,
+            AppError::Forbidden(_) => Code::Forbidden,
+            AppError::Conflict(_) => Code::Conflict,
+            AppError::Unavailable(_) => Code::UpstreamUnavailable,
+            AppError::Overloaded { .. } => Code::Overloaded,
+            AppError::Internal(_) => Code::InternalServerError,
         }
     }
 }
-
-/// The code of [`AppError::Overloaded`].
-pub const OVERLOADED: &str = "OVERLOADED";
 
 /// When a client refused for overload should retry: the pool's wait is about a second.
 pub const OVERLOAD_RETRY_AFTER_SECS: u64 = 1;
@@ -163,7 +287,7 @@ impl ErrorExtensions for AppError {
             tracing::error!(error = ?source, "internal error");
         }
         async_graphql::Error::new(self.public_message()).extend_with(|_, ext| {
-            ext.set("code", self.code());
+            ext.set("code", self.code().as_str());
             if let AppError::BadInput { field, .. } = self {
                 ext.set("field", field.as_str());
             }
@@ -190,3 +314,69 @@ impl From<AppError> for async_graphql::Error {
 
 /// Result type of resolvers and services.
 pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_documented_and_spelled_for_clients() {
+        let readme = include_str!("../README.md");
+        let errors = &readme[readme
+            .find("## Errors")
+            .expect("README has an Errors section")..];
+        for code in Code::ALL {
+            let s = code.as_str();
+            assert!(s.chars().all(|c| c.is_ascii_uppercase() || c == '_'), "{s}");
+            assert!(
+                errors.contains(&format!("`{s}`")),
+                "README does not list {s}"
+            );
+        }
+    }
+
+    #[test]
+    fn app_errors_map_to_their_codes() {
+        let cases = [
+            (AppError::bad_input("x", "y"), Code::BadUserInput),
+            (AppError::NotFound("thing"), Code::NotFound),
+            (AppError::Hidden("thing"), Code::NotFound),
+            (AppError::Unauthenticated, Code::Unauthenticated),
+            (AppError::Forbidden("no".into()), Code::Forbidden),
+            (AppError::Conflict("busy".into()), Code::Conflict),
+            (
+                AppError::Unavailable("down".into()),
+                Code::UpstreamUnavailable,
+            ),
+            (
+                AppError::RateLimited {
+                    retry_after_secs: 3,
+                    limit: 10,
+                },
+                Code::RateLimited,
+            ),
+            (
+                AppError::Overloaded {
+                    retry_after_secs: 1,
+                },
+                Code::Overloaded,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.code(), code);
+            let ext = e.extend().extensions.expect("extensions");
+            assert_eq!(
+                ext.get("code"),
+                Some(&async_graphql::Value::from(code.as_str()))
+            );
+        }
+        let e = graphql_error(Code::QueryTooComplex, "deep", Some("q"));
+        let ext = e.extensions.as_ref().expect("extensions");
+        assert_eq!(
+            ext.get("code"),
+            Some(&async_graphql::Value::from("QUERY_TOO_COMPLEX"))
+        );
+        assert_eq!(ext.get("field"), Some(&async_graphql::Value::from("q")));
+        assert!(has_code(&e));
+    }
+}

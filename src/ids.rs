@@ -96,7 +96,7 @@ mod tests {
         assert_eq!(decode(Kind::Server, &global, "id").unwrap(), id);
         assert_eq!(decode(Kind::Server, &id.to_string(), "id").unwrap(), id);
         let err = decode(Kind::Registry, &global, "registryId").unwrap_err();
-        assert_eq!(err.code(), "BAD_USER_INPUT");
+        assert_eq!(err.code().as_str(), "BAD_USER_INPUT");
         assert!(decode(Kind::Registry, "not-an-id", "id").is_err());
     }
 }

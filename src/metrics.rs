@@ -123,25 +123,15 @@ impl Metrics {
         self.latency.get_or_create(&labels).observe(seconds);
     }
 
-    /// Registers the caches' hit, miss and hit-ratio metrics (labelled by cache).
-    pub fn register_caches(&self, caches: &crate::cache::Caches) {
-        let m = caches.metrics();
+    /// Registers a metric family (`name` without the `hivegraph_` prefix).
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
         let mut registry = self.registry.lock().expect("metrics registry lock");
-        registry.register(
-            "cache_hits",
-            "Lookups answered from a read cache",
-            m.hits.clone(),
-        );
-        registry.register(
-            "cache_misses",
-            "Lookups a read cache passed to the database",
-            m.misses.clone(),
-        );
-        registry.register(
-            "cache_hit_ratio",
-            "Hits divided by lookups of a read cache, since start",
-            m.hit_ratio.clone(),
-        );
+        registry.register(name, help, metric);
     }
 
     /// The metrics in Prometheus text format.

@@ -26,38 +26,12 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::changes::Topic;
+
 /// The NOTIFY channel.
 pub const CHANNEL: &str = "hivegraph_changes";
 /// Messages buffered per topic before a slow subscriber skips ahead.
 pub const TOPIC_BUFFER: usize = 16;
-
-/// What changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Topic {
-    /// A registry row.
-    Registry(Uuid),
-    /// An instance row.
-    Instance(Uuid),
-    /// A deployment operation row.
-    Deployment(Uuid),
-    /// A new monitoring sample of an instance.
-    Metrics(Uuid),
-}
-
-impl Topic {
-    /// Parses a NOTIFY payload.
-    pub fn parse(payload: &str) -> Option<Topic> {
-        let (kind, id) = payload.split_once(':')?;
-        let id = Uuid::parse_str(id).ok()?;
-        Some(match kind {
-            "registry" => Topic::Registry(id),
-            "instance" => Topic::Instance(id),
-            "deployment" => Topic::Deployment(id),
-            "metrics" => Topic::Metrics(id),
-            _ => return None,
-        })
-    }
-}
 
 /// The current state of a topic's row, shared by every subscriber.
 #[derive(Debug, Clone)]

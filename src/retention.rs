@@ -8,23 +8,22 @@
 //!
 //! Monitoring metrics and their rollups have their own jobs (not here).
 //!
-//! Safe on several replicas: a run holds a PostgreSQL advisory lock ([`LOCK_KEY`]) for its whole
+//! Safe on several replicas: a run holds a PostgreSQL advisory lock ([`AdvisoryLock::Retention`]) for its whole
 //! duration; a replica that cannot take it skips the run. Rows go in batches of [`BATCH`], so that
 //! no statement runs long or holds many locks. The clock is injected, so tests can run the job
 //! "a year later".
 
+use crate::db::AdvisoryLock;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{BigInt, Bool, Timestamptz};
+use diesel::sql_types::{BigInt, Timestamptz};
 use diesel::{QueryableByName, sql_query};
 use diesel_async::RunQueryDsl;
 
 use dataloaders::DbPool;
 
-/// The advisory lock that makes one replica at a time run the retention jobs.
-pub const LOCK_KEY: i64 = 0x6869_7665_7265_7431; // "hiveret1"
 /// Rows deleted per statement.
 pub const BATCH: i64 = 5_000;
 /// How often the job runs in `serve`.
@@ -57,12 +56,6 @@ pub struct RetentionReport {
 }
 
 #[derive(QueryableByName)]
-struct Locked {
-    #[diesel(sql_type = Bool)]
-    locked: bool,
-}
-
-#[derive(QueryableByName)]
 struct Deleted {
     #[diesel(sql_type = BigInt)]
     n: i64,
@@ -91,11 +84,7 @@ async fn purge(
 /// Runs the retention jobs once, as of `now`.
 pub async fn run_once(pool: &DbPool, now: DateTime<Utc>) -> anyhow::Result<RetentionReport> {
     let mut conn = pool.get().await?;
-    let got: Locked = sql_query("SELECT pg_try_advisory_lock($1) AS locked")
-        .bind::<BigInt, _>(LOCK_KEY)
-        .get_result(&mut conn)
-        .await?;
-    if !got.locked {
+    if !AdvisoryLock::Retention.try_session(&mut conn).await? {
         return Ok(RetentionReport::default());
     }
     let result = async {
@@ -123,10 +112,7 @@ pub async fn run_once(pool: &DbPool, now: DateTime<Utc>) -> anyhow::Result<Reten
     }
     .await;
     // Always give the lock back: the connection returns to the pool.
-    let _ = sql_query("SELECT pg_advisory_unlock($1)")
-        .bind::<BigInt, _>(LOCK_KEY)
-        .execute(&mut conn)
-        .await;
+    let _ = AdvisoryLock::Retention.release_session(&mut conn).await;
     result
 }
 

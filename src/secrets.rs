@@ -204,6 +204,35 @@ fn encrypt(dek: &chacha20poly1305::Key, plaintext: &[u8], aad: &[u8]) -> String 
     B64.encode([nonce.as_slice(), &ct].concat())
 }
 
+impl Keyring {
+    /// Loads the key-encryption key: `HIVEGRAPH_SECRET_KEY` (plus optional
+    /// `HIVEGRAPH_SECRET_KEY_PREVIOUS`, comma-separated, during a rotation). In dev mode a missing key
+    /// gives an ephemeral one, with a warning.
+    pub fn load(mode: crate::config::Mode) -> anyhow::Result<Keyring> {
+        match std::env::var("HIVEGRAPH_SECRET_KEY") {
+            Ok(k) if !k.trim().is_empty() => {
+                let previous: Vec<SecretString> = std::env::var("HIVEGRAPH_SECRET_KEY_PREVIOUS")
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| SecretString::from(s.trim().to_string()))
+                    .collect();
+                Ok(Keyring::new(&SecretString::from(k), &previous)?)
+            }
+            _ if mode == crate::config::Mode::Dev => {
+                tracing::warn!(
+                    "HIVEGRAPH_SECRET_KEY is not set: using an ephemeral key; registry credentials stored now \
+                     cannot be opened after a restart"
+                );
+                Ok(Keyring::ephemeral())
+            }
+            _ => anyhow::bail!(
+                "HIVEGRAPH_SECRET_KEY is required in production mode (base64 of 32 random bytes)"
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,41 +4,14 @@ use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Config, Mode, ShutdownConfig};
+use crate::config::{Config, ShutdownConfig};
+use crate::http::AppState;
 use crate::secrets::Keyring;
-use crate::state::{AppState, Services};
+use crate::state::Services;
 use crate::sync::SyncService;
-
-/// Loads the key-encryption key: `HIVEGRAPH_SECRET_KEY` (plus optional
-/// `HIVEGRAPH_SECRET_KEY_PREVIOUS`, comma-separated, during a rotation). In dev mode a missing key
-/// gives an ephemeral one, with a warning.
-pub fn load_keyring(mode: Mode) -> anyhow::Result<Keyring> {
-    match std::env::var("HIVEGRAPH_SECRET_KEY") {
-        Ok(k) if !k.trim().is_empty() => {
-            let previous: Vec<SecretString> = std::env::var("HIVEGRAPH_SECRET_KEY_PREVIOUS")
-                .unwrap_or_default()
-                .split(',')
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| SecretString::from(s.trim().to_string()))
-                .collect();
-            Ok(Keyring::new(&SecretString::from(k), &previous)?)
-        }
-        _ if mode == Mode::Dev => {
-            tracing::warn!(
-                "HIVEGRAPH_SECRET_KEY is not set: using an ephemeral key; registry credentials stored now \
-                 cannot be opened after a restart"
-            );
-            Ok(Keyring::ephemeral())
-        }
-        _ => anyhow::bail!(
-            "HIVEGRAPH_SECRET_KEY is required in production mode (base64 of 32 random bytes)"
-        ),
-    }
-}
 
 /// Builds the application state for `config`.
 pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
@@ -58,9 +31,9 @@ pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
     )?;
     let auth = match config.serve.auth {
         crate::config::AuthMode::None => crate::auth::Authenticator::Off,
-        crate::config::AuthMode::Jwt => {
-            crate::auth::Authenticator::jwt(config.serve.jwt.settings())?
-        }
+        crate::config::AuthMode::Jwt => crate::auth::Authenticator::jwt(
+            crate::auth::JwtSettings::from_config(&config.serve.jwt),
+        )?,
     };
     let k8s =
         crate::k8s::ClusterManager::new(pool.clone(), config.serve.k8s.clone(), keys.clone())?;
@@ -105,7 +78,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if !applied.is_empty() {
         tracing::info!(?applied, "applied migrations");
     }
-    let keys = load_keyring(config.serve.mode)?;
+    let keys = Keyring::load(config.serve.mode)?;
     let listen = config.serve.listen;
     let run_scheduler = config.serve.sync.scheduler;
     let shutdown = config.serve.shutdown.clone();

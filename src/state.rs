@@ -1,12 +1,11 @@
-//! Shared application state.
+//! The long-lived services a request may use: the domains, caches and change fan-out, as one
+//! value registered as schema data (the HTTP layer's state is `crate::http::AppState`).
 
 use std::sync::Arc;
 
 use dataloaders::DbPool;
 
 use crate::config::Config;
-use crate::graphql::HivegraphSchema;
-use crate::metrics::Metrics;
 use crate::secrets::Keyring;
 use crate::sync::SyncService;
 
@@ -27,48 +26,4 @@ pub struct Services {
     pub caches: crate::cache::Caches,
     /// Metrics collection, rollups and retention (see `crate::monitoring`).
     pub monitor: crate::monitoring::Monitor,
-}
-
-/// Everything the HTTP layer needs.
-#[derive(Clone)]
-pub struct AppState {
-    pub services: Services,
-    pub schema: HivegraphSchema,
-    pub metrics: Arc<Metrics>,
-    /// Open websockets and the planned-shutdown switch (close code 1012).
-    pub sockets: crate::http::ws::Sockets,
-    /// Set on SIGTERM: `/readyz` turns unready at once.
-    pub draining: crate::http::Draining,
-    /// The per-user rate limiter (the schema's extension and the response cache charge it).
-    pub limiter: Arc<crate::graphql::abuse::RateLimiter>,
-    /// Documents registered by automatic persisted queries (APQ).
-    pub persisted: crate::graphql::apq::PersistedQueries,
-}
-
-impl AppState {
-    /// Builds the state: the schema gets its limits from the configuration.
-    pub fn new(services: Services) -> Self {
-        let limiter = Arc::new(crate::graphql::abuse::RateLimiter::from_limits(
-            &services.config.serve.limits,
-        ));
-        let schema = crate::graphql::build_schema(
-            Some(services.clone()),
-            &services.config.serve.limits,
-            services.config.serve.mode,
-            Some(limiter.clone()),
-        );
-        let metrics = Metrics::new();
-        metrics.register_caches(&services.caches);
-        let starts = services.config.database.pool_size / 2;
-        AppState {
-            services,
-            schema,
-            metrics: Arc::new(metrics),
-            // Half the pool may serve subscription starts; the rest stays for queries.
-            sockets: crate::http::ws::Sockets::new(starts),
-            draining: crate::http::Draining::default(),
-            limiter,
-            persisted: Default::default(),
-        }
-    }
 }

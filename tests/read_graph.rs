@@ -41,7 +41,7 @@ async fn settle(app: &TestApp) {
     let caches = &app.state.services.caches;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut conn = app.db.conn().await;
-    while caches.last_change() != Some(hivegraph::pubsub::Topic::Registry(sentinel)) {
+    while caches.last_change() != Some(hivegraph::changes::Topic::Registry(sentinel)) {
         assert!(
             std::time::Instant::now() < deadline,
             "the caches' change listener never caught up"

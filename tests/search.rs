@@ -16,6 +16,7 @@ use dataloaders::reads::ServerFilter;
 use dataloaders::search::explain_servers_page;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use hivegraph::validate::is_dns_label;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -73,15 +74,6 @@ fn transport(raw: Option<&str>, remote: bool) -> &'static str {
         _ if remote => "sse",
         _ => "stdio",
     }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Registers `registry` and stores the servers of a legacy registry.json file; returns what was

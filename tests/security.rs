@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde_json::json;
 
 use common::{TestApp, TestDb, assert_ok, error_code};
-use hivegraph::graphql::abuse::sha256_hex;
+use hivegraph::persisted::sha256_hex;
 
 #[tokio::test]
 async fn the_rate_limit_charges_query_cost_per_user_and_says_when_to_retry() {
@@ -130,7 +130,7 @@ async fn retention_keeps_logs_30_days_audit_one_year_and_configuration_forever()
     other
         .batch_execute(&format!(
             "SELECT pg_advisory_lock({})",
-            hivegraph::retention::LOCK_KEY
+            hivegraph::db::AdvisoryLock::Retention.key()
         ))
         .await
         .unwrap();
@@ -142,7 +142,7 @@ async fn retention_keeps_logs_30_days_audit_one_year_and_configuration_forever()
     other
         .batch_execute(&format!(
             "SELECT pg_advisory_unlock({})",
-            hivegraph::retention::LOCK_KEY
+            hivegraph::db::AdvisoryLock::Retention.key()
         ))
         .await
         .unwrap();
@@ -188,7 +188,7 @@ async fn keys_rotate_reencrypts_every_secret_under_the_current_key() {
     let old = hivegraph::secrets::Keyring::new(&key(1), &[]).unwrap();
     let state =
         hivegraph::server::build_state(hivegraph::config::Config::for_tests(&db.url), old).unwrap();
-    let actor = hivegraph::registries::store::Actor {
+    let actor = hivegraph::audit::Actor {
         name: "t".into(),
         request_id: "r".into(),
     };

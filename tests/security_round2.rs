@@ -132,7 +132,7 @@ async fn operation_names_cannot_grow_the_metrics() {
     assert!(metrics.text.contains("operation=\"other\""));
     let plans = app.state.services.caches.responses().plan_bytes();
     assert!(
-        plans <= hivegraph::response_cache::MAX_PLAN_BYTES,
+        plans <= hivegraph::cache::responses::MAX_PLAN_BYTES,
         "{plans} bytes of plans"
     );
 }

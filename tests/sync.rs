@@ -813,7 +813,7 @@ async fn a_second_trigger_while_syncing_is_a_conflict() {
 
     // Another process holding the registry's sync lock (a sync running elsewhere) also means
     // CONFLICT, and the registry is left as it is.
-    let key = hivegraph::sync::store::lock_key(uuid_of(&id));
+    let key = hivegraph::db::AdvisoryLock::Sync(uuid_of(&id)).key();
     let mut other = app.db.conn().await;
     other
         .batch_execute(&format!("SELECT pg_advisory_lock({key})"))

@@ -170,7 +170,7 @@ async fn abandoned_syncs_are_recovered_but_live_ones_are_not() {
     )
     .await
     .unwrap();
-    let key = hivegraph::sync::store::lock_key(uuid_of(&live));
+    let key = hivegraph::db::AdvisoryLock::Sync(uuid_of(&live)).key();
     let mut other = app.db.conn().await;
     other
         .batch_execute(&format!("SELECT pg_advisory_lock({key})"))

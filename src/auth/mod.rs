@@ -140,6 +140,19 @@ pub struct JwtSettings {
     pub roles_claim: String,
 }
 
+impl JwtSettings {
+    /// The validator settings of the configuration.
+    pub fn from_config(c: &crate::config::JwtConfig) -> Self {
+        JwtSettings {
+            hs256_secret: c.jwt_secret.clone(),
+            oidc_issuer: c.oidc_issuer.clone(),
+            issuer: c.jwt_issuer.clone(),
+            audience: c.jwt_audience.clone(),
+            roles_claim: c.roles_claim.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for JwtSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtSettings")

@@ -26,19 +26,20 @@ use async_graphql::extensions::{
 };
 use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
 use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Variables};
-use sha2::{Digest, Sha256};
 
+use crate::error::Code;
 use crate::graphql::context::RequestCtx;
+use crate::persisted::{PersistedOperations, sha256_hex};
 
 /// Points a mutation costs per root field.
 pub const MUTATION_POINTS: u64 = 5;
 /// Points a `deployServer` costs (it writes to a cluster).
 pub const DEPLOY_POINTS: u64 = 50;
 
-fn error(code: &str, message: String, extra: &[(&str, u64)]) -> ServerError {
+fn error(code: Code, message: String, extra: &[(&str, u64)]) -> ServerError {
     let mut e = ServerError::new(message, None);
     let mut ext = async_graphql::ErrorExtensionValues::default();
-    ext.set("code", code);
+    ext.set("code", code.as_str());
     for (k, v) in extra {
         ext.set(*k, *v);
     }
@@ -352,7 +353,7 @@ pub const RATE_LIMIT_EXTENSION: &str = "rateLimit";
 pub fn charge(limiter: &RateLimiter, key: &str, points: u64) -> Result<Charged, ServerError> {
     limiter.charge(key, points, Instant::now()).map_err(|over| {
         error(
-            "RATE_LIMITED",
+            Code::RateLimited,
             format!(
                 "rate limit of {} points exceeded; retry in {} s",
                 over.limit, over.retry_after_secs
@@ -380,67 +381,6 @@ pub fn rate_limit_value(c: &Charged) -> async_graphql::Value {
             .into(),
     );
     async_graphql::Value::Object(m)
-}
-
-/// The allow-list of persisted operations: sha256 hex digest → document.
-#[derive(Debug, Default)]
-pub struct PersistedOperations {
-    by_hash: HashMap<String, String>,
-}
-
-/// The sha256 hex digest of a document.
-pub fn sha256_hex(doc: &str) -> String {
-    hex::encode(Sha256::digest(doc.as_bytes()))
-}
-
-impl PersistedOperations {
-    /// Parses a manifest: an object `{ "<sha256>": "<document>" }` (each digest checked) or an
-    /// array of documents.
-    pub fn parse(json: &str) -> Result<Self, String> {
-        let v: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
-        let mut by_hash = HashMap::new();
-        match v {
-            serde_json::Value::Object(m) => {
-                for (hash, doc) in m {
-                    let doc = doc
-                        .as_str()
-                        .ok_or_else(|| format!("{hash}: the document must be a string"))?;
-                    if sha256_hex(doc) != hash.to_ascii_lowercase() {
-                        return Err(format!("{hash}: the digest does not match its document"));
-                    }
-                    by_hash.insert(hash.to_ascii_lowercase(), doc.to_string());
-                }
-            }
-            serde_json::Value::Array(docs) => {
-                for doc in docs {
-                    let doc = doc
-                        .as_str()
-                        .ok_or("every entry must be a document string")?;
-                    by_hash.insert(sha256_hex(doc), doc.to_string());
-                }
-            }
-            _ => return Err("expected an object of digest → document, or an array".into()),
-        }
-        Ok(PersistedOperations { by_hash })
-    }
-
-    /// Reads a manifest file.
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    /// The number of listed operations.
-    pub fn len(&self) -> usize {
-        self.by_hash.len()
-    }
-
-    /// Whether nothing is listed (then nothing runs).
-    pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
-    }
 }
 
 /// The persisted-operations extension: only listed documents run.
@@ -472,10 +412,10 @@ impl Extension for PersistedOnlyExt {
         if request.query.trim().is_empty() {
             let doc = sent_hash
                 .as_ref()
-                .and_then(|h| self.0.by_hash.get(h))
+                .and_then(|h| self.0.get(h))
                 .ok_or_else(|| {
                     error(
-                        "PERSISTED_QUERY_NOT_FOUND",
+                        Code::PersistedQueryNotFound,
                         "PersistedQueryNotFound: this gateway runs only listed operations".into(),
                         &[],
                     )
@@ -484,9 +424,9 @@ impl Extension for PersistedOnlyExt {
         } else {
             let hash = sha256_hex(&request.query);
             let matches_sent = sent_hash.as_ref().is_none_or(|h| *h == hash);
-            if !matches_sent || !self.0.by_hash.contains_key(&hash) {
+            if !matches_sent || !self.0.contains(&hash) {
                 return Err(error(
-                    "OPERATION_NOT_ALLOWED",
+                    Code::OperationNotAllowed,
                     "this gateway runs only persisted operations; this document is not listed"
                         .into(),
                     &[],

@@ -4,11 +4,12 @@
 //! sends the document with its hash once, which registers it. Documents are content-addressed
 //! (the hash is checked), so one store serves every caller; it is bounded by total size.
 
+use crate::error::{Code, graphql_error};
 use std::sync::Arc;
 
 use async_graphql::{Request, ServerError, Value};
 
-use super::abuse::sha256_hex;
+use crate::persisted::sha256_hex;
 
 /// Total bytes of documents kept.
 const CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
@@ -32,17 +33,6 @@ impl Default for PersistedQueries {
     }
 }
 
-fn coded(code: &str, message: &str, field: Option<&str>) -> ServerError {
-    let mut e = ServerError::new(message, None);
-    let mut ext = async_graphql::ErrorExtensionValues::default();
-    ext.set("code", code);
-    if let Some(f) = field {
-        ext.set("field", f);
-    }
-    e.extensions = Some(ext);
-    e
-}
-
 /// The `sha256Hash` a request names, if it uses the protocol.
 pub fn sent_hash(req: &Request) -> Option<Result<String, ServerError>> {
     let Value::Object(pq) = req.extensions.get("persistedQuery")? else {
@@ -64,8 +54,8 @@ pub fn sent_hash(req: &Request) -> Option<Result<String, ServerError>> {
 }
 
 fn bad(message: &str) -> ServerError {
-    coded(
-        "BAD_USER_INPUT",
+    graphql_error(
+        Code::BadUserInput,
         message,
         Some("extensions.persistedQuery.sha256Hash"),
     )
@@ -81,7 +71,7 @@ impl PersistedQueries {
         let hash = hash?;
         if req.query.trim().is_empty() {
             let doc = self.docs.get(&hash).ok_or_else(|| {
-                coded("PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound", None)
+                graphql_error(Code::PersistedQueryNotFound, "PersistedQueryNotFound", None)
             })?;
             req.query = doc.to_string();
             return Ok(());

@@ -9,7 +9,7 @@ use dataloaders::{DbPool, MAX_BATCH_SIZE, PollGate, QueryStats, Reader};
 
 use crate::auth::{Principal, Role};
 use crate::authz::NamespaceAccess;
-use crate::cache::AuthScope;
+use crate::cache::{AuthScope, CachedReads};
 use crate::error::{AppError, AppResult};
 
 /// Data every resolver of one request shares.
@@ -120,5 +120,12 @@ impl RequestCtx {
     /// When the request was executed without one, which is a wiring bug.
     pub fn of<'a>(ctx: &'a Context<'_>) -> &'a RequestCtx {
         ctx.data_unchecked::<Arc<RequestCtx>>()
+    }
+
+    /// The request's reads through the cross-request caches (when the schema has services).
+    pub fn reads<'a>(ctx: &'a Context<'_>) -> CachedReads<'a> {
+        let rc = Self::of(ctx);
+        let caches = ctx.data_opt::<crate::state::Services>().map(|s| &s.caches);
+        CachedReads::new(caches, &rc.scope, &rc.loader)
     }
 }

@@ -1,6 +1,7 @@
 //! Request policies as async-graphql extensions: operation limits (aliases, root fields) and the
 //! error policy (every error carries `extensions.code`; internal detail is masked).
 
+use crate::error::{Code, graphql_error, has_code, set_code};
 use std::sync::Arc;
 
 use async_graphql::extensions::{
@@ -49,16 +50,8 @@ impl ExtensionFactory for OperationLimits {
 
 struct OperationLimitsExt(OperationLimits);
 
-fn coded(code: &str, message: String) -> ServerError {
-    let mut e = ServerError::new(message, None);
-    let mut ext = async_graphql::ErrorExtensionValues::default();
-    ext.set("code", code);
-    e.extensions = Some(ext);
-    e
-}
-
 fn too_complex(message: String) -> ServerError {
-    coded("QUERY_TOO_COMPLEX", message)
+    graphql_error(Code::QueryTooComplex, message, None)
 }
 
 fn over(what: &str, n: u64, max: u64) -> Result<(), ServerError> {
@@ -74,9 +67,10 @@ impl OperationLimits {
     /// Checks one operation's shape against the limits.
     pub fn check(&self, shape: &Shape) -> Result<(), ServerError> {
         if shape.introspection && !self.introspection {
-            return Err(coded(
-                "INTROSPECTION_DISABLED",
-                "introspection is disabled on this gateway (HIVEGRAPH_INTROSPECTION)".into(),
+            return Err(graphql_error(
+                Code::IntrospectionDisabled,
+                "introspection is disabled on this gateway (HIVEGRAPH_INTROSPECTION)",
+                None,
             ));
         }
         over(
@@ -118,7 +112,7 @@ impl OperationLimits {
         let doc = request.parsed_query().map_err(|mut e| {
             e.extensions
                 .get_or_insert_with(Default::default)
-                .set("code", "GRAPHQL_PARSE_FAILED");
+                .set("code", Code::GraphqlParseFailed.as_str());
             e
         })?;
         let mut measure = Measure::new(doc);
@@ -155,18 +149,6 @@ impl ExtensionFactory for ErrorPolicy {
     }
 }
 
-fn has_code(e: &ServerError) -> bool {
-    e.extensions
-        .as_ref()
-        .is_some_and(|x| x.get("code").is_some())
-}
-
-fn set_code(e: &mut ServerError, code: &str) {
-    e.extensions
-        .get_or_insert_with(Default::default)
-        .set("code", code);
-}
-
 #[async_trait::async_trait]
 impl Extension for ErrorPolicy {
     async fn parse_query(
@@ -178,7 +160,7 @@ impl Extension for ErrorPolicy {
     ) -> ServerResult<ExecutableDocument> {
         next.run(ctx, query, variables).await.map_err(|mut e| {
             if !has_code(&e) {
-                set_code(&mut e, "GRAPHQL_PARSE_FAILED");
+                set_code(&mut e, Code::GraphqlParseFailed);
             }
             e
         })
@@ -199,9 +181,9 @@ impl Extension for ErrorPolicy {
                             || e.message.contains("recursion")
                             || e.message.contains("directives")
                         {
-                            "QUERY_TOO_COMPLEX"
+                            Code::QueryTooComplex
                         } else {
-                            "GRAPHQL_VALIDATION_FAILED"
+                            Code::GraphqlValidationFailed
                         };
                         set_code(&mut e, code);
                     }
@@ -225,16 +207,16 @@ impl Extension for ErrorPolicy {
                 if e.message.starts_with("Subscriptions are not supported") {
                     // A subscription sent over HTTP: the client's mistake, with the way out.
                     e.message = "subscriptions run over a websocket (graphql-transport-ws or graphql-ws on GET /graphql), not over HTTP".into();
-                    set_code(e, "BAD_REQUEST");
+                    set_code(e, Code::BadRequest);
                 } else if e.message.starts_with("Invalid value for argument")
                     || e.message.starts_with("Failed to parse")
                     || e.message.starts_with("Expected input type")
                 {
-                    set_code(e, "BAD_USER_INPUT");
+                    set_code(e, Code::BadUserInput);
                 } else {
                     tracing::error!(message = %e.message, path = ?e.path, "unmapped resolver error (masked)");
                     e.message = "internal error".into();
-                    set_code(e, "INTERNAL_SERVER_ERROR");
+                    set_code(e, Code::InternalServerError);
                 }
             }
         }

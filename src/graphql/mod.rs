@@ -57,9 +57,9 @@ pub fn build_schema(
     }
     if let Some(path) = &limits.persisted_operations {
         // Validated at start-up (`Config::validate`); if the file went bad since, nothing runs.
-        let ops = abuse::PersistedOperations::load(path).unwrap_or_else(|e| {
+        let ops = crate::persisted::PersistedOperations::load(path).unwrap_or_else(|e| {
             tracing::error!(error = %e, "persisted operations unreadable: refusing every operation");
-            abuse::PersistedOperations::default()
+            crate::persisted::PersistedOperations::default()
         });
         builder = builder.extension(abuse::PersistedOnly(std::sync::Arc::new(ops)));
     }

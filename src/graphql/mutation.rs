@@ -4,13 +4,14 @@ use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
 use dataloaders::enums::RegistryFormat;
 use serde_json::Value;
 
+use crate::audit::Actor;
 use crate::audit::AuditEntry;
 use crate::auth::Role;
 use crate::error::{AppError, AppResult};
 use crate::graphql::context::RequestCtx;
 use crate::graphql::types::*;
 use crate::ids::{self, Kind};
-use crate::registries::store::{self, Actor};
+use crate::registries::store;
 use crate::registries::{self as reg, AuthInput, NewRegistry, RegistryChanges};
 use crate::state::Services;
 use dataloaders::models::GrantRow;
@@ -255,7 +256,7 @@ async fn audited<T>(
         if let Err(e) = &result {
             entry = entry.details(serde_json::json!({ "code": e.code() }));
             if e.is_denial() {
-                tracing::info!(%action, actor = %actor(ctx).name, code = e.code(), "access denied");
+                tracing::info!(%action, actor = %actor(ctx).name, code = e.code().as_str(), "access denied");
             }
         }
         crate::audit::record_standalone(&services.pool, entry).await;

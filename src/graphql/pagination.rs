@@ -5,7 +5,6 @@ use async_graphql::{Context, Object, OutputType};
 use dataloaders::reads::{DeploymentFilter, InstanceFilter, RegistryFilter, ServerFilter};
 use dataloaders::{ChildPage, CountOf, SortKey};
 
-use crate::cache::CachedReads;
 use crate::error::{AppError, AppResult};
 use crate::graphql::context::RequestCtx;
 
@@ -169,12 +168,12 @@ impl TotalCount {
             TotalCount::Deployments(f) => rc.reader.deployments_count(f).await?,
             TotalCount::Clusters => rc.reader.clusters_count().await?,
             TotalCount::Audit(f) => rc.reader.audit_count(f).await?,
-            TotalCount::Children(key) => CachedReads::of(ctx).count(*key).await?,
+            TotalCount::Children(key) => RequestCtx::reads(ctx).count(*key).await?,
             TotalCount::RegistryServers {
                 registry_id,
                 synced_at,
             } => {
-                CachedReads::of(ctx)
+                RequestCtx::reads(ctx)
                     .registry_server_count(*registry_id, *synced_at)
                     .await?
             }

@@ -148,7 +148,7 @@ async fn admin_only(ctx: &Context<'_>, action: &'static str) -> AppResult<()> {
     let rc = RequestCtx::of(ctx);
     let result = rc.require(crate::auth::Role::Admin);
     if let (Err(e), Some(services)) = (&result, ctx.data_opt::<crate::state::Services>()) {
-        let actor = crate::registries::store::Actor {
+        let actor = crate::audit::Actor {
             name: rc.actor.clone(),
             request_id: rc.request_id.clone(),
         };

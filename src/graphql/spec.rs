@@ -8,6 +8,7 @@
 //!   required variable must be given, and no string input (variable or literal) may hold a
 //!   control character (`BAD_USER_INPUT` naming the variable or argument in `extensions.field`).
 
+use crate::error::{Code, graphql_error};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -44,17 +45,6 @@ struct SpecExt {
     strict: Mutex<Vec<Vec<PathSegment>>>,
     /// Whether `strict` holds anything (read for every field, so without the lock).
     any_strict: AtomicBool,
-}
-
-fn coded(code: &str, message: String, field: Option<&str>) -> ServerError {
-    let mut e = ServerError::new(message, None);
-    let mut ext = async_graphql::ErrorExtensionValues::default();
-    ext.set("code", code);
-    if let Some(f) = field {
-        ext.set("field", f);
-    }
-    e.extensions = Some(ext);
-    e
 }
 
 /// Whether `c` is a control character no input may hold (tab, line feed and carriage return
@@ -111,7 +101,7 @@ fn selected<'d>(
     };
     found
         .map(|(_, op)| &op.node)
-        .map_err(|m| coded("GRAPHQL_VALIDATION_FAILED", m, None))
+        .map_err(|m| graphql_error(Code::GraphqlValidationFailed, m, None))
 }
 
 /// Checks a request's inputs: required variables given, no control characters anywhere.
@@ -128,8 +118,8 @@ fn check_inputs(
             .is_some_and(|v| !matches!(v, Value::Null));
         if !var.var_type.node.nullable && var.default_value.is_none() && !given {
             let n = var.name.node.as_str();
-            return Err(coded(
-                "BAD_USER_INPUT",
+            return Err(graphql_error(
+                Code::BadUserInput,
                 format!(
                     "variable ${n} of type {} is required and was not provided",
                     var.var_type.node
@@ -139,8 +129,8 @@ fn check_inputs(
         }
     }
     let refused = |field: String| {
-        coded(
-            "BAD_USER_INPUT",
+        graphql_error(
+            Code::BadUserInput,
             format!("{field} holds a control character; text inputs may not"),
             Some(&field),
         )
@@ -253,7 +243,7 @@ fn name_input(
         })
     });
     let ext = e.extensions.get_or_insert_with(Default::default);
-    ext.set("code", "BAD_USER_INPUT");
+    ext.set("code", Code::BadUserInput.as_str());
     if let Some(path) = path {
         ext.set("field", path);
     }

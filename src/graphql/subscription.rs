@@ -11,11 +11,12 @@ use async_graphql::{Context, ID, Subscription};
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::changes::Topic;
 use crate::error::AppError;
 use crate::graphql::context::RequestCtx;
 use crate::graphql::types::*;
 use crate::ids::{self, Kind};
-use crate::pubsub::{PubSub, Snapshot, Topic, load};
+use crate::pubsub::{PubSub, Snapshot, load};
 use crate::state::Services;
 
 /// The current state of `topic`, then each new state; ends when the row is gone.
@@ -104,7 +105,7 @@ async fn authorize(
             ctx.data_opt::<std::sync::Arc<RequestCtx>>(),
         )
     {
-        let actor = crate::registries::store::Actor {
+        let actor = crate::audit::Actor {
             name: rc.actor.clone(),
             request_id: rc.request_id.clone(),
         };

@@ -8,7 +8,6 @@ use dataloaders::models::*;
 use dataloaders::*;
 use serde_json::Value;
 
-use crate::cache::CachedReads;
 use crate::error::{AppError, AppResult};
 use crate::graphql::context::RequestCtx;
 use crate::graphql::pagination::{Page, PageArgs, TotalCount, build_page};
@@ -134,7 +133,7 @@ impl Registry {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Server>> {
         let args = PageArgs::parse("servers", first, after)?;
-        let rows = CachedReads::of(ctx)
+        let rows = RequestCtx::reads(ctx)
             .registry_servers(self.0.id, self.0.last_sync_at, args.child_page())
             .await?;
         Ok(build_page(
@@ -268,7 +267,7 @@ impl Server {
             server_id: self.0.id,
             page: args.child_page(),
         };
-        let rows = CachedReads::of(ctx).instances_of_server(key).await?;
+        let rows = RequestCtx::reads(ctx).instances_of_server(key).await?;
         Ok(build_page(
             &args,
             std::sync::Arc::unwrap_or_clone(rows),
@@ -378,7 +377,7 @@ impl Instance {
     /// An instance by id, through the instance-status cache and the request's loader. Every
     /// path to an instance by id (`instance`, `node`, `Deployment.instance`, ...) uses this.
     pub async fn load(ctx: &Context<'_>, id: uuid::Uuid) -> AppResult<Option<Instance>> {
-        Ok(CachedReads::of(ctx)
+        Ok(RequestCtx::reads(ctx)
             .instance(id)
             .await?
             .map(|row| Instance(std::sync::Arc::unwrap_or_clone(row))))
@@ -451,7 +450,7 @@ impl Instance {
     /// limit), `cpuBasis`, `memoryBytes`, `storageBytes` (where known) and `measuredAt`. `null`
     /// before the first sample.
     async fn resource_usage(&self, ctx: &Context<'_>) -> AppResult<Option<Json<Value>>> {
-        let latest = CachedReads::of(ctx).latest_metrics(self.0.id).await?;
+        let latest = RequestCtx::reads(ctx).latest_metrics(self.0.id).await?;
         Ok(latest.map(|m| Json(resource_usage(&m))))
     }
     /// What the instance's server now offers beyond what it runs: a newer image or version,
@@ -613,7 +612,7 @@ impl Instance {
     }
     /// The newest monitoring sample.
     async fn latest_metrics(&self, ctx: &Context<'_>) -> AppResult<Option<MonitoringMetrics>> {
-        Ok(CachedReads::of(ctx)
+        Ok(RequestCtx::reads(ctx)
             .latest_metrics(self.0.id)
             .await?
             .map(MonitoringMetrics::raw))
@@ -656,7 +655,7 @@ impl Instance {
                     until,
                     page: args.child_page(),
                 };
-                let rows = CachedReads::of(ctx).metrics(key).await?;
+                let rows = RequestCtx::reads(ctx).metrics(key).await?;
                 Ok(build_page(
                     &args,
                     std::sync::Arc::unwrap_or_clone(rows),
@@ -833,7 +832,9 @@ impl Deployment {
                 after: None,
             },
         };
-        let rows = CachedReads::of(ctx).deployment_logs(key, finished).await?;
+        let rows = RequestCtx::reads(ctx)
+            .deployment_logs(key, finished)
+            .await?;
         Ok(rows
             .iter()
             .map(|l| DeploymentLogLine {
@@ -928,7 +929,7 @@ impl Cluster {
             cluster_id: self.0.id,
             page: args.child_page(),
         };
-        let rows = CachedReads::of(ctx).instances_of_cluster(key).await?;
+        let rows = RequestCtx::reads(ctx).instances_of_cluster(key).await?;
         Ok(build_page(
             &args,
             std::sync::Arc::unwrap_or_clone(rows),

@@ -2,13 +2,14 @@
 //! multipart bodies, or no content type) without a preflight. Such POSTs are refused unless they
 //! carry a header that forces a preflight.
 
+use crate::error::Code;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::state::AppState;
+use super::AppState;
 
 /// Headers whose presence proves the request passed a CORS preflight (browsers cannot add them to
 /// simple requests).
@@ -66,11 +67,11 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
 
 /// A GraphQL-shaped error response.
 pub fn refuse(status: StatusCode, message: &str) -> Response {
-    refuse_with_code(status, message, "BAD_REQUEST")
+    refuse_with_code(status, message, Code::BadRequest)
 }
 
 /// A GraphQL-shaped error response with an explicit code.
-pub fn refuse_with_code(status: StatusCode, message: &str, code: &str) -> Response {
+pub fn refuse_with_code(status: StatusCode, message: &str, code: Code) -> Response {
     let body =
         serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
     (

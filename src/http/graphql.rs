@@ -12,14 +12,15 @@ use axum::response::{IntoResponse, Response};
 
 use axum::body::Bytes;
 
+use super::AppState;
 use super::csrf::{refuse, refuse_with_code};
 use crate::authz::NamespaceAccess;
 use crate::cache::AuthScope;
+use crate::cache::responses::{Entry, ResponseCache};
+use crate::error::Code;
 use crate::graphql::abuse::{RATE_LIMIT_EXTENSION, charge, rate_limit_value};
 use crate::graphql::context::RequestCtx;
 use crate::metrics::OperationLabels;
-use crate::response_cache::{Entry, ResponseCache};
-use crate::state::AppState;
 
 /// The header that asks for SQL statement counts (`sqlStatements`) and the shortened statements
 /// themselves (`sqlLog`) in the response `extensions`: `x-hivegraph-debug: sql`.
@@ -123,8 +124,11 @@ async fn execute_inner(
         Ok(p) => p,
         Err(e) => {
             state.metrics.reject("unauthenticated");
-            let mut resp =
-                refuse_with_code(StatusCode::UNAUTHORIZED, &e.to_string(), "UNAUTHENTICATED");
+            let mut resp = refuse_with_code(
+                StatusCode::UNAUTHORIZED,
+                &e.to_string(),
+                Code::Unauthenticated,
+            );
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),
@@ -215,7 +219,7 @@ async fn execute_inner(
                     "the request did not finish within {} ms",
                     limits.request_timeout_ms
                 ),
-                "TIMEOUT",
+                Code::Timeout,
             );
         }
     };
@@ -392,7 +396,7 @@ pub async fn refuse_large_bodies(
         return refuse_with_code(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("the request body is larger than the limit of {max} bytes"),
-            "BAD_REQUEST",
+            Code::BadRequest,
         );
     }
     next.run(req).await
@@ -524,7 +528,7 @@ pub async fn get_graphql(State(state): State<AppState>, req: Request) -> Respons
             let mut refused = refuse_with_code(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "only queries may be sent with GET; send mutations and subscriptions with POST or a websocket",
-                "BAD_REQUEST",
+                Code::BadRequest,
             );
             refused
                 .headers_mut()
@@ -561,7 +565,7 @@ async fn websocket(state: AppState, req: Request) -> Response {
         return refuse_with_code(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many websockets are open on this gateway; retry later",
-            "UPSTREAM_UNAVAILABLE",
+            Code::UpstreamUnavailable,
         );
     }
     let max_message = serve.limits.max_body_bytes;

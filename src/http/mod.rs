@@ -6,15 +6,15 @@ mod graphql;
 mod negotiate;
 mod ops;
 mod origin;
+mod state;
 pub mod ws;
 
 pub use ops::Draining;
+pub use state::AppState;
 
 use axum::Router;
 use axum::routing::get;
 use tower_http::limit::RequestBodyLimitLayer;
-
-use crate::state::AppState;
 
 /// The gateway's router. Tests drive it directly, without a socket.
 pub fn router(state: AppState) -> Router {

@@ -91,7 +91,8 @@ fn overload_refusal(r: &GqlResponse) -> Option<u64> {
     }
     r.errors.iter().try_fold(0u64, |most, e| {
         let ext = e.extensions.as_ref()?;
-        if ext.get("code")? != &async_graphql::Value::from(crate::error::OVERLOADED) {
+        if ext.get("code")? != &async_graphql::Value::from(crate::error::Code::Overloaded.as_str())
+        {
             return None;
         }
         let after = match ext.get("retryAfterSeconds") {

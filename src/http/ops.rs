@@ -1,5 +1,6 @@
 //! Operational endpoints.
 
+use crate::error::Code;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
-use crate::state::AppState;
+use super::AppState;
 
 /// Set when a planned shutdown begins: `/readyz` answers 503 from then on, so that load
 /// balancers stop sending new requests while in-flight ones finish.
@@ -87,7 +88,7 @@ pub async fn metrics(
             let mut resp = super::csrf::refuse_with_code(
                 StatusCode::UNAUTHORIZED,
                 "GET /metrics needs the metrics bearer token",
-                "UNAUTHENTICATED",
+                Code::Unauthenticated,
             );
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -113,7 +114,7 @@ pub async fn schema_sdl(State(state): State<AppState>) -> axum::response::Respon
         return super::csrf::refuse_with_code(
             StatusCode::NOT_FOUND,
             "the schema is not published: introspection is disabled on this gateway",
-            "INTROSPECTION_DISABLED",
+            Code::IntrospectionDisabled,
         );
     }
     (

@@ -8,8 +8,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use super::AppState;
 use crate::config::{AuthMode, ServeConfig};
-use crate::state::AppState;
+use crate::error::Code;
 
 /// The host name of a `Host` header or an origin's authority, without port, lower-cased
 /// (brackets kept for IPv6 literals).
@@ -94,7 +95,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     state.metrics.reject("origin");
     tracing::warn!(reason = %why, path = %req.uri().path(), "request refused");
-    let actor = crate::registries::store::Actor {
+    let actor = crate::audit::Actor {
         name: "anonymous".into(),
         request_id: uuid::Uuid::new_v4().to_string(),
     };
@@ -102,7 +103,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         .details(serde_json::json!({ "reason": why, "path": req.uri().path() }));
     let pool = state.services.pool.clone();
     tokio::spawn(async move { crate::audit::record_standalone(&pool, entry).await });
-    super::csrf::refuse_with_code(StatusCode::FORBIDDEN, &why, "FORBIDDEN")
+    super::csrf::refuse_with_code(StatusCode::FORBIDDEN, &why, Code::Forbidden)
 }
 
 #[cfg(test)]

@@ -34,10 +34,11 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::AppState;
 use crate::authz::NamespaceAccess;
 use crate::config::WsConfig;
+use crate::error::Code;
 use crate::graphql::context::RequestCtx;
-use crate::state::AppState;
 
 /// Close code: the client sent something that is not a message of the protocol.
 pub const BAD_REQUEST: u16 = 4400;
@@ -352,7 +353,7 @@ fn with_timeout(
                 );
                 e.extensions
                     .get_or_insert_with(Default::default)
-                    .set("code", "TIMEOUT");
+                    .set("code", Code::Timeout.as_str());
                 async_graphql::Response::from_errors(vec![e])
             }
         }
@@ -443,7 +444,7 @@ impl Conn {
                             self.settings.ws_max_subscriptions
                         ),
                         "extensions": {
-                            "code": "TOO_MANY_SUBSCRIPTIONS",
+                            "code": Code::TooManySubscriptions,
                             "limit": self.settings.ws_max_subscriptions
                         }
                     }]);
@@ -551,10 +552,10 @@ impl Conn {
             }
             let error = json!([{
                 "message": "your namespace grants changed: this subscription ended; subscribe again",
-                "extensions": { "code": "FORBIDDEN" }
+                "extensions": { "code": Code::Forbidden }
             }]);
             out.extend(self.error_messages(&id, error));
-            let actor = crate::registries::store::Actor {
+            let actor = crate::audit::Actor {
                 name: ctx.actor.clone(),
                 request_id: request_id.clone(),
             };

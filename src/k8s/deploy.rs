@@ -56,7 +56,7 @@ impl ClusterManager {
         // --- input that needs no lookups
         let replicas = input.replicas.unwrap_or(1);
         check_replicas(replicas)?;
-        if !manifests::is_dns_label(&input.namespace) {
+        if !crate::validate::is_dns_label(&input.namespace) {
             return Err(AppError::bad_input(
                 "namespace",
                 "namespace must be a valid Kubernetes name (DNS-1123 label)",
@@ -89,7 +89,7 @@ impl ClusterManager {
                 )
             })?;
         let name = input.name.clone().unwrap_or_else(|| server.name.clone());
-        if !manifests::is_dns_label(&name) {
+        if !crate::validate::is_dns_label(&name) {
             return Err(AppError::bad_input(
                 "name",
                 "name must be a valid Kubernetes name: at most 63 lower-case letters, digits and \
@@ -343,7 +343,7 @@ pub(super) fn validate_resources(r: Value) -> AppResult<Value> {
 pub(super) fn check_env_input(env: &[(String, String)]) -> AppResult<()> {
     let mut seen = std::collections::HashSet::new();
     for (n, v) in env {
-        if !manifests::is_env_name(n) {
+        if !crate::validate::is_env_name(n) {
             return Err(AppError::bad_input(
                 "env",
                 format!("{n:?} is not a valid environment variable name"),

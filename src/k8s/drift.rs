@@ -6,23 +6,10 @@
 //! `dataloaders::reads::InstanceFilter::UPGRADE_AVAILABLE_SQL`.
 
 use dataloaders::models::ServerRow;
-use serde::{Deserialize, Serialize};
+
 use serde_json::Value;
 
-use super::manifests::InstanceSpec;
-
-/// An environment variable as a server declares it (`deployment_requirements.envVars`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct EnvDecl {
-    pub name: String,
-    #[serde(default)]
-    pub required: bool,
-    #[serde(default)]
-    pub secret: bool,
-    /// A default makes a required variable satisfiable without a value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default: Option<String>,
-}
+use super::manifests::{EnvDecl, InstanceSpec};
 
 /// The declared environment of a server.
 pub fn declared_env(requirements: &Value) -> Vec<EnvDecl> {

@@ -47,9 +47,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::audit::Actor;
 use crate::config::K8sConfig;
 use crate::error::{AppError, AppResult};
-use crate::registries::store::Actor;
 use health::Observed;
 use manifests::InstanceSpec;
 use store::ClusterCheck;

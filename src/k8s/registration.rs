@@ -20,8 +20,8 @@ use super::credentials::{self, Credentials, CredentialsInput};
 use super::sources::source_of_config;
 use super::store::{self, ClusterCheck};
 use super::{Clients, ClusterInput, ClusterManager, ClusterUpdate};
+use crate::audit::Actor;
 use crate::error::{AppError, AppResult};
-use crate::registries::store::Actor;
 
 /// Checks a cluster name: 1 to 64 letters, digits and hyphens.
 fn check_name(name: &str) -> AppResult<()> {

@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::health::Observed;
+use crate::audit::Actor;
 use crate::audit::{self, AuditEntry};
 use crate::error::{AppError, AppResult};
-use crate::registries::store::Actor;
 
 async fn conn(pool: &DbPool) -> AppResult<dataloaders::DbConn> {
     pool.get().await.map_err(AppError::from)

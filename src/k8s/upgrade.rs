@@ -13,11 +13,12 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::deploy::{check_env_input, registry_args};
-use super::drift::{self, EnvDecl};
+use super::drift;
+use super::manifests::EnvDecl;
 use super::manifests::{self, EnvPlain, InstanceSpec};
 use super::{ClusterManager, kube_err, store};
+use crate::audit::Actor;
 use crate::error::{AppError, AppResult};
-use crate::registries::store::Actor;
 
 /// The environment of the upgraded instance: plain variables, and secret values to add to its
 /// Secret (the values already there stay).

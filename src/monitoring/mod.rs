@@ -23,6 +23,7 @@
 pub mod sample;
 pub mod sources;
 
+use crate::db::AdvisoryLock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -126,8 +127,6 @@ pub struct Monitor {
     inner: Arc<Inner>,
 }
 
-/// Key of the rollup job's advisory lock.
-const ROLLUP_LOCK: i64 = 0x6869_7665_726f_6c6c; // "hiveroll"
 /// Rows deleted per statement by the retention job.
 const DELETE_BATCH: i64 = 10_000;
 
@@ -135,12 +134,6 @@ const DELETE_BATCH: i64 = 10_000;
 struct Instance {
     #[diesel(embed)]
     row: InstanceRow,
-}
-
-#[derive(QueryableByName)]
-struct Flag {
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    ok: bool,
 }
 
 #[derive(QueryableByName)]
@@ -489,12 +482,7 @@ impl Monitor {
         let report = conn
             .transaction::<RollupReport, anyhow::Error, _>(async move |conn| {
                 {
-                    let locked: Flag =
-                        diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS ok")
-                            .bind::<BigInt, _>(ROLLUP_LOCK)
-                            .get_result(conn)
-                            .await?;
-                    if !locked.ok {
+                    if !AdvisoryLock::Rollup.try_transaction(conn).await? {
                         return Ok(RollupReport::default());
                     }
                     let mark: Watermark = diesel::sql_query(

@@ -352,7 +352,7 @@ mod tests {
             "ünïcode",
         ] {
             let e = validate_name(bad).unwrap_err();
-            assert_eq!(e.code(), "BAD_USER_INPUT", "{bad}");
+            assert_eq!(e.code().as_str(), "BAD_USER_INPUT", "{bad}");
         }
     }
 
@@ -380,7 +380,7 @@ mod tests {
             "http://169.254.169.254/latest/meta-data/",
         ] {
             let e = validate_url(bad, &strict).unwrap_err();
-            assert_eq!(e.code(), "BAD_USER_INPUT", "{bad}");
+            assert_eq!(e.code().as_str(), "BAD_USER_INPUT", "{bad}");
         }
     }
 

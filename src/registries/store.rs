@@ -12,16 +12,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{NewRegistry, RegistryAuth, RegistryChanges};
+use crate::audit::Actor;
 use crate::audit::{self, AuditEntry};
 use crate::error::{AppError, AppResult};
 use crate::secrets::{Binding, Keyring};
-
-/// Who asked for a change, for the audit trail.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub name: String,
-    pub request_id: String,
-}
 
 /// What `delete` removed.
 #[derive(Debug, Clone, Copy)]

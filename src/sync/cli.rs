@@ -15,8 +15,9 @@ use uuid::Uuid;
 
 use super::progress::{ProgressEvent, SyncProgress};
 use super::{SyncOutcome, SyncService};
+use crate::audit::Actor;
 use crate::config::{DatabaseConfig, Mode, RegistryPolicy, SyncConfig};
-use crate::registries::store::{Actor, open_auth};
+use crate::registries::store::open_auth;
 
 /// What the command was asked to do.
 pub struct SyncCommand {
@@ -137,7 +138,7 @@ pub async fn run(cmd: SyncCommand) -> anyhow::Result<()> {
             "the database is unreachable or its schema is not current: run `hivegraph migrate` first"
         );
     }
-    let keys = Arc::new(crate::server::load_keyring(Mode::Dev)?);
+    let keys = Arc::new(crate::secrets::Keyring::load(Mode::Dev)?);
     let service = SyncService::new(
         pool.clone(),
         keys.clone(),

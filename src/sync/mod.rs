@@ -40,9 +40,10 @@ use tokio::sync::{OwnedRwLockReadGuard, RwLock, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::audit::Actor;
 use crate::config::{RegistryPolicy, SyncConfig};
 use crate::error::{AppError, AppResult};
-use crate::registries::store::{Actor, open_auth};
+use crate::registries::store::open_auth;
 use crate::secrets::Keyring;
 
 pub use progress::{NoProgress, ProgressEvent, SyncProgress};

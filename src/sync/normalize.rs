@@ -152,16 +152,6 @@ pub fn disambiguated_label(label: &str, original_name: &str, n: u32) -> String {
     format!("{}-{suffix}", base.trim_end_matches('-'))
 }
 
-/// Whether `s` is a DNS label as the database requires.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
 /// Checks a version: a semantic version (an optional leading `v` allowed), or a tag as container
 /// registries define it (letters, digits, `_`, `.`, `-`; at most 128 characters, not starting
 /// with `.` or `-`). Ranges such as `^1.2` or `1.x` are refused.
@@ -329,12 +319,7 @@ fn unique(items: impl IntoIterator<Item = String>) -> Vec<String> {
 }
 
 fn check_env_name(name: &str) -> Result<(), String> {
-    let ok = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok {
+    if crate::validate::is_env_name(name) {
         Ok(())
     } else {
         Err(format!("environment variable name {name:?} is not valid"))
@@ -1180,13 +1165,15 @@ mod tests {
         let long = "a".repeat(100);
         let l = dns_label(&long).unwrap();
         assert_eq!(l.len(), 63);
-        assert!(is_dns_label(&l));
+        assert!(crate::validate::is_dns_label(&l));
         let d = disambiguated_label(&l, "io.github.a/aaa", 0);
-        assert!(is_dns_label(&d), "{d}");
+        assert!(crate::validate::is_dns_label(&d), "{d}");
         assert_ne!(d, disambiguated_label(&l, "io.github.b/aaa", 0));
-        assert!(is_dns_label(&disambiguated_label("x", "n", 3)));
-        assert!(!is_dns_label("-a"));
-        assert!(!is_dns_label("A"));
+        assert!(crate::validate::is_dns_label(&disambiguated_label(
+            "x", "n", 3
+        )));
+        assert!(!crate::validate::is_dns_label("-a"));
+        assert!(!crate::validate::is_dns_label("A"));
     }
 
     #[test]

@@ -22,9 +22,11 @@ use uuid::Uuid;
 
 use super::normalize::{self, Entry, NewServer};
 use super::report::{MAX_SKIPPED_LISTED, SkippedEntry, SyncMode, SyncReport};
+use crate::audit::Actor;
 use crate::audit::{self, AuditEntry};
+use crate::db::AdvisoryLock;
 use crate::error::{AppError, AppResult};
-use crate::registries::store::{Actor, transition};
+use crate::registries::store::transition;
 
 /// Message of a registry found in SYNCING with no live sync.
 pub const ABANDONED: &str =
@@ -33,13 +35,6 @@ pub const ABANDONED: &str =
 const BATCH: usize = 1000;
 /// Longest stored `last_error`.
 const MAX_ERROR_CHARS: usize = 1000;
-
-/// The advisory-lock key of a registry's sync: 64 bits of its id, salted so that it does not
-/// collide with other advisory locks of the application.
-pub fn lock_key(id: Uuid) -> i64 {
-    let (hi, lo) = id.as_u64_pair();
-    (hi ^ lo ^ 0x4856_5359_4e43_0001) as i64
-}
 
 /// Opens a connection of the sync's own (never a pooled one, so that a session lock can never
 /// outlive its sync inside the pool).
@@ -61,28 +56,14 @@ pub async fn connect(
     Ok(conn)
 }
 
-#[derive(QueryableByName)]
-struct Locked {
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    locked: bool,
-}
-
 /// Tries to take the sync lock of a registry on this session.
 pub async fn try_lock(conn: &mut AsyncPgConnection, id: Uuid) -> AppResult<bool> {
-    let r: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
-        .bind::<diesel::sql_types::BigInt, _>(lock_key(id))
-        .get_result(conn)
-        .await?;
-    Ok(r.locked)
+    Ok(AdvisoryLock::Sync(id).try_session(conn).await?)
 }
 
 /// Releases the sync lock of a registry held by this session.
 pub async fn unlock(conn: &mut AsyncPgConnection, id: Uuid) {
-    let r = diesel::sql_query("SELECT pg_advisory_unlock($1) AS locked")
-        .bind::<diesel::sql_types::BigInt, _>(lock_key(id))
-        .get_result::<Locked>(conn)
-        .await;
-    if let Err(e) = r {
+    if let Err(e) = AdvisoryLock::Sync(id).release_session(conn).await {
         tracing::warn!(registry = %id, error = %e, "sync: could not release the sync lock; it ends with the connection");
     }
 }
@@ -379,7 +360,7 @@ pub async fn commit(
                 }
                 let mut candidate = server.name_hint.clone();
                 let mut n = 0;
-                while taken.contains(&candidate) || !normalize::is_dns_label(&candidate) {
+                while taken.contains(&candidate) || !crate::validate::is_dns_label(&candidate) {
                     candidate =
                         normalize::disambiguated_label(&server.name_hint, &server.original_name, n);
                     n += 1;
@@ -610,13 +591,5 @@ mod tests {
         assert!((108_000..=120_000).contains(&s(3)), "{}", s(3));
         assert_eq!(s(12), 3_600_000);
         assert_eq!(error_backoff(50, 600, 30).num_seconds(), 600);
-    }
-
-    #[test]
-    fn lock_keys_differ_per_registry() {
-        let a = Uuid::new_v4();
-        let b = Uuid::new_v4();
-        assert_ne!(lock_key(a), lock_key(b));
-        assert_eq!(lock_key(a), lock_key(a));
     }
 }

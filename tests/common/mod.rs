@@ -16,9 +16,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 
+use hivegraph::AppState;
 use hivegraph::config::Config;
 use hivegraph::secrets::Keyring;
-use hivegraph::state::AppState;
 
 pub fn admin_url() -> String {
     std::env::var("HIVEGRAPH_TEST_DATABASE_URL")

@@ -40,7 +40,7 @@ use async_graphql::parser::types::{
 };
 use axum::body::Bytes;
 
-use crate::cache::{
+use super::{
     AuthScope, CacheMetrics, CacheStats, DEPLOYMENT_LOGS_TTL, INSTANCE_STATUS_TTL,
     MONITORING_METRICS_TTL, SERVER_LISTS_TTL,
 };
@@ -348,9 +348,13 @@ impl Walk<'_> {
     }
 }
 
+/// The schema's SDL: `schema.graphql` is generated from the schema and drift-checked against it
+/// (`tests/schema.rs`), so the cache reads the type shapes without depending on `graphql`.
+const SCHEMA_SDL: &str = include_str!("../../schema.graphql");
+
 fn shapes() -> &'static Shapes {
     static SHAPES: OnceLock<Shapes> = OnceLock::new();
-    SHAPES.get_or_init(|| Shapes::from_sdl(&crate::graphql::sdl()))
+    SHAPES.get_or_init(|| Shapes::from_sdl(SCHEMA_SDL))
 }
 
 /// What the cache knows about an operation of a document.

@@ -6,7 +6,7 @@
 //! | `instance_status`       | 30 s  | instances by id, `Server.instances`, `Cluster.instances`   |
 //! | `monitoring_metrics`    | 15 s  | `Instance.latestMetrics`, `Instance.metrics` pages, counts |
 //! | `deployment_logs`       | 2 min | `Deployment.logs` of finished operations                   |
-//! | `graphql_responses`     | the shortest of the above among what an answer reads | whole answers of read-only requests (see [`crate::response_cache`]) |
+//! | `graphql_responses`     | the shortest of the above among what an answer reads | whole answers of read-only requests (see [`crate::cache::responses`]) |
 //!
 //! Rules:
 //! - **Scoped.** Every key carries the caller's [`AuthScope`]; an answer cached for one scope is
@@ -29,7 +29,7 @@
 //! - **Fenced by the registry's last sync.** Server-list keys include the registry's
 //!   `last_sync_at` as the reader loaded it, so a sync committed by *another* gateway process
 //!   is seen by the next read that loads the registry row. Whole answers
-//!   ([`crate::response_cache`]) are served without reading anything, so they follow such a
+//!   ([`crate::cache::responses`]) are served without reading anything, so they follow such a
 //!   sync when its notification arrives (milliseconds).
 //! - Open deployment operations' logs are not cached: they are still growing.
 //!
@@ -37,13 +37,14 @@
 //! `hivegraph_cache_hits_total`, `hivegraph_cache_misses_total` and `hivegraph_cache_hit_ratio`,
 //! labelled by cache.
 
+pub mod responses;
+
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_graphql::Context;
 use async_graphql::dataloader::DataLoader;
 use chrono::{DateTime, Utc};
 use dataloaders::models::{DeploymentLogRow, InstanceRow, MetricsRow, ServerRow};
@@ -58,9 +59,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use uuid::Uuid;
 
-use crate::graphql::context::RequestCtx;
-use crate::pubsub::Topic;
-use crate::response_cache::{Kind, ResponseCache};
+use crate::changes::Topic;
+use responses::{Kind, ResponseCache};
 
 /// How long a registry's server list is cached.
 pub const SERVER_LISTS_TTL: Duration = Duration::from_secs(5 * 60);
@@ -291,7 +291,7 @@ struct Inner {
     metrics_counts: TtlCache<Uuid, i64>,
     /// Deployment logs: a finished operation's lines.
     log_pages: TtlCache<LogsOfDeployment, Rows<DeploymentLogRow>>,
-    /// Whole answers of read-only requests (see [`crate::response_cache`]).
+    /// Whole answers of read-only requests (see [`crate::cache::responses`]).
     responses: ResponseCache,
 }
 
@@ -368,6 +368,26 @@ impl Caches {
     /// The metric families of the caches.
     pub fn metrics(&self) -> &CacheMetrics {
         &self.inner.metrics
+    }
+
+    /// Registers the caches' hit, miss and hit-ratio metrics (labelled by cache) on `/metrics`.
+    pub fn register_metrics(&self, metrics: &crate::metrics::Metrics) {
+        let m = &self.inner.metrics;
+        metrics.register(
+            "cache_hits",
+            "Lookups answered from a read cache",
+            m.hits.clone(),
+        );
+        metrics.register(
+            "cache_misses",
+            "Lookups a read cache passed to the database",
+            m.misses.clone(),
+        );
+        metrics.register(
+            "cache_hit_ratio",
+            "Hits divided by lookups of a read cache, since start",
+            m.hit_ratio.clone(),
+        );
     }
 
     /// Approximate number of cached entries, over every cache and scope.
@@ -490,16 +510,16 @@ pub struct CachedReads<'a> {
 }
 
 impl<'a> CachedReads<'a> {
-    /// The cached reads of the request that `ctx` belongs to.
-    pub fn of(ctx: &'a Context<'_>) -> Self {
-        let rc = RequestCtx::of(ctx);
+    /// Reads through `caches` (when given and enabled) in `scope`; misses go to `loader`.
+    pub fn new(
+        caches: Option<&'a Caches>,
+        scope: &'a AuthScope,
+        loader: &'a DataLoader<Reader>,
+    ) -> Self {
         CachedReads {
-            caches: ctx
-                .data_opt::<crate::state::Services>()
-                .map(|s| &s.caches)
-                .filter(|c| c.enabled()),
-            scope: &rc.scope,
-            loader: &rc.loader,
+            caches: caches.filter(|c| c.enabled()),
+            scope,
+            loader,
         }
     }
 

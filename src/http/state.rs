@@ -1,0 +1,52 @@
+//! The HTTP layer's state: the services, the schema built over them, metrics, open sockets and
+//! the request policies that live outside the schema.
+
+use std::sync::Arc;
+
+use crate::graphql::HivegraphSchema;
+use crate::metrics::Metrics;
+use crate::state::Services;
+
+/// Everything the HTTP layer needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Services,
+    pub schema: HivegraphSchema,
+    pub metrics: Arc<Metrics>,
+    /// Open websockets and the planned-shutdown switch (close code 1012).
+    pub sockets: super::ws::Sockets,
+    /// Set on SIGTERM: `/readyz` turns unready at once.
+    pub draining: super::Draining,
+    /// The per-user rate limiter (the schema's extension and the response cache charge it).
+    pub limiter: Arc<crate::graphql::abuse::RateLimiter>,
+    /// Documents registered by automatic persisted queries (APQ).
+    pub persisted: crate::graphql::apq::PersistedQueries,
+}
+
+impl AppState {
+    /// Builds the state: the schema gets its limits from the configuration.
+    pub fn new(services: Services) -> Self {
+        let limiter = Arc::new(crate::graphql::abuse::RateLimiter::from_limits(
+            &services.config.serve.limits,
+        ));
+        let schema = crate::graphql::build_schema(
+            Some(services.clone()),
+            &services.config.serve.limits,
+            services.config.serve.mode,
+            Some(limiter.clone()),
+        );
+        let metrics = Metrics::new();
+        services.caches.register_metrics(&metrics);
+        let starts = services.config.database.pool_size / 2;
+        AppState {
+            services,
+            schema,
+            metrics: Arc::new(metrics),
+            // Half the pool may serve subscription starts; the rest stays for queries.
+            sockets: super::ws::Sockets::new(starts),
+            draining: super::Draining::default(),
+            limiter,
+            persisted: Default::default(),
+        }
+    }
+}
