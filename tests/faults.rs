@@ -12,7 +12,8 @@ use serde_json::json;
 async fn small_pool(size: usize) -> TestApp {
     TestApp::spawn_with(|c| {
         c.database.pool_size = size;
-        c.database.wait_ms = 100;
+        // The default fail-fast wait; it also bounds connecting, which a loaded machine needs.
+        c.database.wait_ms = 1000;
     })
     .await
 }
@@ -68,7 +69,7 @@ async fn a_burst_past_the_pool_answers_overloaded() {
                 use diesel_async::SimpleAsyncConnection;
                 let mut c = take(&pool).await;
                 held.send(()).await.unwrap();
-                c.batch_execute("SELECT pg_sleep(1.5)").await.unwrap();
+                c.batch_execute("SELECT pg_sleep(4)").await.unwrap();
             })
         })
         .collect();

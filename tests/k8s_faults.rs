@@ -214,7 +214,7 @@ async fn an_api_server_restarted_with_a_new_ca_and_token_is_followed_without_a_r
         assert_eq!(o["status"], "COMPLETED", "{o:#}");
         gone.push(inst);
     }
-    let (stuck, _) = deploy(app, &slow, &cluster, "stuck").await;
+    let (stuck, stuck_inst) = deploy(app, &slow, &cluster, "stuck").await;
     poll(app, OP, &stuck, "deployment", 60, |o| {
         has_step(o, "apply-deployment")
     })
@@ -254,6 +254,11 @@ async fn an_api_server_restarted_with_a_new_ca_and_token_is_followed_without_a_r
         o["status"], "COMPLETED",
         "the stuck deploy completes: {o:#}"
     );
+    // Its instance follows the restarted server (whose resource versions start again).
+    poll(app, INSTANCE, &stuck_inst, "instance", 30, |i| {
+        i["status"] == "RUNNING" && i["healthStatus"] == "HEALTHY"
+    })
+    .await;
     for inst in &gone {
         let i = poll(app, INSTANCE, inst, "instance", 60, |i| {
             i["status"] == "TERMINATED"

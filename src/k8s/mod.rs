@@ -278,7 +278,8 @@ impl ClusterManager {
 
     /// Writes an observation into the instance row unless a fresher one was written already
     /// (observations of a missing Deployment are confirmed by their callers and always count).
-    /// Returns false when the database did not take it (the caller derives it again later).
+    /// Returns false only when the database did not take it (the caller derives it again
+    /// later); a stale observation is dropped and counts as done.
     /// `deployed_before`: the observer knew the instance deployed before it looked (see
     /// `store::apply_observation`).
     pub(crate) async fn record(
@@ -292,7 +293,7 @@ impl ClusterManager {
             let mut seen = self.inner.applied_rv.lock().unwrap();
             let last = seen.entry(id).or_insert(0);
             if !o.missing && o.rv != 0 && o.rv < *last {
-                return false;
+                return true;
             }
             *last = if o.missing { 0 } else { o.rv.max(*last) };
         }

@@ -336,6 +336,7 @@ impl ClusterManager {
                 Err(_) => continue,
             };
             if current.as_deref() != Some(source.as_str()) {
+                tracing::info!(%cluster, "the cluster's credentials changed; restarting its watches");
                 done.insert(cluster);
                 self.forget_cluster(cluster).await;
             }

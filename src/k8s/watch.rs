@@ -156,6 +156,9 @@ async fn run(
     let mut last_error_log = std::time::Instant::now() - Duration::from_secs(60);
     // A (re)list finished: every live instance of the namespace is to be derived again.
     let mut resync = false;
+    // The first list of this watch: its clients may be new (credentials changed, an API server
+    // restarted), whose resource versions need not follow those seen before.
+    let mut first_list = true;
     loop {
         tokio::select! {
             _ = stopping.changed() => break,
@@ -194,18 +197,26 @@ async fn run(
                 }
             },
             _ = tick.tick() => {
-                if resync && mark_live(&mgr, cluster, &ns, &mut dirty).await {
+                if resync && mark_live(&mgr, cluster, &ns, &mut dirty, first_list).await {
                     resync = false;
+                    first_list = false;
                 }
                 // Only with every store listed: a missing Deployment must mean "deleted".
                 if ready.iter().all(|r| *r) && !dirty.is_empty() {
                     let ids: Vec<Uuid> = dirty.drain().collect();
                     for (i, id) in ids.iter().enumerate() {
                         let ctx = (&mgr, &clients, cluster, ns.as_str());
-                        if !refresh(ctx, *id, &d_store, &p_store, &e_store).await {
-                            // The database did not answer: derive these again next tick.
-                            dirty.extend(ids[i..].iter().copied());
-                            break;
+                        match refresh(ctx, *id, &d_store, &p_store, &e_store).await {
+                            Derived::Done => {}
+                            // The API did not confirm an absence: this one again next tick.
+                            Derived::Retry => {
+                                dirty.insert(*id);
+                            }
+                            // The database did not answer: all of these again next tick.
+                            Derived::DatabaseDown => {
+                                dirty.extend(ids[i..].iter().copied());
+                                break;
+                            }
                         }
                     }
                 }
@@ -215,12 +226,14 @@ async fn run(
     synced.store(false, Ordering::SeqCst);
 }
 
-/// Marks every live instance of `(cluster, ns)` dirty; false when the database did not answer.
+/// Marks every live instance of `(cluster, ns)` dirty (after the watch's first list, also
+/// forgetting the resource versions recorded for them); false when the database did not answer.
 async fn mark_live(
     mgr: &ClusterManager,
     cluster: Uuid,
     ns: &str,
     dirty: &mut HashSet<Uuid>,
+    first_list: bool,
 ) -> bool {
     let Ok(live) = store::live_instances(&mgr.inner().pool).await else {
         return false;
@@ -228,10 +241,22 @@ async fn mark_live(
     for (id, c, n, _) in live {
         if c == cluster && n == ns {
             mgr.inner().status_cache.invalidate(&id).await;
+            if first_list {
+                mgr.inner().applied_rv.lock().unwrap().remove(&id);
+            }
             dirty.insert(id);
         }
     }
     true
+}
+
+/// How deriving one instance went.
+enum Derived {
+    Done,
+    /// The API did not answer a confirmation; derive it again.
+    Retry,
+    /// The database did not answer; derive it and the rest again.
+    DatabaseDown,
 }
 
 /// A watch error in words (the certificate or the status code, not "client error (Connect)").
@@ -275,23 +300,22 @@ fn event_instances(
     id.into_iter().collect()
 }
 
-/// Derives instance `id` from the stores and records it; false when the database did not
-/// answer (the caller tries again).
+/// Derives instance `id` from the stores and records it.
 async fn refresh(
     (mgr, clients, cluster, ns): (&ClusterManager, &Clients, Uuid, &str),
     id: Uuid,
     d_store: &Store<Deployment>,
     p_store: &Store<Pod>,
     e_store: &Store<Event>,
-) -> bool {
+) -> Derived {
     let pool = &mgr.inner().pool;
     let inst = match store::instance(pool, id).await {
         Ok(Some(inst)) => inst,
-        Ok(None) => return true,
-        Err(_) => return false,
+        Ok(None) => return Derived::Done,
+        Err(_) => return Derived::DatabaseDown,
     };
     if inst.cluster_id != cluster || inst.namespace != ns {
-        return true;
+        return Derived::Done;
     }
     let deploy = d_store
         .get(&ObjectRef::new(&inst.name).within(ns))
@@ -304,7 +328,11 @@ async fn refresh(
             .await
         {
             Ok(None) => {}
-            _ => return true,
+            Ok(Some(_)) => return Derived::Done,
+            Err(e) => {
+                tracing::debug!(%id, error = %super::reach::describe(&e), "absence unconfirmed");
+                return Derived::Retry;
+            }
         }
     }
     let pods: Vec<Pod> = p_store
@@ -333,7 +361,7 @@ async fn refresh(
         Ok(op) => {
             op.is_some_and(|op| op.operation == dataloaders::enums::DeploymentOperation::Scale)
         }
-        Err(_) => return false,
+        Err(_) => return Derived::DatabaseDown,
     };
     mgr.inner()
         .status_cache
@@ -345,7 +373,11 @@ async fn refresh(
         .record(id, &observed, scaling, inst.deployed_at.is_some())
         .await;
     mgr.wake(id);
-    written
+    if written {
+        Derived::Done
+    } else {
+        Derived::DatabaseDown
+    }
 }
 
 impl ClusterManager {
