@@ -145,7 +145,7 @@ pub async fn record_standalone(pool: &dataloaders::DbPool, e: AuditEntry) {
         return;
     }
     let action = e.action;
-    let written = match pool.get().await {
+    let written = match crate::db::conn(pool).await {
         Ok(mut conn) => record(&mut conn, e.clone())
             .await
             .map_err(|e| e.to_string()),

@@ -78,7 +78,7 @@ impl NamespaceAccess {
         if base == NamespaceAccess::All || !principal.authenticated {
             return Ok(base);
         }
-        let mut conn = pool.get().await.map_err(AppError::from)?;
+        let mut conn = crate::db::conn(pool).await?;
         let granted: Vec<String> = namespace_grants::table
             .filter(namespace_grants::subject.eq(&principal.subject))
             .select(namespace_grants::namespace)
@@ -126,7 +126,7 @@ pub mod store {
     use crate::error::{AppError, AppResult};
 
     async fn conn(pool: &DbPool) -> AppResult<dataloaders::DbConn> {
-        pool.get().await.map_err(AppError::from)
+        Ok(crate::db::conn(pool).await?)
     }
 
     /// Grants `namespace` to `subject` (idempotent) and returns the grant.

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use dataloaders::DbPool;
+use std::sync::Arc;
+
+use dataloaders::{DbConn, DbPool, QueryStats};
 use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
@@ -13,6 +15,53 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 
 use crate::config::DatabaseConfig;
+use crate::error::AppError;
+
+tokio::task_local! {
+    /// The statement counter of the request being served: connections taken with [`conn`] while
+    /// it runs count their statements there, writes included (`x-hivegraph-debug: sql`).
+    static REQUEST_STATS: Arc<QueryStats>;
+}
+
+/// Runs `fut` with the connections it takes through [`conn`] counted against `stats`.
+pub async fn counted<F: std::future::Future>(stats: Arc<QueryStats>, fut: F) -> F::Output {
+    REQUEST_STATS.scope(stats, fut).await
+}
+
+/// No connection could be taken from the pool: the database is down, or every connection is
+/// busy (`dataloaders::ReadError::Overloaded`).
+#[derive(Debug)]
+pub struct NoConnection(dataloaders::ReadError);
+
+impl std::fmt::Display for NoConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no database connection: {}", self.0)
+    }
+}
+
+impl std::error::Error for NoConnection {}
+
+impl From<NoConnection> for AppError {
+    /// `UPSTREAM_UNAVAILABLE` or `OVERLOADED`, logged at a bounded rate ([`AppError::database`]).
+    fn from(e: NoConnection) -> Self {
+        AppError::database(e.0)
+    }
+}
+
+/// A pooled connection, its statements counted against the current request (if any): the one
+/// way the gateway takes a connection outside the read loaders.
+pub async fn conn(pool: &DbPool) -> Result<DbConn, NoConnection> {
+    use diesel_async::AsyncConnection as _;
+    let mut c = pool
+        .get()
+        .await
+        .map_err(|e| NoConnection(dataloaders::ReadError::from_pool(&e)))?;
+    match REQUEST_STATS.try_with(Arc::clone) {
+        Ok(stats) => c.set_instrumentation(dataloaders::pool::counting(stats)),
+        Err(_) => c.set_instrumentation(dataloaders::pool::NoInstrumentation),
+    }
+    Ok(c)
+}
 
 /// The migrations in `migrations/`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -168,7 +217,7 @@ pub async fn migrations_current(pool: &DbPool) -> bool {
         #[diesel(sql_type = diesel::sql_types::Text)]
         version: String,
     }
-    let Ok(mut conn) = pool.get().await else {
+    let Ok(mut conn) = conn(pool).await else {
         return false;
     };
     let Ok(rows) = diesel::sql_query("SELECT version FROM __diesel_schema_migrations")

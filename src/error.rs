@@ -249,12 +249,6 @@ impl AppError {
     }
 }
 
-impl From<dataloaders::pool::PoolError> for AppError {
-    fn from(e: dataloaders::pool::PoolError) -> Self {
-        AppError::database(dataloaders::ReadError::from_pool(&e))
-    }
-}
-
 impl From<dataloaders::ReadError> for AppError {
     fn from(e: dataloaders::ReadError) -> Self {
         match e {

@@ -83,7 +83,7 @@ async fn purge(
 
 /// Runs the retention jobs once, as of `now`.
 pub async fn run_once(pool: &DbPool, now: DateTime<Utc>) -> anyhow::Result<RetentionReport> {
-    let mut conn = pool.get().await?;
+    let mut conn = crate::db::conn(pool).await?;
     if !AdvisoryLock::Retention.try_session(&mut conn).await? {
         return Ok(RetentionReport::default());
     }

@@ -785,3 +785,36 @@ async fn repeated_reads_are_answered_whole_until_their_data_changes() {
         "an error answer is executed every time"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_statement_log_counts_writes_too() {
+    let app = TestApp::spawn().await;
+    let reply = app
+        .graphql_with_headers(
+            r#"mutation { createRegistry(input: {name: "counted", url: "https://example.com/r.json"}) { id } }"#,
+            json!({}),
+            &[("x-hivegraph-debug", "sql")],
+        )
+        .await;
+    let body = reply.json();
+    assert_ok(&body);
+    let log: Vec<String> = body["extensions"]["sqlLog"]
+        .as_array()
+        .expect("the debug header reports sqlLog")
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        log.iter()
+            .any(|s| s.starts_with("INSERT INTO \"registries\"")),
+        "the registry's INSERT is in the log: {log:#?}"
+    );
+    assert!(
+        log.iter().any(|s| s.contains("audit_log")),
+        "the audit record's INSERT is in the log: {log:#?}"
+    );
+    assert_eq!(
+        body["extensions"]["sqlStatements"].as_u64(),
+        Some(log.len() as u64)
+    );
+}

@@ -61,10 +61,12 @@ async fn a_fragment_bomb_is_refused_at_once_and_health_stays_fast() {
             .unwrap();
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(error_code(&v).as_deref(), Some("QUERY_TOO_COMPLEX"), "{v}");
-        assert!(took < Duration::from_millis(100), "answered in {took:?}");
+        // Expanding the bomb would take minutes; a refusal takes microseconds. The bound leaves
+        // room for a loaded debug build (speed itself is measured in scripts/bench, not here).
+        assert!(took < Duration::from_secs(2), "answered in {took:?}");
     }
     assert!(
-        health_took < Duration::from_millis(50),
+        health_took < Duration::from_secs(1),
         "/healthz took {health_took:?}"
     );
 }

@@ -156,6 +156,12 @@ impl Reader {
     }
 }
 
+/// Instrumentation that counts a connection's statements against `stats` (and logs them when
+/// the request asked for its statement log).
+pub fn counting(stats: Arc<QueryStats>) -> impl Instrumentation {
+    CountStatements(stats)
+}
+
 /// Instrumentation that records nothing: connections carry it while idle in the pool.
 pub struct NoInstrumentation;
 

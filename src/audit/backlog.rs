@@ -78,7 +78,7 @@ async fn drain(pool: DbPool) {
 
 /// Writes what it can; true when the queue is empty.
 async fn write_waiting(pool: &DbPool) -> bool {
-    let Ok(mut conn) = pool.get().await else {
+    let Ok(mut conn) = crate::db::conn(pool).await else {
         return waiting() == 0;
     };
     loop {

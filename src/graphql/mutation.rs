@@ -269,7 +269,7 @@ async fn namespace_of_instance(services: &Services, id: uuid::Uuid) -> AppResult
     use dataloaders::schema::instances;
     use diesel::prelude::*;
     use diesel_async::RunQueryDsl;
-    let mut conn = services.pool.get().await.map_err(AppError::from)?;
+    let mut conn = crate::db::conn(&services.pool).await?;
     Ok(instances::table
         .find(id)
         .select(instances::namespace)
@@ -283,7 +283,7 @@ async fn namespace_of_deployment(services: &Services, id: uuid::Uuid) -> AppResu
     use dataloaders::schema::{deployments, instances};
     use diesel::prelude::*;
     use diesel_async::RunQueryDsl;
-    let mut conn = services.pool.get().await.map_err(AppError::from)?;
+    let mut conn = crate::db::conn(&services.pool).await?;
     Ok(deployments::table
         .inner_join(instances::table)
         .filter(deployments::id.eq(id))

@@ -195,7 +195,10 @@ async fn execute_inner(
     let span = tracing::info_span!("graphql", request_id = %request_id);
     let run = {
         let _enter = span.enter();
-        gate.holding(state.schema.execute_batch(batch))
+        gate.holding(crate::db::counted(
+            stats.clone(),
+            state.schema.execute_batch(batch),
+        ))
     };
     let result = tokio::time::timeout(limits.request_timeout(), run).await;
     let elapsed = started.elapsed().as_secs_f64();

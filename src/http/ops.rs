@@ -44,7 +44,9 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let pool = state.services.pool.clone();
     let check = async move {
         use diesel_async::SimpleAsyncConnection;
-        let mut conn = pool.get().await.map_err(|_| "database unreachable")?;
+        let mut conn = crate::db::conn(&pool)
+            .await
+            .map_err(|_| "database unreachable")?;
         conn.batch_execute("SELECT 1")
             .await
             .map_err(|_| "database unreachable")?;

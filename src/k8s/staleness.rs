@@ -84,7 +84,7 @@ impl ClusterManager {
 
 /// Sets health UNKNOWN with `reason` on every live instance of `cluster`; how many changed.
 async fn mark_unknown(pool: &dataloaders::DbPool, cluster: Uuid, reason: &str) -> AppResult<usize> {
-    let mut c = pool.get().await?;
+    let mut c = crate::db::conn(pool).await?;
     Ok(diesel::update(
         instances::table
             .filter(instances::cluster_id.eq(cluster))

@@ -19,7 +19,7 @@ use crate::audit::{self, AuditEntry};
 use crate::error::{AppError, AppResult};
 
 async fn conn(pool: &DbPool) -> AppResult<dataloaders::DbConn> {
-    pool.get().await.map_err(AppError::from)
+    Ok(crate::db::conn(pool).await?)
 }
 
 /// A step record (`DeploymentStep` in GraphQL).

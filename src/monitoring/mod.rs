@@ -234,7 +234,7 @@ impl Monitor {
 
     /// One collection round over every cluster with live instances.
     pub async fn collect(&self) -> anyhow::Result<Round> {
-        let mut conn = self.inner.pool.get().await?;
+        let mut conn = crate::db::conn(&self.inner.pool).await?;
         let instances: Vec<Instance> = diesel::sql_query(
             "SELECT * FROM instances WHERE status IN ('running', 'pending', 'failed') \
                AND phase <> 'terminating' ORDER BY cluster_id, id",
@@ -272,7 +272,7 @@ impl Monitor {
     async fn claim(&self, job: &str, scope: &str) -> anyhow::Result<Option<i64>> {
         let interval_ms = self.interval().as_millis() as i64;
         let slot = self.inner.clock.now().timestamp_millis() / interval_ms;
-        let mut conn = self.inner.pool.get().await?;
+        let mut conn = crate::db::conn(&self.inner.pool).await?;
         let n = diesel::sql_query(
             "INSERT INTO metrics_claims (job, scope, slot, holder) VALUES ($1, $2, $3, $4) \
              ON CONFLICT DO NOTHING",
@@ -293,7 +293,7 @@ impl Monitor {
         if claims.is_empty() {
             return;
         }
-        let Ok(mut conn) = self.inner.pool.get().await else {
+        let Ok(mut conn) = crate::db::conn(&self.inner.pool).await else {
             tracing::warn!("metric claims not released: no database connection");
             return;
         };
@@ -438,7 +438,7 @@ impl Monitor {
                 }
             }
         }
-        let mut conn = self.inner.pool.get().await?;
+        let mut conn = crate::db::conn(&self.inner.pool).await?;
         diesel::sql_query(
             "INSERT INTO monitoring_metrics (instance_id, \"timestamp\", cpu_usage, memory_usage, \
                network_io, request_count, response_time, error_rate, health_checks) \
@@ -477,7 +477,7 @@ impl Monitor {
         let now = self.inner.clock.now();
         let raw_cutoff = now - chrono::Duration::days(self.inner.cfg.raw_days);
         let hourly_cutoff = now - chrono::Duration::days(self.inner.cfg.hourly_days);
-        let mut pooled = self.inner.pool.get().await?;
+        let mut pooled = crate::db::conn(&self.inner.pool).await?;
         let conn: &mut AsyncPgConnection = &mut pooled;
         let report = conn
             .transaction::<RollupReport, anyhow::Error, _>(async move |conn| {

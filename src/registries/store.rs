@@ -96,7 +96,7 @@ async fn name_taken(
 }
 
 async fn take_conn(pool: &DbPool) -> AppResult<dataloaders::DbConn> {
-    pool.get().await.map_err(AppError::from)
+    Ok(crate::db::conn(pool).await?)
 }
 
 /// Creates a registry in status INACTIVE.

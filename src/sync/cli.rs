@@ -149,10 +149,7 @@ pub async fn run(cmd: SyncCommand) -> anyhow::Result<()> {
         crate::cache::Caches::disabled(),
     )?;
     let targets: Vec<RegistryRow> = {
-        let mut conn = pool
-            .get()
-            .await
-            .map_err(|e| anyhow::anyhow!("database unavailable: {e}"))?;
+        let mut conn = crate::db::conn(&pool).await?;
         if cmd.all {
             registries::table
                 .select(RegistryRow::as_select())

@@ -22,6 +22,7 @@ pub mod fetch;
 pub mod formats;
 pub mod http;
 pub mod normalize;
+pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod scheduler;

@@ -53,7 +53,7 @@ impl SyncService {
     pub async fn tick(&self) -> AppResult<(Tick, Vec<JoinHandle<super::SyncOutcome>>)> {
         let mut tick = Tick::default();
         let any_syncing = {
-            let mut conn = self.inner.pool.get().await.map_err(AppError::from)?;
+            let mut conn = crate::db::conn(&self.inner.pool).await?;
             use dataloaders::enums::RegistryStatus;
             use dataloaders::schema::registries;
             registries::table
@@ -77,7 +77,7 @@ impl SyncService {
             return Ok((tick, handles));
         }
         let due: Vec<Due> = {
-            let mut conn = self.inner.pool.get().await.map_err(AppError::from)?;
+            let mut conn = crate::db::conn(&self.inner.pool).await?;
             diesel::sql_query(
                 "SELECT id FROM registries \
                   WHERE status <> 'syncing' AND archived_at IS NULL \

@@ -7,7 +7,6 @@
 //! process dies mid-sync its connection closes, PostgreSQL releases the lock, and a registry found
 //! in SYNCING whose lock is free is known to be abandoned (see `recover_abandoned`).
 
-use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -20,8 +19,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::normalize::{self, Entry, NewServer};
-use super::report::{MAX_SKIPPED_LISTED, SkippedEntry, SyncMode, SyncReport};
+use super::normalize::Entry;
+use super::plan::{self, Stored, StoredServers, SyncPlan};
+use super::report::{SyncMode, SyncReport};
 use crate::audit::Actor;
 use crate::audit::{self, AuditEntry};
 use crate::db::AdvisoryLock;
@@ -179,16 +179,6 @@ async fn totals(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Totals, diesel
     })
 }
 
-/// (id, original name, name, sync hash, removed upstream at) of a stored server.
-type ExistingRow = (Uuid, String, String, Option<String>, Option<DateTime<Utc>>);
-
-struct Existing {
-    id: Uuid,
-    name: String,
-    hash: Option<String>,
-    removed: bool,
-}
-
 /// Stores a sync's entries in one transaction and moves the registry to ACTIVE. Nothing is
 /// written if any statement fails. Returns the registry's totals.
 pub async fn commit(
@@ -200,284 +190,243 @@ pub async fn commit(
     report: &mut SyncReport,
     started: Instant,
 ) -> AppResult<Totals> {
-    let received_servers = entries
-        .iter()
-        .filter(|e| matches!(e, Entry::Server { .. }))
-        .count();
-    let skipped_total = entries
-        .iter()
-        .filter(|e| matches!(e, Entry::Skipped { .. }))
-        .count();
-    if mode == SyncMode::Full && received_servers == 0 && skipped_total > 0 {
-        return Err(AppError::Unavailable(format!(
-            "every entry of the registry is malformed ({skipped_total} skipped); the servers of the last good sync are kept"
-        )));
-    }
+    refuse_all_malformed(&entries, mode)?;
     let report_in = report.clone();
     let (totals, report_out) = conn
         .transaction::<_, AppError, _>(async move |conn| {
             let mut report = report_in;
-            let interval: i32 = registries::table
-                .find(id)
-                .filter(registries::status.eq(RegistryStatus::Syncing))
-                .select(registries::sync_interval_seconds)
-                .for_update()
-                .first(conn)
-                .await
-                .optional()?
-                .ok_or_else(|| {
-                    AppError::Conflict(
-                        "the registry left SYNCING or was deleted during the sync".into(),
-                    )
-                })?;
-
-            let rows: Vec<ExistingRow> = servers::table
-                .filter(servers::registry_id.eq(id))
-                .select((
-                    servers::id,
-                    servers::original_name,
-                    servers::name,
-                    servers::sync_hash,
-                    servers::removed_upstream_at,
-                ))
-                .load(conn)
-                .await?;
-            let existing: HashMap<String, Existing> = rows
-                .into_iter()
-                .map(|(sid, orig, name, hash, removed)| {
-                    (
-                        orig,
-                        Existing {
-                            id: sid,
-                            name,
-                            hash,
-                            removed: removed.is_some(),
-                        },
-                    )
-                })
-                .collect();
-
-            // Classify the entries.
-            let mut present: HashSet<String> = HashSet::new();
-            let mut gone: HashSet<String> = HashSet::new();
-            let mut writes: Vec<(NewServer, String, bool)> = Vec::new(); // server, hash, is_new
-            for e in entries {
-                match e {
-                    Entry::Server { server, latest } => {
-                        let known = existing.get(&server.original_name);
-                        present.insert(server.original_name.clone());
-                        if !latest && known.is_some() {
-                            // A non-latest version never replaces the stored latest one.
-                            report.unchanged += 1;
-                            continue;
-                        }
-                        let hash = server.content_hash();
-                        match known {
-                            Some(k) if k.hash.as_deref() == Some(hash.as_str()) && !k.removed => {
-                                report.unchanged += 1
-                            }
-                            Some(_) => {
-                                report.updated += 1;
-                                writes.push((*server, hash, false));
-                            }
-                            None => {
-                                report.added += 1;
-                                writes.push((*server, hash, true));
-                            }
-                        }
-                    }
-                    Entry::Deleted { original_name } => {
-                        gone.insert(original_name);
-                    }
-                    Entry::Skipped { name, reason } => {
-                        // A malformed new version keeps the last good one.
-                        present.insert(name.clone());
-                        report.skipped_count += 1;
-                        if report.skipped.len() < MAX_SKIPPED_LISTED {
-                            report.skipped.push(SkippedEntry { name, reason });
-                        }
-                    }
-                }
-            }
-            let vanished: Vec<(&String, &Existing)> = existing
-                .iter()
-                .filter(|(orig, k)| {
-                    let missing = match mode {
-                        SyncMode::Full => !present.contains(*orig),
-                        SyncMode::Incremental => gone.contains(*orig) && !present.contains(*orig),
-                    };
-                    missing && !k.removed
-                })
-                .collect();
-
-            // Vanished servers: deleted unless an instance references them, then only marked.
-            let vanished_ids: Vec<Uuid> = vanished.iter().map(|(_, k)| k.id).collect();
-            let referenced: HashSet<Uuid> = if vanished_ids.is_empty() {
-                HashSet::new()
-            } else {
-                instances::table
-                    .filter(instances::server_id.eq_any(&vanished_ids))
-                    .select(instances::server_id)
-                    .distinct()
-                    .load::<Uuid>(conn)
-                    .await?
-                    .into_iter()
-                    .collect()
-            };
-            let (keep, drop): (Vec<Uuid>, Vec<Uuid>) = vanished_ids
-                .iter()
-                .partition(|sid| referenced.contains(sid));
+            let interval = lock_syncing(conn, id).await?;
+            let stored = stored_servers(conn, id).await?;
+            let plan = plan::plan(entries, &stored, mode);
+            plan.count_into(&mut report);
             let now = Utc::now();
-            if !drop.is_empty() {
-                report.removed += diesel::delete(servers::table.filter(servers::id.eq_any(&drop)))
-                    .execute(conn)
-                    .await? as i32;
-            }
-            if !keep.is_empty() {
-                report.marked_removed +=
-                    diesel::update(servers::table.filter(servers::id.eq_any(&keep)))
-                        .set((
-                            servers::removed_upstream_at.eq(Some(now)),
-                            servers::updated_at.eq(now),
-                        ))
-                        .execute(conn)
-                        .await? as i32;
-            }
-
-            // DNS-label names: kept for known servers, assigned uniquely to new ones.
-            let dropped: HashSet<Uuid> = drop.into_iter().collect();
-            let mut taken: HashSet<String> = existing
-                .values()
-                .filter(|k| !dropped.contains(&k.id))
-                .map(|k| k.name.clone())
-                .collect();
-            writes.sort_by(|a, b| a.0.original_name.cmp(&b.0.original_name));
-            let mut names = Vec::with_capacity(writes.len());
-            for (server, _, is_new) in &writes {
-                if !is_new {
-                    names.push(existing[&server.original_name].name.clone());
-                    continue;
-                }
-                let mut candidate = server.name_hint.clone();
-                let mut n = 0;
-                while taken.contains(&candidate) || !crate::validate::is_dns_label(&candidate) {
-                    candidate =
-                        normalize::disambiguated_label(&server.name_hint, &server.original_name, n);
-                    n += 1;
-                }
-                taken.insert(candidate.clone());
-                names.push(candidate);
-            }
-
-            for (chunk, chunk_names) in writes.chunks(BATCH).zip(names.chunks(BATCH)) {
-                let rows: Vec<_> = chunk
-                    .iter()
-                    .zip(chunk_names)
-                    .map(|((s, hash, _), name)| {
-                        (
-                            servers::registry_id.eq(id),
-                            servers::name.eq(name),
-                            servers::original_name.eq(&s.original_name),
-                            servers::description.eq(&s.description),
-                            servers::version.eq(&s.version),
-                            servers::image.eq(&s.image),
-                            servers::url.eq(&s.url),
-                            servers::transport.eq(s.transport),
-                            servers::tier.eq(s.tier),
-                            servers::status.eq(s.status),
-                            servers::category.eq(&s.category),
-                            servers::capabilities.eq(&s.capabilities),
-                            servers::repository_url.eq(&s.repository_url),
-                            servers::network_permissions.eq(&s.network_permissions),
-                            servers::pull_count.eq(s.pull_count),
-                            servers::stars.eq(s.stars),
-                            servers::last_updated.eq(s.last_updated),
-                            servers::deployment_requirements.eq(&s.deployment_requirements),
-                            servers::removed_upstream_at.eq(None::<DateTime<Utc>>),
-                            servers::sync_hash.eq(Some(hash)),
-                            servers::updated_at.eq(now),
-                        )
-                    })
-                    .collect();
-                diesel::insert_into(servers::table)
-                    .values(rows)
-                    .on_conflict((servers::registry_id, servers::original_name))
-                    .do_update()
-                    .set((
-                        servers::description.eq(excluded(servers::description)),
-                        servers::version.eq(excluded(servers::version)),
-                        servers::image.eq(excluded(servers::image)),
-                        servers::url.eq(excluded(servers::url)),
-                        servers::transport.eq(excluded(servers::transport)),
-                        servers::tier.eq(excluded(servers::tier)),
-                        servers::status.eq(excluded(servers::status)),
-                        servers::category.eq(excluded(servers::category)),
-                        servers::capabilities.eq(excluded(servers::capabilities)),
-                        servers::repository_url.eq(excluded(servers::repository_url)),
-                        servers::network_permissions.eq(excluded(servers::network_permissions)),
-                        servers::pull_count.eq(excluded(servers::pull_count)),
-                        servers::stars.eq(excluded(servers::stars)),
-                        servers::last_updated.eq(excluded(servers::last_updated)),
-                        servers::deployment_requirements
-                            .eq(excluded(servers::deployment_requirements)),
-                        servers::removed_upstream_at.eq(excluded(servers::removed_upstream_at)),
-                        servers::sync_hash.eq(excluded(servers::sync_hash)),
-                        servers::updated_at.eq(excluded(servers::updated_at)),
-                    ))
-                    .execute(conn)
-                    .await?;
-            }
-
-            // Instances of updated servers may now have an upgrade: touching them sends their
-            // change notification, so `instanceStatus` subscribers see `upgrade` at once.
-            let updated: Vec<&str> = writes
-                .iter()
-                .filter(|(_, _, is_new)| !is_new)
-                .map(|(s, _, _)| s.original_name.as_str())
-                .collect();
-            if !updated.is_empty() {
-                let of_updated = servers::table
-                    .filter(servers::registry_id.eq(id))
-                    .filter(servers::original_name.eq_any(&updated))
-                    .select(servers::id);
-                diesel::update(
-                    instances::table
-                        .filter(instances::server_id.eq_any(of_updated))
-                        .filter(instances::status.ne(InstanceStatus::Terminated)),
-                )
-                .set(instances::updated_at.eq(now))
-                .execute(conn)
-                .await?;
-            }
-
+            let (removed, marked) = apply(conn, id, &plan, now).await?;
+            report.removed += removed;
+            report.marked_removed += marked;
             let totals = totals(conn, id).await?;
-            report.container_servers = totals.container as i32;
-            report.remote_servers = totals.remote as i32;
-            report.succeeded = true;
-            report.error = None;
-            let finished = Utc::now();
-            report.finished_at = Some(finished);
-            report.duration_ms = started.elapsed().as_millis() as i64;
-
-            transition(conn, id, RegistryStatus::Active, None).await?;
-            diesel::update(registries::table.find(id))
-                .set((
-                    registries::server_count.eq(totals.servers as i32),
-                    registries::last_sync_at.eq(Some(finished)),
-                    registries::next_sync_at
-                        .eq(Some(finished + chrono::Duration::seconds(interval as i64))),
-                    registries::consecutive_failures.eq(0),
-                    registries::last_sync_report.eq(Some(report.to_json())),
-                    registries::sync_state.eq(serde_json::to_value(&state).expect("serialisable")),
-                    registries::updated_at.eq(finished),
-                ))
-                .execute(conn)
-                .await?;
+            finish(conn, id, &totals, interval, &state, &mut report, started).await?;
             Ok((totals, report))
         })
         .await?;
     *report = report_out;
     Ok(totals)
+}
+
+/// A full sync whose every entry is malformed would delete every server: refused, so the
+/// servers of the last good sync stay.
+fn refuse_all_malformed(entries: &[Entry], mode: SyncMode) -> AppResult<()> {
+    let servers = entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Server { .. }))
+        .count();
+    let skipped = entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Skipped { .. }))
+        .count();
+    if mode == SyncMode::Full && servers == 0 && skipped > 0 {
+        return Err(AppError::Unavailable(format!(
+            "every entry of the registry is malformed ({skipped} skipped); the servers of the last good sync are kept"
+        )));
+    }
+    Ok(())
+}
+
+/// Locks the registry row while it is SYNCING; returns its sync interval (seconds).
+async fn lock_syncing(conn: &mut AsyncPgConnection, id: Uuid) -> AppResult<i32> {
+    registries::table
+        .find(id)
+        .filter(registries::status.eq(RegistryStatus::Syncing))
+        .select(registries::sync_interval_seconds)
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| {
+            AppError::Conflict("the registry left SYNCING or was deleted during the sync".into())
+        })
+}
+
+/// The registry's stored servers, by original name, with whether an instance uses each.
+async fn stored_servers(conn: &mut AsyncPgConnection, id: Uuid) -> AppResult<StoredServers> {
+    let used = diesel::dsl::exists(instances::table.filter(instances::server_id.eq(servers::id)));
+    let rows: Vec<StoredRow> = servers::table
+        .filter(servers::registry_id.eq(id))
+        .select((
+            servers::id,
+            servers::original_name,
+            servers::name,
+            servers::sync_hash,
+            servers::removed_upstream_at,
+            used,
+        ))
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(sid, orig, name, hash, removed, referenced)| {
+            let removed = removed.is_some();
+            (
+                orig,
+                Stored {
+                    id: sid,
+                    name,
+                    hash,
+                    removed,
+                    referenced,
+                },
+            )
+        })
+        .collect())
+}
+
+/// (id, original name, name, sync hash, removed upstream at, used by an instance).
+type StoredRow = (
+    Uuid,
+    String,
+    String,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    bool,
+);
+
+/// The columns a sync writes from a registry entry, listed once: the INSERT and the ON CONFLICT
+/// update are both built from this list.
+macro_rules! upsert_servers {
+    ($conn:expr, $id:expr, $now:expr, $writes:expr, |$w:ident| { $($col:ident: $val:expr),+ $(,)? }) => {{
+        let rows: Vec<_> = $writes
+            .iter()
+            .map(|$w| {
+                (
+                    servers::registry_id.eq($id),
+                    servers::name.eq(&$w.name),
+                    servers::original_name.eq(&$w.server.original_name),
+                    servers::removed_upstream_at.eq(None::<DateTime<Utc>>),
+                    servers::sync_hash.eq(Some(&$w.hash)),
+                    servers::updated_at.eq($now),
+                    $(servers::$col.eq($val),)+
+                )
+            })
+            .collect();
+        diesel::insert_into(servers::table)
+            .values(rows)
+            .on_conflict((servers::registry_id, servers::original_name))
+            .do_update()
+            .set((
+                servers::removed_upstream_at.eq(excluded(servers::removed_upstream_at)),
+                servers::sync_hash.eq(excluded(servers::sync_hash)),
+                servers::updated_at.eq(excluded(servers::updated_at)),
+                $(servers::$col.eq(excluded(servers::$col)),)+
+            ))
+            .execute($conn)
+            .await
+    }};
+}
+
+/// Writes a plan: deletes and marks vanished servers, upserts the writes in batches, and touches
+/// the instances of updated servers. Returns (servers deleted, servers marked removed).
+pub async fn apply(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    plan: &SyncPlan,
+    now: DateTime<Utc>,
+) -> AppResult<(i32, i32)> {
+    let mut removed = 0;
+    let mut marked = 0;
+    if !plan.delete.is_empty() {
+        removed = diesel::delete(servers::table.filter(servers::id.eq_any(&plan.delete)))
+            .execute(conn)
+            .await? as i32;
+    }
+    if !plan.mark_removed.is_empty() {
+        marked = diesel::update(servers::table.filter(servers::id.eq_any(&plan.mark_removed)))
+            .set((
+                servers::removed_upstream_at.eq(Some(now)),
+                servers::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await? as i32;
+    }
+    for chunk in plan.writes.chunks(BATCH) {
+        upsert_servers!(conn, id, now, chunk, |w| {
+            description: &w.server.description,
+            version: &w.server.version,
+            image: &w.server.image,
+            url: &w.server.url,
+            transport: w.server.transport,
+            tier: w.server.tier,
+            status: w.server.status,
+            category: &w.server.category,
+            capabilities: &w.server.capabilities,
+            repository_url: &w.server.repository_url,
+            network_permissions: &w.server.network_permissions,
+            pull_count: w.server.pull_count,
+            stars: w.server.stars,
+            last_updated: w.server.last_updated,
+            deployment_requirements: &w.server.deployment_requirements,
+        })?;
+    }
+    touch_instances_of(conn, id, &plan.updated_names(), now).await?;
+    Ok((removed, marked))
+}
+
+/// Instances of updated servers may now have an upgrade: touching them sends their change
+/// notification, so `instanceStatus` subscribers see `upgrade` at once.
+async fn touch_instances_of(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    updated: &[&str],
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    if updated.is_empty() {
+        return Ok(());
+    }
+    let of_updated = servers::table
+        .filter(servers::registry_id.eq(id))
+        .filter(servers::original_name.eq_any(updated))
+        .select(servers::id);
+    diesel::update(
+        instances::table
+            .filter(instances::server_id.eq_any(of_updated))
+            .filter(instances::status.ne(InstanceStatus::Terminated)),
+    )
+    .set(instances::updated_at.eq(now))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Completes the report and moves the registry to ACTIVE with its new totals and schedule.
+async fn finish(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    totals: &Totals,
+    interval: i32,
+    state: &SyncState,
+    report: &mut SyncReport,
+    started: Instant,
+) -> AppResult<()> {
+    report.container_servers = totals.container as i32;
+    report.remote_servers = totals.remote as i32;
+    report.succeeded = true;
+    report.error = None;
+    let finished = Utc::now();
+    report.finished_at = Some(finished);
+    report.duration_ms = started.elapsed().as_millis() as i64;
+    transition(conn, id, RegistryStatus::Active, None).await?;
+    diesel::update(registries::table.find(id))
+        .set((
+            registries::server_count.eq(totals.servers as i32),
+            registries::last_sync_at.eq(Some(finished)),
+            registries::next_sync_at
+                .eq(Some(finished + chrono::Duration::seconds(interval as i64))),
+            registries::consecutive_failures.eq(0),
+            registries::last_sync_report.eq(Some(report.to_json())),
+            registries::sync_state.eq(serde_json::to_value(state).expect("serialisable")),
+            registries::updated_at.eq(finished),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// The delay before retrying a registry after `failures` consecutive failed syncs: `base *
