@@ -10,6 +10,7 @@ pub mod authz;
 pub mod cache;
 pub mod changes;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -13,7 +13,6 @@
 //! no statement runs long or holds many locks. The clock is injected, so tests can run the job
 //! "a year later".
 
-use crate::db::AdvisoryLock;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,25 +23,13 @@ use diesel_async::RunQueryDsl;
 
 use dataloaders::DbPool;
 
+use crate::clock::Clock;
+use crate::db::AdvisoryLock;
+
 /// Rows deleted per statement.
 pub const BATCH: i64 = 5_000;
 /// How often the job runs in `serve`.
 pub const INTERVAL: Duration = Duration::from_secs(3600);
-
-/// What time it is (injected, for tests).
-pub trait Clock: Send + Sync {
-    /// Now.
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
 
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

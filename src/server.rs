@@ -35,8 +35,12 @@ pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
             crate::auth::JwtSettings::from_config(&config.serve.jwt),
         )?,
     };
-    let k8s =
-        crate::k8s::ClusterManager::new(pool.clone(), config.serve.k8s.clone(), keys.clone())?;
+    let k8s = crate::k8s::ClusterManager::new(
+        pool.clone(),
+        config.serve.k8s.clone(),
+        keys.clone(),
+        &caches,
+    )?;
     let pubsub = crate::pubsub::PubSub::new(
         pool.clone(),
         config.database.url().to_string(),
@@ -49,7 +53,7 @@ pub fn build_state(config: Config, keys: Keyring) -> anyhow::Result<AppState> {
         pool.clone(),
         k8s.clone(),
         config.serve.monitoring.clone(),
-        Arc::new(crate::monitoring::SystemClock),
+        Arc::new(crate::clock::SystemClock),
     );
     let services = Services {
         monitor,
@@ -87,10 +91,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Cluster checks, watchers, and pick-up of operations left by a previous process.
     services.k8s.start_background();
     // Retention of deployment logs and the audit log (one replica at a time).
-    let retention = crate::retention::spawn(
-        services.pool.clone(),
-        Arc::new(crate::retention::SystemClock),
-    );
+    let retention =
+        crate::retention::spawn(services.pool.clone(), Arc::new(crate::clock::SystemClock));
     // Metrics collection and the rollup/retention job.
     services.monitor.start();
     let sockets = state.sockets.clone();

@@ -12,10 +12,11 @@ use common::*;
 use diesel_async::SimpleAsyncConnection;
 use futures_util::StreamExt;
 use hivegraph::auth::Principal;
+use hivegraph::clock::ManualClock;
 use hivegraph::config::MonitoringConfig;
 use hivegraph::graphql::context::RequestCtx;
+use hivegraph::monitoring::Monitor;
 use hivegraph::monitoring::sample::Sample;
-use hivegraph::monitoring::{ManualClock, Monitor};
 use kube_emulator::Emulator;
 use serde_json::{Value, json};
 
@@ -214,7 +215,7 @@ async fn only_one_process_collects_a_cluster_per_interval() {
 }
 
 fn clock_now(c: &ManualClock) -> DateTime<Utc> {
-    use hivegraph::monitoring::Clock;
+    use hivegraph::clock::Clock;
     c.now()
 }
 

@@ -128,7 +128,8 @@ struct Scoped<K> {
 /// Labels of the cache metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
-    /// `registry_server_lists`, `instance_status`, `monitoring_metrics` or `deployment_logs`.
+    /// `registry_server_lists`, `instance_status`, `monitoring_metrics`, `deployment_logs`,
+    /// `graphql_responses`, `cluster_instance_state` or `pod_logs`.
     pub cache: String,
 }
 
@@ -295,6 +296,47 @@ struct Inner {
     responses: ResponseCache,
 }
 
+/// A cache a domain keeps for itself, not scoped by caller (instance state as the cluster
+/// reports it, pod logs), made by [`Caches::domain`]: metered under its name like every cache,
+/// and holding nothing when the read caches are off.
+pub struct DomainCache<K, V> {
+    cache: Option<moka::future::Cache<K, V>>,
+    stats: Arc<CacheStats>,
+}
+
+impl<K, V> DomainCache<K, V>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The cached value, counted as a hit or a miss.
+    pub async fn get(&self, key: &K) -> Option<V> {
+        let found = match &self.cache {
+            Some(c) => c.get(key).await,
+            None => None,
+        };
+        self.stats.record(found.is_some());
+        found
+    }
+
+    /// Stores a value (nothing when the caches are off).
+    pub async fn insert(&self, key: K, value: V) {
+        if let Some(c) = &self.cache {
+            c.insert(key, value).await;
+        }
+    }
+
+    /// Drops a value.
+    pub async fn invalidate(&self, key: &K) {
+        if let Some(c) = &self.cache {
+            c.invalidate(key).await;
+        }
+    }
+}
+
+/// Weighs a [`DomainCache`] entry (its capacity is then a total weight, e.g. bytes).
+pub type Weigher<K, V> = fn(&K, &V) -> u32;
+
 /// The gateway's caches. Cheap to clone; clones share the caches.
 #[derive(Clone)]
 pub struct Caches {
@@ -357,6 +399,34 @@ impl Caches {
                 log_pages: TtlCache::new(DEPLOYMENT_LOGS_TTL, &logs),
                 metrics,
             }),
+        }
+    }
+
+    /// A cache for a domain's own use, metered as `name`: entries live `ttl`, at most
+    /// `capacity` of them (or `capacity` total weight with a `weigher`).
+    pub fn domain<K, V>(
+        &self,
+        name: &str,
+        ttl: Duration,
+        capacity: u64,
+        weigher: Option<Weigher<K, V>>,
+    ) -> DomainCache<K, V>
+    where
+        K: Hash + Eq + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+    {
+        let cache = self.inner.enabled.then(|| {
+            let b = moka::future::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl);
+            match weigher {
+                Some(w) => b.weigher(w).build(),
+                None => b.build(),
+            }
+        });
+        DomainCache {
+            cache,
+            stats: CacheStats::new(name, &self.inner.metrics),
         }
     }
 
@@ -711,6 +781,24 @@ mod tests {
     async fn counted(loads: &AtomicUsize, v: i64) -> Result<i64, ()> {
         loads.fetch_add(1, Ordering::SeqCst);
         Ok(v)
+    }
+
+    #[tokio::test]
+    async fn domain_caches_are_metered_and_obey_the_off_switch() {
+        for (caches, kept) in [(Caches::new(), true), (Caches::disabled(), false)] {
+            let c = caches.domain::<u32, u32>("pod_logs", Duration::from_secs(60), 10, None);
+            assert_eq!(c.get(&1).await, None);
+            c.insert(1, 7).await;
+            assert_eq!(c.get(&1).await, kept.then_some(7));
+            c.invalidate(&1).await;
+            assert_eq!(c.get(&1).await, None);
+            let labels = CacheLabels {
+                cache: "pod_logs".into(),
+            };
+            let m = caches.metrics();
+            assert_eq!(m.hits.get_or_create(&labels).get(), u64::from(kept));
+            assert_eq!(m.misses.get_or_create(&labels).get(), 3 - u64::from(kept));
+        }
     }
 
     #[tokio::test]

@@ -48,6 +48,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::audit::Actor;
+use crate::cache::{Caches, DomainCache, INSTANCE_STATUS_TTL};
 use crate::config::K8sConfig;
 use crate::error::{AppError, AppResult};
 use health::Observed;
@@ -129,12 +130,12 @@ pub(crate) struct Inner {
     /// Wakes an operation's driver when its instance changes.
     pub(crate) wakers: Mutex<HashMap<Uuid, Arc<tokio::sync::Notify>>>,
     /// Instance status as last derived from the cluster; 30 s, dropped on every watch event.
-    pub(crate) status_cache: moka::future::Cache<Uuid, Arc<Observed>>,
+    pub(crate) status_cache: DomainCache<Uuid, Arc<Observed>>,
     /// Highest observation `rv` written per instance, so that a lagging watch store never
     /// overwrites a fresher observation.
     applied_rv: Mutex<HashMap<Uuid, u64>>,
     /// Pod logs, 2 minutes.
-    logs_cache: moka::future::Cache<LogKey, Arc<PodLogs>>,
+    logs_cache: DomainCache<LogKey, Arc<PodLogs>>,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     /// Clusters found unreachable, and since when (instance health goes stale).
@@ -220,6 +221,7 @@ impl ClusterManager {
         pool: DbPool,
         cfg: K8sConfig,
         keys: Arc<crate::secrets::Keyring>,
+        caches: &Caches,
     ) -> anyhow::Result<Self> {
         let min_version = parse_version(&cfg.min_version).ok_or_else(|| {
             anyhow::anyhow!(
@@ -239,20 +241,23 @@ impl ClusterManager {
                 watches: Mutex::new(HashMap::new()),
                 drivers: Mutex::new(HashMap::new()),
                 wakers: Mutex::new(HashMap::new()),
-                status_cache: moka::future::Cache::builder()
-                    .max_capacity(100_000)
-                    .time_to_live(Duration::from_secs(30))
-                    .build(),
+                status_cache: caches.domain(
+                    "cluster_instance_state",
+                    INSTANCE_STATUS_TTL,
+                    100_000,
+                    None,
+                ),
                 // Keyed by client input (tailLines, sinceSeconds, container): weighed by bytes.
-                logs_cache: moka::future::Cache::builder()
-                    .max_capacity(MAX_LOG_CACHE_BYTES)
-                    .weigher(|_k: &LogKey, v: &Arc<PodLogs>| {
+                logs_cache: caches.domain(
+                    "pod_logs",
+                    Duration::from_secs(120),
+                    MAX_LOG_CACHE_BYTES,
+                    Some(|_k: &LogKey, v: &Arc<PodLogs>| {
                         let bytes: usize =
                             v.lines.iter().map(|l| l.len() + 24).sum::<usize>() + 256;
                         bytes.try_into().unwrap_or(u32::MAX)
-                    })
-                    .time_to_live(Duration::from_secs(120))
-                    .build(),
+                    }),
+                ),
                 background: Mutex::new(Vec::new()),
                 applied_rv: Mutex::new(HashMap::new()),
                 stopping: tokio::sync::watch::channel(false).0,
@@ -269,11 +274,6 @@ impl ClusterManager {
     /// This process's lease owner id.
     pub fn owner(&self) -> &str {
         &self.inner.owner
-    }
-
-    /// The instance status cache (30 s; invalidated on every watch event of the instance).
-    pub fn status_cache(&self) -> &moka::future::Cache<Uuid, Arc<Observed>> {
-        &self.inner.status_cache
     }
 
     /// Writes an observation into the instance row unless a fresher one was written already

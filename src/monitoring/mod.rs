@@ -39,47 +39,12 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::clock::Clock;
 use crate::config::MonitoringConfig;
 use crate::k8s::ClusterManager;
 use crate::k8s::manifests::InstanceSpec;
 use sample::{Rejection, Sample};
 use sources::Counters;
-
-/// Where the current time comes from (tests move it by hand).
-pub trait Clock: Send + Sync {
-    /// Now.
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock that stays where it is set.
-pub struct ManualClock(Mutex<DateTime<Utc>>);
-
-impl ManualClock {
-    /// A clock at `at`.
-    pub fn new(at: DateTime<Utc>) -> Arc<Self> {
-        Arc::new(ManualClock(Mutex::new(at)))
-    }
-
-    /// Moves the clock to `at`.
-    pub fn set(&self, at: DateTime<Utc>) {
-        *self.0.lock().unwrap() = at;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
 
 /// What one collection round did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
