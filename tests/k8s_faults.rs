@@ -235,16 +235,15 @@ async fn an_api_server_restarted_with_a_new_ca_and_token_is_followed_without_a_r
             .unwrap();
     }
     // The gateway's kubeconfig still holds the old CA: the check says it is a certificate
-    // problem, not "client error (Connect)".
-    let c = poll(app, CLUSTER, &cluster, "cluster", 30, |c| {
+    // problem, not "client error (Connect)" (a check between the two servers may first find
+    // the port closed, which it names too).
+    poll(app, CLUSTER, &cluster, "cluster", 30, |c| {
         c["status"] == "DISCONNECTED"
+            && c["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("certificate") && !e.ends_with("(Connect)"))
     })
     .await;
-    let error = c["lastError"].as_str().unwrap_or_default();
-    assert!(
-        error.contains("certificate"),
-        "lastError names the certificate: {c:#}"
-    );
 
     // The kubeconfig is rewritten (new CA and token); no gateway restart.
     e.emu.write_kubeconfig(&e.kubeconfig).unwrap();
