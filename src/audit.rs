@@ -13,8 +13,13 @@ pub struct Actor {
     pub request_id: String,
 }
 
+pub mod backlog;
+
 /// One audit record, written in the same transaction as the change it describes.
+#[derive(Clone)]
 pub struct AuditEntry {
+    /// When it happened (kept when the record waits in the [`backlog`]).
+    at: chrono::DateTime<chrono::Utc>,
     actor: String,
     request_id: String,
     action: &'static str,
@@ -34,6 +39,7 @@ impl AuditEntry {
         outcome: &'static str,
     ) -> Self {
         AuditEntry {
+            at: chrono::Utc::now(),
             actor: actor.name.clone(),
             request_id: actor.request_id.clone(),
             action,
@@ -54,6 +60,7 @@ impl AuditEntry {
         outcome: &'static str,
     ) -> Self {
         AuditEntry {
+            at: chrono::Utc::now(),
             actor: actor.name.clone(),
             request_id: actor.request_id.clone(),
             action,
@@ -130,20 +137,29 @@ fn admit(e: &AuditEntry) -> bool {
 }
 
 /// Writes an audit record on a connection of its own (for refusals and failures, whose change
-/// transaction never committed). Failing to write it is logged, never hidden. Refusals are
-/// recorded once per request, and anonymous ones at a bounded rate ([`DenialGate`]).
+/// transaction never committed). Refusals are recorded once per request, and anonymous ones at a
+/// bounded rate ([`DenialGate`]). A record the database cannot take now (an outage, a full pool)
+/// waits in the [`backlog`] and is written when it answers again.
 pub async fn record_standalone(pool: &dataloaders::DbPool, e: AuditEntry) {
     if !admit(&e) {
         return;
     }
     let action = e.action;
-    match crate::db::conn(pool).await {
-        Ok(mut conn) => {
-            if let Err(err) = record(&mut conn, e).await {
-                tracing::error!(%action, error = %err, "could not write an audit record");
-            }
+    let written = match crate::db::conn(pool).await {
+        Ok(mut conn) => record(&mut conn, e.clone())
+            .await
+            .map_err(|e| e.to_string()),
+        Err(err) => Err(err.to_string()),
+    };
+    if let Err(error) = written {
+        static KEPT_LOG: crate::log_gate::LogGate = crate::log_gate::LogGate::new();
+        if let Some(count) = KEPT_LOG.admit() {
+            tracing::warn!(
+                %action, %error, count,
+                "audit records kept in memory until the database answers"
+            );
         }
-        Err(err) => tracing::error!(%action, error = %err, "could not write an audit record"),
+        backlog::keep(pool, e);
     }
 }
 
@@ -154,6 +170,7 @@ pub async fn record(
 ) -> Result<(), diesel::result::Error> {
     diesel::insert_into(audit_log::table)
         .values((
+            audit_log::at.eq(e.at),
             audit_log::actor.eq(e.actor),
             audit_log::action.eq(e.action),
             audit_log::target_type.eq(Some(e.target_type)),

@@ -30,9 +30,10 @@ pub async fn counted<F: std::future::Future>(stats: Arc<QueryStats>, fut: F) -> 
     REQUEST_STATS.scope(stats, fut).await
 }
 
-/// No connection could be taken from the pool.
+/// No connection could be taken from the pool: the database is down, or every connection is
+/// busy (`dataloaders::ReadError::Overloaded`).
 #[derive(Debug)]
-pub struct NoConnection(String);
+pub struct NoConnection(dataloaders::ReadError);
 
 impl std::fmt::Display for NoConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -43,9 +44,9 @@ impl std::fmt::Display for NoConnection {
 impl std::error::Error for NoConnection {}
 
 impl From<NoConnection> for AppError {
+    /// `UPSTREAM_UNAVAILABLE` or `OVERLOADED`, logged at a bounded rate ([`AppError::database`]).
     fn from(e: NoConnection) -> Self {
-        tracing::warn!(detail = %e.0, "database unavailable");
-        AppError::Unavailable("the database is unavailable; try again shortly".into())
+        AppError::database(e.0)
     }
 }
 
@@ -55,7 +56,7 @@ pub async fn conn(pool: &DbPool) -> Result<DbConn, NoConnection> {
     use diesel_async::AsyncConnection as _;
     let mut c = pool.get().await.map_err(|e| {
         dataloaders::pool::note_pool_error(&e);
-        NoConnection(e.to_string())
+        NoConnection(dataloaders::ReadError::from_pool(&e))
     })?;
     match REQUEST_STATS.try_with(Arc::clone) {
         Ok(stats) => c.set_instrumentation(dataloaders::pool::counting(stats)),

@@ -26,6 +26,9 @@ pub enum Code {
     Conflict,
     /// A service the gateway depends on (database, cluster, registry) is unavailable.
     UpstreamUnavailable,
+    /// Every database connection is busy while the database is healthy; `retryAfterSeconds`
+    /// says when to try again.
+    Overloaded,
     /// The operation is over a depth, complexity, alias or selection limit.
     QueryTooComplex,
     /// Introspection is off (`HIVEGRAPH_INTROSPECTION`).
@@ -50,7 +53,7 @@ pub enum Code {
 
 impl Code {
     /// Every code.
-    pub const ALL: [Code; 17] = [
+    pub const ALL: [Code; 18] = [
         Code::BadUserInput,
         Code::BadRequest,
         Code::NotFound,
@@ -58,6 +61,7 @@ impl Code {
         Code::Forbidden,
         Code::Conflict,
         Code::UpstreamUnavailable,
+        Code::Overloaded,
         Code::QueryTooComplex,
         Code::IntrospectionDisabled,
         Code::RateLimited,
@@ -80,6 +84,7 @@ impl Code {
             Code::Forbidden => "FORBIDDEN",
             Code::Conflict => "CONFLICT",
             Code::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
+            Code::Overloaded => "OVERLOADED",
             Code::QueryTooComplex => "QUERY_TOO_COMPLEX",
             Code::IntrospectionDisabled => "INTROSPECTION_DISABLED",
             Code::RateLimited => "RATE_LIMITED",
@@ -158,6 +163,9 @@ pub enum AppError {
     Conflict(String),
     /// A service the gateway depends on (database, cluster, registry) is unavailable.
     Unavailable(String),
+    /// The gateway is saturated (every database connection busy) while its dependencies are
+    /// healthy: retry after `retry_after_secs`.
+    Overloaded { retry_after_secs: u64 },
     /// A bug or an unexpected failure. The detail is logged, never returned.
     Internal(std::sync::Arc<anyhow::Error>),
 }
@@ -189,6 +197,10 @@ impl AppError {
             AppError::RateLimited {
                 retry_after_secs, ..
             } => format!("rate limit exceeded; retry in {retry_after_secs} s"),
+            AppError::Overloaded { retry_after_secs } => format!(
+                "the gateway is overloaded (every database connection is busy); retry in \
+                 {retry_after_secs} s"
+            ),
             AppError::Unauthenticated => "authentication required".into(),
             AppError::Forbidden(m) | AppError::Conflict(m) | AppError::Unavailable(m) => m.clone(),
             AppError::Internal(_) => "internal error".into(),
@@ -205,7 +217,43 @@ impl AppError {
             AppError::Forbidden(_) => Code::Forbidden,
             AppError::Conflict(_) => Code::Conflict,
             AppError::Unavailable(_) => Code::UpstreamUnavailable,
+            AppError::Overloaded { .. } => Code::Overloaded,
             AppError::Internal(_) => Code::InternalServerError,
+        }
+    }
+}
+
+/// When a client refused for overload should retry: the pool's wait is about a second.
+pub const OVERLOAD_RETRY_AFTER_SECS: u64 = 1;
+
+/// Refusals for a dead database and for a saturated pool, each logged at most once a second with
+/// the number of refusals since the previous line (a burst of 2,000 refusals is one line, not
+/// 2,000).
+static DB_DOWN_LOG: crate::log_gate::LogGate = crate::log_gate::LogGate::new();
+static OVERLOAD_LOG: crate::log_gate::LogGate = crate::log_gate::LogGate::new();
+
+impl AppError {
+    /// The error of a database read or connection that failed, logged at a bounded rate: the
+    /// one mapping from pool failures to `OVERLOADED` or `UPSTREAM_UNAVAILABLE`.
+    pub fn database(e: dataloaders::ReadError) -> Self {
+        match e {
+            dataloaders::ReadError::Unavailable(detail) => {
+                if let Some(count) = DB_DOWN_LOG.admit() {
+                    tracing::warn!(%detail, count, "database unavailable");
+                }
+                AppError::Unavailable("the database is unavailable; try again shortly".into())
+            }
+            dataloaders::ReadError::Overloaded(detail) => {
+                if let Some(count) = OVERLOAD_LOG.admit() {
+                    tracing::warn!(%detail, count, "refused: every database connection is busy");
+                }
+                AppError::Overloaded {
+                    retry_after_secs: OVERLOAD_RETRY_AFTER_SECS,
+                }
+            }
+            dataloaders::ReadError::Query(detail) => {
+                AppError::Internal(std::sync::Arc::new(anyhow::anyhow!(detail)))
+            }
         }
     }
 }
@@ -213,9 +261,9 @@ impl AppError {
 impl From<dataloaders::ReadError> for AppError {
     fn from(e: dataloaders::ReadError) -> Self {
         match e {
-            dataloaders::ReadError::Unavailable(detail) => {
-                tracing::warn!(%detail, "database unavailable");
-                AppError::Unavailable("the database is unavailable; try again shortly".into())
+            e
+            @ (dataloaders::ReadError::Unavailable(_) | dataloaders::ReadError::Overloaded(_)) => {
+                AppError::database(e)
             }
             dataloaders::ReadError::Query(detail) => {
                 AppError::Internal(std::sync::Arc::new(anyhow::anyhow!(detail)))
@@ -257,6 +305,9 @@ impl ErrorExtensions for AppError {
             {
                 ext.set("retryAfterSeconds", *retry_after_secs);
                 ext.set("limit", *limit);
+            }
+            if let AppError::Overloaded { retry_after_secs } = self {
+                ext.set("retryAfterSeconds", *retry_after_secs);
             }
         })
     }
@@ -310,6 +361,12 @@ mod tests {
                     limit: 10,
                 },
                 Code::RateLimited,
+            ),
+            (
+                AppError::Overloaded {
+                    retry_after_secs: 1,
+                },
+                Code::Overloaded,
             ),
         ];
         for (e, code) in cases {

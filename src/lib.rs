@@ -19,6 +19,7 @@ pub mod http;
 pub mod ids;
 pub mod k8s;
 pub mod keys;
+pub mod log_gate;
 pub mod metrics;
 pub mod monitoring;
 pub mod persisted;

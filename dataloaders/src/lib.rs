@@ -22,12 +22,28 @@ pub use search::{ServerOrder, ServerPosition};
 /// Errors of the read side. Messages are for logs; the GraphQL layer masks them.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReadError {
-    /// No connection could be taken from the pool (the database is unreachable or saturated).
+    /// No connection could be taken from the pool because the database is unreachable.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// No connection could be taken from the pool in time because every connection is busy
+    /// (the database itself answers).
+    #[error("database pool saturated: {0}")]
+    Overloaded(String),
     /// A statement failed.
     #[error("query failed: {0}")]
     Query(String),
+}
+
+impl ReadError {
+    /// The read error of a failure to take a pooled connection: [`ReadError::Overloaded`] when
+    /// the pool is saturated ([`pool::is_saturated`]), [`ReadError::Unavailable`] otherwise.
+    pub fn from_pool(e: &pool::PoolError) -> Self {
+        if pool::is_saturated(e) {
+            ReadError::Overloaded(e.to_string())
+        } else {
+            ReadError::Unavailable(e.to_string())
+        }
+    }
 }
 
 impl From<diesel::result::Error> for ReadError {

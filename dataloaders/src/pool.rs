@@ -14,6 +14,19 @@ use crate::ReadError;
 pub type DbPool = Pool<AsyncPgConnection>;
 /// One pooled connection.
 pub type DbConn = Object<AsyncPgConnection>;
+/// Why no connection could be taken from the pool.
+pub type PoolError = diesel_async::pooled_connection::deadpool::PoolError;
+
+/// Whether a pool error means "every connection is busy" rather than "the database is down":
+/// the wait for a free slot ran out. A dead database fails connection creation instead (an error
+/// from the backend, or the create timeout), so this is the one place that tells overload from
+/// outage.
+pub fn is_saturated(e: &PoolError) -> bool {
+    matches!(
+        e,
+        deadpool::managed::PoolError::Timeout(deadpool::managed::TimeoutType::Wait)
+    )
+}
 
 /// Counts the SQL statements one request issues. Shared by every connection the request uses.
 #[derive(Debug, Default)]
@@ -156,7 +169,7 @@ impl Reader {
     pub async fn conn(&self) -> Result<DbConn, ReadError> {
         let mut conn = self.pool.get().await.map_err(|e| {
             note_pool_error(&e);
-            ReadError::Unavailable(e.to_string())
+            ReadError::from_pool(&e)
         })?;
         conn.set_instrumentation(CountStatements(
             self.stats.clone(),

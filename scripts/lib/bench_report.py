@@ -97,6 +97,8 @@ def main():
          (sync or {}).get("sync_10k_seconds"), lambda v: v is not None and v < 3),
         (f"{(fanout or {}).get('fanout_subscribers', 10000)} subscribers, p99 delivery under 250 ms",
          (fanout or {}).get("fanout_p99_ms"), lambda v: v is not None and v < 250),
+        ("an idle websocket costs at most 16 KiB of gateway memory",
+         (fanout or {}).get("idle_socket_bytes"), lambda v: v is not None and v <= 16384),
     ]
     checked = []
     for name, value, ok in targets:
@@ -113,6 +115,7 @@ def main():
         "fanout_p99_ms": (fanout or {}).get("fanout_p99_ms"),
         "fanout_bytes_per_subscriber": (fanout or {}).get("fanout_bytes_per_subscriber",
                                                           (fanout or {}).get("bytes_per_subscriber")),
+        "idle_socket_bytes": (fanout or {}).get("idle_socket_bytes"),
         "sync_10k_seconds": (sync or {}).get("sync_10k_seconds"),
         "sync_10k_peak_rss_mb": (sync or {}).get("sync_10k_peak_rss_mb"),
         "quick": a.quick == "true",

@@ -15,7 +15,7 @@ from pathlib import Path
 # Lowest first. A module may import its own layer and the ones before it.
 LAYERS = [
     # foundations: no domain knowledge
-    ["error", "ids", "clock", "validate", "config", "db", "telemetry", "metrics", "changes", "persisted"],
+    ["error", "ids", "clock", "validate", "config", "db", "telemetry", "metrics", "changes", "persisted", "log_gate"],
     # who is asking, what they may see, secrets at rest, the audit trail
     ["auth", "authz", "audit", "secrets", "keys"],
     # caches (every cache goes through `cache`) and the change fan-out that invalidates them

@@ -600,6 +600,7 @@ async fn websocket(state: AppState, req: Request) -> Response {
     upgrade
         .max_message_size(max_message)
         .max_frame_size(max_message)
+        .read_buffer_size(super::ws::READ_BUFFER_BYTES)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| super::ws::serve(socket, protocol, state))
 }

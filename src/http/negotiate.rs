@@ -78,6 +78,31 @@ fn has_code(r: &GqlResponse, code: &str) -> bool {
     })
 }
 
+/// The `retryAfterSeconds` of a response refused as a whole for overload: no data came out
+/// (`data` null, or every root field null) and every error is `OVERLOADED`.
+fn overload_refusal(r: &GqlResponse) -> Option<u64> {
+    let no_data = match &r.data {
+        async_graphql::Value::Null => true,
+        async_graphql::Value::Object(m) => m.values().all(|v| *v == async_graphql::Value::Null),
+        _ => false,
+    };
+    if !no_data || r.errors.is_empty() {
+        return None;
+    }
+    r.errors.iter().try_fold(0u64, |most, e| {
+        let ext = e.extensions.as_ref()?;
+        if ext.get("code")? != &async_graphql::Value::from(crate::error::Code::Overloaded.as_str())
+        {
+            return None;
+        }
+        let after = match ext.get("retryAfterSeconds") {
+            Some(async_graphql::Value::Number(n)) => n.as_u64().unwrap_or(1),
+            _ => 1,
+        };
+        Some(most.max(after))
+    })
+}
+
 /// One response as JSON, without `data` when the request did not execute.
 fn to_json(r: &GqlResponse) -> serde_json::Value {
     let mut v = serde_json::to_value(r).unwrap_or_default();
@@ -91,6 +116,14 @@ fn to_json(r: &GqlResponse) -> serde_json::Value {
 
 /// The HTTP answer to a GraphQL response, in `media`.
 pub fn answer(resp: BatchResponse, media: MediaType) -> Response {
+    let refused_for = match &resp {
+        BatchResponse::Single(r) => overload_refusal(r),
+        BatchResponse::Batch(rs) if rs.is_empty() => None,
+        BatchResponse::Batch(rs) => rs
+            .iter()
+            .map(overload_refusal)
+            .try_fold(0, |most, r| Some(most.max(r?))),
+    };
     let (status, body, headers) = match &resp {
         BatchResponse::Single(r) => {
             let status = match media {
@@ -118,6 +151,13 @@ pub fn answer(resp: BatchResponse, media: MediaType) -> Response {
     }
     out.headers_mut()
         .insert(header::CONTENT_TYPE, media.header_value());
+    if let Some(after) = refused_for {
+        // The whole request was refused because the gateway is saturated: say so at the HTTP
+        // level too, so that proxies and clients back off.
+        *out.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        out.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(after.max(1)));
+    }
     out
 }
 

@@ -56,6 +56,10 @@ pub const DUPLICATE_ID: u16 = 4409;
 pub const TOO_MANY_INITS: u16 = 4429;
 /// Close code: the gateway is restarting; reconnect.
 pub const SERVICE_RESTART: u16 = 1012;
+/// The read buffer of a socket. tungstenite's default (128 KiB) is zero-filled on every read,
+/// so each idle socket held about 115 KB of resident memory; messages larger than this still
+/// arrive whole (the buffer grows to a frame's announced length, up to the message limit).
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Longest close reason sent, in bytes (a control frame holds 125 bytes, 2 are the code).
 pub const MAX_REASON_BYTES: usize = 123;
 

@@ -104,8 +104,11 @@ impl ClusterManager {
         context: Option<&str>,
         in_cluster: bool,
     ) -> AppResult<Clients> {
+        // The source first: a file rewritten while it is read then changes the source again.
+        let kubeconfig = self.inner.cfg.kubeconfig.as_deref();
+        let source = super::sources::source_of_config(context, in_cluster, kubeconfig);
         let base = self.kube_config(context, in_cluster).await?;
-        self.clients_from(base, source_of_config(context, in_cluster))
+        self.clients_from(base, source)
     }
 
     /// The clients of a registered cluster: from its stored credentials when it has some, else
@@ -171,22 +174,7 @@ impl ClusterManager {
         let info = match c.apiserver_version().await {
             Ok(i) => i,
             Err(e) => {
-                let (status, msg) = match api_code(&e) {
-                    Some(401) => (
-                        ClusterStatus::Unauthorized,
-                        "the API server rejected the credentials (401 Unauthorized)".to_string(),
-                    ),
-                    Some(code) => (
-                        ClusterStatus::Disconnected,
-                        format!("the API server answered /version with HTTP {code}"),
-                    ),
-                    None => (
-                        ClusterStatus::Disconnected,
-                        format!("the API server is unreachable: {e}"),
-                    ),
-                };
-                out.status = status;
-                out.error = Some(msg);
+                (out.status, out.error) = unreachable(&e);
                 return out;
             }
         };
@@ -215,12 +203,11 @@ impl ClusterManager {
                 }
                 out.capabilities.sort();
             }
-            Err(e) if api_code(&e) == Some(401) => {
-                out.status = ClusterStatus::Unauthorized;
-                out.error = Some("the API server rejected the credentials (401)".into());
+            Err(e) if reach::is_unauthorized(&e) => {
+                (out.status, out.error) = unreachable(&e);
                 return out;
             }
-            Err(e) => out.error = Some(format!("API discovery failed: {e}")),
+            Err(e) => out.error = Some(format!("API discovery failed: {}", reach::describe(&e))),
         }
         if out
             .capabilities
@@ -241,18 +228,14 @@ impl ClusterManager {
 
         out.access_level = match self.access_level(clients).await {
             Ok(a) => a,
-            Err(e) if api_code(&e) == Some(401) => {
-                out.status = ClusterStatus::Unauthorized;
-                out.error = Some("the API server rejected the credentials (401)".into());
-                return out;
-            }
-            Err(e) if is_transient(&e) && api_code(&e).is_none() => {
-                out.status = ClusterStatus::Disconnected;
-                out.error = Some(format!("the API server is unreachable: {e}"));
+            Err(e)
+                if reach::is_unauthorized(&e) || (is_transient(&e) && api_code(&e).is_none()) =>
+            {
+                (out.status, out.error) = unreachable(&e);
                 return out;
             }
             Err(e) => {
-                out.error = Some(format!("access review failed: {e}"));
+                out.error = Some(format!("access review failed: {}", reach::describe(&e)));
                 AccessLevel::ReadOnly
             }
         };
@@ -362,10 +345,20 @@ impl ClusterManager {
     }
 
     pub(super) async fn check_and_store(&self, row: &ClusterRow) -> AppResult<ClusterRow> {
+        let check = self.current_check(row).await;
+        self.note_reachability(row.id, check.status, check.error.as_deref())
+            .await;
+        store::update_cluster_check(&self.inner.pool, row.id, &check)
+            .await?
+            .ok_or(AppError::NotFound("cluster"))
+    }
+
+    /// Checks `row`'s cluster with its current clients (or says why there are none).
+    async fn current_check(&self, row: &ClusterRow) -> ClusterCheck {
         let clients = match self.clients(row).await {
             Ok(c) => c,
             Err(e) => {
-                let check = ClusterCheck {
+                return ClusterCheck {
                     status: ClusterStatus::Disconnected,
                     version: None,
                     capabilities: vec![],
@@ -374,9 +367,6 @@ impl ClusterManager {
                     simulated: row.simulated,
                     error: Some(e.public_message()),
                 };
-                return store::update_cluster_check(&self.inner.pool, row.id, &check)
-                    .await?
-                    .ok_or(AppError::NotFound("cluster"));
             }
         };
         let mut check = self.check(&clients).await;
@@ -389,9 +379,7 @@ impl ClusterManager {
                 self.inner.min_version.0, self.inner.min_version.1
             ));
         }
-        store::update_cluster_check(&self.inner.pool, row.id, &check)
-            .await?
-            .ok_or(AppError::NotFound("cluster"))
+        check
     }
 
     /// `refreshCluster`: rebuilds the clients (the kubeconfig may have changed) and checks again.
@@ -400,16 +388,26 @@ impl ClusterManager {
         let row = store::cluster(&self.inner.pool, id)
             .await?
             .ok_or(AppError::NotFound("cluster"))?;
-        self.inner.clients.lock().unwrap().remove(&id);
+        // New clients for everyone: the check below, and watches restarted with them (watchers,
+        // drivers and collectors ask for the clients again on their next attempt).
+        self.forget_cluster(id).await;
         self.check_and_store(&row).await
     }
 }
 
-/// The source of clients built from the gateway's kubeconfig or in-cluster identity.
-pub(super) fn source_of_config(context: Option<&str>, in_cluster: bool) -> String {
-    match (in_cluster, context) {
-        (true, _) => "in-cluster".into(),
-        (false, Some(c)) => format!("context:{c}"),
-        (false, None) => "context".into(),
+/// The status and `lastError` of a cluster whose API server failed a check with `e`: rejected
+/// credentials (401/403) make it UNAUTHORIZED, anything else (an untrusted certificate, no
+/// connection, a server error) DISCONNECTED; the message names the certificate or the code.
+fn unreachable(e: &kube::Error) -> (ClusterStatus, Option<String>) {
+    match reach::classify(e) {
+        reach::Failure::Credentials => (ClusterStatus::Unauthorized, Some(reach::describe(e))),
+        reach::Failure::Certificate => (ClusterStatus::Disconnected, Some(reach::describe(e))),
+        reach::Failure::Transport => (
+            ClusterStatus::Disconnected,
+            Some(match api_code(e) {
+                Some(code) => format!("the API server answered with HTTP {code}"),
+                None => format!("the API server is unreachable: {}", reach::describe(e)),
+            }),
+        ),
     }
 }

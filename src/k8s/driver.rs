@@ -3,7 +3,11 @@
 //! cancelled. Every step is recorded with its timestamp and logged to `deployment_logs`.
 //!
 //! Kubernetes outages are waited out (the operation's deadline still applies); permanent API
-//! errors (invalid object, forbidden) fail the operation with the Kubernetes reason.
+//! errors (invalid object, forbidden) fail the operation with the Kubernetes reason. A database
+//! outage is waited out too: the driver keeps its lease (renewing it as soon as the database
+//! answers) and resumes the operation at once, instead of leaving it to lease expiry. While the
+//! API server is unreachable the driver asks for the cluster's clients again on every retry, so
+//! new credentials or a new CA are picked up within one retry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,13 +35,27 @@ enum Stop {
     Lost,
     /// The operation failed: (reason, message).
     Failed(String, String),
+    /// The database did not answer: wait for it and resume.
+    Database,
 }
 
 impl From<crate::error::AppError> for Stop {
     fn from(e: crate::error::AppError) -> Self {
-        tracing::warn!(error = ?e, "driver: database error");
-        Stop::Lost
+        tracing::warn!(error = ?e, "driver: database error; resuming when it answers");
+        Stop::Database
     }
+}
+
+/// How many times one driver resumes after a database error before it leaves the operation
+/// to lease expiry (a database that answers the lease but keeps failing the operation).
+const MAX_RESUMES: u32 = 20;
+
+/// What one pass of the driver ended with.
+enum Pass {
+    /// Finished, failed, lost or not ours: nothing more to do here.
+    Over,
+    /// The database failed us; the lease is still ours once it answers.
+    Interrupted,
 }
 
 struct Driver {
@@ -53,56 +71,64 @@ struct Driver {
     last_reason: String,
 }
 
-/// Drives operation `id` if this process can take its lease.
+/// Drives operation `id` if this process can take its lease; a database outage interrupts it
+/// only until the database answers again.
 pub async fn drive(mgr: ClusterManager, id: Uuid) {
+    for _ in 0..=MAX_RESUMES {
+        match drive_once(&mgr, id).await {
+            Pass::Over => return,
+            Pass::Interrupted => {
+                if !wait_for_database(&mgr, id).await {
+                    return;
+                }
+                tracing::info!(op = %id, "driver: database back; resuming the operation");
+            }
+        }
+    }
+}
+
+/// Waits until the database answers, then renews the lease: true when the lease is still ours.
+async fn wait_for_database(mgr: &ClusterManager, id: Uuid) -> bool {
+    let inner = mgr.inner();
+    let lease = chrono::Duration::seconds(inner.cfg.lease_seconds.max(1) as i64);
+    let mut pause = Duration::from_millis(100);
+    loop {
+        if !mgr.pause(pause).await {
+            return false;
+        }
+        match store::renew(&inner.pool, id, &inner.owner, lease).await {
+            Ok(held) => return held,
+            Err(_) => pause = (pause * 2).min(Duration::from_millis(500)),
+        }
+    }
+}
+
+async fn drive_once(mgr: &ClusterManager, id: Uuid) -> Pass {
+    let mgr = mgr.clone();
     let inner = mgr.inner().clone();
     let lease = chrono::Duration::seconds(inner.cfg.lease_seconds.max(1) as i64);
     let op = match store::claim(&inner.pool, id, &inner.owner, lease).await {
         Ok(Some(op)) => op,
-        _ => return,
+        Ok(None) => return Pass::Over,
+        Err(_) => return Pass::Interrupted,
     };
-    let Ok(Some(inst)) = store::instance(&inner.pool, op.instance_id).await else {
-        let _ = store::finish(
-            &inner.pool,
-            id,
-            &inner.owner,
-            Some(("InstanceMissing", "the instance record is gone")),
-        )
-        .await;
-        return;
-    };
-    let clients = loop {
-        match mgr.clients_of(inst.cluster_id).await {
-            Ok(c) => break c,
-            Err(crate::error::AppError::NotFound(_)) => {
-                let _ = store::finish(
-                    &inner.pool,
-                    id,
-                    &inner.owner,
-                    Some(("ClusterMissing", "the cluster is no longer registered")),
-                )
-                .await;
-                return;
-            }
-            // This process lacks the key that sealed the cluster's credentials (a rotation in
-            // progress): give the lease back so that a process holding the key drives it.
-            Err(e) if e.public_message() == super::credentials::UNOPENED => {
-                let _ = store::release(&inner.pool, id, &inner.owner).await;
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = ?e, "driver: no client yet");
-                if !mgr.pause(Duration::from_secs(1)).await {
-                    return;
-                }
-                if !matches!(
-                    store::renew(&inner.pool, id, &inner.owner, lease).await,
-                    Ok(true)
-                ) {
-                    return;
-                }
-            }
+    let inst = match store::instance(&inner.pool, op.instance_id).await {
+        Ok(Some(inst)) => inst,
+        Err(_) => return Pass::Interrupted,
+        Ok(None) => {
+            let _ = store::finish(
+                &inner.pool,
+                id,
+                &inner.owner,
+                Some(("InstanceMissing", "the instance record is gone")),
+            )
+            .await;
+            return Pass::Over;
         }
+    };
+    let clients = match clients_for(&mgr, id, inst.cluster_id, lease).await {
+        Ok(c) => c,
+        Err(pass) => return pass,
     };
     let deadline = op.started_at
         + chrono::Duration::seconds(inner.cfg.operation_timeout_seconds.max(1) as i64);
@@ -121,16 +147,66 @@ pub async fn drive(mgr: ClusterManager, id: Uuid) {
     let result = d.run().await;
     d.record(&result);
     match result {
-        Ok(()) => {}
-        Err(Stop::Lost) => d.after_cancel().await,
+        Ok(()) => Pass::Over,
+        Err(Stop::Lost) => {
+            d.after_cancel().await;
+            Pass::Over
+        }
+        Err(Stop::Database) => Pass::Interrupted,
         Err(Stop::Failed(reason, message)) => {
-            let _ = store::finish(
+            match store::finish(
                 &d.mgr.inner().pool,
                 d.op.id,
                 &d.mgr.inner().owner,
                 Some((&reason, &message)),
             )
-            .await;
+            .await
+            {
+                Ok(_) => Pass::Over,
+                Err(_) => Pass::Interrupted,
+            }
+        }
+    }
+}
+
+/// The clients of the operation's cluster, waiting (lease renewed) while they cannot be built.
+async fn clients_for(
+    mgr: &ClusterManager,
+    id: Uuid,
+    cluster: Uuid,
+    lease: chrono::Duration,
+) -> Result<Clients, Pass> {
+    let inner = mgr.inner();
+    loop {
+        match mgr.clients_of(cluster).await {
+            Ok(c) => return Ok(c),
+            Err(crate::error::AppError::NotFound(_)) => {
+                let _ = store::finish(
+                    &inner.pool,
+                    id,
+                    &inner.owner,
+                    Some(("ClusterMissing", "the cluster is no longer registered")),
+                )
+                .await;
+                return Err(Pass::Over);
+            }
+            // This process lacks the key that sealed the cluster's credentials (a rotation in
+            // progress): give the lease back so that a process holding the key drives it.
+            Err(e) if e.public_message() == super::credentials::UNOPENED => {
+                let _ = store::release(&inner.pool, id, &inner.owner).await;
+                return Err(Pass::Over);
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, "driver: no client yet");
+                if !mgr.pause(Duration::from_secs(1)).await {
+                    return Err(Pass::Over);
+                }
+                match store::renew(&inner.pool, id, &inner.owner, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => return Err(Pass::Over),
+                    Err(_) => return Err(Pass::Interrupted),
+                }
+            }
         }
     }
 }
@@ -141,7 +217,7 @@ impl Driver {
         let outcome = match result {
             Ok(()) => "succeeded",
             Err(Stop::Failed(..)) => "failed",
-            Err(Stop::Lost) => return,
+            Err(Stop::Lost) | Err(Stop::Database) => return,
         };
         let kind = self.op.operation.as_db_str();
         crate::metrics::operation_finished(kind, outcome, self.op.started_at);
@@ -217,26 +293,32 @@ impl Driver {
     }
 
     /// Runs `f` until it succeeds, retrying transient Kubernetes errors (outages) until the
-    /// deadline; a permanent error fails the operation.
+    /// deadline; a permanent error fails the operation. `f` gets the cluster's current API
+    /// client on every attempt: after a connection, TLS or 401 failure the clients are asked for
+    /// again, so changed credentials or CA are used from the next attempt on.
     async fn retry<T, F, Fut>(&mut self, what: &str, mut f: F) -> Result<T, Stop>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(kube::Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, kube::Error>>,
     {
         let mut delay = Duration::from_millis(200);
         loop {
             self.keep_lease().await?;
-            match f().await {
+            match f(self.clients.api.clone()).await {
                 Ok(v) => return Ok(v),
-                Err(e) if is_transient(&e) => {
+                Err(e) if is_transient(&e) || super::reach::is_unauthorized(&e) => {
                     if !self.outage_logged {
                         self.outage_logged = true;
-                        let msg = format!("Kubernetes API unavailable ({e}); retrying");
+                        let msg = format!(
+                            "Kubernetes API unavailable ({}); retrying",
+                            super::reach::describe(&e)
+                        );
                         self.step(what, "retrying", Some(&msg)).await?;
                     }
                     if !self.mgr.pause(delay).await {
                         return Err(Stop::Lost);
                     }
+                    self.refresh_clients().await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
@@ -244,6 +326,14 @@ impl Driver {
                     return Err(Stop::Failed(reason, format!("{what}: {message}")));
                 }
             }
+        }
+    }
+
+    /// Asks for the cluster's clients again (rebuilt when its kubeconfig or credentials
+    /// changed).
+    async fn refresh_clients(&mut self) {
+        if let Ok(c) = self.mgr.clients_of(self.inst.cluster_id).await {
+            self.clients = c;
         }
     }
 
@@ -291,11 +381,15 @@ impl Driver {
             + std::fmt::Debug,
         <K as kube::Resource>::DynamicType: Default,
     {
-        let api: Api<K> = Api::namespaced(self.clients.api.clone(), self.ns());
-        let pp = PatchParams::apply(manifests::FIELD_MANAGER).force();
-        let name = name.to_string();
-        let patch = Patch::Apply(obj);
-        let out = self.retry(step, || api.patch(&name, &pp, &patch)).await?;
+        let ns = self.ns().to_string();
+        let pp = &PatchParams::apply(manifests::FIELD_MANAGER).force();
+        let patch = &Patch::Apply(obj);
+        let out = self
+            .retry(step, |c| {
+                let api: Api<K> = Api::namespaced(c, &ns);
+                async move { api.patch(name, pp, patch).await }
+            })
+            .await?;
         Ok(out)
     }
 
@@ -308,9 +402,13 @@ impl Driver {
         if let Some(secret) = &spec.secret_name
             && !self.step_done("check-secret")
         {
-            let api: Api<Secret> = Api::namespaced(self.clients.api.clone(), &ns);
-            let s = secret.clone();
-            let found = self.retry("check-secret", || api.get_opt(&s)).await?;
+            let s = &secret.clone();
+            let found = self
+                .retry("check-secret", |c| {
+                    let api: Api<Secret> = Api::namespaced(c, &ns);
+                    async move { api.get_opt(s).await }
+                })
+                .await?;
             if found.is_none() {
                 return Err(Stop::Failed(
                     "SecretMissing".into(),
@@ -406,11 +504,15 @@ impl Driver {
     }
 
     async fn merge_patch(&mut self, step: &str, patch: Value) -> Result<(), Stop> {
-        let api: Api<Deployment> = Api::namespaced(self.clients.api.clone(), self.ns());
-        let pp = PatchParams::apply(manifests::FIELD_MANAGER);
-        let name = self.name().to_string();
-        let patch = Patch::Merge(&patch);
-        let d = self.retry(step, || api.patch(&name, &pp, &patch)).await?;
+        let (ns, name) = (self.ns().to_string(), &self.name().to_string());
+        let pp = &PatchParams::apply(manifests::FIELD_MANAGER);
+        let patch = &Patch::Merge(&patch);
+        let d = self
+            .retry(step, |c| {
+                let api: Api<Deployment> = Api::namespaced(c, &ns);
+                async move { api.patch(name, pp, patch).await }
+            })
+            .await?;
         self.min_generation = d.metadata.generation.unwrap_or(0);
         self.invalidate().await;
         Ok(())
@@ -529,9 +631,14 @@ impl Driver {
             return self.rollback_operator().await;
         }
         let to = self.op.parameters["toRevision"].as_i64().unwrap_or(0);
-        let rs_api: Api<ReplicaSet> = Api::namespaced(self.clients.api.clone(), self.ns());
-        let lp = ListParams::default().labels(&manifests::selector(self.inst.id));
-        let list = self.retry("rollback", || rs_api.list(&lp)).await?;
+        let ns = self.ns().to_string();
+        let lp = &ListParams::default().labels(&manifests::selector(self.inst.id));
+        let list = self
+            .retry("rollback", |c| {
+                let rs_api: Api<ReplicaSet> = Api::namespaced(c, &ns);
+                async move { rs_api.list(lp).await }
+            })
+            .await?;
         let target = list.items.into_iter().find(|r| {
             r.metadata
                 .annotations
@@ -549,12 +656,19 @@ impl Driver {
         if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
             labels.remove("pod-template-hash");
         }
-        let api: Api<Deployment> = Api::namespaced(self.clients.api.clone(), self.ns());
+        let ns = self.ns().to_string();
         let name = self.name().to_string();
         let mut attempts = 0;
         let d = loop {
             attempts += 1;
-            let mut d = self.retry("rollback", || api.get(&name)).await?;
+            let mut d = self
+                .retry("rollback", |c| {
+                    let api: Api<Deployment> = Api::namespaced(c, &ns);
+                    let name = name.clone();
+                    async move { api.get(&name).await }
+                })
+                .await?;
+            let api: Api<Deployment> = Api::namespaced(self.clients.api.clone(), &ns);
             d.spec.template = template.clone();
             d.spec.paused = Some(false);
             d.metadata.managed_fields = None;
@@ -594,11 +708,10 @@ impl Driver {
         if spec.is_operator() {
             return self.delete_operator(&spec).await;
         }
-        let (c, ns, name) = (self.clients.api.clone(), self.ns(), self.name());
-        let (ns, name, id) = (ns.to_string(), name.to_string(), self.inst.id);
-        let (c, ns_r, name_r, spec_r) = (&c, &ns, &name, &spec);
-        self.retry("delete-objects", || {
-            delete_owned(c, ns_r, name_r, id, spec_r)
+        let (ns, name, id) = (self.ns().to_string(), self.name().to_string(), self.inst.id);
+        let (ns_r, name_r, spec_r) = (&ns, &name, &spec);
+        self.retry("delete-objects", |c| async move {
+            delete_owned(&c, ns_r, name_r, id, spec_r).await
         })
         .await?;
         self.invalidate().await;
@@ -645,12 +758,16 @@ impl Driver {
                 }
                 Ok(Some(o))
             }
-            Err(e) if is_transient(&e) => {
+            Err(e) if is_transient(&e) || super::reach::is_unauthorized(&e) => {
                 if !self.outage_logged {
                     self.outage_logged = true;
-                    let msg = format!("Kubernetes API unavailable ({e}); waiting");
+                    let msg = format!(
+                        "Kubernetes API unavailable ({}); waiting",
+                        super::reach::describe(&e)
+                    );
                     self.step("wait", "retrying", Some(&msg)).await?;
                 }
+                self.refresh_clients().await;
                 Ok(None)
             }
             Err(e) => {

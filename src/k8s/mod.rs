@@ -25,7 +25,10 @@ mod logs;
 pub mod manifests;
 pub mod operator;
 pub mod ownership;
+pub mod reach;
 mod registration;
+mod sources;
+pub mod staleness;
 pub mod store;
 mod tasks;
 mod upgrade;
@@ -137,6 +140,8 @@ pub(crate) struct Inner {
     logs_cache: DomainCache<LogKey, Arc<PodLogs>>,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// Clusters found unreachable, and since when (instance health goes stale).
+    pub(crate) outages: staleness::Outages,
 }
 
 /// Most lines `Instance.logs` may ask for.
@@ -262,6 +267,7 @@ impl ClusterManager {
                 background: Mutex::new(Vec::new()),
                 applied_rv: Mutex::new(HashMap::new()),
                 stopping: tokio::sync::watch::channel(false).0,
+                outages: Default::default(),
                 cfg,
             }),
         })
@@ -278,7 +284,8 @@ impl ClusterManager {
 
     /// Writes an observation into the instance row unless a fresher one was written already
     /// (observations of a missing Deployment are confirmed by their callers and always count).
-    /// Returns whether the observation was current.
+    /// Returns false only when the database did not take it (the caller derives it again
+    /// later); a stale observation is dropped and counts as done.
     /// `deployed_before`: the observer knew the instance deployed before it looked (see
     /// `store::apply_observation`).
     pub(crate) async fn record(
@@ -292,7 +299,7 @@ impl ClusterManager {
             let mut seen = self.inner.applied_rv.lock().unwrap();
             let last = seen.entry(id).or_insert(0);
             if !o.missing && o.rv != 0 && o.rv < *last {
-                return false;
+                return true;
             }
             *last = if o.missing { 0 } else { o.rv.max(*last) };
         }
@@ -300,6 +307,7 @@ impl ClusterManager {
             store::apply_observation(&self.inner.pool, id, o, scaling, deployed_before).await
         {
             tracing::warn!(error = ?e, %id, "instance update failed");
+            return false;
         }
         true
     }

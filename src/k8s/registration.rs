@@ -16,8 +16,8 @@ use dataloaders::enums::ClusterStatus;
 use dataloaders::models::ClusterRow;
 use uuid::Uuid;
 
-use super::clusters::source_of_config;
 use super::credentials::{self, Credentials, CredentialsInput};
+use super::sources::source_of_config;
 use super::store::{self, ClusterCheck};
 use super::{Clients, ClusterInput, ClusterManager, ClusterUpdate};
 use crate::audit::Actor;
@@ -109,7 +109,11 @@ impl ClusterManager {
                 Ok((creds.fingerprint(), Some(creds)))
             }
             None => Ok((
-                source_of_config(row.context.as_deref(), row.in_cluster),
+                source_of_config(
+                    row.context.as_deref(),
+                    row.in_cluster,
+                    self.inner.cfg.kubeconfig.as_deref(),
+                ),
                 None,
             )),
         }
@@ -332,6 +336,7 @@ impl ClusterManager {
                 Err(_) => continue,
             };
             if current.as_deref() != Some(source.as_str()) {
+                tracing::info!(%cluster, "the cluster's credentials changed; restarting its watches");
                 done.insert(cluster);
                 self.forget_cluster(cluster).await;
             }

@@ -3,6 +3,11 @@
 //! `410 Gone` makes the watcher relist on its own. Every event invalidates the cached status of
 //! the instance it concerns; a debounce tick then re-derives the instance from the stores, writes
 //! its row when something changed, and wakes the operation driving it.
+//!
+//! Nothing is lost to a database outage: an instance whose re-derivation could not be read or
+//! written stays dirty and is derived again on the next tick, and the "everything may have
+//! changed" pass after a (re)list is retried until the database answers. A watch failing while
+//! its cluster's kubeconfig or credentials changed hands over to a watch with new clients.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -150,6 +155,11 @@ async fn run(
     let mut ticks: u64 = 0;
     let mut stopping = mgr.inner().stopping.subscribe();
     let mut last_error_log = std::time::Instant::now() - Duration::from_secs(60);
+    // A (re)list finished: every live instance of the namespace is to be derived again.
+    let mut resync = false;
+    // The first list of this watch: its clients may be new (credentials changed, an API server
+    // restarted), whose resource versions need not follow those seen before.
+    let mut first_list = true;
     loop {
         tokio::select! {
             _ = stopping.changed() => break,
@@ -167,7 +177,7 @@ async fn run(
                     ready[kind as usize] = true;
                     synced.store(ready.iter().all(|r| *r), Ordering::SeqCst);
                     // Anything may have changed while we were not watching.
-                    dirty.extend(live_here(&mgr, cluster, &ns).await);
+                    resync = true;
                 }
                 Some(Ok(Touch::None)) => {}
                 Some(Err((what, e))) => {
@@ -175,24 +185,47 @@ async fn run(
                     crate::metrics::watch_restarted(&clients.endpoint);
                     if last_error_log.elapsed() > Duration::from_secs(10) {
                         last_error_log = std::time::Instant::now();
-                        tracing::warn!(%cluster, namespace = %ns, %what, error = %e,
+                        tracing::warn!(%cluster, namespace = %ns, %what,
+                            error = %describe_watch_error(&e),
                             "watch failed; retrying with backoff");
+                    }
+                    if mgr.source_changed(cluster, &clients.source).await {
+                        tracing::info!(%cluster, namespace = %ns,
+                            "the cluster's kubeconfig or credentials changed; watching with new clients");
+                        let mgr = mgr.clone();
+                        tokio::spawn(async move { mgr.forget_cluster(cluster).await });
+                        break;
                     }
                 }
             },
             _ = tick.tick() => {
                 ticks += 1;
                 // The ToolHive operator's workloads are not watched (they carry its labels, not
-                // the gateway's): every instance here is re-read every 20 ticks (3 s).
-                if ticks.is_multiple_of(20) {
-                    dirty.extend(live_here(&mgr, cluster, &ns).await);
+                // the gateway's): every live instance here is re-read every 20 ticks (3 s).
+                if ticks.is_multiple_of(20) && !first_list {
+                    resync = true;
+                }
+                if resync && mark_live(&mgr, cluster, &ns, &mut dirty, first_list).await {
+                    resync = false;
+                    first_list = false;
                 }
                 // Only with every store listed: a missing Deployment must mean "deleted".
                 if ready.iter().all(|r| *r) && !dirty.is_empty() {
                     let ids: Vec<Uuid> = dirty.drain().collect();
-                    for id in ids {
-                        refresh(&mgr, &clients, cluster, &ns, id, &d_store, &p_store, &e_store)
-                            .await;
+                    for (i, id) in ids.iter().enumerate() {
+                        let ctx = (&mgr, &clients, cluster, ns.as_str());
+                        match refresh(ctx, *id, &d_store, &p_store, &e_store).await {
+                            Derived::Done => {}
+                            // The API did not confirm an absence: this one again next tick.
+                            Derived::Retry => {
+                                dirty.insert(*id);
+                            }
+                            // The database did not answer: all of these again next tick.
+                            Derived::DatabaseDown => {
+                                dirty.extend(ids[i..].iter().copied());
+                                break;
+                            }
+                        }
                     }
                 }
             }
@@ -201,19 +234,47 @@ async fn run(
     synced.store(false, Ordering::SeqCst);
 }
 
-/// The live instances of `(cluster, ns)`, their cached statuses invalidated.
-async fn live_here(mgr: &ClusterManager, cluster: Uuid, ns: &str) -> Vec<Uuid> {
+/// Marks every live instance of `(cluster, ns)` dirty (after the watch's first list, also
+/// forgetting the resource versions recorded for them); false when the database did not answer.
+async fn mark_live(
+    mgr: &ClusterManager,
+    cluster: Uuid,
+    ns: &str,
+    dirty: &mut HashSet<Uuid>,
+    first_list: bool,
+) -> bool {
     let Ok(live) = store::live_instances(&mgr.inner().pool).await else {
-        return vec![];
+        return false;
     };
-    let mut out = Vec::new();
     for (id, c, n, _) in live {
         if c == cluster && n == ns {
             mgr.inner().status_cache.invalidate(&id).await;
-            out.push(id);
+            if first_list {
+                mgr.inner().applied_rv.lock().unwrap().remove(&id);
+            }
+            dirty.insert(id);
         }
     }
-    out
+    true
+}
+
+/// How deriving one instance went.
+enum Derived {
+    Done,
+    /// The API did not answer a confirmation; derive it again.
+    Retry,
+    /// The database did not answer; derive it and the rest again.
+    DatabaseDown,
+}
+
+/// A watch error in words (the certificate or the status code, not "client error (Connect)").
+fn describe_watch_error(e: &watcher::Error) -> String {
+    match e {
+        watcher::Error::InitialListFailed(k)
+        | watcher::Error::WatchStartFailed(k)
+        | watcher::Error::WatchFailed(k) => super::reach::describe(k),
+        other => other.to_string(),
+    }
 }
 
 /// The instances an event is about (through the Deployment, pod or ReplicaSet it names).
@@ -247,26 +308,22 @@ fn event_instances(
     id.into_iter().collect()
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one argument per piece of the watch loop's state; a struct would only rename them"
-)]
+/// Derives instance `id` from the stores and records it.
 async fn refresh(
-    mgr: &ClusterManager,
-    clients: &Clients,
-    cluster: Uuid,
-    ns: &str,
+    (mgr, clients, cluster, ns): (&ClusterManager, &Clients, Uuid, &str),
     id: Uuid,
     d_store: &Store<Deployment>,
     p_store: &Store<Pod>,
     e_store: &Store<Event>,
-) {
+) -> Derived {
     let pool = &mgr.inner().pool;
-    let Ok(Some(inst)) = store::instance(pool, id).await else {
-        return;
+    let inst = match store::instance(pool, id).await {
+        Ok(Some(inst)) => inst,
+        Ok(None) => return Derived::Done,
+        Err(_) => return Derived::DatabaseDown,
     };
     if inst.cluster_id != cluster || inst.namespace != ns {
-        return;
+        return Derived::Done;
     }
     if spec_of(&inst).is_some_and(|s| s.is_operator()) {
         // The operator's workloads carry its labels, not the gateway's: read the resource.
@@ -275,10 +332,12 @@ async fn refresh(
                 .status_cache
                 .insert(id, Arc::new(o.clone()))
                 .await;
-            mgr.record(id, &o, false, inst.deployed_at.is_some()).await;
+            if !mgr.record(id, &o, false, inst.deployed_at.is_some()).await {
+                return Derived::DatabaseDown;
+            }
             mgr.wake(id);
         }
-        return;
+        return Derived::Done;
     }
     let deploy = d_store
         .get(&ObjectRef::new(&inst.name).within(ns))
@@ -291,7 +350,11 @@ async fn refresh(
             .await
         {
             Ok(None) => {}
-            _ => return,
+            Ok(Some(_)) => return Derived::Done,
+            Err(e) => {
+                tracing::debug!(%id, error = %super::reach::describe(&e), "absence unconfirmed");
+                return Derived::Retry;
+            }
         }
     }
     let pods: Vec<Pod> = p_store
@@ -316,19 +379,27 @@ async fn refresh(
         events = mine.len(), status = ?observed.status, phase = ?observed.phase,
         "instance re-derived from the watch"
     );
-    let scaling = matches!(
-        store::open_op_of(pool, id).await,
-        Ok(Some(op)) if op.operation == dataloaders::enums::DeploymentOperation::Scale
-    );
+    let scaling = match store::open_op_of(pool, id).await {
+        Ok(op) => {
+            op.is_some_and(|op| op.operation == dataloaders::enums::DeploymentOperation::Scale)
+        }
+        Err(_) => return Derived::DatabaseDown,
+    };
     mgr.inner()
         .status_cache
         .insert(id, Arc::new(observed.clone()))
         .await;
     // `inst` was read before the stores and the API were: a Deployment marked applied by then
     // existed before we looked.
-    mgr.record(id, &observed, scaling, inst.deployed_at.is_some())
+    let written = mgr
+        .record(id, &observed, scaling, inst.deployed_at.is_some())
         .await;
     mgr.wake(id);
+    if written {
+        Derived::Done
+    } else {
+        Derived::DatabaseDown
+    }
 }
 
 fn spec_of(inst: &InstanceRow) -> Option<super::manifests::InstanceSpec> {

@@ -280,9 +280,9 @@ impl Reader<'_> {
             entries: 0,
             bytes,
         });
-        let doc = formats::parse_json(&body.bytes, body.content_type.as_deref())?;
+        let doc = formats::parse_document(&body.bytes, body.content_type.as_deref())?;
         drop(body);
-        let detected = formats::detect(&doc).ok_or_else(|| {
+        let detected = formats::detect(&doc.value).ok_or_else(|| {
             fail(
                 "the document is not a registry format the gateway reads: expected a ToolHive registry.json \
                  (`servers`/`remote_servers`), a ToolHive upstream registry (`data.servers`), or an MCP Registry \
@@ -305,7 +305,9 @@ impl Reader<'_> {
             } else {
                 RegistryFormat::McpRegistry
             };
-            return self.api(url.clone(), fmt, None, Some((doc, bytes))).await;
+            return self
+                .api(url.clone(), fmt, None, Some((doc.value, bytes)))
+                .await;
         }
         let entries = formats::read_document(doc, detected)?;
         let received = entries.len();

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use dataloaders::enums::RegistryFormat;
 use serde_json::Value;
 
+use super::duplicate_keys::{self, RepeatedName};
 use super::normalize::{self, Entry, OfficialMeta};
 
 /// Why a document could not be read at all (the sync fails; earlier data stays).
@@ -43,8 +44,33 @@ pub fn parse_json(body: &[u8], content_type: Option<&str>) -> Result<Value, Docu
             "the registry returned an HTML page instead of a JSON registry document (check the URL)".into(),
         ));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| DocumentError(format!("the registry's response is not valid JSON: {e}")))
+    serde_json::from_slice(body).map_err(not_json)
+}
+
+fn not_json(e: serde_json::Error) -> DocumentError {
+    DocumentError(format!("the registry's response is not valid JSON: {e}"))
+}
+
+/// A parsed registry document, with the names its legacy name maps repeat.
+#[derive(Debug)]
+pub struct Document {
+    /// The document; a repeated name keeps its first definition.
+    pub value: Value,
+    /// The later definitions of repeated names, dropped while parsing.
+    pub repeated: Vec<RepeatedName>,
+}
+
+/// Parses a whole registry document like [`parse_json`], keeping track of repeated names in the
+/// legacy `servers`/`remote_servers` objects (which a plain JSON map would silently collapse).
+pub fn parse_document(body: &[u8], content_type: Option<&str>) -> Result<Document, DocumentError> {
+    if body.iter().all(u8::is_ascii_whitespace) || looks_like_html(body, content_type) {
+        return parse_json(body, content_type).map(|value| Document {
+            value,
+            repeated: Vec::new(),
+        });
+    }
+    let (value, repeated) = duplicate_keys::parse(body).map_err(not_json)?;
+    Ok(Document { value, repeated })
 }
 
 /// The format a parsed document is in, if it is one the gateway reads.
@@ -92,14 +118,21 @@ fn unrecognised() -> DocumentError {
 }
 
 /// Reads a whole registry document (legacy or upstream format) into entries, marking duplicate
-/// names as skipped.
-pub fn read_document(doc: Value, format: RegistryFormat) -> Result<Vec<Entry>, DocumentError> {
+/// names as skipped, those repeated within one legacy object included.
+pub fn read_document(doc: Document, format: RegistryFormat) -> Result<Vec<Entry>, DocumentError> {
     let mut entries = match format {
-        RegistryFormat::Toolhive => read_legacy(doc)?,
-        RegistryFormat::ToolhiveUpstream => read_upstream(doc)?,
+        RegistryFormat::Toolhive => read_legacy(doc.value)?,
+        RegistryFormat::ToolhiveUpstream => read_upstream(doc.value)?,
         _ => return Err(unrecognised()),
     };
     mark_duplicates(&mut entries);
+    entries.extend(doc.repeated.into_iter().map(|r| Entry::Skipped {
+        reason: format!(
+            "duplicate entry: `{}` defines the name more than once; the first definition is kept",
+            r.map
+        ),
+        name: r.name,
+    }));
     Ok(entries)
 }
 
@@ -390,6 +423,10 @@ mod tests {
             "groups": [{"name": "g", "servers": {"g1": {"description": "d", "image": "x/g:1"},
                                                   "a": {"description": "d", "image": "x/a:2"}}}]
         });
+        let doc = Document {
+            value: doc,
+            repeated: Vec::new(),
+        };
         let entries = read_document(doc, RegistryFormat::Toolhive).unwrap();
         let servers: Vec<_> = entries
             .iter()
@@ -413,6 +450,36 @@ mod tests {
                 .any(|(n, r)| *n == "a" && r.contains("duplicate"))
         );
         assert!(skipped.iter().any(|(n, _)| *n == "bad"));
+    }
+
+    #[test]
+    fn a_name_repeated_in_a_legacy_object_is_a_skipped_duplicate() {
+        let mut body = String::from("{\"servers\": {");
+        for i in 0..1000 {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&format!(
+                "\"same\": {{\"description\": \"d{i}\", \"image\": \"x/s:{i}\"}}"
+            ));
+        }
+        body.push_str("}}");
+        let doc = parse_document(body.as_bytes(), Some("application/json")).unwrap();
+        assert_eq!(detect(&doc.value), Some(RegistryFormat::Toolhive));
+        let entries = read_document(doc, RegistryFormat::Toolhive).unwrap();
+        assert_eq!(entries.len(), 1000, "one entry per definition");
+        let Entry::Server { server, .. } = &entries[0] else {
+            panic!("the first definition is kept: {:?}", entries[0]);
+        };
+        assert_eq!(server.description, "d0");
+        assert!(entries[1..].iter().all(|e| matches!(e,
+            Entry::Skipped { name, reason } if name == "same" && reason.contains("duplicate"))));
+        assert!(
+            parse_document(b"{\"servers\": {\"a\": }", None)
+                .unwrap_err()
+                .0
+                .contains("not valid JSON")
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! exponential backoff, and recovers registries left in SYNCING by a crashed process.
 
 pub mod cli;
+pub mod duplicate_keys;
 pub mod egress;
 pub mod fetch;
 pub mod formats;

@@ -3,7 +3,11 @@
 // state, then asks the harness to make ONE status change and measures when each subscriber
 // receives it. Prints one JSON line.
 //
-// Environment: GATEWAY (http base URL), INSTANCE_ID (global id), N, PER_SOCKET, GATEWAY_PID,
+// Then, with the subscribers still connected (so that nothing freed skews the figure), IDLE
+// more sockets (1,000 by default) are opened and acknowledged with no subscription: the RSS
+// delta divided by IDLE is `idle_socket_bytes`, the gateway memory an idle websocket costs.
+//
+// Environment: GATEWAY (http base URL), INSTANCE_ID (global id), N, PER_SOCKET, IDLE, GATEWAY_PID,
 // CHANGE_CMD (a shell command that changes the instance's status and prints the commit time in
 // epoch milliseconds). Latency runs from that commit to each subscriber's message (one clock).
 import WebSocket from 'ws';
@@ -90,6 +94,26 @@ while (arrivals.length < firstStates && Date.now() < deliveryDeadline) await sle
 const commitMs = await committed;
 latencies = arrivals.map((t) => t - commitMs);
 const cpuDelivered = cpuSeconds();
+
+// --- idle sockets: connection_init acknowledged, nothing subscribed ---
+const IDLE = Number(process.env.IDLE ?? 1000);
+function openIdle() {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url, 'graphql-transport-ws');
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init', payload: {} })));
+    ws.on('message', (raw) => { if (JSON.parse(raw).type === 'connection_ack') resolve(ws); });
+    ws.on('error', () => resolve(null));
+  });
+}
+const rssIdleBefore = rssBytes();
+const idle = [];
+for (let i = 0; i < IDLE; i += 100) {
+  idle.push(...(await Promise.all(Array.from({ length: Math.min(100, IDLE - i) }, openIdle))));
+}
+const idleOpen = idle.filter(Boolean).length;
+await sleep(1000);
+const rssIdle = rssBytes();
+for (const ws of idle) ws?.close(1000);
 for (const ws of sockets) ws.close(1000);
 
 latencies.sort((a, b) => a - b);
@@ -104,10 +128,12 @@ console.log(JSON.stringify({
   fanout_p99_ms: round(percentile(latencies, 99) ?? NaN),
   fanout_max_ms: round(latencies.at(-1) ?? NaN),
   fanout_bytes_per_subscriber: Math.round((rssSubscribed - rssBefore) / Math.max(1, firstStates)),
+  idle_sockets: idleOpen,
+  idle_socket_bytes: Math.round((rssIdle - rssIdleBefore) / Math.max(1, idleOpen)),
   gateway_rss_mb_before: round(rssBefore / 1048576),
   gateway_rss_mb_subscribed: round(rssSubscribed / 1048576),
   subscribe_seconds: round(subscribeSeconds),
   gateway_cpu_seconds_subscribe: round(cpuSubscribed - cpuStart),
   gateway_cpu_seconds_delivery: round(cpuDelivered - cpuSubscribed),
 }));
-process.exit(latencies.length === N && failures === 0 ? 0 : 1);
+process.exit(latencies.length === N && failures === 0 && idleOpen === IDLE ? 0 : 1);

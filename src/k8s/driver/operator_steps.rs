@@ -26,8 +26,7 @@ impl Driver {
         resource: &ApiResource,
         obj: &Value,
     ) -> Result<DynamicObject, Stop> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.clients.api.clone(), self.ns(), resource);
+        let ns = self.ns().to_string();
         // Strict: a field the CRD's schema does not know is an error, not silently dropped.
         let pp = PatchParams::apply(manifests::FIELD_MANAGER)
             .force()
@@ -37,7 +36,13 @@ impl Driver {
             .unwrap_or_default()
             .to_string();
         let patch = Patch::Apply(obj);
-        self.retry(step, || api.patch(&name, &pp, &patch)).await
+        let (ns, name, pp, patch) = (&ns, &name, &pp, &patch);
+        // Each attempt uses the clients of that moment (they change with the credentials).
+        self.retry(step, |c| {
+            let api: Api<DynamicObject> = Api::namespaced_with(c, ns, resource);
+            async move { api.patch(name, pp, patch).await }
+        })
+        .await
     }
 
     /// Writes the permission ConfigMap (when the registry declares permissions) and the custom
@@ -69,9 +74,15 @@ impl Driver {
     /// resource is applied once they are there.
     pub(super) async fn deploy_operator(&mut self, spec: &InstanceSpec) -> Result<(), Stop> {
         if !spec.secret_env.is_empty() && !self.step_done("check-secret") {
-            let api: Api<Secret> = Api::namespaced(self.clients.api.clone(), self.ns());
+            let ns = self.ns().to_string();
             for s in operator::secret_names(self.name(), spec.secret_env.len()) {
-                let found = self.retry("check-secret", || api.get_opt(&s)).await?;
+                let (ns, s) = (&ns, &s);
+                let found = self
+                    .retry("check-secret", |c| {
+                        let api: Api<Secret> = Api::namespaced(c, ns);
+                        async move { api.get_opt(s).await }
+                    })
+                    .await?;
                 if found.is_none() {
                     return Err(Stop::Failed(
                         "SecretMissing".into(),
@@ -96,11 +107,17 @@ impl Driver {
         patch: Value,
     ) -> Result<(), Stop> {
         self.check_owned(spec).await?;
-        let api = operator::api(&self.clients.api, self.ns(), Kind::of(spec));
+        let (ns, kind) = (self.ns().to_string(), Kind::of(spec));
         let pp = PatchParams::default();
         let name = self.name().to_string();
         let patch = Patch::Merge(&patch);
-        let r = self.retry(step, || api.patch(&name, &pp, &patch)).await?;
+        let (ns, name, pp, patch) = (&ns, &name, &pp, &patch);
+        let r = self
+            .retry(step, |c| {
+                let api = operator::api(&c, ns, kind);
+                async move { api.patch(name, pp, patch).await }
+            })
+            .await?;
         self.min_generation = r.metadata.generation.unwrap_or(0);
         self.invalidate().await;
         Ok(())
@@ -151,15 +168,12 @@ impl Driver {
     /// `deleteInstance`: the resource, its Secrets and ConfigMap, each only if it is the
     /// instance's.
     pub(super) async fn delete_operator(&mut self, spec: &InstanceSpec) -> Result<(), Stop> {
-        let (c, ns, name, id) = (
-            self.clients.api.clone(),
-            self.ns().to_string(),
-            self.name().to_string(),
-            self.inst.id,
-        );
-        let (c, ns, name, spec_r) = (&c, &ns, &name, spec);
-        self.retry("delete-objects", || delete_owned(c, ns, name, id, spec_r))
-            .await?;
+        let (ns, name, id) = (self.ns().to_string(), self.name().to_string(), self.inst.id);
+        let (ns, name, spec_r) = (&ns, &name, spec);
+        self.retry("delete-objects", |c| async move {
+            delete_owned(&c, ns, name, id, spec_r).await
+        })
+        .await?;
         self.invalidate().await;
         self.step(
             "delete-objects",

@@ -21,6 +21,7 @@ use hivegraph::config::Config;
 use hivegraph::secrets::Keyring;
 
 mod cleanup;
+pub mod proxy;
 pub mod registry_server;
 
 /// Installs rustls's process-wide crypto provider (ring), once for the whole test binary: the
