@@ -50,35 +50,15 @@ impl ClusterManager {
     }
 
     /// `deployServer`: validates everything, records the instance and its INITIATED operation,
-    /// stores secret env values in a Kubernetes Secret, and starts the driver.
+    /// stores secret env values in a Kubernetes Secret, and starts the driver. The steps:
+    /// check the input, resolve the server's environment into a spec, choose the backend,
+    /// preflight against the cluster (reads only), then record and act.
     pub async fn deploy(&self, actor: &Actor, input: DeployInput) -> AppResult<DeploymentRow> {
         self.start_background();
-        let pool = &self.inner.pool;
-        // --- input that needs no lookups
-        let replicas = input.replicas.unwrap_or(1);
-        check_replicas(replicas)?;
-        if !crate::validate::is_dns_label(&input.namespace) {
-            return Err(AppError::bad_input(
-                "namespace",
-                "namespace must be a valid Kubernetes name (DNS-1123 label)",
-            ));
-        }
-        if input.args.len() > 64 || input.args.iter().any(|a| a.len() > 4096) {
-            return Err(AppError::bad_input(
-                "args",
-                "at most 64 args of at most 4096 characters",
-            ));
-        }
-        check_env_input(&input.env)?;
-        let resources = with_default_cpu_limit(
-            input.resources.map(validate_resources).transpose()?,
-            &self.inner.cfg.default_cpu_limit,
-        );
-        // --- the server
-        let server = store::server(pool, input.server_id)
+        let resources = check_input(&input, &self.inner.cfg.default_cpu_limit)?;
+        let server = store::server(&self.inner.pool, input.server_id)
             .await?
             .ok_or_else(|| AppError::bad_input("serverId", "no server with this id"))?;
-        let (image, remote_url) = deployable(&server)?;
         let name = input.name.clone().unwrap_or_else(|| server.name.clone());
         if !crate::validate::is_dns_label(&name) {
             return Err(AppError::bad_input(
@@ -87,105 +67,43 @@ impl ClusterManager {
                  '-', starting and ending with a letter or digit",
             ));
         }
-        let reqs = &server.deployment_requirements;
-        let declared: Vec<&Value> = reqs
-            .get("envVars")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().collect())
-            .unwrap_or_default();
-        let given: HashMap<&str, &str> = input
-            .env
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let mut plain = Vec::new();
-        let mut secret_values = Vec::new();
-        for d in &declared {
-            let Some(n) = d.get("name").and_then(Value::as_str) else {
-                continue;
-            };
-            let required = d.get("required").and_then(Value::as_bool).unwrap_or(false);
-            let secret = d.get("secret").and_then(Value::as_bool).unwrap_or(false);
-            let default = d.get("default").and_then(Value::as_str);
-            match given.get(n) {
-                Some(v) if !v.is_empty() => {
-                    if secret {
-                        secret_values.push((n.to_string(), v.to_string()));
-                    } else {
-                        plain.push(manifests::EnvPlain {
-                            name: n.into(),
-                            value: v.to_string(),
-                        });
-                    }
-                }
-                _ if required && default.is_none() => {
-                    return Err(AppError::bad_input(
-                        "env",
-                        format!("the required environment variable {n} is missing"),
-                    ));
-                }
-                _ => {
-                    if let Some(dv) = default
-                        && !secret
-                    {
-                        plain.push(manifests::EnvPlain {
-                            name: n.into(),
-                            value: dv.into(),
-                        });
-                    }
-                }
-            }
-        }
-        for (n, v) in &input.env {
-            if !declared
-                .iter()
-                .any(|d| d.get("name").and_then(Value::as_str) == Some(n))
-            {
-                plain.push(manifests::EnvPlain {
-                    name: n.clone(),
-                    value: v.clone(),
-                });
-            }
-        }
-        let server_args = registry_args(reqs);
-        let mut args = server_args.clone();
-        args.extend(input.args.iter().cloned());
-        let target_port = reqs
-            .get("targetPort")
-            .and_then(Value::as_u64)
-            .and_then(|p| u16::try_from(p).ok());
-        let spec = InstanceSpec {
-            server_id: server.id,
-            server_name: server.name.clone(),
-            image,
-            transport: server.transport.as_db_str().into(),
-            replicas,
-            env: plain,
-            secret_env: secret_values.iter().map(|(n, _)| n.clone()).collect(),
-            secret_name: (!secret_values.is_empty()).then(|| manifests::secret_name(&name)),
-            args,
-            resources,
-            target_port,
-            network_permissions: server.network_permissions.clone(),
-            server_version: server.version.clone(),
-            env_schema: Some(drift::declared_env(reqs)),
-            server_args: Some(server_args),
-            backend: Backend::Native,
-            remote_url,
-            egress_note: None,
-        };
-        // --- the cluster (reads only)
+        let (plain, secret_values) = resolve_env(&server.deployment_requirements, &input.env)?;
+        let mut spec = build_spec(&server, &input, &name, resources, plain, &secret_values)?;
         let (cluster, clients) = self
             .connected_cluster(input.cluster_id, "clusterId")
             .await?;
-        let mut spec = spec;
         spec.backend = capabilities::backend_for(&cluster.capabilities, operator::Kind::of(&spec));
         check_backend(&spec)?;
         if !spec.is_operator() {
             spec.egress_note = manifests::egress_note(&spec);
         }
+        self.preflight(&cluster, &clients, &input.namespace, &name, &spec)
+            .await?;
+        let planned = Planned {
+            server: &server,
+            cluster: &cluster,
+            clients: &clients,
+            namespace: &input.namespace,
+            name: &name,
+            spec: &spec,
+            secret_values: &secret_values,
+        };
+        self.record_deploy(actor, planned).await
+    }
+
+    /// Checks against the cluster, reading only: the namespace exists, the gateway may write
+    /// what the instance needs there, the name is free, and no object the instance would
+    /// write exists (the gateway never takes over someone else's objects).
+    async fn preflight(
+        &self,
+        cluster: &ClusterRow,
+        clients: &Clients,
+        namespace: &str,
+        name: &str,
+        spec: &InstanceSpec,
+    ) -> AppResult<()> {
         match Api::<Namespace>::all(clients.api.clone())
-            .get_opt(&input.namespace)
+            .get_opt(namespace)
             .await
         {
             Ok(Some(_)) => {}
@@ -193,77 +111,209 @@ impl ClusterManager {
                 return Err(AppError::bad_input(
                     "namespace",
                     format!(
-                        "namespace {} does not exist in cluster {}",
-                        input.namespace, cluster.name
+                        "namespace {namespace} does not exist in cluster {}",
+                        cluster.name
                     ),
                 ));
             }
             Err(e) if api_code(&e) == Some(403) => {
                 return Err(AppError::Forbidden(format!(
-                    "the gateway may not read namespace {} in cluster {}",
-                    input.namespace, cluster.name
+                    "the gateway may not read namespace {namespace} in cluster {}",
+                    cluster.name
                 )));
             }
             Err(e) => return Err(kube_err(&e, "reading the namespace")),
         }
-        let needs = access_needs(&spec);
-        Self::require_access(&clients, &input.namespace, &needs).await?;
-        if store::instance_name_taken(pool, cluster.id, &input.namespace, &name).await? {
+        Self::require_access(clients, namespace, &access_needs(spec)).await?;
+        if store::instance_name_taken(&self.inner.pool, cluster.id, namespace, name).await? {
             return Err(AppError::bad_input(
                 "name",
-                format!(
-                    "an instance named {name} already exists in namespace {}",
-                    input.namespace
-                ),
+                format!("an instance named {name} already exists in namespace {namespace}"),
             ));
         }
-        // Never take over someone else's objects: every one the instance would write must not
-        // exist yet.
         ownership::check(
             &clients.api,
-            &input.namespace,
+            namespace,
             None,
-            &ownership::targets(&name, &spec),
+            &ownership::targets(name, spec),
         )
-        .await?;
-        // --- record, then act
-        let configuration = serde_json::to_value(&spec).expect("serialisable");
+        .await
+    }
+
+    /// Records the instance and its INITIATED operation, stores the secret values, and starts
+    /// the driver.
+    async fn record_deploy(&self, actor: &Actor, p: Planned<'_>) -> AppResult<DeploymentRow> {
+        let pool = &self.inner.pool;
+        let configuration = serde_json::to_value(p.spec).expect("serialisable");
         let mut parameters = configuration.clone();
-        parameters["clusterId"] = json!(cluster.id);
-        parameters["namespace"] = json!(input.namespace);
-        parameters["name"] = json!(name);
+        parameters["clusterId"] = json!(p.cluster.id);
+        parameters["namespace"] = json!(p.namespace);
+        parameters["name"] = json!(p.name);
         let (inst, op) = store::insert_deploy(
             pool,
             actor,
             store::NewInstance {
-                server_id: server.id,
-                cluster_id: cluster.id,
-                name: name.clone(),
-                namespace: input.namespace.clone(),
-                replicas,
+                server_id: p.server.id,
+                cluster_id: p.cluster.id,
+                name: p.name.to_string(),
+                namespace: p.namespace.to_string(),
+                replicas: p.spec.replicas,
                 configuration,
                 parameters,
             },
         )
         .await?;
-        self.ensure_watch(cluster.id, &input.namespace).await;
-        if !secret_values.is_empty() {
-            let objs = if spec.is_operator() {
-                operator::secrets(inst.id, &name, &input.namespace, server.id, &secret_values)
+        self.ensure_watch(p.cluster.id, p.namespace).await;
+        if !p.secret_values.is_empty() {
+            let (ns, name, server) = (p.namespace, p.name, p.server.id);
+            let objs = if p.spec.is_operator() {
+                operator::secrets(inst.id, name, ns, server, p.secret_values)
             } else {
                 vec![manifests::secret(
                     inst.id,
-                    &name,
-                    &input.namespace,
-                    server.id,
-                    &secret_values,
+                    name,
+                    ns,
+                    server,
+                    p.secret_values,
                 )]
             };
-            store_secrets(&clients, &input.namespace, &objs, pool, op.id).await;
+            store_secrets(p.clients, ns, &objs, pool, op.id).await;
         }
         self.spawn_driver(op.id);
         Ok(op)
     }
+}
+
+/// What a deploy decided, ready to record.
+struct Planned<'a> {
+    server: &'a ServerRow,
+    cluster: &'a ClusterRow,
+    clients: &'a Clients,
+    namespace: &'a str,
+    name: &'a str,
+    spec: &'a InstanceSpec,
+    secret_values: &'a [(String, String)],
+}
+
+/// Checks the input that needs no lookups; returns the resources with the default CPU limit.
+fn check_input(input: &DeployInput, default_cpu_limit: &str) -> AppResult<Option<Value>> {
+    check_replicas(input.replicas.unwrap_or(1))?;
+    if !crate::validate::is_dns_label(&input.namespace) {
+        return Err(AppError::bad_input(
+            "namespace",
+            "namespace must be a valid Kubernetes name (DNS-1123 label)",
+        ));
+    }
+    if input.args.len() > 64 || input.args.iter().any(|a| a.len() > 4096) {
+        return Err(AppError::bad_input(
+            "args",
+            "at most 64 args of at most 4096 characters",
+        ));
+    }
+    check_env_input(&input.env)?;
+    Ok(with_default_cpu_limit(
+        input
+            .resources
+            .clone()
+            .map(validate_resources)
+            .transpose()?,
+        default_cpu_limit,
+    ))
+}
+
+/// Splits the environment into plain values and secret ones, following what the server
+/// declares (required variables, secrets, defaults); variables it does not declare are plain.
+type ResolvedEnv = (Vec<manifests::EnvPlain>, Vec<(String, String)>);
+
+fn resolve_env(reqs: &Value, env: &[(String, String)]) -> AppResult<ResolvedEnv> {
+    let declared: Vec<&Value> = reqs
+        .get("envVars")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let given: HashMap<&str, &str> = env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let plain_of = |name: &str, value: &str| manifests::EnvPlain {
+        name: name.into(),
+        value: value.into(),
+    };
+    let mut plain = Vec::new();
+    let mut secret_values = Vec::new();
+    for d in &declared {
+        let Some(n) = d.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let required = d.get("required").and_then(Value::as_bool).unwrap_or(false);
+        let secret = d.get("secret").and_then(Value::as_bool).unwrap_or(false);
+        let default = d.get("default").and_then(Value::as_str);
+        match given.get(n) {
+            Some(v) if !v.is_empty() && secret => {
+                secret_values.push((n.to_string(), v.to_string()))
+            }
+            Some(v) if !v.is_empty() => plain.push(plain_of(n, v)),
+            _ if required && default.is_none() => {
+                return Err(AppError::bad_input(
+                    "env",
+                    format!("the required environment variable {n} is missing"),
+                ));
+            }
+            _ => {
+                if let Some(dv) = default
+                    && !secret
+                {
+                    plain.push(plain_of(n, dv));
+                }
+            }
+        }
+    }
+    for (n, v) in env {
+        if !declared
+            .iter()
+            .any(|d| d.get("name").and_then(Value::as_str) == Some(n))
+        {
+            plain.push(plain_of(n, v));
+        }
+    }
+    Ok((plain, secret_values))
+}
+
+/// The instance's spec (native backend until the cluster is known).
+fn build_spec(
+    server: &ServerRow,
+    input: &DeployInput,
+    name: &str,
+    resources: Option<Value>,
+    plain: Vec<manifests::EnvPlain>,
+    secret_values: &[(String, String)],
+) -> AppResult<InstanceSpec> {
+    let (image, remote_url) = deployable(server)?;
+    let reqs = &server.deployment_requirements;
+    let server_args = registry_args(reqs);
+    let mut args = server_args.clone();
+    args.extend(input.args.iter().cloned());
+    let target_port = reqs
+        .get("targetPort")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok());
+    Ok(InstanceSpec {
+        server_id: server.id,
+        server_name: server.name.clone(),
+        image,
+        transport: server.transport.as_db_str().into(),
+        replicas: input.replicas.unwrap_or(1),
+        env: plain,
+        secret_env: secret_values.iter().map(|(n, _)| n.clone()).collect(),
+        secret_name: (!secret_values.is_empty()).then(|| manifests::secret_name(name)),
+        args,
+        resources,
+        target_port,
+        network_permissions: server.network_permissions.clone(),
+        server_version: server.version.clone(),
+        env_schema: Some(drift::declared_env(reqs)),
+        server_args: Some(server_args),
+        backend: Backend::Native,
+        remote_url,
+        egress_note: None,
+    })
 }
 
 /// The image (container servers) or URL (remote servers) a server deploys from.
