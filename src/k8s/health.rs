@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use dataloaders::enums::{HealthStatus, InstancePhase, InstanceStatus};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use serde_json::{Value, json};
 
@@ -258,8 +258,64 @@ fn pod_unschedulable(pod: &Pod) -> Option<String> {
         })
 }
 
+/// What a Deployment's spec and status say, in numbers.
+struct Rollout {
+    spec_replicas: i32,
+    replicas: i32,
+    updated: i32,
+    ready: i32,
+    available: i32,
+    paused: bool,
+    /// The controller has seen the current spec.
+    observed: bool,
+    conditions: Vec<DeploymentCondition>,
+}
+
+impl Rollout {
+    fn of(d: &Deployment) -> Self {
+        let st = d.status.clone().unwrap_or_default();
+        Rollout {
+            spec_replicas: d.spec.replicas.unwrap_or(1),
+            replicas: st.replicas.unwrap_or(0),
+            updated: st.updated_replicas.unwrap_or(0),
+            ready: st.ready_replicas.unwrap_or(0),
+            available: st.available_replicas.unwrap_or(0),
+            paused: d.spec.paused.unwrap_or(false),
+            observed: d.metadata.generation.unwrap_or(0) <= st.observed_generation.unwrap_or(0),
+            conditions: st.conditions.unwrap_or_default(),
+        }
+    }
+
+    fn cond(&self, t: &str) -> Option<&DeploymentCondition> {
+        self.conditions
+            .iter()
+            .find(|c| c.type_.as_deref() == Some(t))
+    }
+
+    /// Every replica runs the current template and is available.
+    fn done(&self) -> bool {
+        self.observed
+            && self.updated >= self.spec_replicas
+            && self.replicas <= self.updated
+            && self.available >= self.updated
+    }
+
+    /// RUNNING once a replica is ready, else PENDING.
+    fn running_status(&self) -> InstanceStatus {
+        if self.ready > 0 {
+            InstanceStatus::Running
+        } else {
+            InstanceStatus::Pending
+        }
+    }
+}
+
+/// A problem of a pod: (reason, message, whether it cannot recover by waiting).
+type PodProblem = (String, String, bool);
+
 /// Derives the instance state. `pods` are the instance's pods (label-selected); `events` those
-/// concerning the instance (see [`event_concerns`]).
+/// concerning the instance (see [`event_concerns`]). The rules, in order: deleting, stopped,
+/// failed, paused, rolled out (healthy or degraded), progressing.
 pub fn derive(deploy: Option<&Deployment>, pods: &[Pod], events: &[&Event]) -> Observed {
     let live_pods: Vec<&Pod> = pods
         .iter()
@@ -274,109 +330,107 @@ pub fn derive(deploy: Option<&Deployment>, pods: &[Pod], events: &[&Event]) -> O
     let Some(d) = deploy else {
         return Observed::gone(live_pods.len(), events, last_warning);
     };
-    let spec = Some(&d.spec);
+    let r = Rollout::of(d);
+    let mut o = observation(d, pods, &r, live_pods.len(), events, last_warning);
+    if d.metadata.deletion_timestamp.is_some() {
+        o.status = r.running_status();
+        o.phase = InstancePhase::Terminating;
+        o.reason = "Pending deletion".into();
+        return o;
+    }
+    // Pod-level failures of the current pods.
+    let current: Vec<&Pod> = live_pods
+        .iter()
+        .copied()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    let problems: Vec<PodProblem> = current.iter().filter_map(|p| pod_problem(p)).collect();
+    if r.spec_replicas == 0 && r.replicas == 0 && r.observed {
+        stopped(&r, &mut o);
+    } else if let Some((reason, message)) = failure(d, &r, &current, &problems) {
+        o.status = InstanceStatus::Failed;
+        o.phase = InstancePhase::Deploying;
+        o.health = HealthStatus::Unhealthy;
+        o.reason = format!("{reason}: {message}");
+        o.verdict = Verdict::Failed { reason, message };
+    } else if r.paused {
+        paused(&r, &mut o);
+    } else if r.done() {
+        rolled_out(d, &r, &problems, &mut o);
+    } else {
+        progressing(&r, &live_pods, &problems, &mut o);
+    }
+    o
+}
+
+/// The observation before the rules: counts, revision, events; PENDING and DEPLOYING.
+fn observation(
+    d: &Deployment,
+    pods: &[Pod],
+    r: &Rollout,
+    live_pods: usize,
+    events: Vec<Value>,
+    last_warning: Option<Value>,
+) -> Observed {
     let st = d.status.clone().unwrap_or_default();
-    let generation = d.metadata.generation.unwrap_or(0);
-    let observed_generation = st.observed_generation.unwrap_or(0);
-    let spec_replicas = spec.and_then(|s| s.replicas).unwrap_or(1);
-    let replicas = st.replicas.unwrap_or(0);
-    let updated = st.updated_replicas.unwrap_or(0);
-    let ready = st.ready_replicas.unwrap_or(0);
-    let available = st.available_replicas.unwrap_or(0);
-    let paused = spec.and_then(|s| s.paused).unwrap_or(false);
     let revision = d
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get("deployment.kubernetes.io/revision"))
         .and_then(|r| r.parse().ok());
-    let conditions = st.conditions.clone().unwrap_or_default();
-    let cond = |t: &str| conditions.iter().find(|c| c.type_.as_deref() == Some(t));
-    let available_true = cond("Available").is_some_and(|c| c.status.as_deref() == Some("True"));
-
     let rv = std::iter::once(&d.metadata)
         .chain(pods.iter().map(|p| &p.metadata))
         .filter_map(|m| m.resource_version.as_deref()?.parse::<u64>().ok())
         .max()
         .unwrap_or(0);
-    let mut o = Observed {
+    Observed {
         missing: false,
         rv,
-        pods: live_pods.len(),
-        generation,
-        observed_generation,
+        pods: live_pods,
+        generation: d.metadata.generation.unwrap_or(0),
+        observed_generation: st.observed_generation.unwrap_or(0),
         revision,
         status: InstanceStatus::Pending,
         phase: InstancePhase::Deploying,
-        desired: spec_replicas.max(0),
-        current: replicas.max(0),
-        ready: ready.max(0),
+        desired: r.spec_replicas.max(0),
+        current: r.replicas.max(0),
+        ready: r.ready.max(0),
         health: HealthStatus::Unknown,
         reason: String::new(),
         last_warning,
         events,
         verdict: Verdict::Progressing,
         endpoint: None,
-    };
-    let running_status = |ready: i32| {
-        if ready > 0 {
-            InstanceStatus::Running
-        } else {
-            InstanceStatus::Pending
-        }
-    };
-
-    // 1. Deleting.
-    if d.metadata.deletion_timestamp.is_some() {
-        o.status = running_status(ready);
-        o.phase = InstancePhase::Terminating;
-        o.reason = "Pending deletion".into();
-        return o;
     }
+}
 
-    // Pod-level failures of the current pods (newest template when we can tell).
-    let problems: Vec<(String, String, bool)> = live_pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| pod_problem(p))
-        .collect();
-    let not_ready_pods: Vec<&&Pod> = live_pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && !pod_is_ready(p))
-        .collect();
-    let unrecoverable: Vec<&(String, String, bool)> = problems.iter().filter(|p| p.2).collect();
+/// Zero replicas, observed: STOPPED.
+fn stopped(r: &Rollout, o: &mut Observed) {
+    o.status = InstanceStatus::Stopped;
+    o.phase = InstancePhase::Ready;
+    o.reason = if r.paused {
+        "stopped: 0 replicas (Deployment is paused)".into()
+    } else {
+        "stopped: 0 replicas".into()
+    };
+    o.verdict = Verdict::Done;
+}
 
-    let observed = generation <= observed_generation;
-
-    // 2. Stopped / suspended.
-    if spec_replicas == 0 && replicas == 0 && observed {
-        o.status = InstanceStatus::Stopped;
-        o.phase = InstancePhase::Ready;
-        o.reason = if paused {
-            "stopped: 0 replicas (Deployment is paused)".into()
-        } else {
-            "stopped: 0 replicas".into()
-        };
-        o.verdict = Verdict::Done;
-        return o;
-    }
-
-    // 3. Failed.
-    let deadline = cond("Progressing").filter(|c| {
+/// Why the rollout failed, if it did: its progress deadline passed, pods cannot be created,
+/// or every pod that is not ready (in practice, the new ReplicaSet's) is stuck for good.
+fn failure(
+    d: &Deployment,
+    r: &Rollout,
+    current: &[&Pod],
+    problems: &[PodProblem],
+) -> Option<(String, String)> {
+    let deadline = r.cond("Progressing").filter(|c| {
         c.status.as_deref() == Some("False")
             && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
     });
-    let replica_failure = cond("ReplicaFailure").filter(|c| c.status.as_deref() == Some("True"));
-    let rollout_done =
-        observed && updated >= spec_replicas && replicas <= updated && available >= updated;
-    // Every pod that is not ready (in practice: the new ReplicaSet's pods) is stuck.
-    let all_new_pods_stuck = !rollout_done
-        && !not_ready_pods.is_empty()
-        && not_ready_pods
-            .iter()
-            .all(|p| pod_problem(p).is_some_and(|x| x.2));
-    let failure: Option<(String, String)> = if let Some(c) = deadline {
-        Some((
+    if let Some(c) = deadline {
+        return Some((
             "ProgressDeadlineExceeded".into(),
             c.message.clone().unwrap_or_else(|| {
                 format!(
@@ -384,107 +438,119 @@ pub fn derive(deploy: Option<&Deployment>, pods: &[Pod], events: &[&Event]) -> O
                     d.metadata.name.as_deref().unwrap_or("")
                 )
             }),
-        ))
-    } else if let Some(c) = replica_failure {
-        Some((
+        ));
+    }
+    if let Some(c) = r
+        .cond("ReplicaFailure")
+        .filter(|c| c.status.as_deref() == Some("True"))
+    {
+        return Some((
             c.reason.clone().unwrap_or_else(|| "FailedCreate".into()),
             c.message
                 .clone()
                 .unwrap_or_else(|| "pods cannot be created".into()),
-        ))
-    } else if all_new_pods_stuck {
-        unrecoverable.first().map(|p| (p.0.clone(), p.1.clone()))
+        ));
+    }
+    let not_ready: Vec<&&Pod> = current.iter().filter(|p| !pod_is_ready(p)).collect();
+    let all_new_pods_stuck = !r.done()
+        && !not_ready.is_empty()
+        && not_ready
+            .iter()
+            .all(|p| pod_problem(p).is_some_and(|x| x.2));
+    if !all_new_pods_stuck {
+        return None;
+    }
+    problems
+        .iter()
+        .find(|p| p.2)
+        .map(|p| (p.0.clone(), p.1.clone()))
+}
+
+/// A paused Deployment (a cancelled rollout): readiness as it is; nothing progresses.
+fn paused(r: &Rollout, o: &mut Observed) {
+    o.status = r.running_status();
+    o.phase = if r.done() {
+        InstancePhase::Ready
     } else {
-        None
+        InstancePhase::Deploying
     };
-    if let Some((reason, message)) = failure {
-        o.status = InstanceStatus::Failed;
-        o.phase = InstancePhase::Deploying;
+    o.health = if r.ready >= r.spec_replicas && r.ready > 0 {
+        HealthStatus::Healthy
+    } else {
+        HealthStatus::Unknown
+    };
+    o.reason = "Deployment is paused".into();
+    o.verdict = if r.done() {
+        Verdict::Done
+    } else {
+        Verdict::Progressing
+    };
+}
+
+/// Rolled out: RUNNING and READY, healthy unless pods have problems or readiness fell behind.
+fn rolled_out(d: &Deployment, r: &Rollout, problems: &[PodProblem], o: &mut Observed) {
+    o.status = InstanceStatus::Running;
+    o.phase = InstancePhase::Ready;
+    if let Some(p) = problems.first() {
         o.health = HealthStatus::Unhealthy;
-        o.reason = format!("{reason}: {message}");
-        o.verdict = Verdict::Failed { reason, message };
-        return o;
+        o.reason = format!("{}: {}", p.0, p.1);
+    } else if r.ready < r.spec_replicas {
+        o.health = HealthStatus::Unhealthy;
+        o.reason = format!("{} of {} replicas are ready", r.ready, r.spec_replicas);
+    } else {
+        o.health = HealthStatus::Healthy;
+        o.reason = format!(
+            "deployment {:?} successfully rolled out",
+            d.metadata.name.as_deref().unwrap_or("")
+        );
     }
+    o.verdict = Verdict::Done;
+}
 
-    // Paused (a cancelled rollout): report readiness as it is; nothing progresses.
-    if paused {
-        o.status = running_status(ready);
-        o.phase = if rollout_done {
-            InstancePhase::Ready
-        } else {
-            InstancePhase::Deploying
-        };
-        o.health = if ready >= spec_replicas && ready > 0 {
-            HealthStatus::Healthy
-        } else {
-            HealthStatus::Unknown
-        };
-        o.reason = "Deployment is paused".into();
-        o.verdict = if rollout_done {
-            Verdict::Done
-        } else {
-            Verdict::Progressing
-        };
-        return o;
-    }
-
-    if rollout_done {
-        o.status = InstanceStatus::Running;
-        o.phase = InstancePhase::Ready;
-        // 4. Degraded: serving, but some pods have problems or readiness fell behind.
-        if let Some(p) = problems.first() {
-            o.health = HealthStatus::Unhealthy;
-            o.reason = format!("{}: {}", p.0, p.1);
-        } else if ready < spec_replicas {
-            o.health = HealthStatus::Unhealthy;
-            o.reason = format!("{ready} of {spec_replicas} replicas are ready");
-        } else {
-            // 6. Ready.
-            o.health = HealthStatus::Healthy;
-            o.reason = format!(
-                "deployment {:?} successfully rolled out",
-                d.metadata.name.as_deref().unwrap_or("")
-            );
-        }
-        o.verdict = Verdict::Done;
-        return o;
-    }
-
-    // 5. Progressing.
-    o.status = running_status(ready);
+/// Still rolling out (or scaling): what it waits for, and the pods' problems.
+fn progressing(r: &Rollout, live_pods: &[&Pod], problems: &[PodProblem], o: &mut Observed) {
+    o.status = r.running_status();
     // All existing pods run the newest template and only the count differs: a scale. (The
     // driver of a scale operation also reports SCALING while its new pods start.)
-    let template_settled = observed && updated == replicas && replicas > 0;
-    o.phase = if template_settled && replicas != spec_replicas {
+    let template_settled = r.observed && r.updated == r.replicas && r.replicas > 0;
+    o.phase = if template_settled && r.replicas != r.spec_replicas {
         InstancePhase::Scaling
     } else {
         InstancePhase::Deploying
     };
-    o.reason = if !observed {
+    o.reason = if !r.observed {
         "waiting for the deployment spec update to be observed".into()
-    } else if updated < spec_replicas {
-        format!("{updated} out of {spec_replicas} new replicas have been updated")
-    } else if replicas > updated {
+    } else if r.updated < r.spec_replicas {
+        format!(
+            "{} out of {} new replicas have been updated",
+            r.updated, r.spec_replicas
+        )
+    } else if r.replicas > r.updated {
         format!(
             "{} old replicas are pending termination",
-            replicas - updated
+            r.replicas - r.updated
         )
     } else {
-        format!("{available} of {updated} updated replicas are available")
+        format!(
+            "{} of {} updated replicas are available",
+            r.available, r.updated
+        )
     };
     if let Some(msg) = live_pods.iter().find_map(|p| pod_unschedulable(p)) {
         o.reason = format!("{}; Unschedulable: {msg}", o.reason);
     } else if let Some(p) = problems.first() {
         o.reason = format!("{}; {}: {}", o.reason, p.0, p.1);
     }
-    o.health = if available_true && ready >= spec_replicas.min(1) && ready > 0 {
+    let available_true = r
+        .cond("Available")
+        .is_some_and(|c| c.status.as_deref() == Some("True"));
+    o.health = if available_true && r.ready >= r.spec_replicas.min(1) && r.ready > 0 {
         HealthStatus::Healthy
     } else if !problems.is_empty() {
         HealthStatus::Unhealthy
     } else {
         HealthStatus::Unknown
     };
-    o
 }
 
 #[cfg(test)]
