@@ -64,6 +64,7 @@ pub fn spawn(
     }
 }
 
+#[derive(Clone, Copy)]
 enum Kind {
     Deployment,
     Pod,
@@ -83,6 +84,39 @@ fn instance_of(labels: Option<&std::collections::BTreeMap<String, String>>) -> O
     labels?.get(INSTANCE_LABEL)?.parse().ok()
 }
 
+/// What the watch of one kind reports: for each change, the instances it concerns.
+type Touches = BoxStream<'static, Result<Touch, (String, watcher::Error)>>;
+
+/// Watches one kind into its reflector store; `concerns` names the instances a change touches.
+fn touches<K>(
+    writer: reflector::store::Writer<K>,
+    api: Api<K>,
+    cfg: watcher::Config,
+    kind: Kind,
+    what: &'static str,
+    concerns: impl Fn(&K) -> Vec<Uuid> + Send + 'static,
+) -> Touches
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    reflector::reflector(writer, watcher(api, cfg).default_backoff())
+        .map(move |ev| match ev {
+            Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => {
+                Ok(Touch::Object(concerns(&o)))
+            }
+            Ok(watcher::Event::InitDone) => Ok(Touch::Synced(kind)),
+            Ok(_) => Ok(Touch::None),
+            Err(e) => Err((what.to_string(), e)),
+        })
+        .boxed()
+}
+
 async fn run(
     mgr: ClusterManager,
     (cluster, ns): (Uuid, String),
@@ -99,54 +133,30 @@ async fn run(
     let p_api: Api<Pod> = Api::namespaced(clients.watch.clone(), &ns);
     let e_api: Api<Event> = Api::namespaced(clients.watch.clone(), &ns);
 
-    let ds: BoxStream<'static, Result<Touch, (String, watcher::Error)>> = {
-        let stream = reflector::reflector(d_writer, watcher(d_api, cfg.clone()).default_backoff());
-        stream
-            .map(|ev| match ev {
-                Ok(watcher::Event::Apply(d) | watcher::Event::Delete(d)) => Ok(Touch::Object(
-                    instance_of(d.metadata.labels.as_ref())
-                        .into_iter()
-                        .collect(),
-                )),
-                Ok(watcher::Event::InitDone) => Ok(Touch::Synced(Kind::Deployment)),
-                Ok(_) => Ok(Touch::None),
-                Err(e) => Err(("deployments".to_string(), e)),
-            })
-            .boxed()
+    let of_labels = |m: &kube::api::ObjectMeta| -> Vec<Uuid> {
+        instance_of(m.labels.as_ref()).into_iter().collect()
     };
-    let ps: BoxStream<'static, Result<Touch, (String, watcher::Error)>> = {
-        let stream = reflector::reflector(p_writer, watcher(p_api, cfg).default_backoff());
-        stream
-            .map(|ev| match ev {
-                Ok(watcher::Event::Apply(p) | watcher::Event::Delete(p)) => Ok(Touch::Object(
-                    instance_of(p.metadata.labels.as_ref())
-                        .into_iter()
-                        .collect(),
-                )),
-                Ok(watcher::Event::InitDone) => Ok(Touch::Synced(Kind::Pod)),
-                Ok(_) => Ok(Touch::None),
-                Err(e) => Err(("pods".to_string(), e)),
-            })
-            .boxed()
-    };
-    let es: BoxStream<'static, Result<Touch, (String, watcher::Error)>> = {
-        let d_store = d_store.clone();
-        let p_store = p_store.clone();
-        let ns = ns.clone();
-        let stream = reflector::reflector(
+    let ds = touches(
+        d_writer,
+        d_api,
+        cfg.clone(),
+        Kind::Deployment,
+        "deployments",
+        move |d| of_labels(&d.metadata),
+    );
+    let ps = touches(p_writer, p_api, cfg, Kind::Pod, "pods", move |p| {
+        of_labels(&p.metadata)
+    });
+    let es = {
+        let (d_store, p_store, ns) = (d_store.clone(), p_store.clone(), ns.clone());
+        touches(
             e_writer,
-            watcher(e_api, watcher::Config::default()).default_backoff(),
-        );
-        stream
-            .map(move |ev| match ev {
-                Ok(watcher::Event::Apply(e) | watcher::Event::Delete(e)) => {
-                    Ok(Touch::Object(event_instances(&e, &ns, &d_store, &p_store)))
-                }
-                Ok(watcher::Event::InitDone) => Ok(Touch::Synced(Kind::Event)),
-                Ok(_) => Ok(Touch::None),
-                Err(e) => Err(("events".to_string(), e)),
-            })
-            .boxed()
+            e_api,
+            watcher::Config::default(),
+            Kind::Event,
+            "events",
+            move |e| event_instances(e, &ns, &d_store, &p_store),
+        )
     };
     let mut merged = futures_util::stream::select_all(vec![ds, ps, es]);
     let mut ready = [false; 3];
