@@ -220,23 +220,9 @@ async fn run(
                     first_list = false;
                 }
                 // Only with every store listed: a missing Deployment must mean "deleted".
-                if ready.iter().all(|r| *r) && !dirty.is_empty() {
-                    let ids: Vec<Uuid> = dirty.drain().collect();
-                    for (i, id) in ids.iter().enumerate() {
-                        let ctx = (&mgr, &clients, cluster, ns.as_str());
-                        match refresh(ctx, *id, &d_store, &p_store, &e_store).await {
-                            Derived::Done => {}
-                            // The API did not confirm an absence: this one again next tick.
-                            Derived::Retry => {
-                                dirty.insert(*id);
-                            }
-                            // The database did not answer: all of these again next tick.
-                            Derived::DatabaseDown => {
-                                dirty.extend(ids[i..].iter().copied());
-                                break;
-                            }
-                        }
-                    }
+                if ready.iter().all(|r| *r) {
+                    let ctx = (&mgr, &clients, cluster, ns.as_str());
+                    derive_dirty(ctx, &mut dirty, (&d_store, &p_store, &e_store)).await;
                 }
             }
         }
@@ -319,6 +305,29 @@ fn event_instances(
 }
 
 /// Derives instance `id` from the stores and records it.
+/// Re-derives every dirty instance from the stores; what could not be derived stays dirty.
+async fn derive_dirty(
+    ctx: (&ClusterManager, &Clients, Uuid, &str),
+    dirty: &mut HashSet<Uuid>,
+    (d_store, p_store, e_store): (&Store<Deployment>, &Store<Pod>, &Store<Event>),
+) {
+    let ids: Vec<Uuid> = dirty.drain().collect();
+    for (i, id) in ids.iter().enumerate() {
+        match refresh(ctx, *id, d_store, p_store, e_store).await {
+            Derived::Done => {}
+            // The API did not confirm an absence: this one again next tick.
+            Derived::Retry => {
+                dirty.insert(*id);
+            }
+            // The database did not answer: all of these again next tick.
+            Derived::DatabaseDown => {
+                dirty.extend(ids[i..].iter().copied());
+                break;
+            }
+        }
+    }
+}
+
 async fn refresh(
     (mgr, clients, cluster, ns): (&ClusterManager, &Clients, Uuid, &str),
     id: Uuid,
