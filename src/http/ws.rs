@@ -202,19 +202,11 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
         };
     }
 
-    let end = 'conn: loop {
+    let end = loop {
         if *shutdown.borrow() {
             break End::Close(SERVICE_RESTART, "the gateway is restarting".into());
         }
-        let expiry = conn
-            .ctx
-            .as_ref()
-            .and_then(|c| c.principal.expires_at)
-            .map(|at| {
-                let left = (at - chrono::Utc::now()).to_std().unwrap_or_default();
-                Instant::now() + left
-            })
-            .unwrap_or(far);
+        let expiry = conn.token_expiry().unwrap_or(far);
         let init_by = if conn.init_seen { far } else { init_deadline };
         tokio::select! {
             _ = shutdown.changed() => {}
@@ -223,10 +215,9 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
                     grants = None;
                     continue;
                 }
-                for msg in conn.reload_access().await {
-                    if !send!(text(msg)) {
-                        break 'conn End::Drop;
-                    }
+                let replies = conn.reload_access().await;
+                if !send_all(&mut sink, replies, write_timeout).await {
+                    break End::Drop;
                 }
             }
             _ = tokio::time::sleep_until(init_by) => {
@@ -250,60 +241,33 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
                 }
             }
             Some((id, generation, out)) = outgoing.next(), if !outgoing.is_empty() => {
-                for msg in conn.render(&id, generation, out) {
-                    if !send!(text(msg)) {
-                        break 'conn End::Drop;
-                    }
+                let replies = conn.render(&id, generation, out);
+                if !send_all(&mut sink, replies, write_timeout).await {
+                    break End::Drop;
                 }
             }
             frame = source.next() => {
                 last_heard = Instant::now();
-                let bytes = match frame {
-                    None | Some(Err(_)) => break End::Drop,
-                    // The closing handshake: echo the client's code (RFC 6455 §5.5.1).
-                    Some(Ok(Message::Close(frame))) => {
-                        break End::Close(frame.map_or(1000, |f| f.code), String::new())
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
-                    Some(Ok(Message::Binary(b))) => b.to_vec(),
-                };
-                // The same size limit as HTTP bodies (the upgrade also caps frames).
-                if bytes.len() > conn.state.services.config.serve.limits.max_body_bytes {
-                    break End::Close(MESSAGE_TOO_BIG, "Message too big".into());
-                }
-                let message = match ClientMessage::from_bytes(&bytes) {
-                    Ok(m) => m,
-                    Err(e) => break End::Close(BAD_REQUEST, format!("Invalid message received: {e}")),
+                let max = conn.state.services.config.serve.limits.max_body_bytes;
+                let message = match read_frame(frame, max) {
+                    Frame::Skip => continue,
+                    Frame::End(end) => break end,
+                    Frame::Message(m) => m,
                 };
                 let step = conn.handle(message, &mut outgoing).await;
-                if grants.is_none()
-                    && let Some(ctx) = &conn.ctx
-                    && !ctx.principal.has(crate::auth::Role::Admin)
-                {
-                    // Marked changed: a grant may have changed between the rights being read
-                    // at `connection_init` and this subscription, so they are read once more.
-                    let mut changes = conn.state.services.pubsub.grant_changes();
-                    changes.mark_changed();
-                    grants = Some(changes);
+                if grants.is_none() {
+                    grants = conn.grant_watch();
                 }
-                match step {
-                    Step::Continue => {}
-                    Step::Reply(values) => {
-                        for v in values {
-                            if !send!(text(v)) {
-                                break 'conn End::Drop;
-                            }
-                        }
-                    }
-                    Step::End(replies, end) => {
-                        for v in replies {
-                            if !send!(text(v)) {
-                                break 'conn End::Drop;
-                            }
-                        }
-                        break end;
-                    }
+                let (replies, end) = match step {
+                    Step::Continue => (Vec::new(), None),
+                    Step::Reply(values) => (values, None),
+                    Step::End(replies, end) => (replies, Some(end)),
+                };
+                if !send_all(&mut sink, replies, write_timeout).await {
+                    break End::Drop;
+                }
+                if let Some(end) = end {
+                    break end;
                 }
             }
         }
@@ -318,6 +282,54 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
         }));
         let _ = tokio::time::timeout(write_timeout, sink.send(frame)).await;
         let _ = tokio::time::timeout(write_timeout, sink.close()).await;
+    }
+}
+
+/// The socket's sending half.
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+/// Sends messages in order, each within the write timeout; false when one could not be sent.
+async fn send_all(sink: &mut Sink, values: Vec<Value>, write_timeout: Duration) -> bool {
+    for v in values {
+        if !matches!(
+            tokio::time::timeout(write_timeout, sink.send(text(v))).await,
+            Ok(Ok(()))
+        ) {
+            return false;
+        }
+    }
+    true
+}
+
+/// What a frame from the client amounts to.
+enum Frame {
+    /// Nothing to answer (ping, pong).
+    Skip,
+    Message(ClientMessage),
+    End(End),
+}
+
+/// Reads a frame: the closing handshake echoes the client's code (RFC 6455 §5.5.1); a message is
+/// held to the same size limit as HTTP bodies (the upgrade also caps frames).
+fn read_frame(frame: Option<Result<Message, axum::Error>>, max_bytes: usize) -> Frame {
+    let bytes = match frame {
+        None | Some(Err(_)) => return Frame::End(End::Drop),
+        Some(Ok(Message::Close(frame))) => {
+            return Frame::End(End::Close(frame.map_or(1000, |f| f.code), String::new()));
+        }
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Frame::Skip,
+        Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
+        Some(Ok(Message::Binary(b))) => b.to_vec(),
+    };
+    if bytes.len() > max_bytes {
+        return Frame::End(End::Close(MESSAGE_TOO_BIG, "Message too big".into()));
+    }
+    match ClientMessage::from_bytes(&bytes) {
+        Ok(m) => Frame::Message(m),
+        Err(e) => Frame::End(End::Close(
+            BAD_REQUEST,
+            format!("Invalid message received: {e}"),
+        )),
     }
 }
 
@@ -403,122 +415,134 @@ fn close(code: u16, reason: &str) -> Step {
 }
 
 impl Conn {
+    /// `connection_init`: authenticates the caller and reads their namespace grants once.
+    async fn init(&mut self, payload: Option<Value>) -> Step {
+        if self.init_seen {
+            return close(TOO_MANY_INITS, "Too many initialisation requests");
+        }
+        self.init_seen = true;
+        let payload = payload.unwrap_or_default();
+        let header = ["authorization", "Authorization"]
+            .iter()
+            .find_map(|k| payload.get(*k).and_then(|v| v.as_str()).map(str::to_string))
+            .or_else(|| {
+                payload
+                    .get("token")
+                    .and_then(|v| v.as_str())
+                    .map(|t| format!("Bearer {t}"))
+            });
+        let services = &self.state.services;
+        match services.auth.authenticate(header.as_deref()).await {
+            Ok(principal) if principal.authenticated => {
+                if principal
+                    .expires_at
+                    .is_some_and(|at| at <= chrono::Utc::now())
+                {
+                    return self.refuse("Forbidden: the token expired".into());
+                }
+                // The caller's namespace grants are read once, here.
+                match RequestCtx::authorized(
+                    services.pool.clone(),
+                    uuid::Uuid::new_v4().to_string(),
+                    principal,
+                )
+                .await
+                {
+                    Ok(rc) => self.ctx = Some(Arc::new(rc)),
+                    Err(e) => {
+                        return self.refuse(format!("Forbidden: {}", e.public_message()));
+                    }
+                }
+                let mut replies = vec![json!({ "type": "connection_ack" })];
+                if self.protocol == Protocols::SubscriptionsTransportWS {
+                    replies.push(json!({ "type": "ka" }));
+                }
+                Step::Reply(replies)
+            }
+            Ok(_) => self.refuse("Forbidden: credentials are required".into()),
+            Err(e) => self.refuse(format!("Forbidden: {e}")),
+        }
+    }
+
+    /// `subscribe`/`start`: runs the operation, its messages pumped into `outgoing`.
+    fn start(
+        &mut self,
+        id: String,
+        payload: async_graphql::Request,
+        outgoing: &mut SelectAll<BoxStream<'static, Tagged>>,
+    ) -> Step {
+        let Some(ctx) = self.ctx.clone() else {
+            return close(UNAUTHORIZED, "Unauthorized");
+        };
+        if self.running.contains_key(&id) {
+            return close(DUPLICATE_ID, &format!("Subscriber for {id} already exists"));
+        }
+        if self.running.len() >= self.settings.ws_max_subscriptions {
+            let error = json!([{
+                "message": format!(
+                    "a socket may hold at most {} subscriptions; complete one, or open another socket",
+                    self.settings.ws_max_subscriptions
+                ),
+                "extensions": {
+                    "code": Code::TooManySubscriptions,
+                    "limit": self.settings.ws_max_subscriptions
+                }
+            }]);
+            return Step::Reply(self.error_messages(&id, error));
+        }
+        let mut data = Data::default();
+        data.insert(ctx);
+        let single = !is_subscription(&payload);
+        let field = root_field(&payload);
+        let stream = self
+            .state
+            .schema
+            .execute_stream_with_session_data(payload, Arc::new(data));
+        // Queries and mutations get the request timeout of HTTP; subscriptions live on.
+        let stream = if single {
+            with_timeout(
+                stream.boxed(),
+                self.state.services.config.serve.limits.request_timeout(),
+            )
+        } else {
+            stream.boxed()
+        };
+        let (tx, rx) = mpsc::channel(self.settings.ws_buffer.max(1));
+        let counter = self.state.sockets.subscriptions.clone();
+        let starting = self.state.sockets.starting.clone();
+        self.generation += 1;
+        let generation = self.generation;
+        let live = crate::metrics::subscription(&field);
+        let task = tokio::spawn(crate::metrics::holding(
+            live,
+            pump(
+                (id.clone(), generation),
+                changes_only(stream),
+                tx,
+                counter,
+                starting,
+            ),
+        ));
+        self.running
+            .insert(id.clone(), (generation, task.abort_handle()));
+        outgoing.push(
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
+            )
+            .boxed(),
+        );
+        Step::Continue
+    }
+
     async fn handle(
         &mut self,
         message: ClientMessage,
         outgoing: &mut SelectAll<BoxStream<'static, Tagged>>,
     ) -> Step {
         match message {
-            ClientMessage::ConnectionInit { payload } => {
-                if self.init_seen {
-                    return close(TOO_MANY_INITS, "Too many initialisation requests");
-                }
-                self.init_seen = true;
-                let payload = payload.unwrap_or_default();
-                let header = ["authorization", "Authorization"]
-                    .iter()
-                    .find_map(|k| payload.get(*k).and_then(|v| v.as_str()).map(str::to_string))
-                    .or_else(|| {
-                        payload
-                            .get("token")
-                            .and_then(|v| v.as_str())
-                            .map(|t| format!("Bearer {t}"))
-                    });
-                let services = &self.state.services;
-                match services.auth.authenticate(header.as_deref()).await {
-                    Ok(principal) if principal.authenticated => {
-                        if principal
-                            .expires_at
-                            .is_some_and(|at| at <= chrono::Utc::now())
-                        {
-                            return self.refuse("Forbidden: the token expired".into());
-                        }
-                        // The caller's namespace grants are read once, here.
-                        match RequestCtx::authorized(
-                            services.pool.clone(),
-                            uuid::Uuid::new_v4().to_string(),
-                            principal,
-                        )
-                        .await
-                        {
-                            Ok(rc) => self.ctx = Some(Arc::new(rc)),
-                            Err(e) => {
-                                return self.refuse(format!("Forbidden: {}", e.public_message()));
-                            }
-                        }
-                        let mut replies = vec![json!({ "type": "connection_ack" })];
-                        if self.protocol == Protocols::SubscriptionsTransportWS {
-                            replies.push(json!({ "type": "ka" }));
-                        }
-                        Step::Reply(replies)
-                    }
-                    Ok(_) => self.refuse("Forbidden: credentials are required".into()),
-                    Err(e) => self.refuse(format!("Forbidden: {e}")),
-                }
-            }
-            ClientMessage::Start { id, payload } => {
-                let Some(ctx) = self.ctx.clone() else {
-                    return close(UNAUTHORIZED, "Unauthorized");
-                };
-                if self.running.contains_key(&id) {
-                    return close(DUPLICATE_ID, &format!("Subscriber for {id} already exists"));
-                }
-                if self.running.len() >= self.settings.ws_max_subscriptions {
-                    let error = json!([{
-                        "message": format!(
-                            "a socket may hold at most {} subscriptions; complete one, or open another socket",
-                            self.settings.ws_max_subscriptions
-                        ),
-                        "extensions": {
-                            "code": Code::TooManySubscriptions,
-                            "limit": self.settings.ws_max_subscriptions
-                        }
-                    }]);
-                    return Step::Reply(self.error_messages(&id, error));
-                }
-                let mut data = Data::default();
-                data.insert(ctx);
-                let single = !is_subscription(&payload);
-                let field = root_field(&payload);
-                let stream = self
-                    .state
-                    .schema
-                    .execute_stream_with_session_data(payload, Arc::new(data));
-                // Queries and mutations get the request timeout of HTTP; subscriptions live on.
-                let stream = if single {
-                    with_timeout(
-                        stream.boxed(),
-                        self.state.services.config.serve.limits.request_timeout(),
-                    )
-                } else {
-                    stream.boxed()
-                };
-                let (tx, rx) = mpsc::channel(self.settings.ws_buffer.max(1));
-                let counter = self.state.sockets.subscriptions.clone();
-                let starting = self.state.sockets.starting.clone();
-                self.generation += 1;
-                let generation = self.generation;
-                let live = crate::metrics::subscription(&field);
-                let task = tokio::spawn(crate::metrics::holding(
-                    live,
-                    pump(
-                        (id.clone(), generation),
-                        changes_only(stream),
-                        tx,
-                        counter,
-                        starting,
-                    ),
-                ));
-                self.running
-                    .insert(id.clone(), (generation, task.abort_handle()));
-                outgoing.push(
-                    futures_util::stream::unfold(rx, |mut rx| async move {
-                        rx.recv().await.map(|m| (m, rx))
-                    })
-                    .boxed(),
-                );
-                Step::Continue
-            }
+            ClientMessage::ConnectionInit { payload } => self.init(payload).await,
+            ClientMessage::Start { id, payload } => self.start(id, payload, outgoing),
             ClientMessage::Stop { id } => {
                 if let Some((_, task)) = self.running.remove(&id) {
                     task.abort();
@@ -538,6 +562,25 @@ impl Conn {
             }
             ClientMessage::Pong { .. } => Step::Continue,
         }
+    }
+
+    /// When the caller's token expires, if it does.
+    fn token_expiry(&self) -> Option<Instant> {
+        let at = self.ctx.as_ref()?.principal.expires_at?;
+        Some(Instant::now() + (at - chrono::Utc::now()).to_std().unwrap_or_default())
+    }
+
+    /// Grant changes to follow once the caller's rights depend on grants (not an admin's).
+    /// Marked changed: a grant may have changed between the rights being read at
+    /// `connection_init` and the first subscription, so they are read once more.
+    fn grant_watch(&self) -> Option<watch::Receiver<u64>> {
+        let ctx = self.ctx.as_ref()?;
+        if ctx.principal.has(crate::auth::Role::Admin) {
+            return None;
+        }
+        let mut changes = self.state.services.pubsub.grant_changes();
+        changes.mark_changed();
+        Some(changes)
     }
 
     /// Re-reads the caller's namespace grants after a change. Later operations run with the new
