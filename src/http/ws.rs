@@ -252,7 +252,7 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
                 let message = match read_frame(frame, max) {
                     Frame::Skip => continue,
                     Frame::End(end) => break end,
-                    Frame::Message(m) => m,
+                    Frame::Message(m) => *m,
                 };
                 let step = conn.handle(message, &mut outgoing).await;
                 if grants.is_none() {
@@ -305,7 +305,7 @@ async fn send_all(sink: &mut Sink, values: Vec<Value>, write_timeout: Duration) 
 enum Frame {
     /// Nothing to answer (ping, pong).
     Skip,
-    Message(ClientMessage),
+    Message(Box<ClientMessage>),
     End(End),
 }
 
@@ -325,7 +325,7 @@ fn read_frame(frame: Option<Result<Message, axum::Error>>, max_bytes: usize) -> 
         return Frame::End(End::Close(MESSAGE_TOO_BIG, "Message too big".into()));
     }
     match ClientMessage::from_bytes(&bytes) {
-        Ok(m) => Frame::Message(m),
+        Ok(m) => Frame::Message(Box::new(m)),
         Err(e) => Frame::End(End::Close(
             BAD_REQUEST,
             format!("Invalid message received: {e}"),
