@@ -26,6 +26,11 @@ use crate::metrics::OperationLabels;
 /// themselves (`sqlLog`) in the response `extensions`: `x-hivegraph-debug: sql`.
 pub const DEBUG_HEADER: &str = "x-hivegraph-debug";
 
+mod cached;
+mod caller;
+mod debug_sql;
+mod operation_metrics;
+
 fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
@@ -110,85 +115,32 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
     out
 }
 
+/// One request through the request policies, in order: batch size, the caller and their
+/// rights (`caller.rs`), the response cache (`cached.rs`), execution under the time limit with
+/// statements counted (`debug_sql.rs`), and operation metrics (`operation_metrics.rs`). The
+/// policies that need the parsed document (limits, rate limit, persisted operations, the error
+/// policy) are schema extensions in `crate::graphql`.
 async fn execute_inner(
     state: &AppState,
     headers: &HeaderMap,
     batch: BatchRequest,
     media: super::negotiate::MediaType,
 ) -> Response {
-    let limits = &state.services.config.serve.limits;
-    let n = match &batch {
-        BatchRequest::Single(_) => 1,
-        BatchRequest::Batch(v) => v.len(),
-    };
-    if n > limits.max_batch || n == 0 {
-        state.metrics.reject("batch_too_large");
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "a batch may hold 1 to {} operations; this one holds {n}",
-                limits.max_batch
-            ),
-        );
+    if let Err(refused) = caller::admit_batch(state, &batch) {
+        return refused;
     }
     let request_id = request_id(headers);
-    // SQL statements describe the schema and the data model: dev mode only.
-    let debug_sql = state.services.config.serve.mode == crate::config::Mode::Dev
-        && headers
-            .get(DEBUG_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|p| p.trim() == "sql"));
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let principal = match state.services.auth.authenticate(authorization).await {
-        Ok(p) => p,
-        Err(e) => {
-            state.metrics.reject("unauthenticated");
-            let mut resp = refuse_with_code(
-                StatusCode::UNAUTHORIZED,
-                &e.to_string(),
-                Code::Unauthenticated,
-            );
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
-            return resp;
-        }
+    let debug_sql = debug_sql::wanted(state, headers);
+    let (principal, access) = match caller::identify(state, headers).await {
+        Ok(c) => c,
+        Err(refused) => return refused,
     };
-    // The caller's namespace grants, loaded once per request (none for admins and anonymous
-    // callers); the request's reader filters every instance statement by them.
-    let access = match NamespaceAccess::load(&state.services.pool, &principal).await {
-        Ok(a) => a,
-        Err(e) => {
-            state.metrics.reject("unavailable");
-            return refuse_with_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &e.public_message(),
-                e.code(),
-            );
-        }
-    };
-    // A read-only request asked before, by a caller with the same rights, whose data has not
-    // changed since: answered from the response cache.
-    let responses = state.services.caches.responses();
-    let mut ticket = None;
-    if responses.enabled()
-        && !debug_sql
-        && let BatchRequest::Single(req) = &batch
-        && responses.may_cache(req)
-    {
-        // The key first: a hit needs nothing else (not even the plan).
-        let key = ResponseCache::key(&AuthScope::of(&principal, &access), req);
-        if let Some(entry) = responses.get(&key) {
+    let ticket = match cached::lookup(state, &batch, (&principal, &access), debug_sql) {
+        cached::Lookup::Hit(entry) => {
             return cached_answer(state, &principal.subject, &entry, &request_id);
         }
-        let plan = responses.plan(&req.query, req.operation_name.as_deref());
-        if let Some(deps) = plan.deps {
-            ticket = Some(responses.ticket(key, deps, &plan.operation));
-        }
-    }
+        cached::Lookup::Miss(ticket) => ticket,
+    };
     let rc = RequestCtx::with_access(
         state.services.pool.clone(),
         request_id.clone(),
@@ -199,107 +151,24 @@ async fn execute_inner(
     if debug_sql {
         stats.record_statements();
     }
-    let gate = rc.gate.clone();
-    let labels: Vec<(String, &'static str)> = batch
-        .iter()
-        .map(|r| {
-            let op = operation_of(&r.query, r.operation_name.as_deref());
-            let name = op
-                .as_ref()
-                .and_then(|(_, n)| n.clone())
-                .unwrap_or_else(|| "anonymous".into());
-            (name, kind_label(op.map(|(ty, _)| ty)))
-        })
-        .collect();
-    let batch = batch.data(std::sync::Arc::new(rc));
+    let labels = operation_metrics::labels(&batch);
     let started = Instant::now();
-    let span = operation_span(&request_id, &labels);
-    let run = tracing::Instrument::instrument(
-        gate.holding(crate::db::counted(
-            stats.clone(),
-            state.schema.execute_batch(batch),
-        )),
-        span,
-    );
-    let result = tokio::time::timeout(limits.request_timeout(), run).await;
+    let Some(mut resp) = run(state, batch, rc, &request_id, &labels).await else {
+        operation_metrics::timed_out(state, labels, started.elapsed().as_secs_f64());
+        return refuse_with_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!(
+                "the request did not finish within {} ms",
+                state.services.config.serve.limits.request_timeout_ms
+            ),
+            Code::Timeout,
+        );
+    };
     let elapsed = started.elapsed().as_secs_f64();
-    let mut resp = match result {
-        Ok(resp) => resp,
-        Err(_) => {
-            state.metrics.reject("timeout");
-            for (operation, kind) in labels {
-                state.metrics.observe(
-                    OperationLabels {
-                        operation,
-                        kind: kind.into(),
-                        outcome: "timeout".into(),
-                    },
-                    elapsed,
-                );
-            }
-            return refuse_with_code(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!(
-                    "the request did not finish within {} ms",
-                    limits.request_timeout_ms
-                ),
-                Code::Timeout,
-            );
-        }
-    };
-    if labels.iter().any(|(_, kind)| *kind == "mutation") {
-        // Read-your-writes within this process, before the change notifications arrive.
-        responses.changed_all();
-    }
-    let mut cache_state = None;
-    // A cacheable answer is serialized once: the cached `{"data":…}` plus its rate-limit report.
-    let mut reply = None;
-    if let (Some(ticket), BatchResponse::Single(r)) = (ticket, &resp) {
-        cache_state = Some("miss");
-        if let Some((body, cost)) = cacheable(r) {
-            reply = Some(with_rate_limit(
-                &body,
-                r.extensions.get(RATE_LIMIT_EXTENSION),
-            ));
-            responses.put(ticket, body, cost);
-        }
-    }
-    let outcomes: Vec<bool> = match &resp {
-        BatchResponse::Single(r) => vec![r.errors.is_empty()],
-        BatchResponse::Batch(rs) => rs.iter().map(|r| r.errors.is_empty()).collect(),
-    };
-    for ((operation, kind), ok) in labels.into_iter().zip(outcomes) {
-        let outcome = if ok { "ok" } else { "error" };
-        state.metrics.observe(
-            OperationLabels {
-                operation,
-                kind: kind.into(),
-                outcome: outcome.into(),
-            },
-            elapsed,
-        );
-    }
+    let (reply, cache_state) = cached::store(state, &labels, ticket, &resp);
+    operation_metrics::observe(state, labels, &resp, elapsed);
     if debug_sql {
-        let count = async_graphql::Value::from(stats.statements());
-        let log = async_graphql::Value::List(
-            stats
-                .statement_log()
-                .into_iter()
-                .map(async_graphql::Value::from)
-                .collect(),
-        );
-        match &mut resp {
-            BatchResponse::Single(r) => {
-                r.extensions.insert("sqlStatements".into(), count);
-                r.extensions.insert("sqlLog".into(), log);
-            }
-            BatchResponse::Batch(rs) => {
-                for r in rs {
-                    r.extensions.insert("sqlStatements".into(), count.clone());
-                    r.extensions.insert("sqlLog".into(), log.clone());
-                }
-            }
-        }
+        debug_sql::attach(&mut resp, &stats);
     }
     let mut out = match reply {
         Some(body) => json_answer(body),
@@ -313,6 +182,26 @@ async fn execute_inner(
             .insert(CACHE_HEADER, axum::http::HeaderValue::from_static(c));
     }
     out
+}
+
+/// Executes the batch in its span, its statements counted, within the request time limit;
+/// `None` when the limit passed.
+async fn run(
+    state: &AppState,
+    batch: BatchRequest,
+    rc: RequestCtx,
+    request_id: &str,
+    labels: &[(String, &'static str)],
+) -> Option<BatchResponse> {
+    let stats = rc.stats();
+    let gate = rc.gate.clone();
+    let batch = batch.data(std::sync::Arc::new(rc));
+    let run = tracing::Instrument::instrument(
+        gate.holding(crate::db::counted(stats, state.schema.execute_batch(batch))),
+        operation_span(request_id, labels),
+    );
+    let limit = state.services.config.serve.limits.request_timeout();
+    tokio::time::timeout(limit, run).await.ok()
 }
 
 /// The response header that tells whether an answer came from the response cache (`hit`) or was
