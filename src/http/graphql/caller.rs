@@ -2,8 +2,8 @@
 
 use super::*;
 
-/// Refuses a batch of no operations or of more than `HIVEGRAPH_MAX_BATCH`.
-pub(super) fn admit_batch(state: &AppState, batch: &BatchRequest) -> Result<(), Response> {
+/// The refusal of a batch of no operations or of more than `HIVEGRAPH_MAX_BATCH`.
+pub(super) fn refuse_batch(state: &AppState, batch: &BatchRequest) -> Option<Response> {
     let max = state.services.config.serve.limits.max_batch;
     let n = match batch {
         BatchRequest::Single(_) => 1,
@@ -11,12 +11,12 @@ pub(super) fn admit_batch(state: &AppState, batch: &BatchRequest) -> Result<(), 
     };
     if n > max || n == 0 {
         state.metrics.reject("batch_too_large");
-        return Err(refuse(
+        return Some(refuse(
             StatusCode::BAD_REQUEST,
             &format!("a batch may hold 1 to {max} operations; this one holds {n}"),
         ));
     }
-    Ok(())
+    None
 }
 
 /// The caller and their namespace grants, loaded once per request (none for admins and

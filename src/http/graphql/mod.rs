@@ -126,7 +126,7 @@ async fn execute_inner(
     batch: BatchRequest,
     media: super::negotiate::MediaType,
 ) -> Response {
-    if let Err(refused) = caller::admit_batch(state, &batch) {
+    if let Some(refused) = caller::refuse_batch(state, &batch) {
         return refused;
     }
     let request_id = request_id(headers);
