@@ -1,8 +1,10 @@
 //! hivegraph: a GraphQL gateway for ToolHive registries of MCP servers.
 //!
-//! The crate is organised by layer: `config` (typed settings), `db` (pool and migrations),
-//! `graphql` (schema, resolvers, policies), `http` (router and endpoints), `registries`
-//! (validation and writes), `sync` (registry fetching), `secrets` (encryption at rest).
+//! Modules are layered and import only downward (`scripts/lib/layers.py` checks it):
+//! foundations (`error`, `ids`, `clock`, `validate`, `config`, `db`, `metrics`, `telemetry`,
+//! `changes`, `persisted`, `log_gate`); identity and secrets (`auth`, `authz`, `audit`,
+//! `secrets`, `keys`); `cache`; `pubsub`; the domains (`registries`, `sync`, `k8s`,
+//! `monitoring`, `retention`); `state`; `graphql`; `http`; `server` and `cli`.
 
 pub mod audit;
 pub mod auth;
