@@ -583,6 +583,24 @@ impl<'a> CachedReads<'a> {
         }
     }
 
+    /// A read through the cache `pick` chooses, or straight to the loader without caches.
+    async fn through<K, V, Fut>(
+        &self,
+        pick: impl FnOnce(&Inner) -> &TtlCache<K, V>,
+        key: K,
+        load: impl FnOnce() -> Fut,
+    ) -> Result<V, ReadError>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<V, ReadError>>,
+    {
+        match self.caches {
+            Some(c) => pick(&c.inner).get_or_load(self.scope, key, load).await,
+            None => load().await,
+        }
+    }
+
     /// A page of a registry's servers. `synced_at` is the registry's `last_sync_at` as loaded by
     /// this request: a newer sync makes older entries unreachable.
     pub async fn registry_servers(
@@ -600,15 +618,12 @@ impl<'a> CachedReads<'a> {
                 self.loader.load_one(key).await?.unwrap_or_default(),
             ))
         };
-        match self.caches {
-            Some(c) => {
-                c.inner
-                    .server_pages
-                    .get_or_load(self.scope, (registry_id, synced_at, page.clone()), load)
-                    .await
-            }
-            None => load().await,
-        }
+        self.through(
+            |i| &i.server_pages,
+            (registry_id, synced_at, page.clone()),
+            load,
+        )
+        .await
     }
 
     /// The number of a registry's servers (see [`CachedReads::registry_servers`]).
@@ -618,24 +633,14 @@ impl<'a> CachedReads<'a> {
         synced_at: Option<DateTime<Utc>>,
     ) -> Result<i64, ReadError> {
         let load = || CountOf::ServersOfRegistry(registry_id).load(self.loader);
-        match self.caches {
-            Some(c) => {
-                c.inner
-                    .server_counts
-                    .get_or_load(self.scope, (registry_id, synced_at), load)
-                    .await
-            }
-            None => load().await,
-        }
+        self.through(|i| &i.server_counts, (registry_id, synced_at), load)
+            .await
     }
 
     /// An instance by id.
     pub async fn instance(&self, id: Uuid) -> Result<Option<Arc<InstanceRow>>, ReadError> {
         let load = || async { Ok(self.loader.load_one(InstanceKey(id)).await?.map(Arc::new)) };
-        match self.caches {
-            Some(c) => c.inner.instances.get_or_load(self.scope, id, load).await,
-            None => load().await,
-        }
+        self.through(|i| &i.instances, id, load).await
     }
 
     /// A page of a server's instances.
@@ -648,15 +653,8 @@ impl<'a> CachedReads<'a> {
                 self.loader.load_one(key.clone()).await?.unwrap_or_default(),
             ))
         };
-        match self.caches {
-            Some(c) => {
-                c.inner
-                    .instances_of_server
-                    .get_or_load(self.scope, key.clone(), load)
-                    .await
-            }
-            None => load().await,
-        }
+        self.through(|i| &i.instances_of_server, key.clone(), load)
+            .await
     }
 
     /// A page of a cluster's instances.
@@ -669,29 +667,14 @@ impl<'a> CachedReads<'a> {
                 self.loader.load_one(key.clone()).await?.unwrap_or_default(),
             ))
         };
-        match self.caches {
-            Some(c) => {
-                c.inner
-                    .instances_of_cluster
-                    .get_or_load(self.scope, key.clone(), load)
-                    .await
-            }
-            None => load().await,
-        }
+        self.through(|i| &i.instances_of_cluster, key.clone(), load)
+            .await
     }
 
     /// The newest monitoring sample of an instance.
     pub async fn latest_metrics(&self, instance_id: Uuid) -> Result<Option<MetricsRow>, ReadError> {
         let load = || self.loader.load_one(LatestMetricsOfInstance(instance_id));
-        match self.caches {
-            Some(c) => {
-                c.inner
-                    .latest_metrics
-                    .get_or_load(self.scope, instance_id, load)
-                    .await
-            }
-            None => load().await,
-        }
+        self.through(|i| &i.latest_metrics, instance_id, load).await
     }
 
     /// A page of an instance's monitoring samples.
@@ -701,15 +684,7 @@ impl<'a> CachedReads<'a> {
                 self.loader.load_one(key.clone()).await?.unwrap_or_default(),
             ))
         };
-        match self.caches {
-            Some(c) => {
-                c.inner
-                    .metrics_pages
-                    .get_or_load(self.scope, key.clone(), load)
-                    .await
-            }
-            None => load().await,
-        }
+        self.through(|i| &i.metrics_pages, key.clone(), load).await
     }
 
     /// A page of an operation's log lines; cached only when the operation has finished.
@@ -723,15 +698,10 @@ impl<'a> CachedReads<'a> {
                 self.loader.load_one(key.clone()).await?.unwrap_or_default(),
             ))
         };
-        match self.caches {
-            Some(c) if finished => {
-                c.inner
-                    .log_pages
-                    .get_or_load(self.scope, key.clone(), load)
-                    .await
-            }
-            _ => load().await,
+        if !finished {
+            return load().await;
         }
+        self.through(|i| &i.log_pages, key.clone(), load).await
     }
 
     /// The size of a child list, through the cache of its kind (operation and log counts are

@@ -5,6 +5,28 @@ use super::lifecycle_operator::operator_spec;
 use super::*;
 
 impl ClusterManager {
+    /// Records an operation on a live instance (INITIATED, with what a rollback needs), makes
+    /// sure its namespace is watched, and starts its driver: the end of every lifecycle call.
+    pub(super) async fn record_op(
+        &self,
+        actor: &Actor,
+        inst: &InstanceRow,
+        (operation, parameters, rollback_info): (DeploymentOperation, Value, Value),
+    ) -> AppResult<DeploymentRow> {
+        let op = store::insert_op(
+            &self.inner.pool,
+            actor,
+            inst,
+            operation,
+            parameters,
+            rollback_info,
+        )
+        .await?;
+        self.ensure_watch(inst.cluster_id, &inst.namespace).await;
+        self.spawn_driver(op.id);
+        Ok(op)
+    }
+
     pub(super) async fn live_instance(&self, id: Uuid) -> AppResult<(InstanceRow, Clients)> {
         let inst = store::instance(&self.inner.pool, id)
             .await?
@@ -68,18 +90,16 @@ impl ClusterManager {
         .await?;
         let d = Self::current_deployment(&clients, &inst).await?;
         let previous = d.spec.replicas.unwrap_or(1);
-        let op = store::insert_op(
-            &self.inner.pool,
+        self.record_op(
             actor,
             &inst,
-            DeploymentOperation::Scale,
-            json!({"replicas": replicas, "previousReplicas": previous}),
-            json!({"previousReplicas": previous, "previousRevision": Self::revision_of(&d)}),
+            (
+                DeploymentOperation::Scale,
+                json!({"replicas": replicas, "previousReplicas": previous}),
+                json!({"previousReplicas": previous, "previousRevision": Self::revision_of(&d)}),
+            ),
         )
-        .await?;
-        self.ensure_watch(inst.cluster_id, &inst.namespace).await;
-        self.spawn_driver(op.id);
-        Ok(op)
+        .await
     }
 
     /// `restartInstance`.
@@ -97,18 +117,16 @@ impl ClusterManager {
         .await?;
         let d = Self::current_deployment(&clients, &inst).await?;
         let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let op = store::insert_op(
-            &self.inner.pool,
+        self.record_op(
             actor,
             &inst,
-            DeploymentOperation::Restart,
-            json!({"restartedAt": at}),
-            json!({"previousRevision": Self::revision_of(&d)}),
+            (
+                DeploymentOperation::Restart,
+                json!({"restartedAt": at}),
+                json!({"previousRevision": Self::revision_of(&d)}),
+            ),
         )
-        .await?;
-        self.ensure_watch(inst.cluster_id, &inst.namespace).await;
-        self.spawn_driver(op.id);
-        Ok(op)
+        .await
     }
 
     /// The ReplicaSet holding the revision before the Deployment's current one.
@@ -165,18 +183,14 @@ impl ClusterManager {
             .and_then(|op| op.rollback_info)
             .map(|info| info["configuration"].clone())
             .unwrap_or(Value::Null);
-        let op = store::insert_op(
-            &self.inner.pool,
+        self.record_op(
             actor,
             &inst,
-            DeploymentOperation::Rollback,
-            json!({"toRevision": target, "fromRevision": current, "restoreConfiguration": restore}),
-            json!({"previousRevision": current, "toRevision": target}),
+            (DeploymentOperation::Rollback,
+                json!({"toRevision": target, "fromRevision": current, "restoreConfiguration": restore}),
+                json!({"previousRevision": current, "toRevision": target})),
         )
-        .await?;
-        self.ensure_watch(inst.cluster_id, &inst.namespace).await;
-        self.spawn_driver(op.id);
-        Ok(op)
+        .await
     }
 
     /// `deleteInstance`.
@@ -198,18 +212,16 @@ impl ClusterManager {
             .ok()
             .flatten()
             .and_then(|d| Self::revision_of(&d));
-        let op = store::insert_op(
-            &self.inner.pool,
+        self.record_op(
             actor,
             &inst,
-            DeploymentOperation::Delete,
-            json!({}),
-            json!({"previousRevision": rev, "configuration": inst.configuration}),
+            (
+                DeploymentOperation::Delete,
+                json!({}),
+                json!({"previousRevision": rev, "configuration": inst.configuration}),
+            ),
         )
-        .await?;
-        self.ensure_watch(inst.cluster_id, &inst.namespace).await;
-        self.spawn_driver(op.id);
-        Ok(op)
+        .await
     }
 
     /// `cancelDeployment`: records CANCELLED, then stops the rollout in the cluster. A cancelled

@@ -19,26 +19,6 @@ fn plural(spec: &InstanceSpec) -> &'static str {
 }
 
 impl ClusterManager {
-    async fn operator_op(
-        &self,
-        actor: &Actor,
-        inst: &InstanceRow,
-        (operation, parameters, rollback_info): (DeploymentOperation, Value, Value),
-    ) -> AppResult<DeploymentRow> {
-        let op = store::insert_op(
-            &self.inner.pool,
-            actor,
-            inst,
-            operation,
-            parameters,
-            rollback_info,
-        )
-        .await?;
-        self.ensure_watch(inst.cluster_id, &inst.namespace).await;
-        self.spawn_driver(op.id);
-        Ok(op)
-    }
-
     async fn require_on_resource(
         clients: &Clients,
         inst: &InstanceRow,
@@ -72,7 +52,7 @@ impl ClusterManager {
             json!({"replicas": replicas, "previousReplicas": previous}),
             json!({"previousReplicas": previous, "configuration": inst.configuration}),
         );
-        self.operator_op(actor, inst, op).await
+        self.record_op(actor, inst, op).await
     }
 
     /// `restartInstance`: the operator's `restarted-at` annotation.
@@ -90,7 +70,7 @@ impl ClusterManager {
             json!({"restartedAt": at}),
             json!({}),
         );
-        self.operator_op(actor, inst, op).await
+        self.record_op(actor, inst, op).await
     }
 
     /// `rollbackInstance`: re-applies the configuration before the last change.
@@ -114,7 +94,7 @@ impl ClusterManager {
             json!({"configuration": previous}),
             json!({"configuration": inst.configuration}),
         );
-        self.operator_op(actor, inst, op).await
+        self.record_op(actor, inst, op).await
     }
 
     /// `deleteInstance`: the resource, its Secrets and ConfigMap.
@@ -131,6 +111,6 @@ impl ClusterManager {
             json!({}),
             json!({"configuration": inst.configuration}),
         );
-        self.operator_op(actor, inst, op).await
+        self.record_op(actor, inst, op).await
     }
 }

@@ -166,22 +166,18 @@ impl ClusterManager {
         let d = Self::current_deployment(&clients, &inst).await?;
         self.store_new_secrets(&clients.api, &inst, &new_env.new_secrets)
             .await?;
-        let op = store::insert_op(
-            &self.inner.pool,
+        self.record_op(
             actor,
             &inst,
-            DeploymentOperation::Upgrade,
-            json!({
-                "fromImage": up.current_image, "toImage": up.available_image,
-                "fromVersion": up.current_version, "toVersion": up.available_version,
-                "spec": next,
-            }),
-            json!({"configuration": inst.configuration, "previousRevision": Self::revision_of(&d)}),
+            (DeploymentOperation::Upgrade,
+                json!({
+                    "fromImage": up.current_image, "toImage": up.available_image,
+                    "fromVersion": up.current_version, "toVersion": up.available_version,
+                    "spec": next,
+                }),
+                json!({"configuration": inst.configuration, "previousRevision": Self::revision_of(&d)})),
         )
-        .await?;
-        self.ensure_watch(inst.cluster_id, &inst.namespace).await;
-        self.spawn_driver(op.id);
-        Ok(op)
+        .await
     }
 
     /// Adds secret values to the instance's Secret (creating it when it has none yet); values

@@ -211,11 +211,11 @@ async fn run(
             _ = tick.tick() => {
                 ticks += 1;
                 // The ToolHive operator's workloads are not watched (they carry its labels, not
-                // the gateway's): every live instance here is re-read every 20 ticks (3 s).
+                // the gateway's): its instances here are re-read every 20 ticks (3 s).
                 if ticks.is_multiple_of(20) && !first_list {
-                    resync = true;
+                    mark_live(&mgr, (cluster, &ns), &mut dirty, false, true).await;
                 }
-                if resync && mark_live(&mgr, cluster, &ns, &mut dirty, first_list).await {
+                if resync && mark_live(&mgr, (cluster, &ns), &mut dirty, first_list, false).await {
                     resync = false;
                     first_list = false;
                 }
@@ -230,26 +230,25 @@ async fn run(
     synced.store(false, Ordering::SeqCst);
 }
 
-/// Marks every live instance of `(cluster, ns)` dirty (after the watch's first list, also
-/// forgetting the resource versions recorded for them); false when the database did not answer.
+/// Marks the live instances of `(cluster, ns)` dirty (only the operator's with
+/// `operator_only`; after the watch's first list, also forgetting the resource versions recorded
+/// for them); false when the database did not answer.
 async fn mark_live(
     mgr: &ClusterManager,
-    cluster: Uuid,
-    ns: &str,
+    (cluster, ns): (Uuid, &str),
     dirty: &mut HashSet<Uuid>,
     first_list: bool,
+    operator_only: bool,
 ) -> bool {
-    let Ok(live) = store::live_instances(&mgr.inner().pool).await else {
+    let Ok(live) = store::live_in(&mgr.inner().pool, cluster, ns, operator_only).await else {
         return false;
     };
-    for (id, c, n, _) in live {
-        if c == cluster && n == ns {
-            mgr.inner().status_cache.invalidate(&id).await;
-            if first_list {
-                mgr.inner().applied_rv.lock().unwrap().remove(&id);
-            }
-            dirty.insert(id);
+    for id in live {
+        mgr.inner().status_cache.invalidate(&id).await;
+        if first_list {
+            mgr.inner().applied_rv.lock().unwrap().remove(&id);
         }
+        dirty.insert(id);
     }
     true
 }

@@ -79,6 +79,46 @@ impl SyncPlan {
             .map(|w| w.server.original_name.as_str())
             .collect()
     }
+
+    /// Counts one server entry; returns the write it needs, if any.
+    fn classify(
+        &mut self,
+        server: NewServer,
+        latest: bool,
+        stored: &StoredServers,
+    ) -> Option<Write> {
+        let known = stored.get(&server.original_name);
+        if !latest && known.is_some() {
+            // A non-latest version never replaces the stored latest one.
+            self.unchanged += 1;
+            return None;
+        }
+        let hash = server.content_hash();
+        match known {
+            Some(k) if k.hash.as_deref() == Some(hash.as_str()) && !k.removed => {
+                self.unchanged += 1;
+                None
+            }
+            Some(k) => {
+                self.updated += 1;
+                Some(Write {
+                    name: k.name.clone(),
+                    server,
+                    hash,
+                    is_new: false,
+                })
+            }
+            None => {
+                self.added += 1;
+                Some(Write {
+                    name: String::new(),
+                    server,
+                    hash,
+                    is_new: true,
+                })
+            }
+        }
+    }
 }
 
 /// Plans a sync of `entries` over `stored`.
@@ -125,48 +165,6 @@ pub fn plan(entries: Vec<Entry>, stored: &StoredServers, mode: SyncMode) -> Sync
     p.mark_removed.sort();
     p.writes = name(writes, stored, &p.delete);
     p
-}
-
-impl SyncPlan {
-    /// Counts one server entry; returns the write it needs, if any.
-    fn classify(
-        &mut self,
-        server: NewServer,
-        latest: bool,
-        stored: &StoredServers,
-    ) -> Option<Write> {
-        let known = stored.get(&server.original_name);
-        if !latest && known.is_some() {
-            // A non-latest version never replaces the stored latest one.
-            self.unchanged += 1;
-            return None;
-        }
-        let hash = server.content_hash();
-        match known {
-            Some(k) if k.hash.as_deref() == Some(hash.as_str()) && !k.removed => {
-                self.unchanged += 1;
-                None
-            }
-            Some(k) => {
-                self.updated += 1;
-                Some(Write {
-                    name: k.name.clone(),
-                    server,
-                    hash,
-                    is_new: false,
-                })
-            }
-            None => {
-                self.added += 1;
-                Some(Write {
-                    name: String::new(),
-                    server,
-                    hash,
-                    is_new: true,
-                })
-            }
-        }
-    }
 }
 
 /// Sorts the writes by original name and gives each new server a unique DNS-label name (names of

@@ -89,6 +89,29 @@ pub async fn live_instances(pool: &DbPool) -> AppResult<Vec<(Uuid, Uuid, String,
         .await?)
 }
 
+/// The live instances of one namespace of one cluster; with `operator_only`, only those the
+/// ToolHive operator runs.
+pub async fn live_in(
+    pool: &DbPool,
+    cluster: Uuid,
+    namespace: &str,
+    operator_only: bool,
+) -> AppResult<Vec<Uuid>> {
+    let mut c = conn(pool).await?;
+    let mut q = instances::table
+        .filter(instances::cluster_id.eq(cluster))
+        .filter(instances::namespace.eq(namespace))
+        .filter(instances::status.ne(InstanceStatus::Terminated))
+        .select(instances::id)
+        .into_boxed();
+    if operator_only {
+        q = q.filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "configuration ->> 'backend' = 'operator'",
+        ));
+    }
+    Ok(q.load(&mut c).await?)
+}
+
 /// Records that the instance's Deployment was applied (first time only).
 pub async fn mark_deployed(pool: &DbPool, id: Uuid) -> AppResult<()> {
     let mut c = conn(pool).await?;
