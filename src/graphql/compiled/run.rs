@@ -5,7 +5,7 @@ use async_graphql::connection::CursorType;
 use async_graphql::indexmap::IndexMap;
 use async_graphql::parser::types::VariableDefinition;
 use async_graphql::{Name, Positioned, Value, Variables};
-use futures_util::future::{BoxFuture, FutureExt, try_join_all};
+use futures_util::future::{BoxFuture, FutureExt};
 
 use super::plan::{
     Arg, ConnField, EdgeField, Entity, Fields, InfoField, InstancesField, LatestField, NoChild,
@@ -144,7 +144,8 @@ impl Run<'_> {
                     let page = Registry::list(self.rc, filter, first, after)
                         .await
                         .map_err(|_| Declined)?;
-                    self.connection(&page, &p.conn).await?
+                    let mut one = self.connections(&[page], &p.conn).await?;
+                    one.pop().ok_or(Declined)?
                 }
             };
             map.insert(key.clone(), v);
@@ -152,55 +153,91 @@ impl Run<'_> {
         Ok(Value::Object(map))
     }
 
-    /// A connection's selected fields.
-    async fn connection<T: Follow>(&self, page: &Page<T>, sel: &[(Name, ConnField<T>)]) -> Out {
-        let mut map = IndexMap::with_capacity(sel.len());
+    /// The selected fields of a connection, for each of `pages` (one level of the answer: each
+    /// relation below is read once for all of them).
+    async fn connections<T: Follow>(
+        &self,
+        pages: &[Page<T>],
+        sel: &[(Name, ConnField<T>)],
+    ) -> Many {
+        let mut maps = vec![IndexMap::with_capacity(sel.len()); pages.len()];
         for (key, f) in sel {
-            let v = match f {
-                ConnField::Typename => Value::String(format!("{}Connection", T::NAME)),
+            let values = match f {
+                ConnField::Typename => {
+                    let name = Value::String(format!("{}Connection", T::NAME));
+                    vec![name; pages.len()]
+                }
                 ConnField::Nodes(fields) => {
-                    let nodes = page.edges.iter().map(|e| self.object(&e.node, fields));
-                    Value::List(try_join_all(nodes).await?)
+                    let nodes = pages.iter().flat_map(|p| p.edges.iter().map(|e| &e.node));
+                    let mut values = self.objects(nodes.collect(), fields).await?.into_iter();
+                    let per_page = pages.iter().map(|p| p.edges.len());
+                    per_page
+                        .map(|n| Value::List(values.by_ref().take(n).collect()))
+                        .collect()
                 }
-                ConnField::Edges(edge_fields) => {
-                    let edges = page.edges.iter().map(|e| async move {
-                        let mut m = IndexMap::with_capacity(edge_fields.len());
-                        for (key, f) in edge_fields {
-                            let v = match f {
-                                EdgeField::Typename => Value::String(format!("{}Edge", T::NAME)),
-                                EdgeField::Cursor => Value::String(e.cursor.encode_cursor()),
-                                EdgeField::Node(fields) => self.object(&e.node, fields).await?,
-                            };
-                            m.insert(key.clone(), v);
-                        }
-                        Ok::<_, Declined>(Value::Object(m))
-                    });
-                    Value::List(try_join_all(edges).await?)
-                }
-                ConnField::PageInfo(info) => page_info(page, info),
+                ConnField::Edges(fields) => self.edges(pages, fields).await?,
+                ConnField::PageInfo(info) => pages.iter().map(|p| page_info(p, info)).collect(),
             };
-            map.insert(key.clone(), v);
+            for (m, v) in maps.iter_mut().zip(values) {
+                m.insert(key.clone(), v);
+            }
         }
-        Ok(Value::Object(map))
+        Ok(maps.into_iter().map(Value::Object).collect())
     }
 
-    /// An object's selected fields.
-    fn object<'a, T: Follow>(&'a self, obj: &'a T, fields: &'a Fields<T>) -> BoxFuture<'a, Out> {
-        async move {
-            let mut map = IndexMap::with_capacity(fields.len());
-            for (key, f) in fields {
-                let v = match f {
-                    ObjField::Typename => Value::String(T::NAME.into()),
-                    ObjField::Leaf(read) => read(obj),
-                    ObjField::Child(c) => obj.follow(c, self).await?,
-                };
-                map.insert(key.clone(), v);
+    /// The `edges` of each page.
+    async fn edges<T: Follow>(&self, pages: &[Page<T>], sel: &[(Name, EdgeField<T>)]) -> Many {
+        let edges: Vec<_> = pages.iter().flat_map(|p| p.edges.iter()).collect();
+        let mut maps = vec![IndexMap::with_capacity(sel.len()); edges.len()];
+        for (key, f) in sel {
+            let values = match f {
+                EdgeField::Typename => vec![Value::String(format!("{}Edge", T::NAME)); edges.len()],
+                EdgeField::Cursor => edges
+                    .iter()
+                    .map(|e| Value::String(e.cursor.encode_cursor()))
+                    .collect(),
+                EdgeField::Node(fields) => {
+                    let nodes = edges.iter().map(|e| &e.node).collect();
+                    self.objects(nodes, fields).await?
+                }
+            };
+            for (m, v) in maps.iter_mut().zip(values) {
+                m.insert(key.clone(), v);
             }
-            Ok(Value::Object(map))
+        }
+        let mut values = maps.into_iter().map(Value::Object);
+        Ok(pages
+            .iter()
+            .map(|p| Value::List(values.by_ref().take(p.edges.len()).collect()))
+            .collect())
+    }
+
+    /// The selected fields of each of `objs`.
+    fn objects<'a, T: Follow>(
+        &'a self,
+        objs: Vec<&'a T>,
+        fields: &'a Fields<T>,
+    ) -> BoxFuture<'a, Many> {
+        async move {
+            let mut maps = vec![IndexMap::with_capacity(fields.len()); objs.len()];
+            for (key, f) in fields {
+                let values = match f {
+                    ObjField::Typename => vec![Value::String(T::NAME.into()); objs.len()],
+                    ObjField::Leaf(read) => objs.iter().map(|o| read(o)).collect(),
+                    ObjField::Child(c) => T::follow(&objs, c, self).await?,
+                };
+                for (m, v) in maps.iter_mut().zip(values) {
+                    m.insert(key.clone(), v);
+                }
+            }
+            Ok(maps.into_iter().map(Value::Object).collect())
         }
         .boxed()
     }
 }
+
+/// Values of one field for each object of a level, in order.
+type Many = Result<Vec<Value>, Declined>;
 
 /// `PageInfo` of a page, as async-graphql's connection answers it.
 fn page_info<T: async_graphql::OutputType>(page: &Page<T>, info: &[(Name, InfoField)]) -> Value {
@@ -230,21 +267,28 @@ fn page_info<T: async_graphql::OutputType>(page: &Page<T>, info: &[(Name, InfoFi
 
 /// An entity whose relations a run follows.
 pub trait Follow: Entity {
-    /// The value of the relation `child` of this object.
-    fn follow<'a>(&'a self, child: &'a Self::Child, run: &'a Run<'a>) -> BoxFuture<'a, Out>;
+    /// The relation `child` of each of `objs`, read once for all of them.
+    fn follow<'a>(
+        objs: &'a [&'a Self],
+        child: &'a Self::Child,
+        run: &'a Run<'a>,
+    ) -> BoxFuture<'a, Many>;
     /// The relation's complexity.
     fn child_complexity(child: &Self::Child, run: &Run<'_>) -> Result<usize, Declined>;
 }
 
 impl Follow for Registry {
-    fn follow<'a>(&'a self, c: &'a ServersField, run: &'a Run<'a>) -> BoxFuture<'a, Out> {
+    fn follow<'a>(
+        objs: &'a [&'a Self],
+        c: &'a ServersField,
+        run: &'a Run<'a>,
+    ) -> BoxFuture<'a, Many> {
         async move {
             let (first, after) = (run.int(&c.0.first)?, run.string(&c.0.after)?);
-            let page = self
-                .servers_page(&run.reads, first, after)
+            let pages = Registry::servers_pages(objs, &run.reads, first, after)
                 .await
                 .map_err(|_| Declined)?;
-            run.connection(&page, &c.0.conn).await
+            run.connections(&pages, &c.0.conn).await
         }
         .boxed()
     }
@@ -254,14 +298,17 @@ impl Follow for Registry {
 }
 
 impl Follow for Server {
-    fn follow<'a>(&'a self, c: &'a InstancesField, run: &'a Run<'a>) -> BoxFuture<'a, Out> {
+    fn follow<'a>(
+        objs: &'a [&'a Self],
+        c: &'a InstancesField,
+        run: &'a Run<'a>,
+    ) -> BoxFuture<'a, Many> {
         async move {
             let (first, after) = (run.int(&c.0.first)?, run.string(&c.0.after)?);
-            let page = self
-                .instances_page(&run.reads, first, after)
+            let pages = Server::instances_pages(objs, &run.reads, first, after)
                 .await
                 .map_err(|_| Declined)?;
-            run.connection(&page, &c.0.conn).await
+            run.connections(&pages, &c.0.conn).await
         }
         .boxed()
     }
@@ -271,12 +318,24 @@ impl Follow for Server {
 }
 
 impl Follow for Instance {
-    fn follow<'a>(&'a self, c: &'a LatestField, run: &'a Run<'a>) -> BoxFuture<'a, Out> {
+    fn follow<'a>(
+        objs: &'a [&'a Self],
+        c: &'a LatestField,
+        run: &'a Run<'a>,
+    ) -> BoxFuture<'a, Many> {
         async move {
-            match self.latest(&run.reads).await.map_err(|_| Declined)? {
-                Some(m) => run.object(&m, &c.0).await,
-                None => Ok(Value::Null),
-            }
+            let latest = Instance::latest_many(objs, &run.reads)
+                .await
+                .map_err(|_| Declined)?;
+            let present = latest.iter().flatten().collect();
+            let mut values = run.objects(present, &c.0).await?.into_iter();
+            Ok(latest
+                .iter()
+                .map(|m| match m {
+                    Some(_) => values.next().unwrap_or(Value::Null),
+                    None => Value::Null,
+                })
+                .collect())
         }
         .boxed()
     }
@@ -286,7 +345,7 @@ impl Follow for Instance {
 }
 
 impl Follow for MonitoringMetrics {
-    fn follow<'a>(&'a self, c: &'a NoChild, _: &'a Run<'a>) -> BoxFuture<'a, Out> {
+    fn follow<'a>(_: &'a [&'a Self], c: &'a NoChild, _: &'a Run<'a>) -> BoxFuture<'a, Many> {
         match *c {}
     }
     fn child_complexity(c: &NoChild, _: &Run<'_>) -> Result<usize, Declined> {

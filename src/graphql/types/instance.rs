@@ -143,6 +143,19 @@ impl Instance {
             .await?
             .map(MonitoringMetrics::raw))
     }
+
+    /// The newest sample of many instances with one read (the compiled read path).
+    pub(crate) async fn latest_many(
+        instances: &[&Instance],
+        reads: &CachedReads<'_>,
+    ) -> AppResult<Vec<Option<MonitoringMetrics>>> {
+        let ids = instances.iter().map(|i| i.0.id).collect();
+        let rows = reads.latest_metrics_many(ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.map(MonitoringMetrics::raw))
+            .collect())
+    }
 }
 
 /// A deployed server running in a Kubernetes cluster.

@@ -68,8 +68,32 @@ impl Registry {
         let rows = reads
             .registry_servers(self.0.id, self.0.last_sync_at, args.child_page())
             .await?;
-        Ok(build_page(
-            &args,
+        Ok(self.servers_built(&args, rows))
+    }
+
+    /// Pages of many registries' servers with one read (the compiled read path).
+    pub(crate) async fn servers_pages(
+        registries: &[&Registry],
+        reads: &CachedReads<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> AppResult<Vec<Page<Server>>> {
+        let args = PageArgs::parse("servers", first, after)?;
+        let keys = registries
+            .iter()
+            .map(|r| (r.0.id, r.0.last_sync_at, args.child_page()))
+            .collect();
+        let rows = reads.registry_servers_many(keys).await?;
+        Ok(registries
+            .iter()
+            .zip(rows)
+            .map(|(r, rows)| r.servers_built(&args, rows))
+            .collect())
+    }
+
+    fn servers_built(&self, args: &PageArgs, rows: Rows<ServerRow>) -> Page<Server> {
+        build_page(
+            args,
             std::sync::Arc::unwrap_or_clone(rows),
             TotalCount::RegistryServers {
                 registry_id: self.0.id,
@@ -77,7 +101,7 @@ impl Registry {
             },
             |r| name_key(&r.name, r.id),
             Server,
-        ))
+        )
     }
 }
 
@@ -220,18 +244,42 @@ impl Server {
         after: Option<String>,
     ) -> AppResult<Page<Instance>> {
         let args = PageArgs::parse("instances", first, after)?.expect_time_cursor()?;
-        let key = InstancesOfServer {
+        let rows = reads.instances_of_server(self.instances_key(&args)).await?;
+        Ok(self.instances_built(&args, rows))
+    }
+
+    /// Pages of many servers' instances with one read (the compiled read path).
+    pub(crate) async fn instances_pages(
+        servers: &[&Server],
+        reads: &CachedReads<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> AppResult<Vec<Page<Instance>>> {
+        let args = PageArgs::parse("instances", first, after)?.expect_time_cursor()?;
+        let keys = servers.iter().map(|s| s.instances_key(&args)).collect();
+        let rows = reads.instances_of_servers(keys).await?;
+        Ok(servers
+            .iter()
+            .zip(rows)
+            .map(|(s, rows)| s.instances_built(&args, rows))
+            .collect())
+    }
+
+    fn instances_key(&self, args: &PageArgs) -> InstancesOfServer {
+        InstancesOfServer {
             server_id: self.0.id,
             page: args.child_page(),
-        };
-        let rows = reads.instances_of_server(key).await?;
-        Ok(build_page(
-            &args,
+        }
+    }
+
+    fn instances_built(&self, args: &PageArgs, rows: Rows<InstanceRow>) -> Page<Instance> {
+        build_page(
+            args,
             std::sync::Arc::unwrap_or_clone(rows),
             TotalCount::Children(CountOf::InstancesOfServer(self.0.id)),
             |r| time_key(r.created_at, r.id),
             Instance,
-        ))
+        )
     }
 }
 
