@@ -10,7 +10,8 @@
 //! - the reads: `Registry::list`, `Registry::servers_page`, `Server::instances_page` and
 //!   `Instance::latest` are the resolvers' own code (authentication, page arguments, the
 //!   reader's namespace filter, the caches);
-//! - the field values: each entity's `LEAVES` call its resolver methods;
+//! - the field values: each entity's `LEAVES` (`crate::graphql::types::leaf`) read the row as
+//!   the resolvers do, converted as async-graphql converts them;
 //! - the limits: complexity over `max_complexity` and refused rate-limit charges go back to the
 //!   executor, which answers with its error; the cost charged is the executor's formula.
 //!
@@ -18,7 +19,6 @@
 //! it does not know) is [`run::Declined`]: the executor answers. `HIVEGRAPH_COMPILED_READS=check`
 //! runs both and fails the request when they differ (every integration test runs that way).
 
-pub mod leaf;
 pub mod plan;
 pub mod run;
 
