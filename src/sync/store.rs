@@ -196,10 +196,14 @@ pub async fn commit(
             let mut report = report_in;
             let interval = lock_syncing(conn, id).await?;
             let stored = stored_servers(conn, id).await?;
+            let t = Instant::now();
             let plan = plan::plan(entries, &stored, mode);
+            let planned = t.elapsed();
             plan.count_into(&mut report);
             let now = Utc::now();
             let (removed, marked) = apply(conn, id, &plan, now).await?;
+            tracing::debug!(registry = %id, writes = plan.writes.len(), plan_ms = planned.as_millis() as u64,
+                write_ms = (t.elapsed() - planned).as_millis() as u64, "sync: planned and written");
             report.removed += removed;
             report.marked_removed += marked;
             let totals = totals(conn, id).await?;
