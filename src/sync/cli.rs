@@ -132,9 +132,22 @@ fn describe(o: &SyncOutcome) -> String {
     }
 }
 
+/// A one-shot sync allocates a few hundred MiB of fresh memory once (the document, its parsed
+/// tree, the normalised servers). With transparent huge pages the allocator's regions are
+/// backed by 2 MiB pages that the kernel zeroes on first touch: that zeroing was half of the
+/// command's CPU time on the first sync of 10,000 servers (scripts/lib/bench-findings.md).
+/// The long-running gateway, which reuses its memory, is left as it is.
+fn decline_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::debug!(error = %e, "could not decline transparent huge pages");
+    }
+}
+
 /// Runs the command. Fails (non-zero exit) when any registry did not sync.
 pub async fn run(cmd: SyncCommand) -> anyhow::Result<()> {
     let t0 = Instant::now();
+    decline_huge_pages();
     let pool = crate::db::pool(&cmd.database)?;
     if !crate::db::migrations_current(&pool).await {
         anyhow::bail!(

@@ -248,6 +248,7 @@ impl Inner {
                 .await
                 .map_err(|f| (f.message, f.cancelled))?;
             drop(reader);
+            tracing::debug!(registry = %id, entries = fetched.entries.len(), ms = t0.elapsed().as_millis() as u64, "sync: read");
             report.format = Some(fetched.format);
             report.mode = fetched.mode;
             report.pages = fetched.pages as i32;

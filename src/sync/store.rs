@@ -14,13 +14,12 @@ use dataloaders::enums::{InstanceStatus, RegistryFormat, RegistryStatus};
 use dataloaders::models::RegistryRow;
 use dataloaders::schema::{instances, registries, servers};
 use diesel::prelude::*;
-use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::normalize::Entry;
-use super::plan::{self, Stored, StoredServers, SyncPlan};
+use super::plan::{self, Stored, StoredServers, SyncPlan, Write};
 use super::report::{SyncMode, SyncReport};
 use crate::audit::Actor;
 use crate::audit::{self, AuditEntry};
@@ -31,8 +30,8 @@ use crate::registries::store::transition;
 /// Message of a registry found in SYNCING with no live sync.
 pub const ABANDONED: &str =
     "the previous sync was interrupted (the gateway stopped while syncing); it is retried";
-/// Rows per INSERT statement (21 bind parameters each, well under PostgreSQL's 65535).
-const BATCH: usize = 1000;
+/// Servers per upsert statement (each column is one bound array, see [`upsert_servers`]).
+const BATCH: usize = 5000;
 /// Longest stored `last_error`.
 const MAX_ERROR_CHARS: usize = 1000;
 
@@ -197,10 +196,14 @@ pub async fn commit(
             let mut report = report_in;
             let interval = lock_syncing(conn, id).await?;
             let stored = stored_servers(conn, id).await?;
+            let t = Instant::now();
             let plan = plan::plan(entries, &stored, mode);
+            let planned = t.elapsed();
             plan.count_into(&mut report);
             let now = Utc::now();
             let (removed, marked) = apply(conn, id, &plan, now).await?;
+            tracing::debug!(registry = %id, writes = plan.writes.len(), plan_ms = planned.as_millis() as u64,
+                write_ms = (t.elapsed() - planned).as_millis() as u64, "sync: planned and written");
             report.removed += removed;
             report.marked_removed += marked;
             let totals = totals(conn, id).await?;
@@ -289,37 +292,122 @@ type StoredRow = (
     bool,
 );
 
-/// The columns a sync writes from a registry entry, listed once: the INSERT and the ON CONFLICT
-/// update are both built from this list.
-macro_rules! upsert_servers {
-    ($conn:expr, $id:expr, $now:expr, $writes:expr, |$w:ident| { $($col:ident: $val:expr),+ $(,)? }) => {{
-        let rows: Vec<_> = $writes
-            .iter()
-            .map(|$w| {
-                (
-                    servers::registry_id.eq($id),
-                    servers::name.eq(&$w.name),
-                    servers::original_name.eq(&$w.server.original_name),
-                    servers::removed_upstream_at.eq(None::<DateTime<Utc>>),
-                    servers::sync_hash.eq(Some(&$w.hash)),
-                    servers::updated_at.eq($now),
-                    $(servers::$col.eq($val),)+
-                )
-            })
-            .collect();
-        diesel::insert_into(servers::table)
-            .values(rows)
-            .on_conflict((servers::registry_id, servers::original_name))
-            .do_update()
-            .set((
-                servers::removed_upstream_at.eq(excluded(servers::removed_upstream_at)),
-                servers::sync_hash.eq(excluded(servers::sync_hash)),
-                servers::updated_at.eq(excluded(servers::updated_at)),
-                $(servers::$col.eq(excluded(servers::$col)),)+
-            ))
-            .execute($conn)
-            .await
-    }};
+/// The columns a sync writes from a registry entry, each with the element type of the array it
+/// travels in, listed once: the INSERT, its ON CONFLICT update and the binds of
+/// [`upsert_servers`] all follow this order. `text[]` columns travel as array literals.
+const WRITTEN: [(&str, &str); 18] = [
+    ("name", "text"),
+    ("original_name", "text"),
+    ("sync_hash", "text"),
+    ("description", "text"),
+    ("version", "text"),
+    ("image", "text"),
+    ("url", "text"),
+    ("transport", "text"),
+    ("tier", "text"),
+    ("status", "text"),
+    ("category", "text[]"),
+    ("capabilities", "text[]"),
+    ("repository_url", "text"),
+    ("network_permissions", "jsonb"),
+    ("pull_count", "int8"),
+    ("stars", "int8"),
+    ("last_updated", "timestamptz"),
+    ("deployment_requirements", "jsonb"),
+];
+
+/// One statement per chunk of writes: every column is bound as one array (`$3`..) and unnested,
+/// so PostgreSQL parses and plans a short statement once instead of a VALUES list of thousands
+/// of parameters. `$1` is the registry, `$2` the time of the sync. A known server keeps its name.
+static UPSERT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let cols: Vec<&str> = WRITTEN.iter().map(|(c, _)| *c).collect();
+    let values: Vec<String> = WRITTEN
+        .iter()
+        .map(|(c, ty)| match *ty {
+            "text[]" => format!("w.{c}::text[]"),
+            _ => format!("w.{c}"),
+        })
+        .collect();
+    let arrays: Vec<String> = WRITTEN
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ty))| {
+            let element = if *ty == "text[]" { "text" } else { ty };
+            format!("${}::{element}[]", i + 3)
+        })
+        .collect();
+    let updates: Vec<String> = cols
+        .iter()
+        .filter(|c| !matches!(**c, "name" | "original_name"))
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO servers (registry_id, updated_at, {cols}) \
+         SELECT $1, $2, {values} FROM unnest({arrays}) AS w({cols}) \
+         ON CONFLICT (registry_id, original_name) DO UPDATE SET \
+         removed_upstream_at = NULL, updated_at = excluded.updated_at, {updates}",
+        cols = cols.join(", "),
+        values = values.join(", "),
+        arrays = arrays.join(", "),
+        updates = updates.join(", "),
+    )
+});
+
+/// A PostgreSQL array literal of `items`, every element quoted (for a `text[]` sent as text).
+fn array_literal(items: &[String]) -> String {
+    let mut s = String::with_capacity(2 + items.iter().map(|i| i.len() + 3).sum::<usize>());
+    s.push('{');
+    for (k, item) in items.iter().enumerate() {
+        if k > 0 {
+            s.push(',');
+        }
+        s.push('"');
+        for c in item.chars() {
+            if c == '"' || c == '\\' {
+                s.push('\\');
+            }
+            s.push(c);
+        }
+        s.push('"');
+    }
+    s.push('}');
+    s
+}
+
+/// Inserts or updates one chunk of writes in one statement (columns as in [`WRITTEN`]).
+async fn upsert_servers(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    now: DateTime<Utc>,
+    writes: &[Write],
+) -> QueryResult<usize> {
+    use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz};
+    fn col<'a, T>(writes: &'a [Write], f: impl Fn(&'a Write) -> T) -> Vec<T> {
+        writes.iter().map(f).collect()
+    }
+    diesel::sql_query(UPSERT_SQL.as_str())
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .bind::<Timestamptz, _>(now)
+        .bind::<Array<Text>, _>(col(writes, |w| w.name.as_str()))
+        .bind::<Array<Text>, _>(col(writes, |w| w.server.original_name.as_str()))
+        .bind::<Array<Text>, _>(col(writes, |w| w.hash.as_str()))
+        .bind::<Array<Text>, _>(col(writes, |w| w.server.description.as_str()))
+        .bind::<Array<Nullable<Text>>, _>(col(writes, |w| w.server.version.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(col(writes, |w| w.server.image.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(col(writes, |w| w.server.url.as_deref()))
+        .bind::<Array<Text>, _>(col(writes, |w| w.server.transport.as_db_str()))
+        .bind::<Array<Text>, _>(col(writes, |w| w.server.tier.as_db_str()))
+        .bind::<Array<Text>, _>(col(writes, |w| w.server.status.as_db_str()))
+        .bind::<Array<Text>, _>(col(writes, |w| array_literal(&w.server.category)))
+        .bind::<Array<Text>, _>(col(writes, |w| array_literal(&w.server.capabilities)))
+        .bind::<Array<Nullable<Text>>, _>(col(writes, |w| w.server.repository_url.as_deref()))
+        .bind::<Array<Jsonb>, _>(col(writes, |w| &w.server.network_permissions))
+        .bind::<Array<BigInt>, _>(col(writes, |w| w.server.pull_count))
+        .bind::<Array<BigInt>, _>(col(writes, |w| w.server.stars))
+        .bind::<Array<Nullable<Timestamptz>>, _>(col(writes, |w| w.server.last_updated))
+        .bind::<Array<Jsonb>, _>(col(writes, |w| &w.server.deployment_requirements))
+        .execute(conn)
+        .await
 }
 
 /// Writes a plan: deletes and marks vanished servers, upserts the writes in batches, and touches
@@ -347,23 +435,7 @@ pub async fn apply(
             .await? as i32;
     }
     for chunk in plan.writes.chunks(BATCH) {
-        upsert_servers!(conn, id, now, chunk, |w| {
-            description: &w.server.description,
-            version: &w.server.version,
-            image: &w.server.image,
-            url: &w.server.url,
-            transport: w.server.transport,
-            tier: w.server.tier,
-            status: w.server.status,
-            category: &w.server.category,
-            capabilities: &w.server.capabilities,
-            repository_url: &w.server.repository_url,
-            network_permissions: &w.server.network_permissions,
-            pull_count: w.server.pull_count,
-            stars: w.server.stars,
-            last_updated: w.server.last_updated,
-            deployment_requirements: &w.server.deployment_requirements,
-        })?;
+        upsert_servers(conn, id, now, chunk).await?;
     }
     touch_instances_of(conn, id, &plan.updated_names(), now).await?;
     Ok((removed, marked))
@@ -540,5 +612,35 @@ mod tests {
         assert!((108_000..=120_000).contains(&s(3)), "{}", s(3));
         assert_eq!(s(12), 3_600_000);
         assert_eq!(error_backoff(50, 600, 30).num_seconds(), 600);
+    }
+
+    #[test]
+    fn array_literals_quote_every_element() {
+        assert_eq!(array_literal(&[]), "{}");
+        let items = [
+            "a b".to_string(),
+            "q\"x".into(),
+            "b\\s".into(),
+            "{,}".into(),
+            "NULL".into(),
+        ];
+        assert_eq!(
+            array_literal(&items),
+            r#"{"a b","q\"x","b\\s","{,}","NULL"}"#
+        );
+    }
+
+    #[test]
+    fn the_upsert_binds_every_written_column_once() {
+        let sql = UPSERT_SQL.as_str();
+        assert!(sql.contains(&format!("${}::jsonb[]", WRITTEN.len() + 2)));
+        assert!(!sql.contains(&format!("${}", WRITTEN.len() + 3)));
+        assert!(
+            sql.contains("w.category::text[]")
+                && sql.contains("capabilities = excluded.capabilities")
+        );
+        assert!(
+            !sql.contains("name = excluded.name,") && !sql.contains(" original_name = excluded")
+        );
     }
 }

@@ -981,3 +981,62 @@ async fn local_files_sync_when_the_gateway_allows_them() {
         "{reg:#}"
     );
 }
+
+/// Tags and tool names travel to the database as array literals: quotes, backslashes, commas,
+/// braces, a `NULL` word and non-ASCII letters come back exactly, on insert and on update.
+#[tokio::test]
+async fn awkward_tags_and_tools_are_stored_exactly() {
+    let app = app().await;
+    let srv = RegistryServer::start().await;
+    let doc = |tags: Value, description: &str| {
+        json!({ "version": "1.0.0", "last_updated": "2026-01-01T00:00:00Z", "servers": {
+            "odd": {"description": description, "image": "ghcr.io/x/odd:1.0.0", "tags": tags,
+                    "tools": ["say \"hi\"", "back\\slash", "a,b"]},
+            "plain": {"description": "plain", "image": "ghcr.io/x/plain:1.0.0", "tags": []},
+        }})
+        .to_string()
+    };
+    let tags = json!([
+        "a \"quoted\" tag",
+        "back\\slash",
+        "comma,brace{}",
+        "NULL",
+        "ünïcode"
+    ]);
+    srv.state
+        .set_custom("reg", "application/json", doc(tags.clone(), "first"));
+    let id = gql::create(&app, "awkward", &srv.url("/custom/reg"), json!({})).await;
+    assert_eq!(gql::sync(&app, &id).await["status"], "ACTIVE");
+    let stored = |col: &'static str, name: &'static str| {
+        let app = &app;
+        async move {
+            let sql = format!("SELECT to_jsonb({col}) FROM servers WHERE name = '{name}'");
+            serde_json::from_str::<Value>(&app.db.scalar(&sql).await.unwrap()).unwrap()
+        }
+    };
+    assert_eq!(stored("category", "odd").await, tags);
+    assert_eq!(
+        stored("capabilities", "odd").await,
+        json!(["say \"hi\"", "back\\slash", "a,b"])
+    );
+    assert_eq!(stored("category", "plain").await, json!([]));
+    let first_id = app
+        .db
+        .scalar("SELECT id FROM servers WHERE name = 'odd'")
+        .await;
+
+    let changed = json!(["{}", "\"", "\\"]);
+    srv.state
+        .set_custom("reg", "application/json", doc(changed.clone(), "second"));
+    let reg = gql::sync(&app, &id).await;
+    assert_eq!(reg["status"], "ACTIVE", "{reg:#}");
+    assert_eq!(reg["lastSyncReport"]["updated"], 1, "{reg:#}");
+    assert_eq!(reg["lastSyncReport"]["unchanged"], 1, "{reg:#}");
+    assert_eq!(stored("category", "odd").await, changed);
+    assert_eq!(stored("description", "odd").await, json!("second"));
+    let second_id = app
+        .db
+        .scalar("SELECT id FROM servers WHERE name = 'odd'")
+        .await;
+    assert_eq!(first_id, second_id, "an update keeps the row");
+}

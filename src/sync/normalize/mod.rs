@@ -55,27 +55,30 @@ impl NewServer {
         self.image.is_none()
     }
 
-    /// A stable hash of everything stored, so that an unchanged entry is not rewritten.
+    /// A stable hash of everything stored, so that an unchanged entry is not rewritten: the
+    /// SHA-256 of the fields as one compact JSON array, serialised straight into the hasher.
     pub fn content_hash(&self) -> String {
-        let doc = json!([
-            self.original_name,
-            self.description,
-            self.version,
-            self.image,
-            self.url,
+        let fields = (
+            &self.original_name,
+            &self.description,
+            &self.version,
+            &self.image,
+            &self.url,
             self.transport.as_db_str(),
             self.tier.as_db_str(),
             self.status.as_db_str(),
-            self.category,
-            self.capabilities,
-            self.repository_url,
-            self.network_permissions,
+            &self.category,
+            &self.capabilities,
+            &self.repository_url,
+            &self.network_permissions,
             self.pull_count,
             self.stars,
             self.last_updated.map(|t| t.to_rfc3339()),
-            self.deployment_requirements,
-        ]);
-        hex::encode(&Sha256::digest(doc.to_string().as_bytes())[..16])
+            &self.deployment_requirements,
+        );
+        let mut hasher = Sha256::new();
+        serde_json::to_writer(&mut hasher, &fields).expect("hashing cannot fail");
+        hex::encode(&hasher.finalize()[..16])
     }
 }
 
@@ -1042,6 +1045,40 @@ mod tests {
             let r = skipped(server_json_entry(v.clone(), None));
             assert!(r.contains(want), "{v}: {r}");
         }
+    }
+
+    #[test]
+    fn content_hash_is_the_one_earlier_versions_stored() {
+        // Stored hashes stay valid across the upgrade: the formula of earlier versions.
+        let mut s = server(legacy_entry(
+            "x",
+            json!({"description": "d \\ \"q\" é", "image": "a/b:1", "tags": ["t", "u"],
+                   "tools": ["a_b"], "metadata": {"stars": 3, "pulls": 4, "last_updated": "2026-02-18T00:05:37Z"},
+                   "permissions": {"network": {"outbound": {"allow_port": [443]}}}}),
+            false,
+        ));
+        s.version = Some("1.2.3".into());
+        let earlier = json!([
+            s.original_name,
+            s.description,
+            s.version,
+            s.image,
+            s.url,
+            s.transport.as_db_str(),
+            s.tier.as_db_str(),
+            s.status.as_db_str(),
+            s.category,
+            s.capabilities,
+            s.repository_url,
+            s.network_permissions,
+            s.pull_count,
+            s.stars,
+            s.last_updated.map(|t| t.to_rfc3339()),
+            s.deployment_requirements,
+        ]);
+        let earlier = hex::encode(&Sha256::digest(earlier.to_string().as_bytes())[..16]);
+        assert!(s.last_updated.is_some() && !s.category.is_empty());
+        assert_eq!(s.content_hash(), earlier);
     }
 
     #[test]
