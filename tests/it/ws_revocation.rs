@@ -241,18 +241,26 @@ fn bearer(sub: &str, role: &str) -> String {
     format!("Bearer {t}")
 }
 
-#[tokio::test]
-async fn viewers_see_env_names_but_not_values() {
+/// The app, with a secret env value in the instance's configuration, viewer `vera` granted
+/// team-a, and `more` SQL.
+async fn app_with_secret(more: &str) -> TestApp {
     let app = app().await;
     app.db
         .conn()
         .await
         .batch_execute(&format!(
             "UPDATE instances SET configuration = '{{\"env\": [{{\"name\": \"API_URL\", \"value\": \"https://internal.example/?k=s3cr3t\"}}]}}' WHERE id = '{INST}';
-             INSERT INTO namespace_grants (subject, namespace, granted_by) VALUES ('vera', 'team-a', 'seed');"
+             INSERT INTO namespace_grants (subject, namespace, granted_by) VALUES ('vera', 'team-a', 'seed');
+             {more}"
         ))
         .await
         .unwrap();
+    app
+}
+
+#[tokio::test]
+async fn viewers_see_env_names_but_not_values() {
+    let app = app_with_secret("").await;
     let q = "query($id: ID!) { instance(id: $id) { configuration } }";
     let vars = json!({ "id": encode(Kind::Instance, INST.parse().unwrap()) });
     let as_viewer = app
@@ -285,20 +293,13 @@ async fn viewers_see_env_names_but_not_values() {
 /// grants share one.
 #[tokio::test]
 async fn a_shared_subscription_payload_never_crosses_authorization_scopes() {
-    let app = app().await;
-    app.db
-        .conn()
-        .await
-        .batch_execute(&format!(
-            "UPDATE instances SET configuration = '{{\"env\": [{{\"name\": \"API_URL\", \"value\": \"https://internal.example/?k=s3cr3t\"}}]}}' WHERE id = '{INST}';
-             INSERT INTO instances (id, server_id, cluster_id, name, namespace, status, phase, replicas_desired)
-             VALUES ('00000000-0000-0000-0000-00000000bb0b', '00000000-0000-0000-0000-00000000bb02',
-                     '00000000-0000-0000-0000-00000000bb03', 'fetch-b', 'team-b', 'running', 'ready', 1);
-             INSERT INTO namespace_grants (subject, namespace, granted_by)
-             VALUES ('vera', 'team-a', 'seed'), ('val', 'team-a', 'seed');"
-        ))
-        .await
-        .unwrap();
+    let app = app_with_secret(
+        "INSERT INTO instances (id, server_id, cluster_id, name, namespace, status, phase, replicas_desired)
+         VALUES ('00000000-0000-0000-0000-00000000bb0b', '00000000-0000-0000-0000-00000000bb02',
+                 '00000000-0000-0000-0000-00000000bb03', 'fetch-b', 'team-b', 'running', 'ready', 1);
+         INSERT INTO namespace_grants (subject, namespace, granted_by) VALUES ('val', 'team-a', 'seed');",
+    )
+    .await;
     let url = serve(&app).await;
     let query = "subscription($id: ID!) { instanceStatus(instanceId: $id) { replicas { ready } configuration server { instances { edges { node { name } } } } } }";
     let subscribe = json!({ "type": "subscribe", "id": "s", "payload": {
