@@ -182,10 +182,13 @@ impl Drop for Member {
             .feeds
             .get(&self.key)
             .is_some_and(|f| f.id == self.feed && f.tx.receiver_count() == 0);
-        if unused && let Some(feed) = table.feeds.remove(&self.key) {
-            if let Some(source) = feed.source {
-                source.abort();
-            }
+        if unused
+            && let Some(Feed {
+                source: Some(source),
+                ..
+            }) = table.feeds.remove(&self.key)
+        {
+            source.abort();
         }
     }
 }
