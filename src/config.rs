@@ -23,6 +23,18 @@ pub enum Mode {
     Production,
 }
 
+/// Whether read-only documents the executor answered once are then answered by the compiled
+/// read path (`crate::graphql::compiled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompiledReads {
+    /// Planned documents take the compiled path.
+    On,
+    /// Every document goes through the executor.
+    Off,
+    /// Both answer every planned document and the request fails when they differ (tests).
+    Check,
+}
+
 /// Database settings.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
@@ -126,6 +138,14 @@ pub struct ServeConfig {
         action = clap::ArgAction::Set
     )]
     pub read_caches: bool,
+    /// The compiled read path: `on`, `off`, or `check` (both paths, compared).
+    #[arg(
+        long,
+        env = "HIVEGRAPH_COMPILED_READS",
+        value_enum,
+        default_value = "on"
+    )]
+    pub compiled_reads: CompiledReads,
     #[command(flatten)]
     pub secret_keys: SecretKeyConfig,
 }
@@ -659,6 +679,8 @@ impl Config {
                 },
                 shutdown: ShutdownConfig::default(),
                 read_caches: true,
+                // Every query of the integration tests is answered by both paths and compared.
+                compiled_reads: CompiledReads::Check,
                 secret_keys: SecretKeyConfig::default(),
             },
         }

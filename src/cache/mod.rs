@@ -239,6 +239,46 @@ where
         Ok(value)
     }
 
+    /// The cached values of `keys`, the missing ones loaded together by `load` (which answers
+    /// them in order) and then cached as in [`TtlCache::get_or_load`].
+    async fn get_or_load_many<E, Fut>(
+        &self,
+        scope: &AuthScope,
+        keys: Vec<K>,
+        load: impl FnOnce(Vec<K>) -> Fut,
+    ) -> Result<Vec<V>, E>
+    where
+        Fut: Future<Output = Result<Vec<V>, E>>,
+    {
+        let scoped = |key: &K| Scoped {
+            scope: scope.clone(),
+            key: key.clone(),
+        };
+        let mut found: Vec<Option<V>> = keys.iter().map(|k| self.cache.get(&scoped(k))).collect();
+        let missing: Vec<K> = keys
+            .iter()
+            .zip(&found)
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for v in &found {
+            self.stats.record(v.is_some());
+        }
+        if !missing.is_empty() {
+            let generation = self.generation.load(Ordering::Acquire);
+            let mut loaded = load(missing.clone()).await?.into_iter();
+            let fresh = generation == self.generation.load(Ordering::Acquire);
+            for (slot, key) in found.iter_mut().filter(|v| v.is_none()).zip(&missing) {
+                let value = loaded.next();
+                if fresh && let Some(v) = &value {
+                    self.cache.insert(scoped(key), v.clone());
+                }
+                *slot = value;
+            }
+        }
+        Ok(found.into_iter().flatten().collect())
+    }
+
     /// Drops every entry (of every scope) whose key and value satisfy `predicate`.
     fn invalidate_if(&self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) {
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -262,9 +302,10 @@ where
     }
 }
 
-type Rows<T> = Arc<Vec<T>>;
+/// Rows shared by the cache and its readers.
+pub type Rows<T> = Arc<Vec<T>>;
 /// A page of a registry's servers: registry, its `last_sync_at`, page.
-type ServerPageKey = (Uuid, Option<DateTime<Utc>>, ChildPage);
+pub type ServerPageKey = (Uuid, Option<DateTime<Utc>>, ChildPage);
 
 struct Inner {
     /// When false, every read goes to the database (`HIVEGRAPH_READ_CACHES=off`).
@@ -599,6 +640,90 @@ impl<'a> CachedReads<'a> {
             Some(c) => pick(&c.inner).get_or_load(self.scope, key, load).await,
             None => load().await,
         }
+    }
+
+    /// Reads of many keys at once through the cache `pick` chooses (or straight to `load`
+    /// without caches): one statement for every key the cache does not hold. `load` answers the
+    /// keys it is given in order.
+    async fn through_many<K, V, Fut>(
+        &self,
+        pick: impl FnOnce(&Inner) -> &TtlCache<K, V>,
+        keys: Vec<K>,
+        load: impl FnOnce(Vec<K>) -> Fut,
+    ) -> Result<Vec<V>, ReadError>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<V>, ReadError>>,
+    {
+        match self.caches {
+            Some(c) => {
+                pick(&c.inner)
+                    .get_or_load_many(self.scope, keys, load)
+                    .await
+            }
+            None => load(keys).await,
+        }
+    }
+
+    /// The loader's answers for `keys`, in order, read with one statement and without the
+    /// per-key batching of the request's `DataLoader`.
+    async fn load_many<K, V>(&self, keys: &[K]) -> Result<Vec<Option<V>>, ReadError>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        V: Clone,
+        Reader: async_graphql::dataloader::Loader<K, Value = V, Error = ReadError>,
+    {
+        let found = async_graphql::dataloader::Loader::load(self.loader.loader(), keys).await?;
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    /// Pages of rows per key, as the cache keeps them.
+    fn pages<R>(rows: Vec<Option<Vec<R>>>) -> Vec<Rows<R>> {
+        rows.into_iter()
+            .map(|r| Arc::new(r.unwrap_or_default()))
+            .collect()
+    }
+
+    /// Pages of many registries' servers at once (see [`CachedReads::registry_servers`]).
+    pub async fn registry_servers_many(
+        &self,
+        keys: Vec<ServerPageKey>,
+    ) -> Result<Vec<Rows<ServerRow>>, ReadError> {
+        let load = |keys: Vec<ServerPageKey>| async move {
+            let keys: Vec<ServersOfRegistry> = keys
+                .into_iter()
+                .map(|(registry_id, _, page)| ServersOfRegistry { registry_id, page })
+                .collect();
+            Ok(Self::pages(self.load_many(&keys).await?))
+        };
+        self.through_many(|i| &i.server_pages, keys, load).await
+    }
+
+    /// Pages of many servers' instances at once.
+    pub async fn instances_of_servers(
+        &self,
+        keys: Vec<InstancesOfServer>,
+    ) -> Result<Vec<Rows<InstanceRow>>, ReadError> {
+        let load = |keys: Vec<InstancesOfServer>| async move {
+            Ok(Self::pages(self.load_many(&keys).await?))
+        };
+        self.through_many(|i| &i.instances_of_server, keys, load)
+            .await
+    }
+
+    /// The newest sample of many instances at once.
+    pub async fn latest_metrics_many(
+        &self,
+        instance_ids: Vec<Uuid>,
+    ) -> Result<Vec<Option<MetricsRow>>, ReadError> {
+        let load = |ids: Vec<Uuid>| async move {
+            let keys: Vec<LatestMetricsOfInstance> =
+                ids.into_iter().map(LatestMetricsOfInstance).collect();
+            self.load_many(&keys).await
+        };
+        self.through_many(|i| &i.latest_metrics, instance_ids, load)
+            .await
     }
 
     /// A page of a registry's servers. `synced_at` is the registry's `last_sync_at` as loaded by

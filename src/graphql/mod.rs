@@ -2,6 +2,7 @@
 
 pub mod abuse;
 pub mod apq;
+pub mod compiled;
 pub mod context;
 pub mod limits;
 pub mod mutation;

@@ -312,25 +312,10 @@ impl QueryRoot {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Registry>> {
-        RequestCtx::of(ctx)?.require_authenticated()?;
-        let args = PageArgs::parse("registries", first, after)?;
         let filter = RegistryFilter {
             status: filter.unwrap_or_default().status,
         };
-        let rows = RequestCtx::of(ctx)?
-            .reader
-            .registries_page(&filter, args.after.as_ref(), args.fetch_limit())
-            .await?;
-        Ok(build_page(
-            &args,
-            rows,
-            TotalCount::Registries(filter),
-            |r| SortKey {
-                value: r.name.clone(),
-                id: r.id,
-            },
-            Registry,
-        ))
+        Registry::list(RequestCtx::of(ctx)?, filter, first, after).await
     }
 
     /// One registry by id.

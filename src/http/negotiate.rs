@@ -103,15 +103,17 @@ fn overload_refusal(r: &GqlResponse) -> Option<u64> {
     })
 }
 
-/// One response as JSON, without `data` when the request did not execute.
-fn to_json(r: &GqlResponse) -> serde_json::Value {
+/// One response as JSON text, without `data` when the request did not execute. An executed
+/// answer is written straight from its value tree, its fields in the answer's order.
+fn to_json(r: &GqlResponse) -> String {
+    if !is_request_error(r) {
+        return serde_json::to_string(r).unwrap_or_default();
+    }
     let mut v = serde_json::to_value(r).unwrap_or_default();
-    if is_request_error(r)
-        && let Some(m) = v.as_object_mut()
-    {
+    if let Some(m) = v.as_object_mut() {
         m.remove("data");
     }
-    v
+    v.to_string()
 }
 
 /// The HTTP answer to a GraphQL response, in `media`.
@@ -140,11 +142,11 @@ pub fn answer(resp: BatchResponse, media: MediaType) -> Response {
         }
         BatchResponse::Batch(rs) => (
             StatusCode::OK,
-            serde_json::Value::Array(rs.iter().map(to_json).collect()),
+            format!("[{}]", rs.iter().map(to_json).collect::<Vec<_>>().join(",")),
             None,
         ),
     };
-    let mut out = Response::new(Body::from(body.to_string()));
+    let mut out = Response::new(Body::from(body));
     *out.status_mut() = status;
     if let Some(h) = headers {
         out.headers_mut().extend(h.clone());

@@ -21,6 +21,8 @@ pub struct AppState {
     pub limiter: Arc<crate::graphql::abuse::RateLimiter>,
     /// Documents registered by automatic persisted queries (APQ).
     pub persisted: crate::graphql::apq::PersistedQueries,
+    /// Plans of the read-only documents the compiled path answers.
+    pub plans: Arc<crate::graphql::compiled::Plans>,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
             draining: super::Draining::default(),
             limiter,
             persisted: Default::default(),
+            plans: Default::default(),
         }
     }
 }

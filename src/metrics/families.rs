@@ -54,6 +54,7 @@ pub struct Families {
     pub operation_duration: Histograms,
     pub collections: Counters,
     pub refusals: Counters,
+    pub compiled_reads: Counters,
     pub ready: Gauge,
     pub readiness_changes: Counter,
     /// Subscription fields seen as label values (the schema's, at most a few dozen).
@@ -96,6 +97,7 @@ impl Families {
             operation_duration: Family::new_with_constructor(slow),
             collections: Default::default(),
             refusals: Default::default(),
+            compiled_reads: Default::default(),
             ready: Default::default(),
             readiness_changes: Default::default(),
             fields: BoundedLabels::new(50),
@@ -194,6 +196,11 @@ impl Families {
             "refusals",
             "Operations refused by a limit (rate_limit, persisted_operation)",
             f.refusals.clone(),
+        );
+        r.register(
+            "compiled_reads",
+            "Single HTTP operations by the path that answered: compiled (a plan), declined (a plan that gave the request to the executor), executor (no plan)",
+            f.compiled_reads.clone(),
         );
     }
 }
@@ -357,6 +364,14 @@ pub fn collection(source: &str, ok: bool) {
     families()
         .collections
         .get_or_create(&labels(&[("source", source), ("outcome", outcome)]))
+        .inc();
+}
+
+/// A single HTTP operation answered by `path`: `compiled`, `declined` or `executor`.
+pub fn compiled_read(path: &'static str) {
+    families()
+        .compiled_reads
+        .get_or_create(&labels(&[("path", path)]))
         .inc();
 }
 

@@ -30,7 +30,7 @@ const MISSING: &str = "00000000-0000-0000-0000-00000000ffff";
 
 /// A cluster, a registry with one server, and an instance of it in `team-a` and in `team-b`,
 /// each with a deploy operation, a log line and a monitoring sample.
-const SEED: &str = r#"
+pub(crate) const SEED: &str = r#"
 INSERT INTO clusters (id, name, endpoint, status, version, access_level, simulated, capabilities)
 VALUES ('00000000-0000-0000-0000-00000000aa03', 'c1', 'https://127.0.0.1:1', 'connected', 'v1.31.0',
         'deploy', true, ARRAY['apps/v1']);
@@ -66,16 +66,16 @@ INSERT INTO namespace_grants (subject, namespace, granted_by) VALUES ('dan', 'te
 "#;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Who {
+pub(crate) enum Who {
     Anonymous,
     Viewer,
     Deployer,
     Admin,
 }
 
-const EVERYONE: [Who; 4] = [Who::Admin, Who::Deployer, Who::Viewer, Who::Anonymous];
+pub(crate) const EVERYONE: [Who; 4] = [Who::Admin, Who::Deployer, Who::Viewer, Who::Anonymous];
 
-fn token(who: Who) -> Option<String> {
+pub(crate) fn token(who: Who) -> Option<String> {
     let (sub, roles) = match who {
         Who::Anonymous => return None,
         Who::Viewer => ("vera", vec!["viewer"]),
@@ -92,7 +92,7 @@ fn token(who: Who) -> Option<String> {
     Some(format!("Bearer {t}"))
 }
 
-async fn app() -> TestApp {
+pub(crate) async fn app() -> TestApp {
     let app = TestApp::spawn_with(|c| {
         c.serve.auth = AuthMode::Jwt;
         c.serve.jwt.jwt_secret = Some(SECRET.into());
@@ -102,7 +102,7 @@ async fn app() -> TestApp {
     app
 }
 
-async fn ask(app: &TestApp, who: Who, query: &str, vars: Value) -> Value {
+pub(crate) async fn ask(app: &TestApp, who: Who, query: &str, vars: Value) -> Value {
     let auth = token(who);
     let headers: Vec<(&str, &str)> = auth
         .as_deref()

@@ -8,6 +8,7 @@ mod authz;
 mod canary;
 mod client_conformance;
 mod clusters;
+mod compiled;
 mod faults;
 mod graphql_cop;
 mod hardening;

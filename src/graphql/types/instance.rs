@@ -109,6 +109,55 @@ impl Instance {
     }
 }
 
+impl Instance {
+    /// The fields answered from the row alone (the compiled read path, `crate::graphql::compiled`).
+    pub(crate) const LEAVES: &'static [Leaf<Instance>] = &[
+        ("id", |r| leaf(ids::encode(Kind::Instance, r.0.id))),
+        ("serverId", |r| {
+            leaf(ids::encode(Kind::Server, r.0.server_id))
+        }),
+        ("name", |r| leaf(r.0.name.as_str())),
+        ("namespace", |r| leaf(r.0.namespace.as_str())),
+        ("status", |r| leaf(r.0.status)),
+        ("phase", |r| leaf(r.0.phase)),
+        ("deployedAt", |r| leaf(r.0.deployed_at)),
+        ("endpoint", |r| leaf(r.endpoint_url())),
+        ("healthStatus", |r| leaf(r.0.health_status)),
+        ("healthReason", |r| leaf(r.0.health_reason.as_deref())),
+    ];
+
+    /// `endpoint`: `null` until known, and once the instance is terminated.
+    fn endpoint_url(&self) -> Option<&str> {
+        (self.0.status != InstanceStatus::Terminated)
+            .then_some(self.0.endpoint.as_deref())
+            .flatten()
+    }
+
+    /// The newest monitoring sample (the `latestMetrics` field).
+    pub(crate) async fn latest(
+        &self,
+        reads: &CachedReads<'_>,
+    ) -> AppResult<Option<MonitoringMetrics>> {
+        Ok(reads
+            .latest_metrics(self.0.id)
+            .await?
+            .map(MonitoringMetrics::raw))
+    }
+
+    /// The newest sample of many instances with one read (the compiled read path).
+    pub(crate) async fn latest_many(
+        instances: &[&Instance],
+        reads: &CachedReads<'_>,
+    ) -> AppResult<Vec<Option<MonitoringMetrics>>> {
+        let ids = instances.iter().map(|i| i.0.id).collect();
+        let rows = reads.latest_metrics_many(ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.map(MonitoringMetrics::raw))
+            .collect())
+    }
+}
+
 /// A deployed server running in a Kubernetes cluster.
 #[Object]
 impl Instance {
@@ -170,9 +219,7 @@ impl Instance {
     /// `status.url` (its proxy's Service), or the gateway's own Service's DNS name. `null`
     /// until it is known, and once the instance is terminated.
     async fn endpoint(&self) -> Option<&str> {
-        (self.0.status != InstanceStatus::Terminated)
-            .then_some(self.0.endpoint.as_deref())
-            .flatten()
+        self.endpoint_url()
     }
     /// Deployment parameters (secret values are never included). Environment values are shown
     /// to deployers and admins; viewers see each variable's name with `redacted: true`.
@@ -348,10 +395,7 @@ impl Instance {
     }
     /// The newest monitoring sample.
     async fn latest_metrics(&self, ctx: &Context<'_>) -> AppResult<Option<MonitoringMetrics>> {
-        Ok(RequestCtx::reads(ctx)?
-            .latest_metrics(self.0.id)
-            .await?
-            .map(MonitoringMetrics::raw))
+        self.latest(&RequestCtx::reads(ctx)?).await
     }
     /// Monitoring samples, newest first, optionally within a time range: the detailed samples
     /// (`RAW`, kept 7 days) or hourly aggregates (`HOURLY`, kept 90 days).

@@ -45,6 +45,25 @@ impl MonitoringMetrics {
     }
 }
 
+impl MonitoringMetrics {
+    /// The fields answered from the row alone (the compiled read path, `crate::graphql::compiled`).
+    pub(crate) const LEAVES: &'static [Leaf<MonitoringMetrics>] = &[
+        ("instanceId", |m| {
+            leaf(ids::encode(Kind::Instance, m.row.instance_id))
+        }),
+        ("timestamp", |m| leaf(m.row.timestamp)),
+        ("cpuUsage", |m| leaf(m.row.cpu_usage)),
+        ("memoryUsage", |m| {
+            leaf(m.row.memory_usage.map(|b| b as f64))
+        }),
+        ("networkIO", |m| leaf(&m.row.network_io)),
+        ("requestCount", |m| leaf(m.row.request_count)),
+        ("responseTime", |m| leaf(m.row.response_time)),
+        ("errorRate", |m| leaf(m.row.error_rate)),
+        ("healthChecks", |m| leaf(&m.row.health_checks)),
+    ];
+}
+
 /// One monitoring sample of an instance, or the aggregate of one hour of samples.
 #[Object]
 impl MonitoringMetrics {

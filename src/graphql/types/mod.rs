@@ -8,7 +8,9 @@ use dataloaders::models::*;
 use dataloaders::*;
 use serde_json::Value;
 
+use crate::cache::{CachedReads, Rows};
 use crate::error::{AppError, AppResult};
+use crate::graphql::compiled::leaf::{Leaf, leaf};
 use crate::graphql::context::RequestCtx;
 use crate::graphql::pagination::{Page, PageArgs, TotalCount, build_page};
 use crate::ids::{self, Kind};

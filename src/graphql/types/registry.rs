@@ -14,6 +14,97 @@ pub struct RegistryAuthSummary {
     pub configured: bool,
 }
 
+impl Registry {
+    /// The fields answered from the row alone (the compiled read path, `crate::graphql::compiled`).
+    pub(crate) const LEAVES: &'static [Leaf<Registry>] = &[
+        ("id", |r| leaf(ids::encode(Kind::Registry, r.0.id))),
+        ("name", |r| leaf(r.0.name.as_str())),
+        ("url", |r| leaf(r.0.url.as_str())),
+        ("description", |r| leaf(r.0.description.as_deref())),
+        ("status", |r| leaf(r.0.status)),
+        ("format", |r| leaf(r.0.format)),
+        ("serverCount", |r| leaf(r.0.server_count)),
+        ("lastSyncAt", |r| leaf(r.0.last_sync_at)),
+        ("lastSyncAttemptAt", |r| leaf(r.0.last_sync_attempt_at)),
+        ("lastError", |r| leaf(r.0.last_error.as_deref())),
+        ("syncIntervalSeconds", |r| leaf(r.0.sync_interval_seconds)),
+        ("nextSyncAt", |r| leaf(r.0.next_sync_at)),
+        ("archivedAt", |r| leaf(r.0.archived_at)),
+        ("createdAt", |r| leaf(r.0.created_at)),
+        ("updatedAt", |r| leaf(r.0.updated_at)),
+        ("metadata", |r| leaf(&r.0.metadata)),
+    ];
+
+    /// A page of the registries that match `filter`, ordered by name (`Query.registries`).
+    pub(crate) async fn list(
+        rc: &RequestCtx,
+        filter: dataloaders::reads::RegistryFilter,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> AppResult<Page<Registry>> {
+        rc.require_authenticated()?;
+        let args = PageArgs::parse("registries", first, after)?;
+        let rows = rc
+            .reader
+            .registries_page(&filter, args.after.as_ref(), args.fetch_limit())
+            .await?;
+        Ok(build_page(
+            &args,
+            rows,
+            TotalCount::Registries(filter),
+            |r| name_key(&r.name, r.id),
+            Registry,
+        ))
+    }
+
+    /// A page of the registry's servers, ordered by name (the `servers` field).
+    pub(crate) async fn servers_page(
+        &self,
+        reads: &CachedReads<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> AppResult<Page<Server>> {
+        let args = PageArgs::parse("servers", first, after)?;
+        let rows = reads
+            .registry_servers(self.0.id, self.0.last_sync_at, args.child_page())
+            .await?;
+        Ok(self.servers_built(&args, rows))
+    }
+
+    /// Pages of many registries' servers with one read (the compiled read path).
+    pub(crate) async fn servers_pages(
+        registries: &[&Registry],
+        reads: &CachedReads<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> AppResult<Vec<Page<Server>>> {
+        let args = PageArgs::parse("servers", first, after)?;
+        let keys = registries
+            .iter()
+            .map(|r| (r.0.id, r.0.last_sync_at, args.child_page()))
+            .collect();
+        let rows = reads.registry_servers_many(keys).await?;
+        Ok(registries
+            .iter()
+            .zip(rows)
+            .map(|(r, rows)| r.servers_built(&args, rows))
+            .collect())
+    }
+
+    fn servers_built(&self, args: &PageArgs, rows: Rows<ServerRow>) -> Page<Server> {
+        build_page(
+            args,
+            std::sync::Arc::unwrap_or_clone(rows),
+            TotalCount::RegistryServers {
+                registry_id: self.0.id,
+                synced_at: self.0.last_sync_at,
+            },
+            |r| name_key(&r.name, r.id),
+            Server,
+        )
+    }
+}
+
 /// A ToolHive registry: a source of MCP server definitions that the gateway syncs.
 #[Object]
 impl Registry {
@@ -107,25 +198,90 @@ impl Registry {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Server>> {
-        let args = PageArgs::parse("servers", first, after)?;
-        let rows = RequestCtx::reads(ctx)?
-            .registry_servers(self.0.id, self.0.last_sync_at, args.child_page())
-            .await?;
-        Ok(build_page(
-            &args,
-            std::sync::Arc::unwrap_or_clone(rows),
-            TotalCount::RegistryServers {
-                registry_id: self.0.id,
-                synced_at: self.0.last_sync_at,
-            },
-            |r| name_key(&r.name, r.id),
-            Server,
-        ))
+        self.servers_page(&RequestCtx::reads(ctx)?, first, after)
+            .await
     }
 }
 
 /// An MCP server definition listed by a registry.
 pub struct Server(pub ServerRow);
+
+impl Server {
+    /// The fields answered from the row alone (the compiled read path, `crate::graphql::compiled`).
+    pub(crate) const LEAVES: &'static [Leaf<Server>] = &[
+        ("id", |r| leaf(ids::encode(Kind::Server, r.0.id))),
+        ("registryId", |r| {
+            leaf(ids::encode(Kind::Registry, r.0.registry_id))
+        }),
+        ("name", |r| leaf(r.0.name.as_str())),
+        ("originalName", |r| leaf(r.0.original_name.as_str())),
+        ("description", |r| leaf(r.0.description.as_str())),
+        ("version", |r| leaf(r.0.version.as_deref())),
+        ("image", |r| leaf(r.0.image.as_deref())),
+        ("url", |r| leaf(r.0.url.as_deref())),
+        ("transport", |r| leaf(r.0.transport)),
+        ("tier", |r| leaf(r.0.tier)),
+        ("status", |r| leaf(r.0.status)),
+        ("category", |r| leaf(r.0.category.as_slice())),
+        ("capabilities", |r| leaf(r.0.capabilities.as_slice())),
+        ("repositoryUrl", |r| leaf(r.0.repository_url.as_deref())),
+        ("networkPermissions", |r| leaf(&r.0.network_permissions)),
+        ("pullCount", |r| leaf(r.0.pull_count)),
+        ("stars", |r| leaf(r.0.stars)),
+        ("lastUpdated", |r| leaf(r.0.last_updated)),
+        ("deploymentRequirements", |r| {
+            leaf(&r.0.deployment_requirements)
+        }),
+        ("removedUpstreamAt", |r| leaf(r.0.removed_upstream_at)),
+        ("archivedAt", |r| leaf(r.0.archived_at)),
+    ];
+
+    /// A page of the server's instances, oldest first (the `instances` field).
+    pub(crate) async fn instances_page(
+        &self,
+        reads: &CachedReads<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> AppResult<Page<Instance>> {
+        let args = PageArgs::parse("instances", first, after)?.expect_time_cursor()?;
+        let rows = reads.instances_of_server(self.instances_key(&args)).await?;
+        Ok(self.instances_built(&args, rows))
+    }
+
+    /// Pages of many servers' instances with one read (the compiled read path).
+    pub(crate) async fn instances_pages(
+        servers: &[&Server],
+        reads: &CachedReads<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> AppResult<Vec<Page<Instance>>> {
+        let args = PageArgs::parse("instances", first, after)?.expect_time_cursor()?;
+        let keys = servers.iter().map(|s| s.instances_key(&args)).collect();
+        let rows = reads.instances_of_servers(keys).await?;
+        Ok(servers
+            .iter()
+            .zip(rows)
+            .map(|(s, rows)| s.instances_built(&args, rows))
+            .collect())
+    }
+
+    fn instances_key(&self, args: &PageArgs) -> InstancesOfServer {
+        InstancesOfServer {
+            server_id: self.0.id,
+            page: args.child_page(),
+        }
+    }
+
+    fn instances_built(&self, args: &PageArgs, rows: Rows<InstanceRow>) -> Page<Instance> {
+        build_page(
+            args,
+            std::sync::Arc::unwrap_or_clone(rows),
+            TotalCount::Children(CountOf::InstancesOfServer(self.0.id)),
+            |r| time_key(r.created_at, r.id),
+            Instance,
+        )
+    }
+}
 
 /// An MCP server definition listed by a registry.
 #[Object]
@@ -237,18 +393,7 @@ impl Server {
         #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> AppResult<Page<Instance>> {
-        let args = PageArgs::parse("instances", first, after)?.expect_time_cursor()?;
-        let key = InstancesOfServer {
-            server_id: self.0.id,
-            page: args.child_page(),
-        };
-        let rows = RequestCtx::reads(ctx)?.instances_of_server(key).await?;
-        Ok(build_page(
-            &args,
-            std::sync::Arc::unwrap_or_clone(rows),
-            TotalCount::Children(CountOf::InstancesOfServer(self.0.id)),
-            |r| time_key(r.created_at, r.id),
-            Instance,
-        ))
+        self.instances_page(&RequestCtx::reads(ctx)?, first, after)
+            .await
     }
 }

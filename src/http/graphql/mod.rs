@@ -28,6 +28,7 @@ pub const DEBUG_HEADER: &str = "x-hivegraph-debug";
 
 mod cached;
 mod caller;
+mod compiled;
 mod debug_sql;
 mod operation_metrics;
 
@@ -117,7 +118,8 @@ async fn execute(state: &AppState, headers: &HeaderMap, batch: BatchRequest) -> 
 
 /// One request through the request policies, in order: batch size, the caller and their
 /// rights (`caller.rs`), the response cache (`cached.rs`), execution under the time limit with
-/// statements counted (`debug_sql.rs`), and operation metrics (`operation_metrics.rs`). The
+/// statements counted (`debug_sql.rs`) by the compiled read path or the executor
+/// (`compiled.rs`), and operation metrics (`operation_metrics.rs`). The
 /// policies that need the parsed document (limits, rate limit, persisted operations, the error
 /// policy) are schema extensions in `crate::graphql`.
 async fn execute_inner(
@@ -195,9 +197,9 @@ async fn run(
 ) -> Option<BatchResponse> {
     let stats = rc.stats();
     let gate = rc.gate.clone();
-    let batch = batch.data(std::sync::Arc::new(rc));
+    let answer = compiled::execute(state, batch, std::sync::Arc::new(rc));
     let run = tracing::Instrument::instrument(
-        gate.holding(crate::db::counted(stats, state.schema.execute_batch(batch))),
+        gate.holding(crate::db::counted(stats, answer)),
         operation_span(request_id, labels),
     );
     let limit = state.services.config.serve.limits.request_timeout();
