@@ -250,7 +250,18 @@ def main():
         log(f"hivegraph answers {shape}")
         if shape["instances"] == 0 or shape["latest_metrics"] == 0:
             raise SystemExit("the seeded answer is empty: nothing to compare")
-        sql = cold.answer({"x-hivegraph-debug": "sql"}).get("extensions", {}).get("sqlStatements")
+        # Statements of the peer query, and of a page a tenth the size: the count must not grow
+        # with the rows. Each document is asked twice, so that the second answer is the
+        # compiled path's (the executor answers a document first, see src/graphql/compiled).
+        def statements(body):
+            debug = {"x-hivegraph-debug": "sql"}
+            first = json.loads(post(cold.url, body, debug)).get("extensions", {}).get("sqlStatements")
+            then = json.loads(post(cold.url, body, debug)).get("extensions", {}).get("sqlStatements")
+            return first, then
+        small = json.dumps({"query": hivegraph_query(max(1, a.registries // 5), max(1, a.servers // 10),
+                                                     1), "operationName": "Nested"}).encode()
+        sql_executor, sql = statements(hg_body)
+        sql_small_executor, sql_small = statements(small)
         if normalize_hivegraph(warm.answer()) != reference:
             raise SystemExit("hivegraph with caches on answers differently from caches off")
 
@@ -332,6 +343,9 @@ def main():
             "answer": shape,
             "answer_bytes": os.path.getsize(limit_file),
             "sql_statements": sql,
+            "sql_statements_small_page": sql_small,
+            "sql_statements_executor": sql_executor,
+            "sql_statements_small_page_executor": sql_small_executor,
             "duration_seconds": a.duration,
             "concurrency": a.concurrency,
             "runs": a.runs,

@@ -86,17 +86,27 @@ def main():
     }
     ratios = peers["ratios"]
     t = peers["targets"]
+    fan_n = (fanout or {}).get("fanout_subscribers", 20000)
+    sync_n = (sync or {}).get("servers", 10000)
+    constant = (peers.get("sql_statements") is not None
+                and peers.get("sql_statements") == peers.get("sql_statements_small_page"))
     targets = [
         ("nested throughput >= 3x PostGraphile v4, uncached",
          ratios.get("hivegraph_cold_over_postgraphile_v4"), lambda v: v is not None and v >= 3),
-        ("cached throughput >= 60% of the precomputed limit",
-         ratios.get("hivegraph_warm_over_limit"), lambda v: v is not None and v >= 0.6),
-        ("at most one SQL statement per level of nesting (4 levels in the peer query)",
-         peers.get("sql_statements"), lambda v: v <= 4),
-        (f"{(sync or {}).get('servers', 10000)}-server sync under 3 s",
-         (sync or {}).get("sync_10k_seconds"), lambda v: v is not None and v < 3),
-        (f"{(fanout or {}).get('fanout_subscribers', 10000)} subscribers, p99 delivery under 250 ms",
+        ("nested throughput >= 2x PostGraphile v5, uncached",
+         ratios.get("hivegraph_cold_over_postgraphile_v5"), lambda v: v is not None and v >= 2),
+        ("cached throughput >= 80% of the precomputed limit",
+         ratios.get("hivegraph_warm_over_limit"), lambda v: v is not None and v >= 0.8),
+        ("at most 5 SQL statements for the peer query, the same for a page a tenth the size",
+         peers.get("sql_statements"), lambda v: v is not None and v <= 5 and constant),
+        (f"{sync_n}-server sync under 1.0 s",
+         (sync or {}).get("sync_10k_seconds"), lambda v: v is not None and v < 1.0),
+        (f"{sync_n}-server re-sync with nothing changed under 0.5 s",
+         (sync or {}).get("resync_unchanged_seconds"), lambda v: v is not None and v < 0.5),
+        (f"{fan_n} subscribers, p99 delivery under 250 ms",
          (fanout or {}).get("fanout_p99_ms"), lambda v: v is not None and v < 250),
+        (f"{fan_n} subscribers, at most 8 KB of gateway memory each",
+         (fanout or {}).get("fanout_bytes_per_subscriber"), lambda v: v is not None and v <= 8192),
         ("an idle websocket costs at most 16 KiB of gateway memory",
          (fanout or {}).get("idle_socket_bytes"), lambda v: v is not None and v <= 16384),
     ]
@@ -110,7 +120,9 @@ def main():
         "nested_vs_postgraphile_v4": ratios.get("hivegraph_cold_over_postgraphile_v4"),
         "nested_vs_postgraphile_v5": ratios.get("hivegraph_cold_over_postgraphile_v5"),
         "cached_vs_limit": ratios.get("hivegraph_warm_over_limit"),
-        "sql_statements_nested": (nested or {}).get("sql_statements_nested", peers.get("sql_statements")),
+        # The peer query's statements (the "at most 5"); the deeper shape of
+        # scripts/bench-nested, which the executor answers, is reported under `nested`.
+        "sql_statements_nested": peers.get("sql_statements"),
         "fanout_subscribers": (fanout or {}).get("fanout_subscribers"),
         "fanout_p99_ms": (fanout or {}).get("fanout_p99_ms"),
         "fanout_bytes_per_subscriber": (fanout or {}).get("fanout_bytes_per_subscriber",

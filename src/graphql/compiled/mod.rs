@@ -10,7 +10,8 @@
 //! - the reads: `Registry::list`, `Registry::servers_page`, `Server::instances_page` and
 //!   `Instance::latest` are the resolvers' own code (authentication, page arguments, the
 //!   reader's namespace filter, the caches);
-//! - the field values: each entity's `LEAVES` call its resolver methods;
+//! - the field values: each entity's `LEAVES` (`crate::graphql::types::leaf`) read the row as
+//!   the resolvers do, converted as async-graphql converts them;
 //! - the limits: complexity over `max_complexity` and refused rate-limit charges go back to the
 //!   executor, which answers with its error; the cost charged is the executor's formula.
 //!
@@ -18,7 +19,6 @@
 //! it does not know) is [`run::Declined`]: the executor answers. `HIVEGRAPH_COMPILED_READS=check`
 //! runs both and fails the request when they differ (every integration test runs that way).
 
-pub mod leaf;
 pub mod plan;
 pub mod run;
 
@@ -37,7 +37,7 @@ pub struct Plans {
 }
 
 /// Bytes of documents the plan cache holds at most.
-const PLAN_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+const PLAN_CACHE_BYTES: u64 = crate::cache::responses::MAX_PLAN_BYTES;
 
 impl Default for Plans {
     fn default() -> Self {
@@ -71,7 +71,10 @@ impl Plans {
     /// document passed validation and the limits), remembered as the executor's otherwise only
     /// when it cannot be planned at all.
     pub fn learn(&self, query: &str, operation_name: Option<&str>, answer: &Response) {
-        if !answer.errors.is_empty() || self.knows(query, operation_name) {
+        // Large documents are not kept, as in the response cache: unique large requests must
+        // not hold memory until eviction.
+        let large = query.len() > crate::cache::responses::MAX_KEYED_REQUEST_BYTES;
+        if large || !answer.errors.is_empty() || self.knows(query, operation_name) {
             return;
         }
         let plan = plan::plan(query, operation_name).map(Arc::new);

@@ -12,8 +12,7 @@ use async_graphql::parser::types::{
 };
 use async_graphql::{Positioned, Value};
 
-use super::leaf::Leaf;
-use crate::graphql::types::{Instance, MonitoringMetrics, Registry, Server};
+use crate::graphql::types::{Instance, Leaf, MonitoringMetrics, Registry, Server};
 
 /// How deep fragment spreads may nest while fields are collected (validation forbids cycles;
 /// this bounds a document that was not validated yet).

@@ -10,7 +10,6 @@ use serde_json::Value;
 
 use crate::cache::{CachedReads, Rows};
 use crate::error::{AppError, AppResult};
-use crate::graphql::compiled::leaf::{Leaf, leaf};
 use crate::graphql::context::RequestCtx;
 use crate::graphql::pagination::{Page, PageArgs, TotalCount, build_page};
 use crate::ids::{self, Kind};
@@ -32,12 +31,15 @@ fn time_key(at: DateTime<Utc>, id: uuid::Uuid) -> SortKey {
 mod cluster;
 mod deployment;
 mod instance;
+pub mod leaf;
 mod metrics;
 mod registry;
 
 pub use cluster::Cluster;
 pub use deployment::*;
 pub use instance::*;
+pub use leaf::Leaf;
+use leaf::leaf;
 pub use metrics::*;
 pub use registry::*;
 

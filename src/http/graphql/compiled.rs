@@ -165,11 +165,11 @@ fn differs(mine: &Answer, theirs: &Response, stable_order: bool) -> Option<Strin
     };
     let (a, b) = (text(&mine.response.data), text(&theirs.data));
     if a != b {
-        let at = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
-        let from = a.floor_char_boundary(at.saturating_sub(300));
-        let near = |t: &str| t[from..t.ceil_char_boundary((at + 300).min(t.len()))].to_string();
+        let at = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+        let near =
+            |t: &str| -> String { t.chars().skip(at.saturating_sub(300)).take(600).collect() };
         return Some(format!(
-            "data at byte {at}: compiled …{} / executor …{}",
+            "data at character {at}: compiled …{} / executor …{}",
             near(&a),
             near(&b)
         ));

@@ -5,7 +5,7 @@ use async_graphql::{ID, ScalarType, Value};
 use chrono::{DateTime, Utc};
 use dataloaders::enums::*;
 
-use crate::graphql::types::MetricsResolution;
+use super::MetricsResolution;
 
 /// A field of `T` answered from the object alone: its name in the schema and how to read it.
 pub type Leaf<T> = (&'static str, fn(&T) -> Value);
