@@ -1,6 +1,7 @@
 //! The HTTP surface: GraphQL over HTTP and websockets, GraphiQL, health, metrics and the SDL.
 
 mod csrf;
+mod feeds;
 mod graphiql;
 mod graphql;
 mod negotiate;

@@ -13,32 +13,42 @@
 //! init, 1012 planned shutdown (clients reconnect). Close reasons are cut to 123 bytes, so that
 //! the close frame (code + reason) fits the 125 bytes of a control frame.
 //!
-//! Backpressure: each subscription runs in its own task and hands its messages to the socket
+//! Backpressure: each operation starts in its own task and hands its messages to the socket
 //! through a bounded channel. When the channel is full, the newest message waits in a one-slot
 //! mailbox and replaces any older one waiting there; when it is finally sent it carries
-//! `extensions.gap = { missed: n }`, the number of messages replaced. So memory per subscription
-//! is bounded, the shared fan-out never waits for a socket, and a socket whose writes stall past
-//! the write timeout is dropped.
+//! `extensions.gap = { missed: n }`, the number of messages replaced. A subscription, once its
+//! first answer is sent, follows the shared feed of its operation and scope instead (see
+//! [`super::feeds`]): one execution and one encoded payload per change for all its subscribers,
+//! and the same bound and gap notice per subscriber. So memory per subscription is bounded, the
+//! shared fan-out never waits for a socket, and a socket whose writes stall past the write
+//! timeout is dropped. Messages ready together are written with one flush.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_graphql::Data;
 use async_graphql::http::{ClientMessage, WebSocketProtocols as Protocols};
-use async_graphql::{Data, Response};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{BoxStream, SelectAll};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::{AbortHandle, BoxStream, SelectAll};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::AppState;
+use super::feeds::Feeds;
 use crate::authz::NamespaceAccess;
 use crate::config::WsConfig;
 use crate::error::Code;
 use crate::graphql::context::RequestCtx;
+
+mod operation;
+use operation::{Life, OpenGuard, Out, changes_only, messages, pump};
+
+/// An operation's output, tagged with the id and the generation of the id's use.
+type Tagged = (String, u64, Out);
 
 /// Close code: the client sent something that is not a message of the protocol.
 pub const BAD_REQUEST: u16 = 4400;
@@ -72,6 +82,8 @@ pub struct Sockets {
     /// Subscriptions starting at once (each reads its current state from the database): a
     /// burst of subscribes queues here instead of exhausting the connection pool.
     starting: Arc<tokio::sync::Semaphore>,
+    /// The shared executions of subscriptions, by operation and scope.
+    feeds: Feeds,
 }
 
 impl Default for Sockets {
@@ -88,6 +100,7 @@ impl Sockets {
             open: Arc::new(AtomicUsize::new(0)),
             subscriptions: Arc::new(AtomicUsize::new(0)),
             starting: Arc::new(tokio::sync::Semaphore::new(concurrent_starts.max(1))),
+            feeds: Feeds::default(),
         }
     }
 
@@ -106,21 +119,18 @@ impl Sockets {
         self.subscriptions.load(Ordering::Relaxed)
     }
 
+    /// Shared subscription executions running now (subscribers of one operation from one
+    /// authorization scope share one).
+    pub fn feeds(&self) -> usize {
+        self.feeds.count()
+    }
+
     /// Waits until every socket is closed, at most `limit`.
     pub async fn drained(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         while self.open() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-/// Counts a socket while it lives.
-struct OpenGuard(Arc<AtomicUsize>);
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -136,17 +146,6 @@ pub fn close_reason(reason: &str) -> String {
     reason[..end].to_string()
 }
 
-/// What a subscription task hands to its socket.
-enum Out {
-    Next(Box<Response>),
-    /// The operation failed before producing anything (the first response holds only errors).
-    Failed(Box<Response>),
-    Complete,
-}
-
-/// A subscription's output, tagged with the id and the generation of the id's use.
-type Tagged = (String, u64, Out);
-
 /// Why the connection loop ended.
 enum End {
     Close(u16, String),
@@ -160,16 +159,15 @@ struct Conn {
     state: AppState,
     ctx: Option<Arc<RequestCtx>>,
     init_seen: bool,
-    /// Running subscriptions, by client id: the generation of the id's use and the task.
-    running: HashMap<String, (u64, tokio::task::AbortHandle)>,
+    /// Running operations, by client id: the generation of the id's use and what stops it.
+    running: HashMap<String, (u64, AbortHandle)>,
     generation: u64,
 }
 
 /// Serves one upgraded socket until it closes.
 pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
     let sockets = state.sockets.clone();
-    sockets.open.fetch_add(1, Ordering::Relaxed);
-    let _open = OpenGuard(sockets.open.clone());
+    let _open = OpenGuard::counting(sockets.open.clone());
     let _gauge = crate::metrics::websocket(protocol.sec_websocket_protocol());
     let settings = state.services.config.serve.ws.clone();
     let mut shutdown = sockets.shutdown.subscribe();
@@ -240,9 +238,9 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
                     break End::Drop;
                 }
             }
-            Some((id, generation, out)) = outgoing.next(), if !outgoing.is_empty() => {
-                let replies = conn.render(&id, generation, out);
-                if !send_all(&mut sink, replies, write_timeout).await {
+            Some(first) = outgoing.next(), if !outgoing.is_empty() => {
+                let messages = conn.ready_messages(first, &mut outgoing);
+                if !send_batch(&mut sink, messages, write_timeout).await {
                     break End::Drop;
                 }
             }
@@ -272,8 +270,8 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
             }
         }
     };
-    for (_, (_, task)) in conn.running.drain() {
-        task.abort();
+    for (_, (_, running)) in conn.running.drain() {
+        running.abort();
     }
     if let End::Close(code, reason) = end {
         let frame = Message::Close(Some(CloseFrame {
@@ -288,17 +286,27 @@ pub async fn serve(socket: WebSocket, protocol: Protocols, state: AppState) {
 /// The socket's sending half.
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 
+/// Most messages written with one flush.
+const MAX_BATCH: usize = 64;
+
 /// Sends messages in order, each within the write timeout; false when one could not be sent.
 async fn send_all(sink: &mut Sink, values: Vec<Value>, write_timeout: Duration) -> bool {
-    for v in values {
-        if !matches!(
-            tokio::time::timeout(write_timeout, sink.send(text(v))).await,
-            Ok(Ok(()))
-        ) {
-            return false;
-        }
+    send_batch(sink, values.into_iter().map(text).collect(), write_timeout).await
+}
+
+/// Writes messages in order and flushes them once, within the write timeout; false when they
+/// could not be sent.
+async fn send_batch(sink: &mut Sink, messages: Vec<Message>, write_timeout: Duration) -> bool {
+    if messages.is_empty() {
+        return true;
     }
-    true
+    let write = async {
+        for m in messages {
+            sink.feed(m).await?;
+        }
+        sink.flush().await
+    };
+    matches!(tokio::time::timeout(write_timeout, write).await, Ok(Ok(())))
 }
 
 /// What a frame from the client amounts to.
@@ -490,47 +498,36 @@ impl Conn {
             }]);
             return Step::Reply(self.error_messages(&id, error));
         }
-        let mut data = Data::default();
-        data.insert(ctx);
         let single = !is_subscription(&payload);
         let field = root_field(&payload);
-        let stream = self
-            .state
-            .schema
-            .execute_stream_with_session_data(payload, Arc::new(data));
+        // Subscribers of the same operation from the same scope share its later payloads.
+        let member = (!single).then(|| {
+            let key = crate::cache::responses::ResponseCache::key(&ctx.scope, &payload);
+            self.state.sockets.feeds.join(key, self.settings.ws_buffer)
+        });
+        let mut data = Data::default();
+        data.insert(ctx);
+        let schema = self.state.schema.clone();
         // Queries and mutations get the request timeout of HTTP; subscriptions live on.
-        let stream = if single {
-            with_timeout(
-                stream.boxed(),
-                self.state.services.config.serve.limits.request_timeout(),
-            )
-        } else {
-            stream.boxed()
+        let limit = single.then(|| self.state.services.config.serve.limits.request_timeout());
+        let run = move || {
+            let stream = schema.execute_stream_with_session_data(payload, Arc::new(data));
+            changes_only(match limit {
+                Some(limit) => with_timeout(stream, limit),
+                None => stream,
+            })
         };
         let (tx, rx) = mpsc::channel(self.settings.ws_buffer.max(1));
-        let counter = self.state.sockets.subscriptions.clone();
-        let starting = self.state.sockets.starting.clone();
+        tokio::spawn(pump(run, member, tx, self.state.sockets.starting.clone()));
+        let life = Life::new(self.state.sockets.subscriptions.clone(), &field);
+        let (messages, stop) = futures_util::stream::abortable(messages(rx, life));
         self.generation += 1;
         let generation = self.generation;
-        let live = crate::metrics::subscription(&field);
-        let task = tokio::spawn(crate::metrics::holding(
-            live,
-            pump(
-                (id.clone(), generation),
-                changes_only(stream),
-                tx,
-                counter,
-                starting,
-            ),
-        ));
-        self.running
-            .insert(id.clone(), (generation, task.abort_handle()));
+        self.running.insert(id.clone(), (generation, stop));
         outgoing.push(
-            futures_util::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
-            )
-            .boxed(),
+            messages
+                .map(move |out| (id.clone(), generation, out))
+                .boxed(),
         );
         Step::Continue
     }
@@ -544,8 +541,8 @@ impl Conn {
             ClientMessage::ConnectionInit { payload } => self.init(payload).await,
             ClientMessage::Start { id, payload } => self.start(id, payload, outgoing),
             ClientMessage::Stop { id } => {
-                if let Some((_, task)) = self.running.remove(&id) {
-                    task.abort();
+                if let Some((_, running)) = self.running.remove(&id) {
+                    running.abort();
                     if self.protocol == Protocols::SubscriptionsTransportWS {
                         return Step::Reply(vec![json!({ "type": "complete", "id": id })]);
                     }
@@ -621,8 +618,8 @@ impl Conn {
         let mut out = Vec::new();
         let ids: Vec<String> = self.running.keys().cloned().collect();
         for id in ids {
-            if let Some((_, task)) = self.running.remove(&id) {
-                task.abort();
+            if let Some((_, running)) = self.running.remove(&id) {
+                running.abort();
             }
             let error = json!([{
                 "message": "your namespace grants changed: this subscription ended; subscribe again",
@@ -664,190 +661,73 @@ impl Conn {
         }
     }
 
-    /// The protocol messages for a subscription's output (none for a stopped subscription).
-    fn render(&mut self, id: &str, generation: u64, out: Out) -> Vec<Value> {
+    /// The messages of `first` and of the other outputs ready now, to go out in one flush.
+    fn ready_messages(
+        &mut self,
+        (id, generation, out): Tagged,
+        outgoing: &mut SelectAll<BoxStream<'static, Tagged>>,
+    ) -> Vec<Message> {
+        let mut messages = self.render(&id, generation, out);
+        while messages.len() < MAX_BATCH
+            && let Some(Some((id, generation, out))) = outgoing.next().now_or_never()
+        {
+            messages.extend(self.render(&id, generation, out));
+        }
+        messages
+    }
+
+    /// The protocol messages for an operation's output (none for a stopped operation).
+    fn render(&mut self, id: &str, generation: u64, out: Out) -> Vec<Message> {
         if self.running.get(id).map(|(g, _)| *g) != Some(generation) {
             return Vec::new();
         }
         match out {
             Out::Complete => {
                 self.running.remove(id);
-                vec![json!({ "type": "complete", "id": id })]
+                vec![text(json!({ "type": "complete", "id": id }))]
             }
             Out::Failed(resp) => {
                 self.running.remove(id);
                 let errors = serde_json::to_value(&resp.errors).unwrap_or_default();
                 self.error_messages(id, errors)
+                    .into_iter()
+                    .map(text)
+                    .collect()
             }
             Out::Next(resp) => {
-                let ty = match self.protocol {
-                    Protocols::GraphQLWS => "next",
-                    Protocols::SubscriptionsTransportWS => "data",
-                };
-                vec![json!({ "type": ty, "id": id, "payload": resp })]
+                let payload = serde_json::to_string(&resp).unwrap_or_default();
+                vec![self.next_message(id, &payload)]
             }
+            Out::Shared(payload, 0) => {
+                crate::metrics::delivered(false);
+                vec![self.next_message(id, &payload.body)]
+            }
+            Out::Shared(payload, missed) => {
+                crate::metrics::delivered(true);
+                let mut resp: Value = serde_json::from_str(&payload.body).unwrap_or_default();
+                resp["extensions"]["gap"] = json!({ "missed": missed });
+                vec![self.next_message(id, &resp.to_string())]
+            }
+            Out::Join(_) => Vec::new(),
         }
     }
-}
 
-/// A subscription's responses as its subscriber sees them: a response equal to the previous
-/// one (the same selected data and errors: nothing the subscriber asked for changed) is not
-/// sent again, and the rate-limit report rides on the first response only.
-fn changes_only(stream: BoxStream<'static, Response>) -> BoxStream<'static, Response> {
-    use std::hash::{Hash, Hasher};
-    let mut previous: Option<u64> = None;
-    stream
-        .filter_map(move |mut resp| {
-            if previous.is_some() {
-                resp.extensions
-                    .remove(crate::graphql::abuse::RATE_LIMIT_EXTENSION);
-            }
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            serde_json::to_vec(&(&resp.data, &resp.errors))
-                .unwrap_or_default()
-                .hash(&mut h);
-            let digest = h.finish();
-            let fresh = previous != Some(digest);
-            previous = Some(digest);
-            futures_util::future::ready(fresh.then_some(resp))
-        })
-        .boxed()
-}
-
-/// Runs one subscription: moves its responses into the bounded channel, and when the channel is
-/// full keeps only the newest unsent response (counting the ones it replaced).
-async fn pump(
-    (id, generation): (String, u64),
-    mut stream: BoxStream<'static, Response>,
-    tx: mpsc::Sender<Tagged>,
-    counter: Arc<AtomicUsize>,
-    starting: Arc<tokio::sync::Semaphore>,
-) {
-    counter.fetch_add(1, Ordering::Relaxed);
-    let _live = OpenGuard(counter);
-    // The first response is the current state, read from the database.
-    let permit = starting.acquire_owned().await.ok();
-    let first = stream.next().await;
-    drop(permit);
-    // An operation that fails before producing anything (validation, a refused argument) is
-    // reported as an error, not as data.
-    let first = match first {
-        None => None,
-        Some(resp) if !resp.errors.is_empty() && resp.data == async_graphql::Value::Null => {
-            let _ = tx.send((id, generation, Out::Failed(Box::new(resp)))).await;
-            return;
-        }
-        Some(resp) => Some(resp),
-    };
-    let mut ended = first.is_none();
-    if let Some(resp) = first
-        && tx
-            .send((id.clone(), generation, Out::Next(Box::new(resp))))
-            .await
-            .is_err()
-    {
-        return;
+    /// A `next` (legacy: `data`) message: the serialized `payload` with the id spliced in.
+    fn next_message(&self, id: &str, payload: &str) -> Message {
+        let ty = match self.protocol {
+            Protocols::GraphQLWS => "next",
+            Protocols::SubscriptionsTransportWS => "data",
+        };
+        let id = serde_json::to_string(id).unwrap_or_default();
+        Message::Text(Utf8Bytes::from(format!(
+            r#"{{"type":"{ty}","id":{id},"payload":{payload}}}"#
+        )))
     }
-    let mut waiting: Option<Response> = None;
-    let mut missed: u64 = 0;
-    loop {
-        match waiting.take() {
-            None if ended => break,
-            None => match stream.next().await {
-                None => ended = true,
-                Some(resp) => {
-                    match tx.try_send((id.clone(), generation, Out::Next(Box::new(resp)))) {
-                        Ok(()) => crate::metrics::delivered(false),
-                        Err(mpsc::error::TrySendError::Full((_, _, Out::Next(resp)))) => {
-                            waiting = Some(*resp);
-                        }
-                        Err(_) => return,
-                    }
-                }
-            },
-            Some(mut resp) => {
-                tokio::select! {
-                    biased;
-                    permit = tx.reserve() => {
-                        let Ok(permit) = permit else { return };
-                        if missed > 0 {
-                            resp.extensions.insert(
-                                "gap".into(),
-                                async_graphql::Value::from_json(json!({ "missed": missed }))
-                                    .unwrap_or_default(),
-                            );
-                            missed = 0;
-                        }
-                        crate::metrics::delivered(resp.extensions.contains_key("gap"));
-                        permit.send((id.clone(), generation, Out::Next(Box::new(resp))));
-                    }
-                    next = stream.next(), if !ended => match next {
-                        Some(newer) => {
-                            missed += 1;
-                            waiting = Some(newer);
-                        }
-                        None => {
-                            ended = true;
-                            waiting = Some(resp);
-                        }
-                    },
-                }
-            }
-        }
-    }
-    let _ = tx.send((id, generation, Out::Complete)).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn response(n: i32) -> Response {
-        Response::new(async_graphql::Value::from(n))
-    }
-
-    #[tokio::test]
-    async fn a_full_buffer_keeps_the_newest_response_and_announces_the_gap() {
-        let (tx, mut rx) = mpsc::channel(2);
-        let (feed, source) = mpsc::unbounded_channel::<Response>();
-        let stream =
-            futures_util::stream::unfold(
-                source,
-                |mut s| async move { s.recv().await.map(|r| (r, s)) },
-            )
-            .boxed();
-        let counter = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(pump(
-            ("a".into(), 1),
-            stream,
-            tx,
-            counter.clone(),
-            Arc::new(tokio::sync::Semaphore::new(1)),
-        ));
-        for n in 0..100 {
-            feed.send(response(n)).unwrap();
-        }
-        // Let the pump drain its input while nobody reads: it must not buffer 100 responses.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(counter.load(Ordering::Relaxed), 1);
-        let mut got = Vec::new();
-        drop(feed);
-        while let Some((_, _, out)) = rx.recv().await {
-            match out {
-                Out::Next(r) => got.push(serde_json::to_value(&*r).unwrap()),
-                Out::Complete => break,
-                Out::Failed(_) => panic!("not a failure"),
-            }
-        }
-        task.await.unwrap();
-        // Two buffered, then the newest one, carrying the count of the replaced ones.
-        assert_eq!(got.len(), 3, "{got:?}");
-        assert_eq!(got[0]["data"], 0);
-        assert_eq!(got[1]["data"], 1);
-        assert_eq!(got[2]["data"], 99);
-        assert_eq!(got[2]["extensions"]["gap"]["missed"], 97);
-        assert_eq!(counter.load(Ordering::Relaxed), 0);
-    }
 
     #[test]
     fn close_reasons_are_cut_at_a_character_boundary() {

@@ -219,13 +219,6 @@ fn hold(gauge: Gauge) -> Held {
     Held(gauge)
 }
 
-/// Runs `work` while `held` keeps its gauge raised.
-pub async fn holding<T>(held: Held, work: impl std::future::Future<Output = T>) -> T {
-    let out = work.await;
-    drop(held);
-    out
-}
-
 /// `/readyz` answered `ready` (counts a change of answer).
 pub fn readiness(ready: bool) {
     let f = families();

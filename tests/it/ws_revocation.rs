@@ -241,18 +241,26 @@ fn bearer(sub: &str, role: &str) -> String {
     format!("Bearer {t}")
 }
 
-#[tokio::test]
-async fn viewers_see_env_names_but_not_values() {
+/// The app, with a secret env value in the instance's configuration, viewer `vera` granted
+/// team-a, and `more` SQL.
+async fn app_with_secret(more: &str) -> TestApp {
     let app = app().await;
     app.db
         .conn()
         .await
         .batch_execute(&format!(
             "UPDATE instances SET configuration = '{{\"env\": [{{\"name\": \"API_URL\", \"value\": \"https://internal.example/?k=s3cr3t\"}}]}}' WHERE id = '{INST}';
-             INSERT INTO namespace_grants (subject, namespace, granted_by) VALUES ('vera', 'team-a', 'seed');"
+             INSERT INTO namespace_grants (subject, namespace, granted_by) VALUES ('vera', 'team-a', 'seed');
+             {more}"
         ))
         .await
         .unwrap();
+    app
+}
+
+#[tokio::test]
+async fn viewers_see_env_names_but_not_values() {
+    let app = app_with_secret("").await;
     let q = "query($id: ID!) { instance(id: $id) { configuration } }";
     let vars = json!({ "id": encode(Kind::Instance, INST.parse().unwrap()) });
     let as_viewer = app
@@ -276,5 +284,83 @@ async fn viewers_see_env_names_but_not_values() {
     assert_eq!(
         env["value"], "https://internal.example/?k=s3cr3t",
         "{as_deployer}"
+    );
+}
+
+/// Subscribers of one operation share one execution only within one authorization scope: a
+/// viewer and a deployer of the same namespace (env values are shown to deployers only) and an
+/// admin (who sees every namespace) each get their own payloads; two viewers with the same
+/// grants share one.
+#[tokio::test]
+async fn a_shared_subscription_payload_never_crosses_authorization_scopes() {
+    let app = app_with_secret(
+        "INSERT INTO instances (id, server_id, cluster_id, name, namespace, status, phase, replicas_desired)
+         VALUES ('00000000-0000-0000-0000-00000000bb0b', '00000000-0000-0000-0000-00000000bb02',
+                 '00000000-0000-0000-0000-00000000bb03', 'fetch-b', 'team-b', 'running', 'ready', 1);
+         INSERT INTO namespace_grants (subject, namespace, granted_by) VALUES ('val', 'team-a', 'seed');",
+    )
+    .await;
+    let url = serve(&app).await;
+    let query = "subscription($id: ID!) { instanceStatus(instanceId: $id) { replicas { ready } configuration server { instances { edges { node { name } } } } } }";
+    let subscribe = json!({ "type": "subscribe", "id": "s", "payload": {
+        "query": query, "variables": { "id": encode(Kind::Instance, INST.parse().unwrap()) } } });
+    // The viewer subscribes first, so a feed shared by mistake would be hers.
+    let mut sockets = Vec::new();
+    for (sub, role) in [
+        ("vera", "viewer"),
+        ("dan", "deployer"),
+        ("ada", "admin"),
+        ("val", "viewer"),
+    ] {
+        let token = bearer(sub, role);
+        let mut ws = connect(&url, token.trim_start_matches("Bearer ")).await;
+        send(&mut ws, subscribe.clone()).await;
+        let first = about(&mut ws, "s").await;
+        assert_eq!(first["type"], "next", "{sub}: {first}");
+        sockets.push((sub, ws));
+    }
+
+    app.db
+        .conn()
+        .await
+        .batch_execute(&format!(
+            "UPDATE instances SET replicas_ready = 0, updated_at = now() WHERE id = '{INST}'"
+        ))
+        .await
+        .unwrap();
+    for (sub, ws) in &mut sockets {
+        let pushed = about(ws, "s").await;
+        let status = &pushed["payload"]["data"]["instanceStatus"];
+        assert_eq!(status["replicas"]["ready"], 0, "{sub}: {pushed}");
+        let names: Vec<&str> = status["server"]["instances"]["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{sub}: {pushed}"))
+            .iter()
+            .map(|e| e["node"]["name"].as_str().unwrap())
+            .collect();
+        let secret_shown = pushed.to_string().contains("s3cr3t");
+        match *sub {
+            "ada" => {
+                assert!(names.contains(&"fetch-b"), "{sub}: {pushed}");
+                assert!(secret_shown, "{sub}: {pushed}");
+            }
+            "dan" => {
+                assert_eq!(names, ["fetch-a"], "{sub}: {pushed}");
+                assert!(secret_shown, "{sub}: {pushed}");
+            }
+            _ => {
+                assert_eq!(names, ["fetch-a"], "{sub}: {pushed}");
+                assert!(!secret_shown, "{sub}: {pushed}");
+                assert_eq!(
+                    status["configuration"]["env"][0]["redacted"], true,
+                    "{sub}: {pushed}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        app.state.sockets.feeds(),
+        3,
+        "vera and val share, dan and ada do not"
     );
 }
