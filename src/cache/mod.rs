@@ -601,6 +601,29 @@ impl Caches {
     }
 }
 
+/// The answers of `found` in the order of `keys`, moved out rather than cloned; a key asked
+/// twice gets a copy of its first answer.
+fn in_key_order<K: Hash + Eq, V: Clone>(
+    keys: &[K],
+    mut found: std::collections::HashMap<K, V>,
+) -> Vec<Option<V>> {
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    let mut out: Vec<Option<V>> = Vec::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        let v = match found.remove(k) {
+            Some(v) => Some(v),
+            None if seen.contains(k) => keys[..i]
+                .iter()
+                .position(|e| e == k)
+                .and_then(|j| out[j].clone()),
+            None => None,
+        };
+        seen.insert(k);
+        out.push(v);
+    }
+    out
+}
+
 /// Reads of one request through the caches: a hit is answered from memory, a miss goes through
 /// the request's batching loader. Without caches (a schema built without services) every read
 /// goes to the loader.
@@ -675,7 +698,7 @@ impl<'a> CachedReads<'a> {
         Reader: async_graphql::dataloader::Loader<K, Value = V, Error = ReadError>,
     {
         let found = async_graphql::dataloader::Loader::load(self.loader.loader(), keys).await?;
-        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+        Ok(in_key_order(keys, found))
     }
 
     /// Pages of rows per key, as the cache keeps them.
@@ -858,6 +881,15 @@ impl<'a> CachedReads<'a> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn batched_answers_come_in_key_order_and_repeated_keys_share_one() {
+        let found: std::collections::HashMap<u8, &str> = [(1, "one"), (3, "three")].into();
+        assert_eq!(
+            in_key_order(&[3, 2, 1, 3], found),
+            vec![Some("three"), None, Some("one"), Some("three")]
+        );
+    }
 
     fn stats() -> Arc<CacheStats> {
         CacheStats::new("test", &CacheMetrics::default())
