@@ -10,6 +10,7 @@ pub mod enums;
 pub mod loaders;
 pub mod models;
 pub mod pool;
+pub mod prepared;
 pub mod reads;
 pub mod schema;
 pub mod search;

@@ -22,6 +22,7 @@ use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use crate::models::*;
+use crate::prepared::Prepared;
 use crate::schema::*;
 use crate::{ReadError, Reader};
 
@@ -203,13 +204,13 @@ macro_rules! child_page_loader {
                 let (parents, after_values, after_ids, limits) = page_arrays(keys, |k| (k.$parent, &k.page));
                 let mut conn = self.conn().await?;
                 // $5 is the reader's namespaces (NULL: all); only instance lists use it.
-                let rows: Vec<$ranked> = diesel::sql_query($sql)
+                let rows: Vec<$ranked> = Prepared(diesel::sql_query($sql)
                     .bind::<Array<SqlUuid>, _>(parents)
                     .bind::<Array<Nullable<Text>>, _>(after_values)
                     .bind::<Array<Nullable<SqlUuid>>, _>(after_ids)
                     .bind::<Array<Int8>, _>(limits)
                     .bind::<Nullable<Array<Text>>, _>(self.namespaces())
-                    .load(&mut conn)
+                    ).load(&mut conn)
                     .await?;
                 Ok(regroup(keys, rows.into_iter().map(|r| (r.ord, r.row))))
             }
@@ -302,7 +303,7 @@ impl Loader<MetricsOfInstance> for Reader {
         let since: Vec<Option<DateTime<Utc>>> = keys.iter().map(|k| k.since).collect();
         let until: Vec<Option<DateTime<Utc>>> = keys.iter().map(|k| k.until).collect();
         let mut conn = self.conn().await?;
-        let rows: Vec<RankedMetrics> = diesel::sql_query(
+        let rows: Vec<RankedMetrics> = Prepared(diesel::sql_query(
             "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::timestamptz[], $5::timestamptz[]) \
                WITH ORDINALITY AS k(parent, after_value, lim, since, until, ord) \
              CROSS JOIN LATERAL ( \
@@ -318,7 +319,7 @@ impl Loader<MetricsOfInstance> for Reader {
         .bind::<Array<Int8>, _>(limits)
         .bind::<Array<Nullable<Timestamptz>>, _>(since)
         .bind::<Array<Nullable<Timestamptz>>, _>(until)
-        .load(&mut conn)
+        ).load(&mut conn)
         .await?;
         Ok(regroup(keys, rows.into_iter().map(|r| (r.ord, r.row))))
     }
@@ -347,7 +348,7 @@ impl Loader<HourlyMetricsOfInstance> for Reader {
         let mut conn = self.conn().await?;
         // `since` selects the hours that end after it, so that a range starting mid-hour still
         // gets the hour it starts in.
-        let rows: Vec<RankedHourly> = diesel::sql_query(
+        let rows: Vec<RankedHourly> = Prepared(diesel::sql_query(
             "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::timestamptz[], $5::timestamptz[]) \
                WITH ORDINALITY AS k(parent, after_value, lim, since, until, ord) \
              CROSS JOIN LATERAL ( \
@@ -363,7 +364,7 @@ impl Loader<HourlyMetricsOfInstance> for Reader {
         .bind::<Array<Int8>, _>(limits)
         .bind::<Array<Nullable<Timestamptz>>, _>(since)
         .bind::<Array<Nullable<Timestamptz>>, _>(until)
-        .load(&mut conn)
+        ).load(&mut conn)
         .await?;
         Ok(regroup(keys, rows.into_iter().map(|r| (r.ord, r.row))))
     }
@@ -385,13 +386,15 @@ impl Loader<LatestMetricsOfInstance> for Reader {
         let mut conn = self.conn().await?;
         // One index probe per instance on (instance_id, timestamp DESC): the cost does not grow
         // with the number of samples an instance has.
-        let rows: Vec<MetricsRow> = diesel::sql_query(
-            "SELECT m.* FROM unnest($1::uuid[]) AS k(id) \
+        let rows: Vec<MetricsRow> = Prepared(
+            diesel::sql_query(
+                "SELECT m.* FROM unnest($1::uuid[]) AS k(id) \
              CROSS JOIN LATERAL ( \
                SELECT * FROM monitoring_metrics x WHERE x.instance_id = k.id \
                ORDER BY x.\"timestamp\" DESC LIMIT 1) m",
+            )
+            .bind::<Array<SqlUuid>, _>(ids),
         )
-        .bind::<Array<SqlUuid>, _>(ids)
         .load(&mut conn)
         .await?;
         Ok(rows
@@ -415,13 +418,15 @@ impl Loader<DeployOperationOfInstance> for Reader {
     ) -> Result<HashMap<DeployOperationOfInstance, DeploymentRow>, ReadError> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
         let mut conn = self.conn().await?;
-        let rows: Vec<DeploymentRow> = diesel::sql_query(
-            "SELECT d.* FROM unnest($1::uuid[]) AS k(id) \
+        let rows: Vec<DeploymentRow> = Prepared(
+            diesel::sql_query(
+                "SELECT d.* FROM unnest($1::uuid[]) AS k(id) \
              CROSS JOIN LATERAL ( \
                SELECT * FROM deployments x WHERE x.instance_id = k.id AND x.operation = 'deploy' \
                ORDER BY x.started_at DESC LIMIT 1) d",
+            )
+            .bind::<Array<SqlUuid>, _>(ids),
         )
-        .bind::<Array<SqlUuid>, _>(ids)
         .load(&mut conn)
         .await?;
         Ok(rows

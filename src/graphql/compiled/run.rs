@@ -153,6 +153,19 @@ impl Run<'_> {
         Ok(Value::Object(map))
     }
 
+    /// A paged relation of every object of a level: the pages `load` reads at once, then their
+    /// connections.
+    async fn paged<T, F, Fut>(&self, p: &Paged<T>, load: F) -> Many
+    where
+        T: Follow,
+        F: FnOnce(Option<i32>, Option<String>) -> Fut,
+        Fut: std::future::Future<Output = crate::error::AppResult<Vec<Page<T>>>>,
+    {
+        let (first, after) = (self.int(&p.first)?, self.string(&p.after)?);
+        let pages = load(first, after).await.map_err(|_| Declined)?;
+        self.connections(&pages, &p.conn).await
+    }
+
     /// The selected fields of a connection, for each of `pages` (one level of the answer: each
     /// relation below is read once for all of them).
     async fn connections<T: Follow>(
@@ -283,13 +296,9 @@ impl Follow for Registry {
         c: &'a ServersField,
         run: &'a Run<'a>,
     ) -> BoxFuture<'a, Many> {
-        async move {
-            let (first, after) = (run.int(&c.0.first)?, run.string(&c.0.after)?);
-            let pages = Registry::servers_pages(objs, &run.reads, first, after)
-                .await
-                .map_err(|_| Declined)?;
-            run.connections(&pages, &c.0.conn).await
-        }
+        run.paged(&c.0, |first, after| {
+            Registry::servers_pages(objs, &run.reads, first, after)
+        })
         .boxed()
     }
     fn child_complexity(c: &ServersField, run: &Run<'_>) -> Result<usize, Declined> {
@@ -303,13 +312,9 @@ impl Follow for Server {
         c: &'a InstancesField,
         run: &'a Run<'a>,
     ) -> BoxFuture<'a, Many> {
-        async move {
-            let (first, after) = (run.int(&c.0.first)?, run.string(&c.0.after)?);
-            let pages = Server::instances_pages(objs, &run.reads, first, after)
-                .await
-                .map_err(|_| Declined)?;
-            run.connections(&pages, &c.0.conn).await
-        }
+        run.paged(&c.0, |first, after| {
+            Server::instances_pages(objs, &run.reads, first, after)
+        })
         .boxed()
     }
     fn child_complexity(c: &InstancesField, run: &Run<'_>) -> Result<usize, Declined> {
