@@ -54,17 +54,27 @@ fn key(query: &str, operation_name: Option<&str>) -> Arc<str> {
     format!("{}\u{0}{query}", operation_name.unwrap_or("")).into()
 }
 
-impl Plans {
-    /// The plan of a document learned before, if it has one.
-    pub fn get(&self, request: &Request) -> Option<Arc<Plan>> {
-        self.known
-            .get(&key(&request.query, request.operation_name.as_deref()))
-            .flatten()
-    }
+/// What the plans know of a document.
+pub enum Known {
+    /// Never seen (or evicted): the executor answers, then [`Plans::learn`] hears of it.
+    Unseen,
+    /// Seen and not plannable: the executor's.
+    Executor,
+    /// Its plan.
+    Planned(Arc<Plan>),
+}
 
-    /// Whether the document was seen before (planned or not).
-    pub fn knows(&self, query: &str, operation_name: Option<&str>) -> bool {
-        self.known.contains_key(&key(query, operation_name))
+impl Plans {
+    /// What is known of the request's document (one key built per request).
+    pub fn lookup(&self, request: &Request) -> Known {
+        match self
+            .known
+            .get(&key(&request.query, request.operation_name.as_deref()))
+        {
+            None => Known::Unseen,
+            Some(None) => Known::Executor,
+            Some(Some(plan)) => Known::Planned(plan),
+        }
     }
 
     /// Learns a document the executor answered: planned when the answer had no error (the
@@ -74,7 +84,7 @@ impl Plans {
         // Large documents are not kept, as in the response cache: unique large requests must
         // not hold memory until eviction.
         let large = query.len() > crate::cache::responses::MAX_KEYED_REQUEST_BYTES;
-        if large || !answer.errors.is_empty() || self.knows(query, operation_name) {
+        if large || !answer.errors.is_empty() {
             return;
         }
         let plan = plan::plan(query, operation_name).map(Arc::new);

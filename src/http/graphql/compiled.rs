@@ -9,7 +9,7 @@ use async_graphql::{Request, Response};
 
 use super::*;
 use crate::config::CompiledReads;
-use crate::graphql::compiled::{self, Answer, Plan};
+use crate::graphql::compiled::{self, Answer, Known, Plan};
 
 /// Answers `batch` through the compiled path or the executor, as configured.
 pub(super) async fn execute(
@@ -56,19 +56,22 @@ async fn compiled_answer(
 /// The plan's answer when the document has a plan and the plan answers; the executor's
 /// otherwise, which teaches the plans a new document.
 async fn planned_or_executed(state: &AppState, request: Request, rc: Arc<RequestCtx>) -> Response {
-    if let Some(plan) = state.plans.get(&request) {
-        if let Some(answer) = compiled_answer(state, &plan, &request, &rc, true).await {
-            crate::metrics::compiled_read("compiled");
-            return answer.response;
+    match state.plans.lookup(&request) {
+        Known::Planned(plan) => {
+            if let Some(answer) = compiled_answer(state, &plan, &request, &rc, true).await {
+                crate::metrics::compiled_read("compiled");
+                return answer.response;
+            }
+            crate::metrics::compiled_read("declined");
+            return state.schema.execute(request.data(rc)).await;
         }
-        crate::metrics::compiled_read("declined");
-        return state.schema.execute(request.data(rc)).await;
+        Known::Executor => {
+            crate::metrics::compiled_read("executor");
+            return state.schema.execute(request.data(rc)).await;
+        }
+        Known::Unseen => crate::metrics::compiled_read("executor"),
     }
-    crate::metrics::compiled_read("executor");
     let op = request.operation_name.clone();
-    if state.plans.knows(&request.query, op.as_deref()) {
-        return state.schema.execute(request.data(rc)).await;
-    }
     let query = request.query.clone();
     let response = state.schema.execute(request.data(rc)).await;
     state.plans.learn(&query, op.as_deref(), &response);
@@ -137,12 +140,10 @@ fn copy(r: &Request) -> Request {
 /// path never learns such documents.
 fn differs(mine: &Answer, theirs: &Response, stable_order: bool) -> Option<String> {
     let before_execution = |e: &async_graphql::ServerError| {
-        let code = e
-            .extensions
-            .as_ref()
-            .and_then(|x| x.get("code"))
-            .map(|c| c.to_string());
-        let code = code.as_deref().unwrap_or("").trim_matches('"');
+        let code = match e.extensions.as_ref().and_then(|x| x.get("code")) {
+            Some(async_graphql::Value::String(c)) => c.as_str(),
+            _ => "",
+        };
         matches!(
             code,
             "GRAPHQL_PARSE_FAILED" | "GRAPHQL_VALIDATION_FAILED" | "RATE_LIMITED"

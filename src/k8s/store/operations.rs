@@ -85,17 +85,16 @@ pub async fn insert_deploy(
             .get_result(c)
             .await
             .map_err(open_op_conflict)?;
-        diesel::insert_into(deployment_logs::table)
-            .values((
-                deployment_logs::deployment_id.eq(op.id),
-                deployment_logs::level.eq("info"),
-                deployment_logs::message.eq(format!(
-                    "deploy of {}/{} initiated by {}",
-                    inst.namespace, inst.name, actor.name
-                )),
-            ))
-            .execute(c)
-            .await?;
+        append_log(
+            c,
+            op.id,
+            "info",
+            &format!(
+                "deploy of {}/{} initiated by {}",
+                inst.namespace, inst.name, actor.name
+            ),
+        )
+        .await?;
         audit::record(
             c,
             AuditEntry::success(&actor, "deployServer", "instance", inst.id)
@@ -149,17 +148,13 @@ pub async fn insert_op(
             .get_result(c)
             .await
             .map_err(open_op_conflict)?;
-        diesel::insert_into(deployment_logs::table)
-            .values((
-                deployment_logs::deployment_id.eq(op.id),
-                deployment_logs::level.eq("info"),
-                deployment_logs::message.eq(format!(
-                    "{operation} of {label} initiated by {}",
-                    actor.name
-                )),
-            ))
-            .execute(c)
-            .await?;
+        append_log(
+            c,
+            op.id,
+            "info",
+            &format!("{operation} of {label} initiated by {}", actor.name),
+        )
+        .await?;
         let action = match operation {
             DeploymentOperation::Deploy => "deployServer",
             DeploymentOperation::Scale => "scaleInstance",
@@ -387,14 +382,7 @@ pub async fn add_step(
         if n == 0 {
             return Ok(false);
         }
-        diesel::insert_into(deployment_logs::table)
-            .values((
-                deployment_logs::deployment_id.eq(id),
-                deployment_logs::level.eq(level),
-                deployment_logs::message.eq(line),
-            ))
-            .execute(c)
-            .await?;
+        append_log(c, id, level, &line).await?;
         Ok(true)
     })
     .await
@@ -469,14 +457,7 @@ pub async fn finish(
         if n == 0 {
             return Ok(false);
         }
-        diesel::insert_into(deployment_logs::table)
-            .values((
-                deployment_logs::deployment_id.eq(id),
-                deployment_logs::level.eq(level),
-                deployment_logs::message.eq(line),
-            ))
-            .execute(c)
-            .await?;
+        append_log(c, id, level, &line).await?;
         Ok(true)
     })
     .await
@@ -526,14 +507,7 @@ pub async fn cancel(pool: &DbPool, actor: &Actor, id: Uuid) -> AppResult<Deploym
             .returning(DeploymentRow::as_returning())
             .get_result(c)
             .await?;
-        diesel::insert_into(deployment_logs::table)
-            .values((
-                deployment_logs::deployment_id.eq(id),
-                deployment_logs::level.eq("warn"),
-                deployment_logs::message.eq(format!("cancelled by {}", actor.name)),
-            ))
-            .execute(c)
-            .await?;
+        append_log(c, id, "warn", &format!("cancelled by {}", actor.name)).await?;
         audit::record(
             c,
             AuditEntry::success(&actor, "cancelDeployment", "deployment", id),
@@ -547,13 +521,23 @@ pub async fn cancel(pool: &DbPool, actor: &Actor, id: Uuid) -> AppResult<Deploym
 /// Appends a log line to an operation (outside its lease; for cancel follow-ups).
 pub async fn log_line(pool: &DbPool, id: Uuid, level: &str, message: &str) -> AppResult<()> {
     let mut c = conn(pool).await?;
+    append_log(&mut c, id, level, message).await
+}
+
+/// Appends a log line to an operation on `c` (inside the caller's transaction, if any).
+async fn append_log(
+    c: &mut AsyncPgConnection,
+    id: Uuid,
+    level: &str,
+    message: &str,
+) -> AppResult<()> {
     diesel::insert_into(deployment_logs::table)
         .values((
             deployment_logs::deployment_id.eq(id),
             deployment_logs::level.eq(level),
             deployment_logs::message.eq(message),
         ))
-        .execute(&mut c)
+        .execute(c)
         .await?;
     Ok(())
 }
