@@ -868,3 +868,30 @@ async fn the_search_migration_reverts_and_reapplies_cleanly() {
     let found = names(&servers(&c.app, json!({ "search": "github", "first": 1 })).await);
     assert_eq!(found, ["github"]);
 }
+
+/// The search document is computed by PL/pgSQL since migration 000100: the vectors must be
+/// byte-identical to the SQL expression it replaced (the index built before stays valid), for
+/// the real catalogue and for edge cases (NULL and empty arrays, quotes, backslashes, prose).
+#[tokio::test]
+async fn the_plpgsql_search_document_equals_the_sql_expression() {
+    let c = catalogue().await;
+    let lang = "SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang \
+                WHERE p.proname = 'servers_search_document'";
+    assert_eq!(c.app.db.scalar(lang).await.as_deref(), Some("plpgsql"));
+    let expression = "setweight(to_tsvector('simple'::regconfig, coalesce(n, '')), 'A') \
+        || setweight(to_tsvector('simple'::regconfig, coalesce(array_to_string(caps, ' '), '')), 'B') \
+        || setweight(to_tsvector('simple'::regconfig, coalesce(array_to_string(cats, ' '), '')), 'C') \
+        || setweight(to_tsvector('english'::regconfig, coalesce(d, '')), 'D')";
+    let rows = "SELECT name AS n, description AS d, capabilities AS caps, category AS cats FROM servers \
+        UNION ALL VALUES (NULL, NULL, NULL::text[], NULL::text[]), ('', '', '{}', '{}'), \
+        ('github-remote', 'Creates issues; the runners ran', '{create_issue,\"a \\\"q\\\" b\",\"x\\\\y\"}', \
+         '{Data Science,NULL}'), ('a.b/c_d', 'Ünïcode wörds and 42 numbers', '{\"\",\" \"}', '{NULL,\"\"}')";
+    let differing = format!(
+        "SELECT count(*) FROM ({rows}) r \
+         WHERE servers_search_document(n, d, caps, cats)::text IS DISTINCT FROM ({expression})::text"
+    );
+    let total = format!("SELECT count(*) FROM ({rows}) r");
+    assert_eq!(c.app.db.scalar(&differing).await.as_deref(), Some("0"));
+    let total: usize = c.app.db.scalar(&total).await.unwrap().parse().unwrap();
+    assert!(total > 200, "{total}");
+}
