@@ -9,9 +9,8 @@ use dataloaders::models::RegistryRow;
 use serde_json::Value;
 use url::Url;
 
-use super::formats::{self, ApiCollector};
+use super::formats::{self, ApiCollector, Entries};
 use super::http::{FetchError, RegistryClient, host_of};
-use super::normalize::Entry;
 use super::progress::{ProgressEvent, SyncProgress};
 use super::report::SyncMode;
 use super::store::SyncState;
@@ -28,7 +27,7 @@ const TRS_PAGE_LIMIT: u32 = 1000;
 pub struct Fetched {
     pub format: RegistryFormat,
     pub mode: SyncMode,
-    pub entries: Vec<Entry>,
+    pub entries: Entries,
     pub pages: u32,
     pub bytes: u64,
     /// Entries received, before one version per name was kept.
@@ -309,7 +308,8 @@ impl Reader<'_> {
                 .api(url.clone(), fmt, None, Some((doc.value, bytes)))
                 .await;
         }
-        let entries = formats::read_document(doc, detected)?;
+        // Normalised while the first servers are stored (`store::commit`).
+        let entries = Entries::Document(formats::DocumentEntries::new(doc, detected)?);
         let received = entries.len();
         self.progress
             .event(ProgressEvent::Read { entries: received });
@@ -388,7 +388,7 @@ impl Reader<'_> {
         }
         let received = collector.received;
         let watermark = collector.watermark;
-        let entries = collector.finish();
+        let entries = Entries::Read(collector.finish());
         self.progress
             .event(ProgressEvent::Read { entries: received });
         Ok(Fetched {

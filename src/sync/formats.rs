@@ -120,103 +120,215 @@ fn unrecognised() -> DocumentError {
 /// Reads a whole registry document (legacy or upstream format) into entries, marking duplicate
 /// names as skipped, those repeated within one legacy object included.
 pub fn read_document(doc: Document, format: RegistryFormat) -> Result<Vec<Entry>, DocumentError> {
-    let mut entries = match format {
-        RegistryFormat::Toolhive => read_legacy(doc.value)?,
-        RegistryFormat::ToolhiveUpstream => read_upstream(doc.value)?,
-        _ => return Err(unrecognised()),
-    };
-    mark_duplicates(&mut entries);
-    entries.extend(doc.repeated.into_iter().map(|r| Entry::Skipped {
-        reason: format!(
-            "duplicate entry: `{}` defines the name more than once; the first definition is kept",
-            r.map
-        ),
-        name: r.name,
-    }));
+    let mut entries = Vec::new();
+    DocumentEntries::new(doc, format)?.stream(usize::MAX, |chunk| {
+        entries.extend(chunk);
+        true
+    });
     Ok(entries)
 }
 
-fn read_legacy(doc: Value) -> Result<Vec<Entry>, DocumentError> {
+/// A sync's entries: normalised already, or a document normalised while it is stored.
+pub enum Entries {
+    /// Read and normalised (API pages).
+    Read(Vec<Entry>),
+    /// A legacy or upstream document whose entries are normalised chunk by chunk.
+    Document(DocumentEntries),
+}
+
+impl Entries {
+    /// How many entries there are.
+    pub fn len(&self) -> usize {
+        match self {
+            Entries::Read(e) => e.len(),
+            Entries::Document(d) => d.len,
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Hands the entries to `send` in order, in chunks of up to `chunk`; stops when `send`
+    /// returns false.
+    pub fn stream(self, chunk: usize, mut send: impl FnMut(Vec<Entry>) -> bool) {
+        match self {
+            Entries::Read(mut entries) => {
+                while !entries.is_empty() {
+                    let rest = entries.split_off(chunk.min(entries.len()));
+                    if !send(std::mem::replace(&mut entries, rest)) {
+                        return;
+                    }
+                }
+            }
+            Entries::Document(d) => d.stream(chunk, send),
+        }
+    }
+}
+
+/// A legacy or upstream registry document taken apart, its shape checked (so reading it cannot
+/// fail any more): its entries are normalised on demand, in document order.
+pub struct DocumentEntries {
+    /// Name maps (legacy; `true` for remote servers), or server.json entries (upstream).
+    maps: Vec<(serde_json::Map<String, Value>, bool)>,
+    list: Vec<Value>,
+    repeated: Vec<RepeatedName>,
+    len: usize,
+}
+
+impl DocumentEntries {
+    /// Checks the document's shape and takes it apart.
+    pub fn new(doc: Document, format: RegistryFormat) -> Result<Self, DocumentError> {
+        let (maps, list) = match format {
+            RegistryFormat::Toolhive => (legacy_maps(doc.value)?, Vec::new()),
+            RegistryFormat::ToolhiveUpstream => (Vec::new(), upstream_list(doc.value)?),
+            _ => return Err(unrecognised()),
+        };
+        let len =
+            maps.iter().map(|(m, _)| m.len()).sum::<usize>() + list.len() + doc.repeated.len();
+        Ok(DocumentEntries {
+            maps,
+            list,
+            repeated: doc.repeated,
+            len,
+        })
+    }
+
+    /// Normalises the entries in order and hands them to `send` in chunks of up to `chunk`,
+    /// marking later definitions of a name as skipped duplicates; stops when `send` returns false.
+    pub fn stream(self, chunk: usize, send: impl FnMut(Vec<Entry>) -> bool) {
+        let mut sink = Sink {
+            seen: HashSet::new(),
+            buf: Vec::new(),
+            chunk: chunk.max(1),
+            send,
+        };
+        let legacy = self.maps.into_iter().flat_map(|(map, remote)| {
+            map.into_iter()
+                .map(move |(k, v)| normalize::legacy_entry(&k, v, remote))
+        });
+        let upstream = self
+            .list
+            .into_iter()
+            .map(|v| normalize::server_json_entry(v, None));
+        let repeated = self.repeated.into_iter().map(|r| Entry::Skipped {
+            reason: format!(
+                "duplicate entry: `{}` defines the name more than once; the first definition is kept",
+                r.map
+            ),
+            name: r.name,
+        });
+        for e in legacy.chain(upstream).chain(repeated) {
+            if !sink.push(e) {
+                return;
+            }
+        }
+        sink.flush();
+    }
+}
+
+/// Collects entries into chunks; a later entry of a name already listed by a valid entry becomes
+/// a skipped duplicate.
+struct Sink<F> {
+    seen: HashSet<String>,
+    buf: Vec<Entry>,
+    chunk: usize,
+    send: F,
+}
+
+impl<F: FnMut(Vec<Entry>) -> bool> Sink<F> {
+    fn push(&mut self, mut e: Entry) -> bool {
+        if !matches!(e, Entry::Skipped { .. })
+            && let Some(name) = entry_name(&e)
+            && !self.seen.insert(name.to_string())
+        {
+            e = Entry::Skipped {
+                name: name.to_string(),
+                reason: "duplicate entry: the name appears more than once".into(),
+            };
+        }
+        self.buf.push(e);
+        self.buf.len() < self.chunk || self.flush()
+    }
+
+    fn flush(&mut self) -> bool {
+        self.buf.is_empty() || (self.send)(std::mem::take(&mut self.buf))
+    }
+}
+
+/// The name maps of a legacy document in reading order: `servers`, `remote_servers`, then each
+/// group's, a group member only when no earlier map lists its name.
+fn legacy_maps(doc: Value) -> Result<Vec<(serde_json::Map<String, Value>, bool)>, DocumentError> {
     let Value::Object(mut top) = doc else {
         return Err(unrecognised());
     };
-    let mut entries = Vec::new();
-    let take_map = |v: Option<Value>,
-                    remote: bool,
-                    what: &str,
-                    out: &mut Vec<Entry>|
-     -> Result<(), DocumentError> {
-        match v {
-            None | Some(Value::Null) => Ok(()),
-            Some(Value::Object(map)) => {
-                out.extend(
-                    map.into_iter()
-                        .map(|(k, v)| normalize::legacy_entry(&k, v, remote)),
-                );
-                Ok(())
-            }
-            Some(_) => Err(DocumentError(format!(
-                "`{what}` must be an object mapping names to servers"
-            ))),
-        }
-    };
-    take_map(top.remove("servers"), false, "servers", &mut entries)?;
+    let mut maps = Vec::new();
+    take_map(top.remove("servers"), false, "servers", &mut maps)?;
     take_map(
         top.remove("remote_servers"),
         true,
         "remote_servers",
-        &mut entries,
+        &mut maps,
     )?;
     // Groups are legacy: their members are listed like top-level servers when not already there.
-    if let Some(Value::Array(groups)) = top.remove("groups") {
-        let mut group_entries = Vec::new();
-        for g in groups {
-            let Value::Object(mut g) = g else { continue };
-            take_map(
-                g.remove("servers"),
-                false,
-                "groups[].servers",
-                &mut group_entries,
-            )?;
-            take_map(
-                g.remove("remote_servers"),
-                true,
-                "groups[].remote_servers",
-                &mut group_entries,
-            )?;
-        }
-        let known: HashSet<String> = entries
-            .iter()
-            .filter_map(entry_name)
-            .map(str::to_string)
-            .collect();
-        let mut seen = HashSet::new();
-        for e in group_entries {
-            let name = entry_name(&e).unwrap_or("").to_string();
-            if !known.contains(&name) && seen.insert(name) {
-                entries.push(e);
-            }
-        }
+    let Some(Value::Array(groups)) = top.remove("groups") else {
+        return Ok(maps);
+    };
+    let mut group_maps = Vec::new();
+    for g in groups {
+        let Value::Object(mut g) = g else { continue };
+        take_map(
+            g.remove("servers"),
+            false,
+            "groups[].servers",
+            &mut group_maps,
+        )?;
+        take_map(
+            g.remove("remote_servers"),
+            true,
+            "groups[].remote_servers",
+            &mut group_maps,
+        )?;
     }
-    Ok(entries)
+    let mut listed: HashSet<String> = maps.iter().flat_map(|(m, _)| m.keys().cloned()).collect();
+    for (mut map, remote) in group_maps {
+        map.retain(|name, _| listed.insert(name.clone()));
+        maps.push((map, remote));
+    }
+    Ok(maps)
 }
 
-fn read_upstream(doc: Value) -> Result<Vec<Entry>, DocumentError> {
-    let list = match doc {
-        Value::Array(items) => items,
+fn take_map(
+    v: Option<Value>,
+    remote: bool,
+    what: &str,
+    out: &mut Vec<(serde_json::Map<String, Value>, bool)>,
+) -> Result<(), DocumentError> {
+    match v {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Object(map)) => {
+            out.push((map, remote));
+            Ok(())
+        }
+        Some(_) => Err(DocumentError(format!(
+            "`{what}` must be an object mapping names to servers"
+        ))),
+    }
+}
+
+fn upstream_list(doc: Value) -> Result<Vec<Value>, DocumentError> {
+    match doc {
+        Value::Array(items) => Ok(items),
         Value::Object(mut o) => match o
             .remove("data")
             .and_then(|mut d| d.get_mut("servers").map(Value::take))
         {
-            Some(Value::Array(items)) => items,
-            _ => return Err(unrecognised()),
+            Some(Value::Array(items)) => Ok(items),
+            _ => Err(unrecognised()),
         },
-        _ => return Err(unrecognised()),
-    };
-    Ok(list
-        .into_iter()
-        .map(|v| normalize::server_json_entry(v, None))
-        .collect())
+        _ => Err(unrecognised()),
+    }
 }
 
 fn entry_name(e: &Entry) -> Option<&str> {
@@ -224,24 +336,6 @@ fn entry_name(e: &Entry) -> Option<&str> {
         Entry::Server { server, .. } => Some(&server.original_name),
         Entry::Deleted { original_name } => Some(original_name),
         Entry::Skipped { name, .. } => Some(name),
-    }
-}
-
-fn mark_duplicates(entries: &mut [Entry]) {
-    let mut seen = HashSet::new();
-    for e in entries.iter_mut() {
-        let Some(name) = entry_name(e).map(str::to_string) else {
-            continue;
-        };
-        if matches!(e, Entry::Skipped { .. }) {
-            continue;
-        }
-        if !seen.insert(name.clone()) {
-            *e = Entry::Skipped {
-                name,
-                reason: "duplicate entry: the name appears more than once".into(),
-            };
-        }
     }
 }
 
@@ -450,6 +544,50 @@ mod tests {
                 .any(|(n, r)| *n == "a" && r.contains("duplicate"))
         );
         assert!(skipped.iter().any(|(n, _)| *n == "bad"));
+    }
+
+    #[test]
+    fn documents_stream_in_chunks_as_they_read_whole() {
+        let body = br#"{"servers": {"a": {"description": "d", "image": "x/a:1"}, "bad": {"image": "x/b:1"},
+            "b": {"description": "d", "image": "x/b:1"}, "a": {"description": "again", "image": "x/a:3"}},
+            "remote_servers": {"a": {"description": "d", "url": "https://a.example"},
+                               "bad": {"description": "d", "url": "https://bad.example"}},
+            "groups": [{"name": "g", "servers": {"g1": {"description": "d", "image": "x/g:1"},
+                                                  "a": {"description": "d", "image": "x/a:2"}}},
+                       {"name": "h", "remote_servers": {"g1": {"description": "d", "url": "https://g.example"},
+                                                         "h1": {"description": "d", "url": "https://h.example"}}}]}"#;
+        let doc = || parse_document(body, None).unwrap();
+        let whole = read_document(doc(), RegistryFormat::Toolhive).unwrap();
+        assert_eq!(whole.len(), 8, "{whole:?}");
+        let entries =
+            Entries::Document(DocumentEntries::new(doc(), RegistryFormat::Toolhive).unwrap());
+        assert_eq!(entries.len(), whole.len());
+        let mut chunks = Vec::new();
+        entries.stream(3, |c| {
+            chunks.push(c);
+            true
+        });
+        assert_eq!(
+            chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![3, 3, 2]
+        );
+        assert_eq!(chunks.concat(), whole);
+        // The receiver going away stops the stream.
+        let mut calls = 0;
+        Entries::Read(whole.clone()).stream(2, |_| {
+            calls += 1;
+            false
+        });
+        assert_eq!(calls, 1);
+        let bad = parse_document(br#"{"servers": {}, "remote_servers": []}"#, None).unwrap();
+        let err = DocumentEntries::new(bad, RegistryFormat::Toolhive)
+            .err()
+            .unwrap();
+        assert!(
+            err.0.contains("`remote_servers` must be an object"),
+            "{}",
+            err.0
+        );
     }
 
     #[test]

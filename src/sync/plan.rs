@@ -1,5 +1,5 @@
 //! What a sync writes, decided from the normalised entries and the servers already stored, with
-//! no database access (so every rule is unit-tested here); [`super::store::apply`] writes it.
+//! no database access (so every rule is unit-tested here); [`super::store`] writes it.
 //!
 //! Rules:
 //! - an unchanged entry (same content hash, not marked removed) is not rewritten;
@@ -44,12 +44,17 @@ pub struct Write {
 /// What a sync writes.
 #[derive(Debug, Default)]
 pub struct SyncPlan {
-    /// Servers to insert or update, by original name.
+    /// Servers to insert or update, by original name (filled by [`plan`]; a streamed sync writes
+    /// them chunk by chunk as [`Planner::add`] returns them).
     pub writes: Vec<Write>,
     /// Vanished servers no instance uses.
     pub delete: Vec<Uuid>,
     /// Vanished servers that instances use.
     pub mark_removed: Vec<Uuid>,
+    /// Original names of the known servers the plan rewrites.
+    pub rewritten: Vec<String>,
+    /// Valid server entries seen (written or not).
+    pub server_entries: usize,
     pub added: i32,
     pub updated: i32,
     pub unchanged: i32,
@@ -73,11 +78,7 @@ impl SyncPlan {
 
     /// Original names of the known servers the plan rewrites.
     pub fn updated_names(&self) -> Vec<&str> {
-        self.writes
-            .iter()
-            .filter(|w| !w.is_new)
-            .map(|w| w.server.original_name.as_str())
-            .collect()
+        self.rewritten.iter().map(String::as_str).collect()
     }
 
     /// Counts one server entry; returns the write it needs, if any.
@@ -101,6 +102,7 @@ impl SyncPlan {
             }
             Some(k) => {
                 self.updated += 1;
+                self.rewritten.push(server.original_name.clone());
                 Some(Write {
                     name: k.name.clone(),
                     server,
@@ -121,76 +123,190 @@ impl SyncPlan {
     }
 }
 
-/// Plans a sync of `entries` over `stored`.
+/// A new server's final name differs from the provisional one it was written under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Renamed {
+    pub original_name: String,
+    pub name: String,
+}
+
+/// A new server as naming sees it.
+struct Fresh {
+    original_name: String,
+    hint: String,
+    name: String,
+}
+
+/// Plans a sync whose entries arrive in chunks, so that each chunk's writes can be stored while
+/// later entries are still being read. Each chunk's new servers get a provisional name, unique
+/// against every stored name and every earlier provisional one. The final names are those
+/// [`plan`] gives, which depend on every entry (new servers are named in order of original name,
+/// and names of deleted servers are free again): [`Planner::finish`] computes them and lists the
+/// few new servers whose provisional name differs, to be renamed before the commit.
+pub struct Planner<'a> {
+    stored: &'a StoredServers,
+    mode: SyncMode,
+    plan: SyncPlan,
+    present: HashSet<String>,
+    gone: HashSet<String>,
+    /// Stored names and provisional names given so far.
+    taken: HashSet<String>,
+    fresh: Vec<Fresh>,
+}
+
+impl<'a> Planner<'a> {
+    /// A planner over the registry's stored servers.
+    pub fn new(stored: &'a StoredServers, mode: SyncMode) -> Self {
+        Planner {
+            stored,
+            mode,
+            plan: SyncPlan::default(),
+            present: HashSet::new(),
+            gone: HashSet::new(),
+            taken: stored.values().map(|s| s.name.clone()).collect(),
+            fresh: Vec::new(),
+        }
+    }
+
+    /// Counts a chunk of entries; returns its writes, sorted by original name, new servers under
+    /// their provisional names.
+    pub fn add(&mut self, entries: Vec<Entry>) -> Vec<Write> {
+        let mut writes = Vec::new();
+        for e in entries {
+            match e {
+                Entry::Server { server, latest } => {
+                    self.plan.server_entries += 1;
+                    self.present.insert(server.original_name.clone());
+                    if let Some(w) = self.plan.classify(*server, latest, self.stored) {
+                        writes.push(w);
+                    }
+                }
+                Entry::Deleted { original_name } => {
+                    self.gone.insert(original_name);
+                }
+                Entry::Skipped { name, reason } => {
+                    // A malformed new version keeps the last good one.
+                    self.present.insert(name.clone());
+                    self.plan.skipped_count += 1;
+                    if self.plan.skipped.len() < MAX_SKIPPED_LISTED {
+                        self.plan.skipped.push(SkippedEntry { name, reason });
+                    }
+                }
+            }
+        }
+        writes.sort_by(|a, b| a.server.original_name.cmp(&b.server.original_name));
+        let mut fresh: Vec<Fresh> = writes
+            .iter()
+            .filter(|w| w.is_new)
+            .map(|w| Fresh {
+                original_name: w.server.original_name.clone(),
+                hint: w.server.name_hint.clone(),
+                name: String::new(),
+            })
+            .collect();
+        assign_names(&mut fresh, &mut self.taken);
+        for (w, f) in writes.iter_mut().filter(|w| w.is_new).zip(&fresh) {
+            w.name = f.name.clone();
+        }
+        self.fresh.extend(fresh);
+        writes
+    }
+
+    /// The rest of the plan once every entry was added: vanished servers, counts, and the new
+    /// servers whose final name differs from their provisional one.
+    pub fn finish(mut self) -> (SyncPlan, Vec<Renamed>) {
+        let mut p = std::mem::take(&mut self.plan);
+        self.vanished(&mut p);
+        let renamed = self.final_names(&p.delete);
+        (p, renamed)
+    }
+
+    /// Stored servers no longer listed (full sync) or marked deleted (incremental).
+    fn vanished(&self, p: &mut SyncPlan) {
+        for (orig, s) in self.stored {
+            let missing = match self.mode {
+                SyncMode::Full => !self.present.contains(orig),
+                SyncMode::Incremental => self.gone.contains(orig) && !self.present.contains(orig),
+            };
+            if missing && !s.removed {
+                if s.referenced {
+                    p.mark_removed.push(s.id);
+                } else {
+                    p.delete.push(s.id);
+                }
+            }
+        }
+        p.delete.sort();
+        p.mark_removed.sort();
+    }
+
+    /// Names the new servers as a plan of every entry at once does (in order of original name;
+    /// names of deleted servers are free again); returns those that differ from the provisional.
+    fn final_names(mut self, deleted: &[Uuid]) -> Vec<Renamed> {
+        let deleted: HashSet<&Uuid> = deleted.iter().collect();
+        let mut taken: HashSet<String> = self
+            .stored
+            .values()
+            .filter(|s| !deleted.contains(&s.id))
+            .map(|s| s.name.clone())
+            .collect();
+        self.fresh
+            .sort_by(|a, b| a.original_name.cmp(&b.original_name));
+        let mut finals: Vec<Fresh> = self
+            .fresh
+            .iter()
+            .map(|f| Fresh {
+                original_name: f.original_name.clone(),
+                hint: f.hint.clone(),
+                name: String::new(),
+            })
+            .collect();
+        assign_names(&mut finals, &mut taken);
+        self.fresh
+            .iter()
+            .zip(finals)
+            .filter(|(provisional, f)| provisional.name != f.name)
+            .map(|(_, f)| Renamed {
+                original_name: f.original_name,
+                name: f.name,
+            })
+            .collect()
+    }
+}
+
+/// Plans a sync of `entries` over `stored` in one go: the writes carry their final names.
 pub fn plan(entries: Vec<Entry>, stored: &StoredServers, mode: SyncMode) -> SyncPlan {
-    let mut p = SyncPlan::default();
-    let mut present = HashSet::new();
-    let mut gone = HashSet::new();
-    let mut writes = Vec::new();
-    for e in entries {
-        match e {
-            Entry::Server { server, latest } => {
-                present.insert(server.original_name.clone());
-                if let Some(w) = p.classify(*server, latest, stored) {
-                    writes.push(w);
-                }
-            }
-            Entry::Deleted { original_name } => {
-                gone.insert(original_name);
-            }
-            Entry::Skipped { name, reason } => {
-                // A malformed new version keeps the last good one.
-                present.insert(name.clone());
-                p.skipped_count += 1;
-                if p.skipped.len() < MAX_SKIPPED_LISTED {
-                    p.skipped.push(SkippedEntry { name, reason });
-                }
-            }
+    let mut planner = Planner::new(stored, mode);
+    let mut writes = planner.add(entries);
+    let (mut p, renamed) = planner.finish();
+    for r in renamed {
+        if let Some(w) = writes
+            .iter_mut()
+            .find(|w| w.server.original_name == r.original_name)
+        {
+            w.name = r.name;
         }
     }
-    for (orig, s) in stored {
-        let missing = match mode {
-            SyncMode::Full => !present.contains(orig),
-            SyncMode::Incremental => gone.contains(orig) && !present.contains(orig),
-        };
-        if missing && !s.removed {
-            if s.referenced {
-                p.mark_removed.push(s.id);
-            } else {
-                p.delete.push(s.id);
-            }
-        }
-    }
-    p.delete.sort();
-    p.mark_removed.sort();
-    p.writes = name(writes, stored, &p.delete);
+    p.writes = writes;
     p
 }
 
-/// Sorts the writes by original name and gives each new server a unique DNS-label name (names of
-/// deleted servers are free again).
-fn name(mut writes: Vec<Write>, stored: &StoredServers, deleted: &[Uuid]) -> Vec<Write> {
-    let deleted: HashSet<&Uuid> = deleted.iter().collect();
-    let mut taken: HashSet<String> = stored
-        .values()
-        .filter(|s| !deleted.contains(&s.id))
-        .map(|s| s.name.clone())
-        .collect();
-    writes.sort_by(|a, b| a.server.original_name.cmp(&b.server.original_name));
-    for w in writes.iter_mut().filter(|w| w.is_new) {
+/// Gives each new server, in the order given (by original name), a unique DNS-label name not in
+/// `taken`, and takes it.
+fn assign_names(fresh: &mut [Fresh], taken: &mut HashSet<String>) {
+    for f in fresh {
         // The hint comes from `normalize::dns_label`; a hint that is not a label anyway would
         // never disambiguate into one, so it is cleaned first.
-        let base = normalize::dns_label(&w.server.name_hint).unwrap_or_else(|| "server".into());
+        let base = normalize::dns_label(&f.hint).unwrap_or_else(|| "server".into());
         let mut candidate = base.clone();
         let mut n = 0;
         while taken.contains(&candidate) || !crate::validate::is_dns_label(&candidate) {
-            candidate = normalize::disambiguated_label(&base, &w.server.original_name, n);
+            candidate = normalize::disambiguated_label(&base, &f.original_name, n);
             n += 1;
         }
         taken.insert(candidate.clone());
-        w.name = candidate;
+        f.name = candidate;
     }
-    writes
 }
 
 #[cfg(test)]
@@ -352,5 +468,63 @@ mod tests {
         let mut report = SyncReport::default();
         p.count_into(&mut report);
         assert_eq!(report.skipped.len(), MAX_SKIPPED_LISTED);
+    }
+
+    #[test]
+    fn chunked_planning_names_new_servers_as_planning_everything_at_once() {
+        let gone = server("old/fetch", "fetch", "x");
+        let stored: StoredServers =
+            [("old/fetch".to_string(), stored_as(&gone, "fetch", false))].into();
+        // Later chunks bring smaller original names with the same hint, and the deleted
+        // server's name is only known to be free at the end.
+        let chunks = [
+            vec![
+                entry(server("d/fetch", "fetch", "d")),
+                entry(server("z/git", "git", "z")),
+            ],
+            vec![
+                entry(server("c/fetch", "fetch", "c")),
+                entry(server("a/git", "git", "a")),
+            ],
+            vec![entry(server("b/fetch", "fetch", "b"))],
+        ];
+        let all: Vec<Entry> = chunks.iter().flatten().cloned().collect();
+        let whole = plan(all, &stored, SyncMode::Full);
+        let mut planner = Planner::new(&stored, SyncMode::Full);
+        let mut provisional = std::collections::BTreeMap::new();
+        for c in chunks {
+            for w in planner.add(c) {
+                assert!(crate::validate::is_dns_label(&w.name), "{}", w.name);
+                assert!(
+                    provisional
+                        .insert(w.name.clone(), w.server.original_name.clone())
+                        .is_none()
+                );
+            }
+        }
+        assert!(
+            !provisional.contains_key("fetch"),
+            "the stored name is not free while streaming"
+        );
+        let (p, renamed) = planner.finish();
+        assert_eq!(p.delete, whole.delete);
+        assert_eq!((p.added, p.updated, p.server_entries), (5, 0, 5));
+        let mut finals: std::collections::BTreeMap<String, String> =
+            provisional.into_iter().map(|(n, o)| (o, n)).collect();
+        for r in &renamed {
+            finals.insert(r.original_name.clone(), r.name.clone());
+        }
+        let expected: std::collections::BTreeMap<String, String> = whole
+            .writes
+            .iter()
+            .map(|w| (w.server.original_name.clone(), w.name.clone()))
+            .collect();
+        assert_eq!(finals, expected);
+        assert_eq!(expected["b/fetch"], "fetch");
+        assert_eq!(expected["a/git"], "git");
+        assert!(
+            renamed.iter().any(|r| r.original_name == "b/fetch"),
+            "{renamed:?}"
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! process dies mid-sync its connection closes, PostgreSQL releases the lock, and a registry found
 //! in SYNCING whose lock is free is known to be abandoned (see `recover_abandoned`).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -18,8 +19,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::formats::Entries;
 use super::normalize::Entry;
-use super::plan::{self, Stored, StoredServers, SyncPlan, Write};
+use super::plan::{Planner, Renamed, Stored, StoredServers, SyncPlan, Write};
 use super::report::{SyncMode, SyncReport};
 use crate::audit::Actor;
 use crate::audit::{self, AuditEntry};
@@ -30,8 +32,13 @@ use crate::registries::store::transition;
 /// Message of a registry found in SYNCING with no live sync.
 pub const ABANDONED: &str =
     "the previous sync was interrupted (the gateway stopped while syncing); it is retried";
-/// Servers per upsert statement (each column is one bound array, see [`upsert_servers`]).
-const BATCH: usize = 5000;
+/// Entries per chunk: normalised, planned and written by one upsert statement (each column is
+/// one bound array, see [`upsert_servers`]).
+const CHUNK: usize = 1000;
+/// Chunks normalised ahead of the writer.
+const AHEAD: usize = 4;
+/// Upsert statements sent before the previous ones finished.
+const IN_FLIGHT: usize = 2;
 /// Longest stored `last_error`.
 const MAX_ERROR_CHARS: usize = 1000;
 
@@ -180,16 +187,26 @@ async fn totals(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Totals, diesel
 
 /// Stores a sync's entries in one transaction and moves the registry to ACTIVE. Nothing is
 /// written if any statement fails. Returns the registry's totals.
+///
+/// The entries are normalised on a blocking thread and handed over in chunks of [`CHUNK`]; each
+/// chunk is planned and written while later ones are normalised, and the next statement is sent
+/// while PostgreSQL still executes the previous one, so the gateway's work overlaps the
+/// database's. Whatever depends on every entry (vanished servers, final names of new servers,
+/// the refusal of an all-malformed registry) is settled after the last chunk, in the same
+/// transaction.
 pub async fn commit(
     conn: &mut AsyncPgConnection,
     id: Uuid,
-    entries: Vec<Entry>,
+    entries: Entries,
     mode: SyncMode,
     state: SyncState,
     report: &mut SyncReport,
     started: Instant,
 ) -> AppResult<Totals> {
-    refuse_all_malformed(&entries, mode)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
+    let producer = tokio::task::spawn_blocking(move || {
+        entries.stream(CHUNK, |chunk| tx.blocking_send(chunk).is_ok())
+    });
     let report_in = report.clone();
     let (totals, report_out) = conn
         .transaction::<_, AppError, _>(async move |conn| {
@@ -197,13 +214,18 @@ pub async fn commit(
             let interval = lock_syncing(conn, id).await?;
             let stored = stored_servers(conn, id).await?;
             let t = Instant::now();
-            let plan = plan::plan(entries, &stored, mode);
-            let planned = t.elapsed();
-            plan.count_into(&mut report);
             let now = Utc::now();
-            let (removed, marked) = apply(conn, id, &plan, now).await?;
-            tracing::debug!(registry = %id, writes = plan.writes.len(), plan_ms = planned.as_millis() as u64,
-                write_ms = (t.elapsed() - planned).as_millis() as u64, "sync: planned and written");
+            let mut planner = Planner::new(&stored, mode);
+            write_chunks(conn, id, now, &mut planner, rx).await?;
+            producer.await.map_err(|e| {
+                AppError::Internal(Arc::new(anyhow::anyhow!("reading the entries failed: {e}")))
+            })?;
+            let (plan, renamed) = planner.finish();
+            refuse_all_malformed(&plan, mode)?;
+            plan.count_into(&mut report);
+            let (removed, marked) = apply(conn, id, &plan, &renamed, now).await?;
+            tracing::debug!(registry = %id, added = plan.added, updated = plan.updated, renamed = renamed.len(),
+                ms = t.elapsed().as_millis() as u64, "sync: planned and written");
             report.removed += removed;
             report.marked_removed += marked;
             let totals = totals(conn, id).await?;
@@ -215,18 +237,45 @@ pub async fn commit(
     Ok(totals)
 }
 
+/// Plans and writes each chunk of entries as it arrives, with up to [`IN_FLIGHT`] statements
+/// sent ahead (pipelined on the one connection: PostgreSQL runs them in order, in the
+/// transaction). On a failed statement, waits for those already sent, then returns its error.
+async fn write_chunks(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    now: DateTime<Utc>,
+    planner: &mut Planner<'_>,
+    mut chunks: tokio::sync::mpsc::Receiver<Vec<Entry>>,
+) -> AppResult<()> {
+    use futures_util::StreamExt;
+    let conn: &AsyncPgConnection = conn;
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            chunk = chunks.recv(), if open && in_flight.len() < IN_FLIGHT => match chunk {
+                Some(entries) => {
+                    let writes = planner.add(entries);
+                    if !writes.is_empty() {
+                        in_flight.push_back(upsert_servers(conn, id, now, &writes));
+                    }
+                }
+                None => open = false,
+            },
+            Some(done) = in_flight.next() => if let Err(e) = done {
+                while in_flight.next().await.is_some() {}
+                return Err(e.into());
+            },
+        }
+    }
+    Ok(())
+}
+
 /// A full sync whose every entry is malformed would delete every server: refused, so the
 /// servers of the last good sync stay.
-fn refuse_all_malformed(entries: &[Entry], mode: SyncMode) -> AppResult<()> {
-    let servers = entries
-        .iter()
-        .filter(|e| matches!(e, Entry::Server { .. }))
-        .count();
-    let skipped = entries
-        .iter()
-        .filter(|e| matches!(e, Entry::Skipped { .. }))
-        .count();
-    if mode == SyncMode::Full && servers == 0 && skipped > 0 {
+fn refuse_all_malformed(plan: &SyncPlan, mode: SyncMode) -> AppResult<()> {
+    let skipped = plan.skipped_count;
+    if mode == SyncMode::Full && plan.server_entries == 0 && skipped > 0 {
         return Err(AppError::Unavailable(format!(
             "every entry of the registry is malformed ({skipped} skipped); the servers of the last good sync are kept"
         )));
@@ -374,13 +423,15 @@ fn array_literal(items: &[String]) -> String {
     s
 }
 
-/// Inserts or updates one chunk of writes in one statement (columns as in [`WRITTEN`]).
-async fn upsert_servers(
-    conn: &mut AsyncPgConnection,
+/// Inserts or updates one chunk of writes in one statement (columns as in [`WRITTEN`]). The
+/// parameters are encoded at once; the returned future only waits for the result, so several
+/// can be in flight on one connection.
+fn upsert_servers<'c>(
+    mut conn: &'c AsyncPgConnection,
     id: Uuid,
     now: DateTime<Utc>,
     writes: &[Write],
-) -> QueryResult<usize> {
+) -> futures_util::future::BoxFuture<'c, QueryResult<usize>> {
     use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz};
     fn col<'a, T>(writes: &'a [Write], f: impl Fn(&'a Write) -> T) -> Vec<T> {
         writes.iter().map(f).collect()
@@ -406,16 +457,17 @@ async fn upsert_servers(
         .bind::<Array<BigInt>, _>(col(writes, |w| w.server.stars))
         .bind::<Array<Nullable<Timestamptz>>, _>(col(writes, |w| w.server.last_updated))
         .bind::<Array<Jsonb>, _>(col(writes, |w| &w.server.deployment_requirements))
-        .execute(conn)
-        .await
+        .execute(&mut conn)
 }
 
-/// Writes a plan: deletes and marks vanished servers, upserts the writes in batches, and touches
-/// the instances of updated servers. Returns (servers deleted, servers marked removed).
-pub async fn apply(
+/// Writes what a plan settles after the last chunk: deletes and marks vanished servers, gives
+/// renamed new servers their final names, and touches the instances of updated servers.
+/// Returns (servers deleted, servers marked removed).
+async fn apply(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     plan: &SyncPlan,
+    renamed: &[Renamed],
     now: DateTime<Utc>,
 ) -> AppResult<(i32, i32)> {
     let mut removed = 0;
@@ -434,11 +486,39 @@ pub async fn apply(
             .execute(conn)
             .await? as i32;
     }
-    for chunk in plan.writes.chunks(BATCH) {
-        upsert_servers(conn, id, now, chunk).await?;
-    }
+    rename(conn, id, renamed).await?;
     touch_instances_of(conn, id, &plan.updated_names(), now).await?;
     Ok((removed, marked))
+}
+
+/// Gives new servers written under a provisional name their final one. Two statements, so that
+/// names swapped between them never collide: first a name made from the row's id, then the
+/// final one.
+async fn rename(conn: &mut AsyncPgConnection, id: Uuid, renamed: &[Renamed]) -> QueryResult<()> {
+    use diesel::sql_types::{Array, Text};
+    if renamed.is_empty() {
+        return Ok(());
+    }
+    let originals: Vec<&str> = renamed.iter().map(|r| r.original_name.as_str()).collect();
+    let names: Vec<&str> = renamed.iter().map(|r| r.name.as_str()).collect();
+    diesel::sql_query(
+        "UPDATE servers SET name = 'renaming-' || replace(id::text, '-', '') \
+         WHERE registry_id = $1 AND original_name = ANY($2)",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .bind::<Array<Text>, _>(&originals)
+    .execute(conn)
+    .await?;
+    diesel::sql_query(
+        "UPDATE servers s SET name = r.name FROM unnest($2::text[], $3::text[]) AS r(original_name, name) \
+         WHERE s.registry_id = $1 AND s.original_name = r.original_name",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .bind::<Array<Text>, _>(&originals)
+    .bind::<Array<Text>, _>(&names)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Instances of updated servers may now have an upgrade: touching them sends their change
