@@ -1040,3 +1040,117 @@ async fn awkward_tags_and_tools_are_stored_exactly() {
         .await;
     assert_eq!(first_id, second_id, "an update keeps the row");
 }
+
+/// A legacy document: `servers` holds `fillers` numbered servers and `extra`, `remote` goes to
+/// `remote_servers`. More than a thousand entries span several of the sync's write chunks.
+fn chunked_doc(fillers: usize, extra: Value, remote: Value) -> String {
+    let mut servers = serde_json::Map::new();
+    for i in 0..fillers {
+        servers.insert(
+            format!("filler/srv-{i:05}"),
+            json!({"description": format!("filler {i}"), "image": format!("ghcr.io/x/f{i}:1.0.0")}),
+        );
+    }
+    servers.extend(extra.as_object().unwrap().clone());
+    json!({ "version": "1.0.0", "servers": servers, "remote_servers": remote }).to_string()
+}
+
+#[tokio::test]
+async fn a_failure_after_earlier_chunks_were_written_leaves_the_servers_untouched() {
+    let app = app().await;
+    let srv = RegistryServer::start().await;
+    let first = chunked_doc(
+        3,
+        json!({"keep": {"description": "kept", "image": "ghcr.io/x/keep:1.0.0"}}),
+        json!({}),
+    );
+    srv.state.set_custom("reg", "application/json", first);
+    let id = gql::create(&app, "chunks", &srv.url("/custom/reg"), json!({})).await;
+    let reg = gql::sync(&app, &id).await;
+    assert_eq!(reg["serverCount"], 4, "{reg:#}");
+    let before = gql::servers_fingerprint(&app).await;
+    // The database refuses one server that sorts after the first chunks were written.
+    let mut conn = app.db.conn().await;
+    conn.batch_execute(
+        "CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.original_name = 'filler/srv-02500' THEN RAISE EXCEPTION 'refused by the test'; END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_one BEFORE INSERT ON servers FOR EACH ROW EXECUTE FUNCTION refuse_one();",
+    )
+    .await
+    .unwrap();
+    let second = chunked_doc(
+        3000,
+        json!({"keep": {"description": "changed", "image": "ghcr.io/x/keep:2.0.0"}}),
+        json!({}),
+    );
+    srv.state.set_custom("reg", "application/json", second);
+    let reg = gql::sync(&app, &id).await;
+    assert_eq!(reg["status"], "ERROR", "{reg:#}");
+    assert_eq!(reg["lastSyncReport"]["succeeded"], false);
+    assert_eq!(gql::servers_fingerprint(&app).await, before);
+    assert_eq!(app.db.count("servers").await, 4);
+    // Without the refusal the same document syncs in full.
+    conn.batch_execute("DROP TRIGGER refuse_one ON servers")
+        .await
+        .unwrap();
+    let reg = gql::sync(&app, &id).await;
+    assert_eq!(reg["status"], "ACTIVE", "{reg:#}");
+    assert_eq!(reg["serverCount"], 3001);
+    assert_eq!(
+        (
+            reg["lastSyncReport"]["added"].as_i64(),
+            reg["lastSyncReport"]["updated"].as_i64(),
+            reg["lastSyncReport"]["removed"].as_i64()
+        ),
+        (Some(2997), Some(1), Some(0))
+    );
+}
+
+#[tokio::test]
+async fn new_servers_written_in_chunks_get_the_names_of_a_whole_document_plan() {
+    let app = app().await;
+    let srv = RegistryServer::start().await;
+    srv.state.set_custom(
+        "reg",
+        "application/json",
+        chunked_doc(
+            0,
+            json!({"old/fetch": {"description": "old", "image": "ghcr.io/x/old:1.0.0"}}),
+            json!({}),
+        ),
+    );
+    let id = gql::create(&app, "names", &srv.url("/custom/reg"), json!({})).await;
+    assert_eq!(gql::sync(&app, &id).await["serverCount"], 1);
+    // `old/fetch` vanishes, so its name is free; `a/fetch` (a remote server, read after 1,500
+    // container servers) sorts before `b/fetch` and takes it.
+    srv.state.set_custom(
+        "reg",
+        "application/json",
+        chunked_doc(
+            1500,
+            json!({"b/fetch": {"description": "b", "image": "ghcr.io/x/b:1.0.0"}}),
+            json!({"a/fetch": {"description": "a", "url": "https://a.example/mcp"}}),
+        ),
+    );
+    let reg = gql::sync(&app, &id).await;
+    assert_eq!(reg["status"], "ACTIVE", "{reg:#}");
+    assert_eq!(reg["serverCount"], 1502);
+    assert_eq!(reg["lastSyncReport"]["removed"], 1);
+    let name_of = |orig: &str| format!("SELECT name FROM servers WHERE original_name = '{orig}'");
+    assert_eq!(
+        app.db.scalar(&name_of("a/fetch")).await.as_deref(),
+        Some("fetch")
+    );
+    let b = hivegraph::sync::normalize::disambiguated_label("fetch", "b/fetch", 0);
+    assert_eq!(app.db.scalar(&name_of("b/fetch")).await, Some(b));
+    assert_eq!(
+        app.db
+            .scalar("SELECT count(*) FROM servers WHERE name LIKE 'renaming-%'")
+            .await
+            .as_deref(),
+        Some("0")
+    );
+}
