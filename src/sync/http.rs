@@ -146,52 +146,69 @@ fn redirect_policy(
     })
 }
 
+/// An HTTP client for registries; `same_origin_only` keeps redirects on the original origin.
+fn build_client(
+    settings: &SyncConfig,
+    egress: &Egress,
+    same_origin_only: bool,
+) -> reqwest::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder();
+    let builder = if egress.allows_private() {
+        builder
+    } else {
+        builder.dns_resolver(Arc::new(PublicOnlyResolver))
+    };
+    builder
+        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+        .timeout(Duration::from_millis(settings.timeout_ms))
+        .redirect(redirect_policy(
+            settings.max_redirects,
+            same_origin_only,
+            egress.clone(),
+        ))
+        .user_agent(concat!(
+            "hivegraph/",
+            env!("CARGO_PKG_VERSION"),
+            " (registry sync)"
+        ))
+        .no_proxy()
+        .build()
+}
+
 /// The registry client.
 #[derive(Clone)]
 pub struct RegistryClient {
     anonymous: reqwest::Client,
-    /// Used when credentials are sent: redirects stay on the original origin.
-    authenticated: reqwest::Client,
+    /// Used when credentials are sent: redirects stay on the original origin. Built on first use.
+    authenticated: Arc<std::sync::OnceLock<reqwest::Client>>,
     settings: SyncConfig,
     allow_file: bool,
     egress: Egress,
 }
 
 impl RegistryClient {
-    /// Builds the client. Installs rustls' ring provider if the process has none yet.
+    /// Builds the client. Installs rustls' ring provider if the process has none yet. The client
+    /// for credentialed requests is built on first use: each build loads the system's root
+    /// certificates, a noticeable part of a one-shot `registry sync` of a public registry.
     pub fn new(settings: &SyncConfig, policy: &RegistryPolicy) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let egress = Egress::new(policy);
-        let build = |same_origin_only: bool| {
-            let builder = reqwest::Client::builder();
-            let builder = if egress.allows_private() {
-                builder
-            } else {
-                builder.dns_resolver(Arc::new(PublicOnlyResolver))
-            };
-            builder
-                .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
-                .timeout(Duration::from_millis(settings.timeout_ms))
-                .redirect(redirect_policy(
-                    settings.max_redirects,
-                    same_origin_only,
-                    egress.clone(),
-                ))
-                .user_agent(concat!(
-                    "hivegraph/",
-                    env!("CARGO_PKG_VERSION"),
-                    " (registry sync)"
-                ))
-                .no_proxy()
-                .build()
-        };
         Ok(RegistryClient {
-            anonymous: build(false)?,
-            authenticated: build(true)?,
+            anonymous: build_client(settings, &egress, false)?,
+            authenticated: Arc::new(std::sync::OnceLock::new()),
             settings: settings.clone(),
             allow_file: policy.allow_file_urls,
             egress,
         })
+    }
+
+    /// The client for credentialed requests (redirects stay on the original origin).
+    fn authenticated(&self) -> reqwest::Result<&reqwest::Client> {
+        if let Some(c) = self.authenticated.get() {
+            return Ok(c);
+        }
+        let built = build_client(&self.settings, &self.egress, true)?;
+        Ok(self.authenticated.get_or_init(|| built))
     }
 
     /// The settings in force.
@@ -249,7 +266,16 @@ impl RegistryClient {
     ) -> Result<Body, (FetchError, Option<Duration>)> {
         let host = host_of(url);
         let client = if auth.is_some() {
-            &self.authenticated
+            self.authenticated().map_err(|e| {
+                let detail = format!("the HTTP client could not be built: {e}");
+                (
+                    FetchError::Connect {
+                        host: host.clone(),
+                        detail,
+                    },
+                    None,
+                )
+            })?
         } else {
             &self.anonymous
         };
