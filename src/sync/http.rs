@@ -202,12 +202,24 @@ impl RegistryClient {
         })
     }
 
-    /// The client for credentialed requests (redirects stay on the original origin).
-    fn authenticated(&self) -> reqwest::Result<&reqwest::Client> {
+    /// The client for a request; with credentials, the one whose redirects stay on the original
+    /// origin.
+    fn client_for(
+        &self,
+        credentials: bool,
+        host: &str,
+    ) -> Result<&reqwest::Client, (FetchError, Option<Duration>)> {
+        if !credentials {
+            return Ok(&self.anonymous);
+        }
         if let Some(c) = self.authenticated.get() {
             return Ok(c);
         }
-        let built = build_client(&self.settings, &self.egress, true)?;
+        let built = build_client(&self.settings, &self.egress, true).map_err(|e| {
+            let detail = format!("the HTTP client could not be built: {e}");
+            let host = host.to_string();
+            (FetchError::Connect { host, detail }, None)
+        })?;
         Ok(self.authenticated.get_or_init(|| built))
     }
 
@@ -265,20 +277,7 @@ impl RegistryClient {
         auth: Option<&RegistryAuth>,
     ) -> Result<Body, (FetchError, Option<Duration>)> {
         let host = host_of(url);
-        let client = if auth.is_some() {
-            self.authenticated().map_err(|e| {
-                let detail = format!("the HTTP client could not be built: {e}");
-                (
-                    FetchError::Connect {
-                        host: host.clone(),
-                        detail,
-                    },
-                    None,
-                )
-            })?
-        } else {
-            &self.anonymous
-        };
+        let client = self.client_for(auth.is_some(), &host)?;
         let mut req = client.get(url.clone()).header(ACCEPT, "application/json");
         req = match auth {
             None => req,
