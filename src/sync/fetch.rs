@@ -272,6 +272,8 @@ impl Reader<'_> {
         url: &Url,
         expected: Option<RegistryFormat>,
     ) -> Result<Fetched, FetchFailure> {
+        // Normalising needs a compiled pattern: built meanwhile, not before the first entry.
+        tokio::task::spawn_blocking(super::normalize::warm_up);
         let body = self.client.fetch(url, self.auth, &mut self.cancel).await?;
         let bytes = body.bytes.len() as u64;
         self.progress.event(ProgressEvent::Page {

@@ -170,8 +170,8 @@ impl Entries {
 /// A legacy or upstream registry document taken apart, its shape checked (so reading it cannot
 /// fail any more): its entries are normalised on demand, in document order.
 pub struct DocumentEntries {
-    /// Name maps (legacy; `true` for remote servers), or server.json entries (upstream).
-    maps: Vec<(serde_json::Map<String, Value>, bool)>,
+    /// Name maps (legacy), or server.json entries (upstream).
+    maps: Vec<NameMap>,
     list: Vec<Value>,
     repeated: Vec<RepeatedName>,
     len: usize,
@@ -257,9 +257,12 @@ impl<F: FnMut(Vec<Entry>) -> bool> Sink<F> {
     }
 }
 
+/// A legacy name→server map; `true` for remote servers.
+type NameMap = (serde_json::Map<String, Value>, bool);
+
 /// The name maps of a legacy document in reading order: `servers`, `remote_servers`, then each
 /// group's, a group member only when no earlier map lists its name.
-fn legacy_maps(doc: Value) -> Result<Vec<(serde_json::Map<String, Value>, bool)>, DocumentError> {
+fn legacy_maps(doc: Value) -> Result<Vec<NameMap>, DocumentError> {
     let Value::Object(mut top) = doc else {
         return Err(unrecognised());
     };
@@ -303,7 +306,7 @@ fn take_map(
     v: Option<Value>,
     remote: bool,
     what: &str,
-    out: &mut Vec<(serde_json::Map<String, Value>, bool)>,
+    out: &mut Vec<NameMap>,
 ) -> Result<(), DocumentError> {
     match v {
         None | Some(Value::Null) => Ok(()),

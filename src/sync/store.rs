@@ -34,9 +34,9 @@ pub const ABANDONED: &str =
     "the previous sync was interrupted (the gateway stopped while syncing); it is retried";
 /// Entries per chunk: normalised, planned and written by one upsert statement (each column is
 /// one bound array, see [`upsert_servers`]).
-const CHUNK: usize = 1000;
+const CHUNK: usize = 500;
 /// Chunks normalised ahead of the writer.
-const AHEAD: usize = 4;
+const AHEAD: usize = 8;
 /// Upsert statements sent before the previous ones finished.
 const IN_FLIGHT: usize = 2;
 /// Longest stored `last_error`.
