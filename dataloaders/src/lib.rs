@@ -14,11 +14,13 @@ pub mod prepared;
 pub mod reads;
 pub mod schema;
 pub mod search;
+pub mod width;
 
 pub use batch::PollGate;
 pub use loaders::*;
 pub use pool::{DbConn, DbPool, QueryStats, Reader};
 pub use search::{ServerOrder, ServerPosition};
+pub use width::Width;
 
 /// Errors of the read side. Messages are for logs; the GraphQL layer masks them.
 #[derive(Debug, Clone, thiserror::Error)]
