@@ -50,7 +50,15 @@ impl ReadError {
 }
 
 impl From<diesel::result::Error> for ReadError {
+    /// A statement that could not reach the server (its connection closed or broke) is the
+    /// database being unavailable, not a failed query.
     fn from(e: diesel::result::Error) -> Self {
-        ReadError::Query(e.to_string())
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, info) => {
+                ReadError::Unavailable(info.message().to_string())
+            }
+            e => ReadError::Query(e.to_string()),
+        }
     }
 }
