@@ -273,8 +273,16 @@ impl From<dataloaders::ReadError> for AppError {
 }
 
 impl From<diesel::result::Error> for AppError {
+    /// `UPSTREAM_UNAVAILABLE` for a statement that could not reach the server (its connection
+    /// closed under it), `INTERNAL_SERVER_ERROR` for any other failure.
     fn from(e: diesel::result::Error) -> Self {
-        AppError::Internal(std::sync::Arc::new(e.into()))
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _) => {
+                AppError::database(e.into())
+            }
+            e => AppError::Internal(std::sync::Arc::new(e.into())),
+        }
     }
 }
 

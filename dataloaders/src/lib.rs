@@ -14,11 +14,13 @@ pub mod prepared;
 pub mod reads;
 pub mod schema;
 pub mod search;
+pub mod width;
 
 pub use batch::PollGate;
 pub use loaders::*;
 pub use pool::{DbConn, DbPool, QueryStats, Reader};
 pub use search::{ServerOrder, ServerPosition};
+pub use width::Width;
 
 /// Errors of the read side. Messages are for logs; the GraphQL layer masks them.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -48,7 +50,15 @@ impl ReadError {
 }
 
 impl From<diesel::result::Error> for ReadError {
+    /// A statement that could not reach the server (its connection closed or broke) is the
+    /// database being unavailable, not a failed query.
     fn from(e: diesel::result::Error) -> Self {
-        ReadError::Query(e.to_string())
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, info) => {
+                ReadError::Unavailable(info.message().to_string())
+            }
+            e => ReadError::Query(e.to_string()),
+        }
     }
 }

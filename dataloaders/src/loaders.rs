@@ -24,6 +24,7 @@ use uuid::Uuid;
 use crate::models::*;
 use crate::prepared::Prepared;
 use crate::schema::*;
+use crate::width::{Columns, Width};
 use crate::{ReadError, Reader};
 
 /// The largest batch one statement answers. async-graphql's default (1000) would split a level
@@ -135,12 +136,20 @@ impl Loader<DeploymentKey> for Reader {
 
 macro_rules! ranked_row {
     ($name:ident, $row:ty) => {
+        /// A row of a children page with the position of the key that asked for it.
+        #[doc(hidden)]
         #[derive(QueryableByName)]
-        struct $name {
+        pub struct $name {
             #[diesel(sql_type = BigInt)]
             ord: i64,
             #[diesel(embed)]
             row: $row,
+        }
+
+        impl From<$name> for (i64, $row) {
+            fn from(r: $name) -> Self {
+                (r.ord, r.row)
+            }
         }
     };
 }
@@ -184,6 +193,46 @@ fn regroup<K: Clone + Eq + Hash, R>(
     out
 }
 
+/// A key of a children-page loader: whose page, and which page.
+pub trait ChildPageKey: Clone + Eq + Hash + Send + Sync + 'static {
+    /// The rows of a page.
+    type Row: Columns + Send + 'static;
+    /// A row with the position of its key (`ord`).
+    #[doc(hidden)]
+    type Ranked: QueryableByName<diesel::pg::Pg> + Into<(i64, Self::Row)> + Send + 'static;
+    /// The statement, with the parents, cursor values, cursor ids and limits in `$1`–`$4`, the
+    /// reader's namespaces in `$5`, and `{columns}` where the columns of the paged table `x`
+    /// go (inside the page's subquery, so that its sort carries only those).
+    const SQL: &'static str;
+    /// The parent, and the page asked of it.
+    fn parts(&self) -> (Uuid, &ChildPage);
+}
+
+impl Reader {
+    /// The pages `keys` ask for, with one statement; `width` says which columns (see [`Width`]).
+    pub async fn child_pages<K: ChildPageKey>(
+        &self,
+        keys: &[K],
+        width: Width,
+    ) -> Result<HashMap<K, Vec<K::Row>>, ReadError> {
+        let (parents, after_values, after_ids, limits) = page_arrays(keys, K::parts);
+        let sql = K::SQL.replace("{columns}", &K::Row::select_list("x", width));
+        let mut conn = self.conn().await?;
+        // $5 is the reader's namespaces (NULL: all); only instance lists use it.
+        let rows: Vec<K::Ranked> = Prepared(
+            diesel::sql_query(sql)
+                .bind::<Array<SqlUuid>, _>(parents)
+                .bind::<Array<Nullable<Text>>, _>(after_values)
+                .bind::<Array<Nullable<SqlUuid>>, _>(after_ids)
+                .bind::<Array<Int8>, _>(limits)
+                .bind::<Nullable<Array<Text>>, _>(self.namespaces()),
+        )
+        .load(&mut conn)
+        .await?;
+        Ok(regroup(keys, rows.into_iter().map(Into::into)))
+    }
+}
+
 macro_rules! child_page_loader {
     (
         $(#[$meta:meta])*
@@ -196,23 +245,21 @@ macro_rules! child_page_loader {
             pub page: ChildPage,
         }
 
+        impl ChildPageKey for $key {
+            type Row = $row;
+            type Ranked = $ranked;
+            const SQL: &'static str = $sql;
+            fn parts(&self) -> (Uuid, &ChildPage) {
+                (self.$parent, &self.page)
+            }
+        }
+
         impl Loader<$key> for Reader {
             type Value = Vec<$row>;
             type Error = ReadError;
 
             async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, Vec<$row>>, ReadError> {
-                let (parents, after_values, after_ids, limits) = page_arrays(keys, |k| (k.$parent, &k.page));
-                let mut conn = self.conn().await?;
-                // $5 is the reader's namespaces (NULL: all); only instance lists use it.
-                let rows: Vec<$ranked> = Prepared(diesel::sql_query($sql)
-                    .bind::<Array<SqlUuid>, _>(parents)
-                    .bind::<Array<Nullable<Text>>, _>(after_values)
-                    .bind::<Array<Nullable<SqlUuid>>, _>(after_ids)
-                    .bind::<Array<Int8>, _>(limits)
-                    .bind::<Nullable<Array<Text>>, _>(self.namespaces())
-                    ).load(&mut conn)
-                    .await?;
-                Ok(regroup(keys, rows.into_iter().map(|r| (r.ord, r.row))))
+                self.child_pages(keys, Width::Whole).await
             }
         }
     };
@@ -225,7 +272,7 @@ child_page_loader!(
     "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[]) \
        WITH ORDINALITY AS k(parent, after_value, after_id, lim, ord) \
      CROSS JOIN LATERAL ( \
-       SELECT * FROM servers x WHERE x.registry_id = k.parent AND $5::text[] IS NOT DISTINCT FROM $5::text[] \
+       SELECT {columns} FROM servers x WHERE x.registry_id = k.parent AND $5::text[] IS NOT DISTINCT FROM $5::text[] \
          AND (k.after_value IS NULL OR x.name > k.after_value) \
        ORDER BY x.name LIMIT k.lim) s \
      ORDER BY k.ord, s.name"
@@ -237,7 +284,7 @@ child_page_loader!(
     "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[]) \
        WITH ORDINALITY AS k(parent, after_value, after_id, lim, ord) \
      CROSS JOIN LATERAL ( \
-       SELECT * FROM instances x WHERE x.server_id = k.parent \
+       SELECT {columns} FROM instances x WHERE x.server_id = k.parent \
          AND ($5::text[] IS NULL OR x.namespace = ANY($5)) \
          AND (k.after_value IS NULL OR (x.created_at, x.id) > (k.after_value::timestamptz, k.after_id)) \
        ORDER BY x.created_at, x.id LIMIT k.lim) s \
@@ -250,7 +297,7 @@ child_page_loader!(
     "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[]) \
        WITH ORDINALITY AS k(parent, after_value, after_id, lim, ord) \
      CROSS JOIN LATERAL ( \
-       SELECT * FROM instances x WHERE x.cluster_id = k.parent \
+       SELECT {columns} FROM instances x WHERE x.cluster_id = k.parent \
          AND ($5::text[] IS NULL OR x.namespace = ANY($5)) \
          AND (k.after_value IS NULL OR (x.created_at, x.id) > (k.after_value::timestamptz, k.after_id)) \
        ORDER BY x.created_at, x.id LIMIT k.lim) s \
@@ -263,7 +310,7 @@ child_page_loader!(
     "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[]) \
        WITH ORDINALITY AS k(parent, after_value, after_id, lim, ord) \
      CROSS JOIN LATERAL ( \
-       SELECT * FROM deployments x WHERE x.instance_id = k.parent AND $5::text[] IS NOT DISTINCT FROM $5::text[] \
+       SELECT {columns} FROM deployments x WHERE x.instance_id = k.parent AND $5::text[] IS NOT DISTINCT FROM $5::text[] \
          AND (k.after_value IS NULL OR (x.started_at, x.id) < (k.after_value::timestamptz, k.after_id)) \
        ORDER BY x.started_at DESC, x.id DESC LIMIT k.lim) s \
      ORDER BY k.ord, s.started_at DESC, s.id DESC"
@@ -276,7 +323,7 @@ child_page_loader!(
     "SELECT k.ord, s.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[]) \
        WITH ORDINALITY AS k(parent, after_value, after_id, lim, ord) \
      CROSS JOIN LATERAL ( \
-       SELECT * FROM deployment_logs x WHERE x.deployment_id = k.parent AND $5::text[] IS NOT DISTINCT FROM $5::text[] \
+       SELECT {columns} FROM deployment_logs x WHERE x.deployment_id = k.parent AND $5::text[] IS NOT DISTINCT FROM $5::text[] \
          AND (k.after_value IS NULL OR x.id > k.after_value::int8) \
        ORDER BY x.id LIMIT k.lim) s \
      ORDER BY k.ord, s.id"
@@ -383,24 +430,36 @@ impl Loader<LatestMetricsOfInstance> for Reader {
         keys: &[LatestMetricsOfInstance],
     ) -> Result<HashMap<LatestMetricsOfInstance, MetricsRow>, ReadError> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
-        let mut conn = self.conn().await?;
-        // One index probe per instance on (instance_id, timestamp DESC): the cost does not grow
-        // with the number of samples an instance has.
-        let rows: Vec<MetricsRow> = Prepared(
-            diesel::sql_query(
-                "SELECT m.* FROM unnest($1::uuid[]) AS k(id) \
-             CROSS JOIN LATERAL ( \
-               SELECT * FROM monitoring_metrics x WHERE x.instance_id = k.id \
-               ORDER BY x.\"timestamp\" DESC LIMIT 1) m",
-            )
-            .bind::<Array<SqlUuid>, _>(ids),
-        )
-        .load(&mut conn)
-        .await?;
+        let rows = self.latest_metrics(ids, Width::Whole).await?;
         Ok(rows
             .into_iter()
-            .map(|r| (LatestMetricsOfInstance(r.instance_id), r))
+            .map(|(id, r)| (LatestMetricsOfInstance(id), r))
             .collect())
+    }
+}
+
+impl Reader {
+    /// The newest sample of each of the instances `ids` that has one, with one statement;
+    /// `width` says which columns (see [`Width`]).
+    pub async fn latest_metrics(
+        &self,
+        ids: Vec<Uuid>,
+        width: Width,
+    ) -> Result<HashMap<Uuid, MetricsRow>, ReadError> {
+        // One index probe per instance on (instance_id, timestamp DESC): the cost does not grow
+        // with the number of samples an instance has.
+        let sql = format!(
+            "SELECT m.* FROM unnest($1::uuid[]) AS k(id) \
+             CROSS JOIN LATERAL ( \
+               SELECT {} FROM monitoring_metrics x WHERE x.instance_id = k.id \
+               ORDER BY x.\"timestamp\" DESC LIMIT 1) m",
+            MetricsRow::select_list("x", width)
+        );
+        let mut conn = self.conn().await?;
+        let rows: Vec<MetricsRow> = Prepared(diesel::sql_query(sql).bind::<Array<SqlUuid>, _>(ids))
+            .load(&mut conn)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.instance_id, r)).collect())
     }
 }
 

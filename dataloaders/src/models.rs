@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::enums::*;
 use crate::schema::*;
+use crate::width::OrDefault;
 
 /// A registry row.
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Identifiable)]
@@ -46,7 +47,9 @@ pub struct ServerRow {
     pub id: Uuid,
     pub registry_id: Uuid,
     pub name: String,
+    #[diesel(deserialize_as = OrDefault<String>)]
     pub original_name: String,
+    #[diesel(deserialize_as = OrDefault<String>)]
     pub description: String,
     pub version: Option<String>,
     pub image: Option<String>,
@@ -54,13 +57,17 @@ pub struct ServerRow {
     pub transport: Transport,
     pub tier: ServerTier,
     pub status: ServerStatus,
+    #[diesel(deserialize_as = OrDefault<Vec<String>>)]
     pub category: Vec<String>,
+    #[diesel(deserialize_as = OrDefault<Vec<String>>)]
     pub capabilities: Vec<String>,
     pub repository_url: Option<String>,
+    #[diesel(deserialize_as = OrDefault<Json>)]
     pub network_permissions: Json,
     pub pull_count: i64,
     pub stars: i64,
     pub last_updated: Option<DateTime<Utc>>,
+    #[diesel(deserialize_as = OrDefault<Json>)]
     pub deployment_requirements: Json,
     pub removed_upstream_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -110,10 +117,13 @@ pub struct InstanceRow {
     pub replicas_current: i32,
     pub replicas_ready: i32,
     pub deployed_at: Option<DateTime<Utc>>,
+    #[diesel(deserialize_as = OrDefault<Json>)]
     pub configuration: Json,
     pub health_status: HealthStatus,
     pub health_reason: Option<String>,
+    #[diesel(deserialize_as = OrDefault<Json>)]
     pub logs: Json,
+    #[diesel(deserialize_as = OrDefault<Json>)]
     pub events: Json,
     pub last_warning: Option<Json>,
     pub created_at: DateTime<Utc>,
@@ -163,10 +173,12 @@ pub struct MetricsRow {
     pub timestamp: DateTime<Utc>,
     pub cpu_usage: Option<f64>,
     pub memory_usage: Option<i64>,
+    #[diesel(deserialize_as = OrDefault<Json>)]
     pub network_io: Json,
     pub request_count: Option<i64>,
     pub response_time: Option<f64>,
     pub error_rate: Option<f64>,
+    #[diesel(deserialize_as = OrDefault<Json>)]
     pub health_checks: Json,
 }
 

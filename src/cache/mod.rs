@@ -51,7 +51,7 @@ use dataloaders::models::{DeploymentLogRow, InstanceRow, MetricsRow, ServerRow};
 use dataloaders::{
     ChildPage, CountOf, InstanceKey, InstancesOfCluster, InstancesOfServer,
     LatestMetricsOfInstance, LogsOfDeployment, MetricsOfInstance, ReadError, Reader,
-    ServersOfRegistry,
+    ServersOfRegistry, Width,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -689,36 +689,42 @@ impl<'a> CachedReads<'a> {
         }
     }
 
-    /// The loader's answers for `keys`, in order, read with one statement and without the
-    /// per-key batching of the request's `DataLoader`.
-    async fn load_many<K, V>(&self, keys: &[K]) -> Result<Vec<Option<V>>, ReadError>
-    where
-        K: Hash + Eq + Clone + Send + Sync + 'static,
-        V: Clone,
-        Reader: async_graphql::dataloader::Loader<K, Value = V, Error = ReadError>,
-    {
-        let found = async_graphql::dataloader::Loader::load(self.loader.loader(), keys).await?;
-        Ok(in_key_order(keys, found))
+    /// The width of a read of many keys: the rows a cache keeps are whole, so a narrow read
+    /// goes to the database as asked only when there is no cache (see [`Width`]).
+    fn width(&self, asked: Width) -> Width {
+        if self.caches.is_some() {
+            Width::Whole
+        } else {
+            asked
+        }
     }
 
-    /// Pages of rows per key, as the cache keeps them.
-    fn pages<R>(rows: Vec<Option<Vec<R>>>) -> Vec<Rows<R>> {
-        rows.into_iter()
+    /// Pages of rows per key, in the order of `keys`, as the cache keeps them.
+    fn pages<K: Hash + Eq, R: Clone>(
+        keys: &[K],
+        found: std::collections::HashMap<K, Vec<R>>,
+    ) -> Vec<Rows<R>> {
+        in_key_order(keys, found)
+            .into_iter()
             .map(|r| Arc::new(r.unwrap_or_default()))
             .collect()
     }
 
-    /// Pages of many registries' servers at once (see [`CachedReads::registry_servers`]).
+    /// Pages of many registries' servers at once (see [`CachedReads::registry_servers`]), read
+    /// with one statement and without the per-key batching of the request's `DataLoader`.
     pub async fn registry_servers_many(
         &self,
         keys: Vec<ServerPageKey>,
+        width: Width,
     ) -> Result<Vec<Rows<ServerRow>>, ReadError> {
+        let width = self.width(width);
         let load = |keys: Vec<ServerPageKey>| async move {
             let keys: Vec<ServersOfRegistry> = keys
                 .into_iter()
                 .map(|(registry_id, _, page)| ServersOfRegistry { registry_id, page })
                 .collect();
-            Ok(Self::pages(self.load_many(&keys).await?))
+            let found = self.loader.loader().child_pages(&keys, width).await?;
+            Ok(Self::pages(&keys, found))
         };
         self.through_many(|i| &i.server_pages, keys, load).await
     }
@@ -727,9 +733,12 @@ impl<'a> CachedReads<'a> {
     pub async fn instances_of_servers(
         &self,
         keys: Vec<InstancesOfServer>,
+        width: Width,
     ) -> Result<Vec<Rows<InstanceRow>>, ReadError> {
+        let width = self.width(width);
         let load = |keys: Vec<InstancesOfServer>| async move {
-            Ok(Self::pages(self.load_many(&keys).await?))
+            let found = self.loader.loader().child_pages(&keys, width).await?;
+            Ok(Self::pages(&keys, found))
         };
         self.through_many(|i| &i.instances_of_server, keys, load)
             .await
@@ -739,11 +748,16 @@ impl<'a> CachedReads<'a> {
     pub async fn latest_metrics_many(
         &self,
         instance_ids: Vec<Uuid>,
+        width: Width,
     ) -> Result<Vec<Option<MetricsRow>>, ReadError> {
+        let width = self.width(width);
         let load = |ids: Vec<Uuid>| async move {
-            let keys: Vec<LatestMetricsOfInstance> =
-                ids.into_iter().map(LatestMetricsOfInstance).collect();
-            self.load_many(&keys).await
+            let found = self
+                .loader
+                .loader()
+                .latest_metrics(ids.clone(), width)
+                .await?;
+            Ok(in_key_order(&ids, found))
         };
         self.through_many(|i| &i.latest_metrics, instance_ids, load)
             .await

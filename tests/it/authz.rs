@@ -93,9 +93,15 @@ pub(crate) fn token(who: Who) -> Option<String> {
 }
 
 pub(crate) async fn app() -> TestApp {
+    app_with(|_| {}).await
+}
+
+/// [`app`] with more configuration.
+pub(crate) async fn app_with(configure: impl FnOnce(&mut hivegraph::config::Config)) -> TestApp {
     let app = TestApp::spawn_with(|c| {
         c.serve.auth = AuthMode::Jwt;
         c.serve.jwt.jwt_secret = Some(SECRET.into());
+        configure(c);
     })
     .await;
     app.db.conn().await.batch_execute(SEED).await.unwrap();

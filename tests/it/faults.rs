@@ -179,6 +179,42 @@ async fn an_audit_record_refused_during_an_outage_is_written_when_the_database_r
     assert_eq!(hivegraph::audit::backlog::waiting(), 0);
 }
 
+/// Connections the database dropped are not handed out again: the pool checks each on reuse
+/// (its socket, and a `SELECT 1` when it sat idle), so the next read after an outage gets a
+/// fresh connection instead of an error.
+#[tokio::test]
+async fn connections_the_database_dropped_are_replaced_not_handed_out() {
+    let pg = proxy::Proxy::postgres().await;
+    let app = TestApp::spawn_with(|c| {
+        c.database.database_url = pg.route(c.database.url()).into();
+        c.database.pool_size = 2;
+        c.database.wait_ms = 2000;
+    })
+    .await;
+    let pool = app.state.services.pool.clone();
+    // Two pooled connections, both used a moment ago.
+    let (a, b) = (take(&pool).await, take(&pool).await);
+    drop((a, b));
+    assert_ok(
+        &app.graphql("{ registries { totalCount } }", json!({}))
+            .await,
+    );
+    // The database drops them; it is back at once.
+    pg.cut();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pg.restore();
+    for round in 0..3 {
+        let reply = app
+            .graphql("{ registries { totalCount } }", json!({}))
+            .await;
+        assert!(
+            reply.get("errors").is_none(),
+            "read {round} after the drop: {reply}"
+        );
+    }
+    assert!(pool.status().size <= 2);
+}
+
 use crate::common::registry_server;
 
 #[tokio::test]

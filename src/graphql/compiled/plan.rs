@@ -11,6 +11,7 @@ use async_graphql::parser::types::{
     ExecutableDocument, Field, OperationType, Selection, SelectionSet, VariableDefinition,
 };
 use async_graphql::{Positioned, Value};
+use dataloaders::Width;
 
 use crate::graphql::types::{Instance, Leaf, MonitoringMetrics, Registry, Server};
 
@@ -60,6 +61,8 @@ pub struct Paged<T: Entity> {
     pub after: Arg,
     /// What is selected of the connection.
     pub conn: Vec<(Name, ConnField<T>)>,
+    /// The width of row the selected fields of its nodes need.
+    pub width: Width,
 }
 
 /// A field of a connection.
@@ -106,8 +109,8 @@ pub type Fields<T> = Vec<(Name, ObjField<T>)>;
 pub enum ObjField<T: Entity> {
     /// `__typename`.
     Typename,
-    /// A field the row answers alone.
-    Leaf(fn(&T) -> Value),
+    /// A field the row answers alone, and the width of row it needs.
+    Leaf(Width, fn(&T) -> Value),
     /// A relation to other entities.
     Child(T::Child),
 }
@@ -130,8 +133,8 @@ pub trait Entity: async_graphql::OutputType + Sized + 'static {
 pub struct ServersField(pub Paged<Server>);
 /// Instances of a server.
 pub struct InstancesField(pub Paged<Instance>);
-/// The newest sample of an instance.
-pub struct LatestField(pub Fields<MonitoringMetrics>);
+/// The newest sample of an instance, and the width of row its selected fields need.
+pub struct LatestField(pub Fields<MonitoringMetrics>, pub Width);
 /// Samples have no relations the compiled path follows.
 pub enum NoChild {}
 
@@ -173,7 +176,9 @@ impl Entity for Instance {
         if field.name.node != "latestMetrics" || !field.arguments.is_empty() {
             return None;
         }
-        fields(doc, &field.selection_set.node).map(LatestField)
+        let fields = fields(doc, &field.selection_set.node)?;
+        let width = width(&fields);
+        Some(LatestField(fields, width))
     }
     fn child_stable(c: &LatestField) -> bool {
         fields_stable(&c.0)
@@ -361,11 +366,11 @@ fn fields<T: Entity>(doc: &ExecutableDocument, set: &SelectionSet) -> Option<Fie
         let name = f.name.node.as_str();
         let planned = if name == "__typename" && plain(f) {
             ObjField::Typename
-        } else if let Some((_, read)) = T::LEAVES.iter().find(|(n, _)| *n == name) {
+        } else if let Some((_, width, read)) = T::LEAVES.iter().find(|(n, ..)| *n == name) {
             if !plain(f) {
                 return None;
             }
-            ObjField::Leaf(*read)
+            ObjField::Leaf(*width, *read)
         } else {
             ObjField::Child(T::plan_child(doc, f)?)
         };
@@ -404,7 +409,40 @@ fn paged<T: Entity>(doc: &ExecutableDocument, field: &Field, node_type: &str) ->
         conn.push((response_key(f), planned));
     }
     unique_keys(&conn)?;
-    Some(Paged { first, after, conn })
+    let width = conn
+        .iter()
+        .map(|(_, f)| match f {
+            ConnField::Nodes(fields) => width(fields),
+            ConnField::Edges(edges) => edges
+                .iter()
+                .map(|(_, f)| match f {
+                    EdgeField::Node(fields) => width(fields),
+                    _ => Width::Narrow,
+                })
+                .max()
+                .unwrap_or(Width::Narrow),
+            _ => Width::Narrow,
+        })
+        .max()
+        .unwrap_or(Width::Narrow);
+    Some(Paged {
+        first,
+        after,
+        conn,
+        width,
+    })
+}
+
+/// The width of row the leaves of `fields` need: narrow unless one of them reads a wide column.
+fn width<T: Entity>(fields: &Fields<T>) -> Width {
+    fields
+        .iter()
+        .map(|(_, f)| match f {
+            ObjField::Leaf(width, _) => *width,
+            _ => Width::Narrow,
+        })
+        .max()
+        .unwrap_or(Width::Narrow)
 }
 
 fn edges<T: Entity>(

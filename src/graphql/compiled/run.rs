@@ -126,7 +126,7 @@ impl Run<'_> {
         fields.iter().try_fold(0, |sum, (_, f)| {
             Ok(sum
                 + match f {
-                    ObjField::Typename | ObjField::Leaf(_) => 1,
+                    ObjField::Typename | ObjField::Leaf(..) => 1,
                     ObjField::Child(c) => T::child_complexity(c, self)?,
                 })
         })
@@ -236,7 +236,7 @@ impl Run<'_> {
             for (key, f) in fields {
                 let values = match f {
                     ObjField::Typename => vec![Value::String(T::NAME.into()); objs.len()],
-                    ObjField::Leaf(read) => objs.iter().map(|o| read(o)).collect(),
+                    ObjField::Leaf(_, read) => objs.iter().map(|o| read(o)).collect(),
                     ObjField::Child(c) => T::follow(&objs, c, self).await?,
                 };
                 for (m, v) in maps.iter_mut().zip(values) {
@@ -297,7 +297,7 @@ impl Follow for Registry {
         run: &'a Run<'a>,
     ) -> BoxFuture<'a, Many> {
         run.paged(&c.0, |first, after| {
-            Registry::servers_pages(objs, &run.reads, first, after)
+            Registry::servers_pages(objs, &run.reads, first, after, c.0.width)
         })
         .boxed()
     }
@@ -313,7 +313,7 @@ impl Follow for Server {
         run: &'a Run<'a>,
     ) -> BoxFuture<'a, Many> {
         run.paged(&c.0, |first, after| {
-            Server::instances_pages(objs, &run.reads, first, after)
+            Server::instances_pages(objs, &run.reads, first, after, c.0.width)
         })
         .boxed()
     }
@@ -329,7 +329,7 @@ impl Follow for Instance {
         run: &'a Run<'a>,
     ) -> BoxFuture<'a, Many> {
         async move {
-            let latest = Instance::latest_many(objs, &run.reads)
+            let latest = Instance::latest_many(objs, &run.reads, c.1)
                 .await
                 .map_err(|_| Declined)?;
             let present = latest.iter().flatten().collect();

@@ -112,18 +112,20 @@ impl Instance {
 impl Instance {
     /// The fields answered from the row alone (the compiled read path, `crate::graphql::compiled`).
     pub(crate) const LEAVES: &'static [Leaf<Instance>] = &[
-        ("id", |r| leaf(ids::encode(Kind::Instance, r.0.id))),
-        ("serverId", |r| {
+        ("id", Narrow, |r| leaf(ids::encode(Kind::Instance, r.0.id))),
+        ("serverId", Narrow, |r| {
             leaf(ids::encode(Kind::Server, r.0.server_id))
         }),
-        ("name", |r| leaf(r.0.name.as_str())),
-        ("namespace", |r| leaf(r.0.namespace.as_str())),
-        ("status", |r| leaf(r.0.status)),
-        ("phase", |r| leaf(r.0.phase)),
-        ("deployedAt", |r| leaf(r.0.deployed_at)),
-        ("endpoint", |r| leaf(r.endpoint_url())),
-        ("healthStatus", |r| leaf(r.0.health_status)),
-        ("healthReason", |r| leaf(r.0.health_reason.as_deref())),
+        ("name", Narrow, |r| leaf(r.0.name.as_str())),
+        ("namespace", Narrow, |r| leaf(r.0.namespace.as_str())),
+        ("status", Narrow, |r| leaf(r.0.status)),
+        ("phase", Narrow, |r| leaf(r.0.phase)),
+        ("deployedAt", Narrow, |r| leaf(r.0.deployed_at)),
+        ("endpoint", Whole, |r| leaf(r.endpoint_url())),
+        ("healthStatus", Narrow, |r| leaf(r.0.health_status)),
+        ("healthReason", Whole, |r| {
+            leaf(r.0.health_reason.as_deref())
+        }),
     ];
 
     /// `endpoint`: `null` until known, and once the instance is terminated.
@@ -144,13 +146,15 @@ impl Instance {
             .map(MonitoringMetrics::raw))
     }
 
-    /// The newest sample of many instances with one read (the compiled read path).
+    /// The newest sample of many instances with one read of rows as wide as `width` (the compiled
+    /// read path).
     pub(crate) async fn latest_many(
         instances: &[&Instance],
         reads: &CachedReads<'_>,
+        width: Width,
     ) -> AppResult<Vec<Option<MonitoringMetrics>>> {
         let ids = instances.iter().map(|i| i.0.id).collect();
-        let rows = reads.latest_metrics_many(ids).await?;
+        let rows = reads.latest_metrics_many(ids, width).await?;
         Ok(rows
             .into_iter()
             .map(|r| r.map(MonitoringMetrics::raw))

@@ -3,12 +3,15 @@
 
 use async_graphql::{ID, ScalarType, Value};
 use chrono::{DateTime, Utc};
+use dataloaders::Width;
 use dataloaders::enums::*;
 
 use super::MetricsResolution;
 
-/// A field of `T` answered from the object alone: its name in the schema and how to read it.
-pub type Leaf<T> = (&'static str, fn(&T) -> Value);
+/// A field of `T` answered from the object alone: its name in the schema, the width of row it
+/// needs (`Narrow` when it reads none of the row's wide columns, see `dataloaders::width`), and
+/// how to read it.
+pub type Leaf<T> = (&'static str, Width, fn(&T) -> Value);
 
 /// A field's value as the executor answers it: `read` is what its resolver returns.
 pub fn leaf<T: ToValue>(read: T) -> Value {

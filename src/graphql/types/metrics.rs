@@ -48,19 +48,19 @@ impl MonitoringMetrics {
 impl MonitoringMetrics {
     /// The fields answered from the row alone (the compiled read path, `crate::graphql::compiled`).
     pub(crate) const LEAVES: &'static [Leaf<MonitoringMetrics>] = &[
-        ("instanceId", |m| {
+        ("instanceId", Narrow, |m| {
             leaf(ids::encode(Kind::Instance, m.row.instance_id))
         }),
-        ("timestamp", |m| leaf(m.row.timestamp)),
-        ("cpuUsage", |m| leaf(m.row.cpu_usage)),
-        ("memoryUsage", |m| {
+        ("timestamp", Narrow, |m| leaf(m.row.timestamp)),
+        ("cpuUsage", Narrow, |m| leaf(m.row.cpu_usage)),
+        ("memoryUsage", Narrow, |m| {
             leaf(m.row.memory_usage.map(|b| b as f64))
         }),
-        ("networkIO", |m| leaf(&m.row.network_io)),
-        ("requestCount", |m| leaf(m.row.request_count)),
-        ("responseTime", |m| leaf(m.row.response_time)),
-        ("errorRate", |m| leaf(m.row.error_rate)),
-        ("healthChecks", |m| leaf(&m.row.health_checks)),
+        ("networkIO", Whole, |m| leaf(&m.row.network_io)),
+        ("requestCount", Narrow, |m| leaf(m.row.request_count)),
+        ("responseTime", Narrow, |m| leaf(m.row.response_time)),
+        ("errorRate", Narrow, |m| leaf(m.row.error_rate)),
+        ("healthChecks", Whole, |m| leaf(&m.row.health_checks)),
     ];
 }
 

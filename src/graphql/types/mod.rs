@@ -3,6 +3,7 @@
 
 use async_graphql::{Context, ID, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
+use dataloaders::Width::{Narrow, Whole};
 use dataloaders::enums::*;
 use dataloaders::models::*;
 use dataloaders::*;

@@ -17,22 +17,26 @@ pub struct RegistryAuthSummary {
 impl Registry {
     /// The fields answered from the row alone (the compiled read path, `crate::graphql::compiled`).
     pub(crate) const LEAVES: &'static [Leaf<Registry>] = &[
-        ("id", |r| leaf(ids::encode(Kind::Registry, r.0.id))),
-        ("name", |r| leaf(r.0.name.as_str())),
-        ("url", |r| leaf(r.0.url.as_str())),
-        ("description", |r| leaf(r.0.description.as_deref())),
-        ("status", |r| leaf(r.0.status)),
-        ("format", |r| leaf(r.0.format)),
-        ("serverCount", |r| leaf(r.0.server_count)),
-        ("lastSyncAt", |r| leaf(r.0.last_sync_at)),
-        ("lastSyncAttemptAt", |r| leaf(r.0.last_sync_attempt_at)),
-        ("lastError", |r| leaf(r.0.last_error.as_deref())),
-        ("syncIntervalSeconds", |r| leaf(r.0.sync_interval_seconds)),
-        ("nextSyncAt", |r| leaf(r.0.next_sync_at)),
-        ("archivedAt", |r| leaf(r.0.archived_at)),
-        ("createdAt", |r| leaf(r.0.created_at)),
-        ("updatedAt", |r| leaf(r.0.updated_at)),
-        ("metadata", |r| leaf(&r.0.metadata)),
+        ("id", Whole, |r| leaf(ids::encode(Kind::Registry, r.0.id))),
+        ("name", Whole, |r| leaf(r.0.name.as_str())),
+        ("url", Whole, |r| leaf(r.0.url.as_str())),
+        ("description", Whole, |r| leaf(r.0.description.as_deref())),
+        ("status", Whole, |r| leaf(r.0.status)),
+        ("format", Whole, |r| leaf(r.0.format)),
+        ("serverCount", Whole, |r| leaf(r.0.server_count)),
+        ("lastSyncAt", Whole, |r| leaf(r.0.last_sync_at)),
+        ("lastSyncAttemptAt", Whole, |r| {
+            leaf(r.0.last_sync_attempt_at)
+        }),
+        ("lastError", Whole, |r| leaf(r.0.last_error.as_deref())),
+        ("syncIntervalSeconds", Whole, |r| {
+            leaf(r.0.sync_interval_seconds)
+        }),
+        ("nextSyncAt", Whole, |r| leaf(r.0.next_sync_at)),
+        ("archivedAt", Whole, |r| leaf(r.0.archived_at)),
+        ("createdAt", Whole, |r| leaf(r.0.created_at)),
+        ("updatedAt", Whole, |r| leaf(r.0.updated_at)),
+        ("metadata", Whole, |r| leaf(&r.0.metadata)),
     ];
 
     /// A page of the registries that match `filter`, ordered by name (`Query.registries`).
@@ -71,19 +75,21 @@ impl Registry {
         Ok(self.servers_built(&args, rows))
     }
 
-    /// Pages of many registries' servers with one read (the compiled read path).
+    /// Pages of many registries' servers with one read of rows as wide as `width` (the compiled
+    /// read path, which knows the fields it will read).
     pub(crate) async fn servers_pages(
         registries: &[&Registry],
         reads: &CachedReads<'_>,
         first: Option<i32>,
         after: Option<String>,
+        width: Width,
     ) -> AppResult<Vec<Page<Server>>> {
         let args = PageArgs::parse("servers", first, after)?;
         let keys = registries
             .iter()
             .map(|r| (r.0.id, r.0.last_sync_at, args.child_page()))
             .collect();
-        let rows = reads.registry_servers_many(keys).await?;
+        let rows = reads.registry_servers_many(keys, width).await?;
         Ok(registries
             .iter()
             .zip(rows)
@@ -209,31 +215,37 @@ pub struct Server(pub ServerRow);
 impl Server {
     /// The fields answered from the row alone (the compiled read path, `crate::graphql::compiled`).
     pub(crate) const LEAVES: &'static [Leaf<Server>] = &[
-        ("id", |r| leaf(ids::encode(Kind::Server, r.0.id))),
-        ("registryId", |r| {
+        ("id", Narrow, |r| leaf(ids::encode(Kind::Server, r.0.id))),
+        ("registryId", Narrow, |r| {
             leaf(ids::encode(Kind::Registry, r.0.registry_id))
         }),
-        ("name", |r| leaf(r.0.name.as_str())),
-        ("originalName", |r| leaf(r.0.original_name.as_str())),
-        ("description", |r| leaf(r.0.description.as_str())),
-        ("version", |r| leaf(r.0.version.as_deref())),
-        ("image", |r| leaf(r.0.image.as_deref())),
-        ("url", |r| leaf(r.0.url.as_deref())),
-        ("transport", |r| leaf(r.0.transport)),
-        ("tier", |r| leaf(r.0.tier)),
-        ("status", |r| leaf(r.0.status)),
-        ("category", |r| leaf(r.0.category.as_slice())),
-        ("capabilities", |r| leaf(r.0.capabilities.as_slice())),
-        ("repositoryUrl", |r| leaf(r.0.repository_url.as_deref())),
-        ("networkPermissions", |r| leaf(&r.0.network_permissions)),
-        ("pullCount", |r| leaf(r.0.pull_count)),
-        ("stars", |r| leaf(r.0.stars)),
-        ("lastUpdated", |r| leaf(r.0.last_updated)),
-        ("deploymentRequirements", |r| {
+        ("name", Narrow, |r| leaf(r.0.name.as_str())),
+        ("originalName", Whole, |r| leaf(r.0.original_name.as_str())),
+        ("description", Whole, |r| leaf(r.0.description.as_str())),
+        ("version", Whole, |r| leaf(r.0.version.as_deref())),
+        ("image", Whole, |r| leaf(r.0.image.as_deref())),
+        ("url", Whole, |r| leaf(r.0.url.as_deref())),
+        ("transport", Narrow, |r| leaf(r.0.transport)),
+        ("tier", Narrow, |r| leaf(r.0.tier)),
+        ("status", Narrow, |r| leaf(r.0.status)),
+        ("category", Whole, |r| leaf(r.0.category.as_slice())),
+        ("capabilities", Whole, |r| leaf(r.0.capabilities.as_slice())),
+        ("repositoryUrl", Whole, |r| {
+            leaf(r.0.repository_url.as_deref())
+        }),
+        ("networkPermissions", Whole, |r| {
+            leaf(&r.0.network_permissions)
+        }),
+        ("pullCount", Narrow, |r| leaf(r.0.pull_count)),
+        ("stars", Narrow, |r| leaf(r.0.stars)),
+        ("lastUpdated", Narrow, |r| leaf(r.0.last_updated)),
+        ("deploymentRequirements", Whole, |r| {
             leaf(&r.0.deployment_requirements)
         }),
-        ("removedUpstreamAt", |r| leaf(r.0.removed_upstream_at)),
-        ("archivedAt", |r| leaf(r.0.archived_at)),
+        ("removedUpstreamAt", Narrow, |r| {
+            leaf(r.0.removed_upstream_at)
+        }),
+        ("archivedAt", Narrow, |r| leaf(r.0.archived_at)),
     ];
 
     /// A page of the server's instances, oldest first (the `instances` field).
@@ -248,16 +260,18 @@ impl Server {
         Ok(self.instances_built(&args, rows))
     }
 
-    /// Pages of many servers' instances with one read (the compiled read path).
+    /// Pages of many servers' instances with one read of rows as wide as `width` (the compiled
+    /// read path).
     pub(crate) async fn instances_pages(
         servers: &[&Server],
         reads: &CachedReads<'_>,
         first: Option<i32>,
         after: Option<String>,
+        width: Width,
     ) -> AppResult<Vec<Page<Instance>>> {
         let args = PageArgs::parse("instances", first, after)?.expect_time_cursor()?;
         let keys = servers.iter().map(|s| s.instances_key(&args)).collect();
-        let rows = reads.instances_of_servers(keys).await?;
+        let rows = reads.instances_of_servers(keys, width).await?;
         Ok(servers
             .iter()
             .zip(rows)
