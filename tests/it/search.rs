@@ -869,7 +869,7 @@ async fn the_search_migration_reverts_and_reapplies_cleanly() {
     assert_eq!(found, ["github"]);
 }
 
-/// The search document is computed by PL/pgSQL since migration 000100: the vectors must be
+/// The search document is computed by PL/pgSQL since migration 000120: the vectors must be
 /// byte-identical to the SQL expression it replaced (the index built before stays valid), for
 /// the real catalogue and for edge cases (NULL and empty arrays, quotes, backslashes, prose).
 #[tokio::test]
