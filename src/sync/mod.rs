@@ -5,8 +5,9 @@
 //!    sync holds it, in this or any other gateway process, the trigger gets CONFLICT (it does not
 //!    join the running sync: follow that one with the `registrySync` subscription);
 //! 2. moves the registry to SYNCING and returns (the `syncRegistry` mutation answers here);
-//! 3. in the background, reads the source (`fetch`), normalises every entry (`normalize`),
-//!    skipping malformed ones with a reason;
+//! 3. in the background, reads the source (`fetch`) and normalises every entry (`normalize`),
+//!    skipping malformed ones with a reason; a document's entries are normalised in chunks
+//!    while earlier chunks are already being written (`formats::Entries`);
 //! 4. stores everything in one transaction and moves the registry to ACTIVE (`store::commit`), or
 //!    on any failure moves it to ERROR with a readable message and leaves its servers untouched
 //!    (`store::fail`);
