@@ -179,18 +179,21 @@ fn page_arrays<K>(keys: &[K], parts: impl Fn(&K) -> (Uuid, &ChildPage)) -> PageA
     (parents, after_values, after_ids, limits)
 }
 
-/// Groups ranked rows back onto the keys that asked for them (ordinality is 1-based).
-fn regroup<K: Clone + Eq + Hash, R>(
-    keys: &[K],
-    rows: impl IntoIterator<Item = (i64, R)>,
-) -> HashMap<K, Vec<R>> {
-    let mut out: HashMap<K, Vec<R>> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+/// Ranked rows placed by the position of the key that asked for them: `out[i]` holds the rows
+/// of the `i`-th key (ordinality is 1-based).
+fn in_positions<R>(keys: usize, rows: impl IntoIterator<Item = (i64, R)>) -> Vec<Vec<R>> {
+    let mut out: Vec<Vec<R>> = (0..keys).map(|_| Vec::new()).collect();
     for (ord, row) in rows {
-        if let Some(k) = keys.get((ord - 1) as usize) {
-            out.entry(k.clone()).or_default().push(row);
+        if let Some(page) = usize::try_from(ord - 1).ok().and_then(|i| out.get_mut(i)) {
+            page.push(row);
         }
     }
     out
+}
+
+/// Each key with its value, as a `Loader` answers.
+fn keyed<K: Clone + Eq + Hash, V>(keys: &[K], values: Vec<V>) -> HashMap<K, V> {
+    keys.iter().cloned().zip(values).collect()
 }
 
 /// A key of a children-page loader: whose page, and which page.
@@ -209,12 +212,13 @@ pub trait ChildPageKey: Clone + Eq + Hash + Send + Sync + 'static {
 }
 
 impl Reader {
-    /// The pages `keys` ask for, with one statement; `width` says which columns (see [`Width`]).
+    /// The pages `keys` ask for, in their order, with one statement; `width` says which columns
+    /// (see [`Width`]).
     pub async fn child_pages<K: ChildPageKey>(
         &self,
         keys: &[K],
         width: Width,
-    ) -> Result<HashMap<K, Vec<K::Row>>, ReadError> {
+    ) -> Result<Vec<Vec<K::Row>>, ReadError> {
         let (parents, after_values, after_ids, limits) = page_arrays(keys, K::parts);
         let sql = K::SQL.replace("{columns}", &K::Row::select_list("x", width));
         let mut conn = self.conn().await?;
@@ -229,7 +233,7 @@ impl Reader {
         )
         .load(&mut conn)
         .await?;
-        Ok(regroup(keys, rows.into_iter().map(Into::into)))
+        Ok(in_positions(keys.len(), rows.into_iter().map(Into::into)))
     }
 }
 
@@ -259,7 +263,7 @@ macro_rules! child_page_loader {
             type Error = ReadError;
 
             async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, Vec<$row>>, ReadError> {
-                self.child_pages(keys, Width::Whole).await
+                Ok(keyed(keys, self.child_pages(keys, Width::Whole).await?))
             }
         }
     };
@@ -368,7 +372,8 @@ impl Loader<MetricsOfInstance> for Reader {
         .bind::<Array<Nullable<Timestamptz>>, _>(until)
         ).load(&mut conn)
         .await?;
-        Ok(regroup(keys, rows.into_iter().map(|r| (r.ord, r.row))))
+        let pages = in_positions(keys.len(), rows.into_iter().map(|r| (r.ord, r.row)));
+        Ok(keyed(keys, pages))
     }
 }
 
@@ -413,7 +418,8 @@ impl Loader<HourlyMetricsOfInstance> for Reader {
         .bind::<Array<Nullable<Timestamptz>>, _>(until)
         ).load(&mut conn)
         .await?;
-        Ok(regroup(keys, rows.into_iter().map(|r| (r.ord, r.row))))
+        let pages = in_positions(keys.len(), rows.into_iter().map(|r| (r.ord, r.row)));
+        Ok(keyed(keys, pages))
     }
 }
 
@@ -431,35 +437,39 @@ impl Loader<LatestMetricsOfInstance> for Reader {
     ) -> Result<HashMap<LatestMetricsOfInstance, MetricsRow>, ReadError> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
         let rows = self.latest_metrics(ids, Width::Whole).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, r)| (LatestMetricsOfInstance(id), r))
+        Ok(keys
+            .iter()
+            .zip(rows)
+            .filter_map(|(k, r)| Some((*k, r?)))
             .collect())
     }
 }
 
 impl Reader {
-    /// The newest sample of each of the instances `ids` that has one, with one statement;
-    /// `width` says which columns (see [`Width`]).
+    /// The newest sample of each of the instances `ids`, in their order (`None` for one without
+    /// samples), with one statement; `width` says which columns (see [`Width`]).
     pub async fn latest_metrics(
         &self,
         ids: Vec<Uuid>,
         width: Width,
-    ) -> Result<HashMap<Uuid, MetricsRow>, ReadError> {
+    ) -> Result<Vec<Option<MetricsRow>>, ReadError> {
+        let count = ids.len();
         // One index probe per instance on (instance_id, timestamp DESC): the cost does not grow
         // with the number of samples an instance has.
         let sql = format!(
-            "SELECT m.* FROM unnest($1::uuid[]) AS k(id) \
+            "SELECT k.ord, m.* FROM unnest($1::uuid[]) WITH ORDINALITY AS k(id, ord) \
              CROSS JOIN LATERAL ( \
                SELECT {} FROM monitoring_metrics x WHERE x.instance_id = k.id \
                ORDER BY x.\"timestamp\" DESC LIMIT 1) m",
             MetricsRow::select_list("x", width)
         );
         let mut conn = self.conn().await?;
-        let rows: Vec<MetricsRow> = Prepared(diesel::sql_query(sql).bind::<Array<SqlUuid>, _>(ids))
-            .load(&mut conn)
-            .await?;
-        Ok(rows.into_iter().map(|r| (r.instance_id, r)).collect())
+        let rows: Vec<RankedMetrics> =
+            Prepared(diesel::sql_query(sql).bind::<Array<SqlUuid>, _>(ids))
+                .load(&mut conn)
+                .await?;
+        let found = in_positions(count, rows.into_iter().map(|r| (r.ord, r.row)));
+        Ok(found.into_iter().map(|mut rows| rows.pop()).collect())
     }
 }
 
@@ -618,3 +628,25 @@ count_loader!(
     LogCountOfDeployment,
     "SELECT deployment_id AS parent, count(*) AS n FROM deployment_logs WHERE deployment_id = ANY($1) GROUP BY 1"
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranked_rows_go_to_the_position_of_their_key() {
+        // Keys 1 and 3 are the same parent asked twice: each position gets its own rows.
+        let rows = [
+            (3, "c1"),
+            (1, "a1"),
+            (1, "a2"),
+            (3, "c2"),
+            (4, "beyond"),
+            (0, "before"),
+        ];
+        assert_eq!(
+            in_positions(3, rows),
+            vec![vec!["a1", "a2"], vec![], vec!["c1", "c2"]]
+        );
+    }
+}

@@ -601,29 +601,6 @@ impl Caches {
     }
 }
 
-/// The answers of `found` in the order of `keys`, moved out rather than cloned; a key asked
-/// twice gets a copy of its first answer.
-fn in_key_order<K: Hash + Eq, V: Clone>(
-    keys: &[K],
-    mut found: std::collections::HashMap<K, V>,
-) -> Vec<Option<V>> {
-    let mut seen = std::collections::HashSet::with_capacity(keys.len());
-    let mut out: Vec<Option<V>> = Vec::with_capacity(keys.len());
-    for (i, k) in keys.iter().enumerate() {
-        let v = match found.remove(k) {
-            Some(v) => Some(v),
-            None if seen.contains(k) => keys[..i]
-                .iter()
-                .position(|e| e == k)
-                .and_then(|j| out[j].clone()),
-            None => None,
-        };
-        seen.insert(k);
-        out.push(v);
-    }
-    out
-}
-
 /// Reads of one request through the caches: a hit is answered from memory, a miss goes through
 /// the request's batching loader. Without caches (a schema built without services) every read
 /// goes to the loader.
@@ -699,15 +676,9 @@ impl<'a> CachedReads<'a> {
         }
     }
 
-    /// Pages of rows per key, in the order of `keys`, as the cache keeps them.
-    fn pages<K: Hash + Eq, R: Clone>(
-        keys: &[K],
-        found: std::collections::HashMap<K, Vec<R>>,
-    ) -> Vec<Rows<R>> {
-        in_key_order(keys, found)
-            .into_iter()
-            .map(|r| Arc::new(r.unwrap_or_default()))
-            .collect()
+    /// Pages of rows, as the cache keeps them.
+    fn pages<R>(pages: Vec<Vec<R>>) -> Vec<Rows<R>> {
+        pages.into_iter().map(Arc::new).collect()
     }
 
     /// Pages of many registries' servers at once (see [`CachedReads::registry_servers`]), read
@@ -723,8 +694,9 @@ impl<'a> CachedReads<'a> {
                 .into_iter()
                 .map(|(registry_id, _, page)| ServersOfRegistry { registry_id, page })
                 .collect();
-            let found = self.loader.loader().child_pages(&keys, width).await?;
-            Ok(Self::pages(&keys, found))
+            Ok(Self::pages(
+                self.loader.loader().child_pages(&keys, width).await?,
+            ))
         };
         self.through_many(|i| &i.server_pages, keys, load).await
     }
@@ -737,8 +709,9 @@ impl<'a> CachedReads<'a> {
     ) -> Result<Vec<Rows<InstanceRow>>, ReadError> {
         let width = self.width(width);
         let load = |keys: Vec<InstancesOfServer>| async move {
-            let found = self.loader.loader().child_pages(&keys, width).await?;
-            Ok(Self::pages(&keys, found))
+            Ok(Self::pages(
+                self.loader.loader().child_pages(&keys, width).await?,
+            ))
         };
         self.through_many(|i| &i.instances_of_server, keys, load)
             .await
@@ -751,14 +724,8 @@ impl<'a> CachedReads<'a> {
         width: Width,
     ) -> Result<Vec<Option<MetricsRow>>, ReadError> {
         let width = self.width(width);
-        let load = |ids: Vec<Uuid>| async move {
-            let found = self
-                .loader
-                .loader()
-                .latest_metrics(ids.clone(), width)
-                .await?;
-            Ok(in_key_order(&ids, found))
-        };
+        let load =
+            |ids: Vec<Uuid>| async move { self.loader.loader().latest_metrics(ids, width).await };
         self.through_many(|i| &i.latest_metrics, instance_ids, load)
             .await
     }
@@ -895,15 +862,6 @@ impl<'a> CachedReads<'a> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
-
-    #[test]
-    fn batched_answers_come_in_key_order_and_repeated_keys_share_one() {
-        let found: std::collections::HashMap<u8, &str> = [(1, "one"), (3, "three")].into();
-        assert_eq!(
-            in_key_order(&[3, 2, 1, 3], found),
-            vec![Some("three"), None, Some("one"), Some("three")]
-        );
-    }
 
     fn stats() -> Arc<CacheStats> {
         CacheStats::new("test", &CacheMetrics::default())
