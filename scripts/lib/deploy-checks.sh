@@ -112,13 +112,41 @@ real_k8s_script() {
   return 1
 }
 
+# real_ready KUBECONFIG: waits up to 90 s for the apiserver's /readyz (the tool's own wait is
+# 20 s, which a loaded machine can exceed; the dry-run then found nothing listening).
+real_ready() {
+  local _
+  for _ in $(seq 1 180); do
+    kubectl --kubeconfig "$1" get --raw /readyz >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  return 1
+}
+
+# start_real SCRIPT: starts the real control plane in a new directory and prints it once its
+# apiserver is ready; a start whose apiserver never answers is logged and tried once more.
+start_real() {
+  local script=$1 dir attempt
+  for attempt in 1 2; do
+    dir=$(mktemp -d "$WORK/real-k8s.XXXX")
+    if "$script" start "$dir" >"$WORK/real-k8s-start.log" 2>&1 && real_ready "$dir/kubeconfig"; then
+      echo "$dir"
+      return 0
+    fi
+    echo "real kube-apiserver did not become ready (attempt $attempt); its logs:" >&2
+    tail -n 15 "$dir/etcd.log" "$dir/apiserver.log" >&2 2>/dev/null || true
+    "$script" stop "$dir" >/dev/null 2>&1 || true
+    rm -rf "$dir"
+  done
+  return 1
+}
+
 check_real() {
   render_all || return 1
   local script dir rc=0
   script=$(real_k8s_script) || return 1
   nice -n 10 "$script" build >"$WORK/real-k8s-build.log" 2>&1 || { tail -20 "$WORK/real-k8s-build.log" >&2; return 1; }
-  dir=$(mktemp -d "$WORK/real-k8s.XXXX")
-  "$script" start "$dir" >"$WORK/real-k8s-start.log" 2>&1 || { "$script" stop "$dir" || true; return 1; }
+  dir=$(start_real "$script") || return 1
   # v1.20 has no policy/v1 (added in 1.21): only for this dry-run.
   sed 's#^apiVersion: policy/v1$#apiVersion: policy/v1beta1#' "$WORK/base.yaml" >"$WORK/base-v1.20.yaml"
   sed 's#^apiVersion: policy/v1$#apiVersion: policy/v1beta1#' "$WORK/dev.yaml" >"$WORK/dev-v1.20.yaml"
