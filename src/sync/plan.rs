@@ -44,9 +44,6 @@ pub struct Write {
 /// What a sync writes.
 #[derive(Debug, Default)]
 pub struct SyncPlan {
-    /// Servers to insert or update, by original name (filled by [`plan`]; a streamed sync writes
-    /// them chunk by chunk as [`Planner::add`] returns them).
-    pub writes: Vec<Write>,
     /// Vanished servers no instance uses.
     pub delete: Vec<Uuid>,
     /// Vanished servers that instances use.
@@ -139,9 +136,9 @@ struct Fresh {
 
 /// Plans a sync whose entries arrive in chunks, so that each chunk's writes can be stored while
 /// later entries are still being read. Each chunk's new servers get a provisional name, unique
-/// against every stored name and every earlier provisional one. The final names are those
-/// [`plan`] gives, which depend on every entry (new servers are named in order of original name,
-/// and names of deleted servers are free again): [`Planner::finish`] computes them and lists the
+/// against every stored name and every earlier provisional one. The final names are those a
+/// plan of every entry at once gives, which depend on every entry (new servers are named in
+/// order of original name, and names of deleted servers are free again): [`Planner::finish`] computes them and lists the
 /// few new servers whose provisional name differs, to be renamed before the commit.
 pub struct Planner<'a> {
     stored: &'a StoredServers,
@@ -274,23 +271,6 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Plans a sync of `entries` over `stored` in one go: the writes carry their final names.
-pub fn plan(entries: Vec<Entry>, stored: &StoredServers, mode: SyncMode) -> SyncPlan {
-    let mut planner = Planner::new(stored, mode);
-    let mut writes = planner.add(entries);
-    let (mut p, renamed) = planner.finish();
-    for r in renamed {
-        if let Some(w) = writes
-            .iter_mut()
-            .find(|w| w.server.original_name == r.original_name)
-        {
-            w.name = r.name;
-        }
-    }
-    p.writes = writes;
-    p
-}
-
 /// Gives each new server, in the order given (by original name), a unique DNS-label name not in
 /// `taken`, and takes it.
 fn assign_names(fresh: &mut [Fresh], taken: &mut HashSet<String>) {
@@ -312,6 +292,36 @@ fn assign_names(fresh: &mut [Fresh], taken: &mut HashSet<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plan of every entry at once, and its writes under their final names: the rules as a
+    /// sync applies them, for the tests (a sync itself streams them through [`Planner`]).
+    struct Whole {
+        plan: SyncPlan,
+        writes: Vec<Write>,
+    }
+
+    impl std::ops::Deref for Whole {
+        type Target = SyncPlan;
+        fn deref(&self) -> &SyncPlan {
+            &self.plan
+        }
+    }
+
+    fn plan(entries: Vec<Entry>, stored: &StoredServers, mode: SyncMode) -> Whole {
+        let mut planner = Planner::new(stored, mode);
+        let mut writes = planner.add(entries);
+        let (plan, renamed) = planner.finish();
+        for r in renamed {
+            if let Some(w) = writes
+                .iter_mut()
+                .find(|w| w.server.original_name == r.original_name)
+            {
+                w.name = r.name;
+            }
+        }
+        Whole { plan, writes }
+    }
+
     use dataloaders::enums::{ServerStatus, ServerTier, Transport};
 
     fn server(original: &str, hint: &str, description: &str) -> NewServer {

@@ -28,6 +28,7 @@ use crate::audit::{self, AuditEntry};
 use crate::db::AdvisoryLock;
 use crate::error::{AppError, AppResult};
 use crate::registries::store::transition;
+use dataloaders::prepared::Prepared;
 
 /// Message of a registry found in SYNCING with no live sync.
 pub const ABANDONED: &str =
@@ -423,114 +424,41 @@ fn array_literal(items: &[String]) -> String {
     s
 }
 
-/// [`UPSERT_SQL`] cut at its placeholders (`$1`, `$2`, ... appear once each, in order), so that
-/// [`Upsert`] can bind its parameters between the pieces.
-static UPSERT_PIECES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-    let sql = UPSERT_SQL.as_str();
-    let mut pieces = vec![String::new()];
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-            while chars.peek().is_some_and(char::is_ascii_digit) {
-                chars.next();
-            }
-            pieces.push(String::new());
-        } else {
-            pieces.last_mut().expect("one piece").push(c);
-        }
-    }
-    pieces
-});
-
-/// One column of a chunk of writes, as the array it is bound as.
-enum Column<'a> {
-    Text(Vec<&'a str>),
-    OptionalText(Vec<Option<&'a str>>),
-    /// `text[]` values as array literals.
-    Literal(Vec<String>),
-    Json(Vec<&'a serde_json::Value>),
-    Int(Vec<i64>),
-    Time(Vec<Option<DateTime<Utc>>>),
-}
-
-/// The upsert of one chunk of writes (columns as in [`WRITTEN`]). Unlike a `sql_query`, which is
-/// prepared anew at each use, diesel keeps it prepared: the statement of the next chunk is sent
-/// whole (bind and execute) while PostgreSQL still runs the previous one, with no round trip
-/// for a prepare in between.
-struct Upsert<'a> {
+/// The upsert of one chunk of writes (columns as in [`WRITTEN`]), kept prepared by the
+/// connection ([`Prepared`]): a plain `sql_query` is prepared anew at each use, a round trip
+/// that would stall the pipeline between chunks.
+fn upsert_query(
     id: Uuid,
     now: DateTime<Utc>,
-    columns: Vec<Column<'a>>,
-}
-
-impl<'a> Upsert<'a> {
-    fn new(id: Uuid, now: DateTime<Utc>, writes: &'a [Write]) -> Self {
-        fn text<'a>(w: &'a [Write], f: impl Fn(&'a Write) -> &'a str) -> Column<'a> {
-            Column::Text(w.iter().map(f).collect())
-        }
-        fn opt<'a>(w: &'a [Write], f: impl Fn(&'a Write) -> Option<&'a str>) -> Column<'a> {
-            Column::OptionalText(w.iter().map(f).collect())
-        }
-        let literal = |f: fn(&Write) -> &[String]| {
-            Column::Literal(writes.iter().map(|w| array_literal(f(w))).collect())
-        };
-        let json =
-            |f: fn(&Write) -> &serde_json::Value| Column::Json(writes.iter().map(f).collect());
-        let int = |f: fn(&Write) -> i64| Column::Int(writes.iter().map(f).collect());
-        let columns = vec![
-            text(writes, |w| &w.name),
-            text(writes, |w| &w.server.original_name),
-            text(writes, |w| &w.hash),
-            text(writes, |w| &w.server.description),
-            opt(writes, |w| w.server.version.as_deref()),
-            opt(writes, |w| w.server.image.as_deref()),
-            opt(writes, |w| w.server.url.as_deref()),
-            text(writes, |w| w.server.transport.as_db_str()),
-            text(writes, |w| w.server.tier.as_db_str()),
-            text(writes, |w| w.server.status.as_db_str()),
-            literal(|w| &w.server.category),
-            literal(|w| &w.server.capabilities),
-            opt(writes, |w| w.server.repository_url.as_deref()),
-            json(|w| &w.server.network_permissions),
-            int(|w| w.server.pull_count),
-            int(|w| w.server.stars),
-            Column::Time(writes.iter().map(|w| w.server.last_updated).collect()),
-            json(|w| &w.server.deployment_requirements),
-        ];
-        Upsert { id, now, columns }
+    writes: &[Write],
+) -> Prepared<impl diesel::query_builder::QueryFragment<diesel::pg::Pg> + Send + '_> {
+    use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz};
+    fn col<'a, T>(writes: &'a [Write], f: impl Fn(&'a Write) -> T) -> Vec<T> {
+        writes.iter().map(f).collect()
     }
-}
-
-impl diesel::query_builder::QueryId for Upsert<'_> {
-    type QueryId = Upsert<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for Upsert<'_> {
-    fn walk_ast<'b>(
-        &'b self,
-        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
-    ) -> QueryResult<()> {
-        use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz};
-        let pieces = &*UPSERT_PIECES;
-        out.push_sql(&pieces[0]);
-        out.push_bind_param::<diesel::sql_types::Uuid, _>(&self.id)?;
-        out.push_sql(&pieces[1]);
-        out.push_bind_param::<Timestamptz, _>(&self.now)?;
-        for (column, piece) in self.columns.iter().zip(&pieces[2..]) {
-            out.push_sql(piece);
-            match column {
-                Column::Text(v) => out.push_bind_param::<Array<Text>, _>(v)?,
-                Column::OptionalText(v) => out.push_bind_param::<Array<Nullable<Text>>, _>(v)?,
-                Column::Literal(v) => out.push_bind_param::<Array<Text>, _>(v)?,
-                Column::Json(v) => out.push_bind_param::<Array<Jsonb>, _>(v)?,
-                Column::Int(v) => out.push_bind_param::<Array<BigInt>, _>(v)?,
-                Column::Time(v) => out.push_bind_param::<Array<Nullable<Timestamptz>>, _>(v)?,
-            }
-        }
-        out.push_sql(pieces.last().expect("pieces"));
-        Ok(())
-    }
+    Prepared(
+        diesel::sql_query(UPSERT_SQL.as_str())
+            .bind::<diesel::sql_types::Uuid, _>(id)
+            .bind::<Timestamptz, _>(now)
+            .bind::<Array<Text>, _>(col(writes, |w| w.name.as_str()))
+            .bind::<Array<Text>, _>(col(writes, |w| w.server.original_name.as_str()))
+            .bind::<Array<Text>, _>(col(writes, |w| w.hash.as_str()))
+            .bind::<Array<Text>, _>(col(writes, |w| w.server.description.as_str()))
+            .bind::<Array<Nullable<Text>>, _>(col(writes, |w| w.server.version.as_deref()))
+            .bind::<Array<Nullable<Text>>, _>(col(writes, |w| w.server.image.as_deref()))
+            .bind::<Array<Nullable<Text>>, _>(col(writes, |w| w.server.url.as_deref()))
+            .bind::<Array<Text>, _>(col(writes, |w| w.server.transport.as_db_str()))
+            .bind::<Array<Text>, _>(col(writes, |w| w.server.tier.as_db_str()))
+            .bind::<Array<Text>, _>(col(writes, |w| w.server.status.as_db_str()))
+            .bind::<Array<Text>, _>(col(writes, |w| array_literal(&w.server.category)))
+            .bind::<Array<Text>, _>(col(writes, |w| array_literal(&w.server.capabilities)))
+            .bind::<Array<Nullable<Text>>, _>(col(writes, |w| w.server.repository_url.as_deref()))
+            .bind::<Array<Jsonb>, _>(col(writes, |w| &w.server.network_permissions))
+            .bind::<Array<BigInt>, _>(col(writes, |w| w.server.pull_count))
+            .bind::<Array<BigInt>, _>(col(writes, |w| w.server.stars))
+            .bind::<Array<Nullable<Timestamptz>>, _>(col(writes, |w| w.server.last_updated))
+            .bind::<Array<Jsonb>, _>(col(writes, |w| &w.server.deployment_requirements)),
+    )
 }
 
 /// Inserts or updates one chunk of writes in one statement. The parameters are encoded at once;
@@ -541,7 +469,7 @@ fn upsert_servers<'c>(
     now: DateTime<Utc>,
     writes: &[Write],
 ) -> futures_util::future::BoxFuture<'c, QueryResult<usize>> {
-    Upsert::new(id, now, writes).execute(&mut conn)
+    upsert_query(id, now, writes).execute(&mut conn)
 }
 
 /// Writes what a plan settles after the last chunk: deletes and marks vanished servers, gives
@@ -810,11 +738,11 @@ mod tests {
 
     #[test]
     fn the_upsert_query_is_the_upsert_sql_with_every_column_bound() {
-        assert_eq!(UPSERT_PIECES.len(), WRITTEN.len() + 3);
-        let sql =
-            diesel::debug_query::<diesel::pg::Pg, _>(&Upsert::new(Uuid::nil(), Utc::now(), &[]))
-                .to_string();
-        let sql = sql.split(" -- binds").next().unwrap();
+        let query = upsert_query(Uuid::nil(), Utc::now(), &[]);
+        let debug = diesel::debug_query::<diesel::pg::Pg, _>(&query).to_string();
+        let (sql, binds) = debug.split_once(" -- binds: ").unwrap();
         assert_eq!(sql, UPSERT_SQL.as_str());
+        // The registry, the time, and one array per written column.
+        assert_eq!(binds.matches('[').count(), 1 + WRITTEN.len());
     }
 }
